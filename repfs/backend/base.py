@@ -1,0 +1,77 @@
+"""The `Pool` protocol: one object store, addressed by string keys.
+
+Every pool implementation (local directory, S3, fault-injecting test wrappers)
+implements this protocol, and one conformance suite (tests/unit/test_pool_conformance.py)
+runs over each. Pools know nothing of inodes, blocks or encryption: they store opaque,
+immutable objects under keys built by `repfs.backend.keys`.
+
+Contract:
+- `put` is atomic (a reader sees the whole object or none) and idempotent; when it
+  returns, the object is durable on that pool.
+- `get` raises `ObjectNotFound` for a missing key and `PoolUnavailable` when the pool
+  cannot be reached; it never returns partial data.
+- `delete` of a missing key is not an error.
+- Every method is async and never blocks the trio loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    """Space on a pool, in bytes. `total` is 0 when the pool cannot tell."""
+
+    used: int
+    total: int
+    free: int
+
+
+@runtime_checkable
+class Pool(Protocol):
+    """One object store holding replicas of blocks and metadata objects."""
+
+    @property
+    def name(self) -> str:
+        """Short unique name of the pool inside this filesystem (e.g. `pool1`)."""
+        ...
+
+    @property
+    def url(self) -> str:
+        """Where the pool lives, without credentials (e.g. `file:///srv/pool1`)."""
+        ...
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`, atomically and durably."""
+        ...
+
+    async def get(self, key: str) -> bytes:
+        """Return the object stored under `key`."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove `key`; a missing key is not an error."""
+        ...
+
+    async def exists(self, key: str) -> bool:
+        """Whether an object is stored under `key`."""
+        ...
+
+    def list(self, prefix: str = "") -> AsyncIterator[str]:
+        """Yield every key that starts with `prefix`, in no particular order."""
+        ...
+
+    async def usage(self) -> PoolUsage:
+        """Bytes used by this pool's objects and the space the pool has."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise `PoolUnavailable` unless the pool answers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+        ...

@@ -1,0 +1,381 @@
+"""The block cache: local files holding the blocks of open and recently used files.
+
+Each cached block is one file, `dirty/<ino>-<index>` or `clean/<ino>-<index>`. A dirty
+block holds writes not yet stored on the pools; it survives a crash of the daemon and
+is uploaded at the next mount (`recover_dirty`). Clean blocks are a read cache, evicted
+least-recently-used first when the cache is over its size.
+
+The cache knows nothing of pools or encryption: it gets a block's bytes from `fetch`
+and hands dirty bytes to `store`, both given by the filesystem core. A block's file may
+be shorter than the block: the rest reads as zeros (up to the file's size, which the
+core clamps to).
+
+Write-back: the `run` service uploads blocks that have not been written for
+`idle_seconds`, and anything when the dirty bytes pass half of `max_dirty`. Writers wait
+(never fail) while the dirty bytes are over `max_dirty`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from repfs.errors import RepfsError
+
+log = logging.getLogger(__name__)
+
+Key = tuple[int, int]
+FetchFn = Callable[[int, int], Awaitable[bytes | None]]
+StoreFn = Callable[[int, int, bytes], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class Entry:
+    ino: int
+    index: int
+    size: int
+    dirty: bool = False
+    generation: int = 0
+    last_write: float = 0.0
+    uploading: trio.Event | None = None
+    dropped: bool = False
+    waiters: int = field(default=0)
+
+
+class BlockCache:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        block_size: int,
+        max_bytes: int,
+        max_dirty: int,
+        fetch: FetchFn,
+        store: StoreFn,
+        uploads: int = 4,
+        idle_seconds: float = 1.0,
+    ) -> None:
+        self.root = root
+        self.block_size = block_size
+        self.max_bytes = max_bytes
+        self.max_dirty = max(max_dirty, 2 * block_size)
+        self._fetch = fetch
+        self._store = store
+        self.idle_seconds = idle_seconds
+        self.upload_limiter = trio.CapacityLimiter(uploads)
+        self.entries: OrderedDict[Key, Entry] = OrderedDict()  # LRU order, oldest first
+        self.by_ino: dict[int, set[int]] = {}
+        self.dirty_bytes = 0
+        self.clean_bytes = 0
+        self.upload_errors = 0
+        self._fetching: dict[Key, trio.Event] = {}
+        self._room = trio.Event()
+        self._wake_writeback = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        for sub in ("dirty", "clean"):
+            (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    # --- paths and bookkeeping -------------------------------------------------------
+    def _path(self, e: Entry | Key, dirty: bool | None = None) -> Path:
+        ino, index = (e.ino, e.index) if isinstance(e, Entry) else e
+        d = e.dirty if dirty is None and isinstance(e, Entry) else bool(dirty)
+        return self.root / ("dirty" if d else "clean") / f"{ino}-{index}"
+
+    def _add(self, e: Entry) -> None:
+        self.entries[(e.ino, e.index)] = e
+        self.by_ino.setdefault(e.ino, set()).add(e.index)
+        if e.dirty:
+            self.dirty_bytes += e.size
+        else:
+            self.clean_bytes += e.size
+
+    def _forget(self, e: Entry) -> None:
+        key = (e.ino, e.index)
+        if self.entries.get(key) is e:
+            del self.entries[key]
+            idx = self.by_ino.get(e.ino)
+            if idx is not None:
+                idx.discard(e.index)
+                if not idx:
+                    del self.by_ino[e.ino]
+        if e.dirty:
+            self.dirty_bytes -= e.size
+        else:
+            self.clean_bytes -= e.size
+        e.dropped = True
+
+    def _resize(self, e: Entry, size: int) -> None:
+        if e.dirty:
+            self.dirty_bytes += size - e.size
+        else:
+            self.clean_bytes += size - e.size
+        e.size = size
+
+    def _make_dirty(self, e: Entry) -> None:
+        if not e.dirty:
+            os.replace(self._path(e, False), self._path(e, True))
+            self.clean_bytes -= e.size
+            self.dirty_bytes += e.size
+            e.dirty = True
+        e.generation += 1
+        e.last_write = time.monotonic()
+
+    def cached(self, ino: int, index: int) -> bool:
+        return (ino, index) in self.entries
+
+    def indexes(self, ino: int) -> list[int]:
+        return sorted(self.by_ino.get(ino, ()))
+
+    def has_dirty(self, ino: int) -> bool:
+        return any(self.entries[(ino, i)].dirty for i in self.by_ino.get(ino, ()))
+
+    # --- loading --------------------------------------------------------------------
+    async def _load(self, ino: int, index: int) -> Entry:
+        """The entry of a block, fetched from the pools if not cached."""
+        key = (ino, index)
+        while True:
+            e = self.entries.get(key)
+            if e is not None:
+                self.entries.move_to_end(key)
+                return e
+            pending = self._fetching.get(key)
+            if pending is None:
+                break
+            await pending.wait()
+        done = self._fetching[key] = trio.Event()
+        try:
+            data = await self._fetch(ino, index)
+            if key in self.entries:  # a writer created it meanwhile: theirs is newer
+                return self.entries[key]
+            e = Entry(ino, index, 0)
+            with open(self._path(key, False), "wb") as f:
+                if data:
+                    f.write(data)
+            e.size = len(data) if data else 0
+            self._add(e)
+            self._evict()
+            return e
+        finally:
+            del self._fetching[key]
+            done.set()
+
+    def prefetch(self, ino: int, index: int) -> None:
+        """Start loading a block in the background (read-ahead); never waits."""
+        key = (ino, index)
+        if key in self.entries or key in self._fetching or self._nursery is None:
+            return
+        if self.clean_bytes + self.dirty_bytes + self.block_size > self.max_bytes:
+            return
+        self._nursery.start_soon(self._prefetch, ino, index)
+
+    async def _prefetch(self, ino: int, index: int) -> None:
+        try:
+            await self._load(ino, index)
+        except RepfsError as exc:  # the real read will report it
+            log.debug("read-ahead of inode %d block %d failed: %s", ino, index, exc)
+
+    # --- the data path ----------------------------------------------------------------
+    async def read(self, ino: int, index: int, offset: int, length: int) -> bytes:
+        """`length` bytes of a block from `offset`, zero-filled past the stored data."""
+        e = await self._load(ino, index)
+        if offset >= e.size:
+            return bytes(length)
+        fd = os.open(self._path(e), os.O_RDONLY)
+        try:
+            data = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+        if len(data) < length:
+            data += bytes(length - len(data))
+        return data
+
+    async def write(self, ino: int, index: int, offset: int, data: bytes, *, stored: int) -> None:
+        """Write into a block. `stored`: bytes of stored data a partial write must keep."""
+        await self._wait_for_room(len(data))
+        key = (ino, index)
+        e = self.entries.get(key)
+        if e is None:
+            if stored > 0 and not (offset == 0 and len(data) >= stored):
+                e = await self._load(ino, index)
+            else:
+                e = self.entries.get(key)
+                if e is None:
+                    e = Entry(ino, index, 0, dirty=True)
+                    open(self._path(e), "wb").close()
+                    self._add(e)
+        self._make_dirty(e)
+        fd = os.open(self._path(e), os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, offset)
+        finally:
+            os.close(fd)
+        self._resize(e, max(e.size, offset + len(data)))
+        self.entries.move_to_end(key)
+        if self.dirty_bytes > self.max_dirty // 2:
+            self._wake_writeback.set()
+
+    async def truncate(self, ino: int, index: int, length: int, *, stored: int) -> None:
+        """Cut a block's data to `length` bytes (what lies beyond reads as zeros)."""
+        key = (ino, index)
+        e = self.entries.get(key)
+        if e is None:
+            if stored <= length:
+                return
+            e = await self._load(ino, index)
+        if e.size <= length:
+            return
+        self._make_dirty(e)
+        os.truncate(self._path(e), length)
+        self._resize(e, length)
+
+    def drop(self, ino: int, first_index: int = 0) -> None:
+        """Forget the cached blocks of `ino` from `first_index` on, dirty or not."""
+        for index in [i for i in self.by_ino.get(ino, ()) if i >= first_index]:
+            e = self.entries[(ino, index)]
+            path = self._path(e)
+            self._forget(e)
+            path.unlink(missing_ok=True)
+        self._notify()
+
+    def _evict(self) -> None:
+        if self.clean_bytes + self.dirty_bytes <= self.max_bytes:
+            return
+        for key, e in list(self.entries.items()):
+            if self.clean_bytes + self.dirty_bytes <= self.max_bytes:
+                break
+            if e.dirty or key in self._fetching:
+                continue
+            path = self._path(e)
+            self._forget(e)
+            path.unlink(missing_ok=True)
+
+    # --- write-back -------------------------------------------------------------------
+    def _notify(self) -> None:
+        """Wake writers waiting for room in the cache."""
+        self._room.set()
+        self._room = trio.Event()
+
+    async def _wait_for_room(self, nbytes: int) -> None:
+        while self.dirty_bytes + nbytes > self.max_dirty and self.dirty_bytes > 0:
+            self._wake_writeback.set()
+            await self._room.wait()
+
+    async def _upload(self, e: Entry) -> None:
+        """Store one dirty block; it stays dirty if written again meanwhile."""
+        while e.uploading is not None:
+            await e.uploading.wait()
+        if not e.dirty or e.dropped:
+            return
+        e.uploading = trio.Event()
+        try:
+            async with self.upload_limiter:
+                if e.dropped:
+                    return
+                generation = e.generation
+                path = self._path(e)
+                data = await trio.to_thread.run_sync(_read_file, path)
+                if data is None:  # dropped while we waited
+                    return
+                await self._store(e.ino, e.index, data)
+                if e.generation == generation and not e.dropped:
+                    os.replace(self._path(e, True), self._path(e, False))
+                    self.dirty_bytes -= e.size
+                    self.clean_bytes += e.size
+                    e.dirty = False
+                    self._evict()
+        finally:
+            ev, e.uploading = e.uploading, None
+            ev.set()
+            self._notify()
+
+    async def flush(self, ino: int) -> None:
+        """Store every dirty block of `ino` on the pools; raise if one fails."""
+        while True:
+            dirty = [self.entries[(ino, i)] for i in self.indexes(ino) if self.entries[(ino, i)].dirty]
+            if not dirty:
+                return
+            async with trio.open_nursery() as n:
+                for e in dirty:
+                    n.start_soon(self._upload, e)
+
+    async def flush_all(self) -> None:
+        while True:
+            inos = [ino for ino in list(self.by_ino) if self.has_dirty(ino)]
+            if not inos:
+                return
+            async with trio.open_nursery() as n:
+                for ino in inos:
+                    n.start_soon(self.flush, ino)
+
+    def kick(self) -> None:
+        """Ask the write-back service to look at dirty blocks now."""
+        self._wake_writeback.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The write-back service: runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                while True:
+                    with trio.move_on_after(self.idle_seconds / 2):
+                        await self._wake_writeback.wait()
+                    self._wake_writeback = trio.Event()
+                    self._start_uploads(nursery)
+            finally:
+                self._nursery = None
+
+    def _start_uploads(self, nursery: trio.Nursery) -> None:
+        now = time.monotonic()
+        pressure = self.dirty_bytes > self.max_dirty // 2
+        for e in list(self.entries.values()):
+            if not e.dirty or e.uploading is not None:
+                continue
+            if pressure or now - e.last_write >= self.idle_seconds or e.size >= self.block_size:
+                nursery.start_soon(self._upload_logged, e)
+
+    async def _upload_logged(self, e: Entry) -> None:
+        try:
+            await self._upload(e)
+        except RepfsError as exc:
+            self.upload_errors += 1
+            log.error("upload of inode %d block %d failed, will retry: %s", e.ino, e.index, exc)
+
+    # --- start-up -----------------------------------------------------------------------
+    def recover_dirty(self, keep: Callable[[int, int], bool]) -> int:
+        """Adopt dirty blocks left by a crashed daemon; `keep(ino, index)` says which still matter.
+
+        Returns the number adopted; clean leftovers are removed (they may be stale).
+        """
+        for p in (self.root / "clean").iterdir():
+            p.unlink()
+        adopted = 0
+        for p in (self.root / "dirty").iterdir():
+            try:
+                ino_s, index_s = p.name.split("-")
+                ino, index = int(ino_s), int(index_s)
+            except ValueError:
+                p.unlink()
+                continue
+            if not keep(ino, index):
+                p.unlink()
+                continue
+            e = Entry(ino, index, p.stat().st_size, dirty=True, generation=1)
+            self._add(e)
+            adopted += 1
+        return adopted
+
+
+def _read_file(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None

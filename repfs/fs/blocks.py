@@ -1,0 +1,178 @@
+"""Blocks of files: from a cached block's bytes to replicated objects, and back.
+
+`BlockManager` is where the file layer (inode, block index) meets the store (block id,
+objects): it hashes, encodes, deduplicates, counts references and deletes blocks no
+file references any more.
+
+Order of writes (what makes a crash at any point safe): objects are stored before the
+block map points at them; objects are deleted only after the metadata that stopped
+referencing them is durable. Work on one block id (store, fetch, delete) holds that
+block's lock, so a block being deleted is never at the same time being re-stored.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+import trio
+
+from repfs.cache.keyedlock import KeyedLock
+from repfs.errors import RepfsError
+from repfs.meta.records import BlockRecord
+from repfs.meta.store import MetaStore, Txn
+
+log = logging.getLogger(__name__)
+
+
+class Codec(Protocol):
+    def block_id(self, plaintext: bytes) -> bytes: ...
+    def encode(self, block_id: bytes, plaintext: bytes) -> bytes: ...
+    def decode(self, block_id: bytes, obj: bytes) -> bytes: ...
+
+
+class Store(Protocol):
+    pool_names: Sequence[str]
+    replicas: int
+
+    async def put_block(self, block_id: bytes, obj: bytes) -> list[str]: ...
+    async def get_block(self, block_id: bytes, holders: Sequence[str], decode: "DecodeFn") -> bytes: ...
+    async def delete_block(self, block_id: bytes, holders: Sequence[str]) -> list[str]: ...
+
+
+class DecodeFn(Protocol):
+    def __call__(self, obj: bytes) -> bytes: ...
+
+
+class BlockManager:
+    def __init__(
+        self, meta: MetaStore, codec: Codec, store: Store, *, block_size: int, cpu: trio.CapacityLimiter
+    ) -> None:
+        self.meta = meta
+        self.codec = codec
+        self.store = store
+        self.block_size = block_size
+        self.cpu = cpu
+        self.locks = KeyedLock()
+        self._gc_wake = trio.Event()
+        self.stats = {"stored": 0, "deduplicated": 0, "fetched": 0, "deleted": 0, "holes": 0}
+
+    # --- read -----------------------------------------------------------------------
+    async def fetch(self, ino: int, index: int) -> bytes | None:
+        """The plaintext of a file's block, or None for a hole."""
+        with self.meta.read() as t:
+            block_id = t.block_of(ino, index)
+            rec = t.block_record(block_id) if block_id is not None else None
+        if block_id is None:
+            return None
+        holders = rec.pools if rec is not None else ()
+        async with self.locks(block_id):
+            decode = functools.partial(self.codec.decode, block_id)
+            data = await self.store.get_block(block_id, holders, decode)
+        self.stats["fetched"] += 1
+        return data
+
+    def is_mapped(self, ino: int, index: int) -> bool:
+        with self.meta.read() as t:
+            return t.block_of(ino, index) is not None
+
+    def mapped_size(self, ino: int, index: int) -> int:
+        """Plaintext bytes of the stored block at (ino, index); 0 for a hole."""
+        with self.meta.read() as t:
+            block_id = t.block_of(ino, index)
+            rec = t.block_record(block_id) if block_id is not None else None
+        return rec.size if rec is not None else 0
+
+    # --- write ----------------------------------------------------------------------
+    async def store_block(self, ino: int, index: int, data: bytes) -> None:
+        """Make `data` the content of block `index` of `ino`, durably on the pools."""
+        if data.count(0) == len(data):  # all zeros: a hole stores nothing
+            with self.meta.write() as t:
+                if t.inode_or_none(ino) is not None:
+                    t.unmap_block(ino, index)
+            self.stats["holes"] += 1
+            self._gc_wake.set()
+            return
+        block_id = await trio.to_thread.run_sync(self.codec.block_id, data, limiter=self.cpu)
+        async with self.locks(block_id):
+            with self.meta.read() as t:
+                rec = t.block_record(block_id)
+            if rec is not None and rec.refcount > 0 and rec.pools:
+                pools = list(rec.pools)
+                stored_size = rec.stored_size
+                self.stats["deduplicated"] += 1
+            else:
+                obj = await trio.to_thread.run_sync(self.codec.encode, block_id, data, limiter=self.cpu)
+                pools = await self.store.put_block(block_id, obj)
+                stored_size = len(obj)
+                self.stats["stored"] += 1
+            with self.meta.write() as t:
+                rec = t.block_record(block_id) or BlockRecord(len(data), stored_size, 0, ())
+                inode = t.inode_or_none(ino)
+                live = inode is not None and index * self.block_size < inode.size
+                if live:
+                    rec.refcount += 1
+                    t.delete("gc", block_id)
+                elif rec.refcount <= 0:
+                    t.put("gc", block_id, b"")
+                rec.pools = tuple(dict.fromkeys([*pools, *rec.pools]))
+                t.put_block_record(block_id, rec)
+                if len(pools) < self.store.replicas:
+                    t.put("deficit", block_id, b"")
+                if live:
+                    t.map_block(ino, index, block_id)
+        self._gc_wake.set()
+
+    def release_blocks(self, t: Txn, ino: int, first_index: int) -> None:
+        """Unmap the blocks of `ino` from `first_index` on (truncate, delete), inside `t`."""
+        for index, _ in list(t.blocks_from(ino, first_index)):
+            t.unmap_block(ino, index)
+        self._gc_wake.set()
+
+    # --- garbage collection -----------------------------------------------------------
+    def pending_gc(self) -> int:
+        with self.meta.read() as t:
+            return sum(1 for _ in t.scan("gc", b""))
+
+    async def collect(self) -> int:
+        """Delete every block whose refcount reached zero; returns how many were deleted."""
+        with self.meta.read() as t:
+            candidates = [k for k, _ in t.scan("gc", b"")]
+        if not candidates:
+            return 0
+        self.meta.sync()  # the metadata that dropped the references is durable first
+        deleted = 0
+        for block_id in candidates:
+            async with self.locks(block_id):
+                with self.meta.read() as t:
+                    rec = t.block_record(block_id)
+                if rec is not None and rec.refcount > 0:
+                    with self.meta.write() as t:
+                        t.delete("gc", block_id)
+                    continue
+                failed = await self.store.delete_block(block_id, list(self.store.pool_names))
+                with self.meta.write() as t:
+                    if failed and rec is not None:
+                        rec.pools = tuple(failed)
+                        t.put_block_record(block_id, rec)
+                        continue
+                    t.delete("blocks", block_id)
+                    t.delete("gc", block_id)
+                    t.delete("deficit", block_id)
+                deleted += 1
+        self.stats["deleted"] += deleted
+        return deleted
+
+    async def run_gc(self, *, interval: float = 5.0, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Service: delete unreferenced blocks soon after they become unreferenced."""
+        task_status.started()
+        while True:
+            with trio.move_on_after(interval):
+                await self._gc_wake.wait()
+            self._gc_wake = trio.Event()
+            try:
+                await self.collect()
+            except RepfsError as exc:
+                log.error("garbage collection failed, will retry: %s", exc)

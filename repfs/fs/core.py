@@ -1,0 +1,411 @@
+"""The filesystem core: POSIX operations over metadata, the block cache and the pools.
+
+Called by the thin FUSE layer (repfs/fuse/ops.py) and directly by tests. Every method
+takes plain values (inode numbers, names as bytes, the `Caller`) and returns `Inode`
+records or bytes; errors are `repfs.errors.FsError` subclasses carrying their errno.
+
+Inode lifetime: an inode whose last name is removed stays (in the `orphans` table)
+while the kernel still knows it (lookup count > 0, e.g. an open file), and is freed at
+the last `forget`, at unmount, or at the next mount after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from repfs.backend.base import PoolUsage
+from repfs.cache.blockcache import BlockCache
+from repfs.errors import (
+    AccessDenied,
+    BadFileHandle,
+    FileTooLarge,
+    InvalidArgument,
+    IsADirectory,
+    NotADirectory,
+)
+from repfs.fs import access
+from repfs.fs import namespace as ns
+from repfs.fs.access import Caller
+from repfs.fs.blocks import BlockManager
+from repfs.meta import schema as s
+from repfs.meta.records import Inode
+from repfs.meta.store import MetaStore, Txn
+
+log = logging.getLogger(__name__)
+
+MAX_FILE_SIZE = 1 << 50  # 1 PiB
+
+
+@dataclass
+class Handle:
+    ino: int
+    flags: int
+    written: bool = False
+
+    @property
+    def writable(self) -> bool:
+        return (self.flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
+
+    @property
+    def readable(self) -> bool:
+        return (self.flags & os.O_ACCMODE) in (os.O_RDONLY, os.O_RDWR)
+
+
+@dataclass(frozen=True)
+class FsStats:
+    block_size: int
+    total: int
+    free: int
+    files: int
+
+
+@dataclass
+class AttrChange:
+    """What setattr should change; None means leave alone."""
+
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    size: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
+
+
+class Filesystem:
+    def __init__(
+        self,
+        meta: MetaStore,
+        blocks: BlockManager,
+        cache: BlockCache,
+        *,
+        block_size: int,
+        usage: Callable[[], Awaitable[dict[str, PoolUsage]]],
+        replicas: int,
+    ) -> None:
+        self.meta = meta
+        self.blocks = blocks
+        self.cache = cache
+        self.bs = block_size
+        self._usage = usage
+        self.replicas = replicas
+        self.lookups: dict[int, int] = {}
+        self.handles: dict[int, Handle] = {}
+        self._next_fh = 1
+
+    # --- lifetime ---------------------------------------------------------------------
+    def _count(self, ino: int, n: int = 1) -> None:
+        self.lookups[ino] = self.lookups.get(ino, 0) + n
+
+    def count_lookup(self, ino: int) -> None:
+        """The kernel learned of `ino` through a readdir entry."""
+        self._count(ino)
+
+    def forget(self, items: list[tuple[int, int]]) -> None:
+        with self.meta.write() as t:
+            for ino, n in items:
+                left = self.lookups.get(ino, 0) - n
+                if left > 0:
+                    self.lookups[ino] = left
+                    continue
+                self.lookups.pop(ino, None)
+                inode = t.inode_or_none(ino)
+                if inode is not None and inode.nlink == 0 and ino != s.ROOT_INO:
+                    self._purge(t, ino)
+
+    def _purge(self, t: Txn, ino: int) -> None:
+        """Free an inode nobody can reach: its data, then its metadata."""
+        self.cache.drop(ino)
+        self.blocks.release_blocks(t, ino, 0)
+        ns.forget_inode_metadata(t, ino)
+
+    def _unlinked(self, t: Txn, inode: Inode) -> None:
+        if inode.nlink > 0:
+            return
+        if self.lookups.get(inode.ino, 0) > 0:
+            t.put("orphans", s.inode_key(inode.ino), b"")
+        else:
+            self._purge(t, inode.ino)
+
+    def purge_orphans(self) -> int:
+        """Free every unlinked inode the kernel no longer knows (unmount, start-up)."""
+        with self.meta.write() as t:
+            orphans = [s.from_u64(k) for k, _ in t.scan("orphans", b"")]
+            freed = 0
+            for ino in orphans:
+                if self.lookups.get(ino, 0) == 0:
+                    self._purge(t, ino)
+                    freed += 1
+        return freed
+
+    # --- attributes -------------------------------------------------------------------
+    def getattr(self, ino: int) -> Inode:
+        with self.meta.read() as t:
+            return t.inode(ino)
+
+    def lookup(self, caller: Caller, parent: int, name: bytes) -> Inode:
+        with self.meta.read() as t:
+            inode = ns.lookup(t, caller, parent, name)
+        self._count(inode.ino)
+        return inode
+
+    async def setattr(self, caller: Caller, ino: int, ch: AttrChange, fh: int | None = None) -> Inode:
+        with self.meta.write() as t:
+            inode = t.inode(ino)
+            if ch.mode is not None:
+                inode.mode = stat.S_IFMT(inode.mode) | access.chmod_mode(caller, inode, ch.mode)
+            if ch.uid is not None or ch.gid is not None:
+                access.check_chown(caller, inode, ch.uid, ch.gid)
+                changed = (ch.uid is not None and ch.uid != inode.uid) or (
+                    ch.gid is not None and ch.gid != inode.gid
+                )
+                inode.uid = inode.uid if ch.uid is None else ch.uid
+                inode.gid = inode.gid if ch.gid is None else ch.gid
+                if changed and not inode.is_dir:
+                    inode.mode &= ~(stat.S_ISUID | stat.S_ISGID)
+            if ch.atime_ns is not None or ch.mtime_ns is not None:
+                if caller.uid != inode.uid and not caller.is_root:
+                    access.check(caller, inode, access.W_OK)
+                inode.atime_ns = inode.atime_ns if ch.atime_ns is None else ch.atime_ns
+                inode.mtime_ns = inode.mtime_ns if ch.mtime_ns is None else ch.mtime_ns
+            if ch.size is not None:
+                if inode.is_dir:
+                    raise IsADirectory()
+                if not inode.is_reg:
+                    raise InvalidArgument("only regular files have a size to change")
+                handle = self.handles.get(fh) if fh is not None else None
+                if handle is None or not handle.writable:
+                    access.check(caller, inode, access.W_OK)
+                if ch.size > MAX_FILE_SIZE:
+                    raise FileTooLarge()
+            inode.ctime_ns = ns.now_ns()
+            t.put_inode(inode)
+        if ch.size is not None:
+            await self._set_size(ino, ch.size)
+            inode = self.getattr(ino)
+        return inode
+
+    async def _set_size(self, ino: int, new: int) -> None:
+        with self.meta.write() as t:
+            inode = t.inode(ino)
+            old = inode.size
+            if new == old:
+                return
+            inode.size = new
+            inode.mtime_ns = inode.ctime_ns = ns.now_ns()
+            t.put_inode(inode)
+            if new < old:
+                first_gone = -(-new // self.bs)
+                self.cache.drop(ino, first_gone)
+                self.blocks.release_blocks(t, ino, first_gone)
+        if new < old and new % self.bs:
+            await self._cut_block(ino, new)
+        elif new > old and old % self.bs:
+            await self._cut_block(ino, old)
+
+    async def _cut_block(self, ino: int, size: int) -> None:
+        """Make the bytes after `size` in its block zero (truncate, or extend past stale data)."""
+        index, keep = divmod(size, self.bs)
+        await self.cache.truncate(ino, index, keep, stored=self.blocks.mapped_size(ino, index))
+
+    # --- names ------------------------------------------------------------------------
+    def mknod(self, caller: Caller, parent: int, name: bytes, mode: int, rdev: int = 0) -> Inode:
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        if kind == stat.S_IFDIR or kind == stat.S_IFLNK:
+            raise InvalidArgument("use mkdir or symlink")
+        return self._create(caller, parent, name, kind | (stat.S_IMODE(mode) & ~caller.umask), rdev)
+
+    def mkdir(self, caller: Caller, parent: int, name: bytes, mode: int) -> Inode:
+        return self._create(caller, parent, name, stat.S_IFDIR | (stat.S_IMODE(mode) & ~caller.umask))
+
+    def symlink(self, caller: Caller, parent: int, name: bytes, target: bytes) -> Inode:
+        return self._create(caller, parent, name, stat.S_IFLNK | 0o777, target=target)
+
+    def _create(self, caller: Caller, parent: int, name: bytes, mode: int, rdev: int = 0, target: bytes = b"") -> Inode:
+        with self.meta.write() as t:
+            inode = ns.create_node(t, caller, parent, name, mode, rdev, target)
+        self._count(inode.ino)
+        return inode
+
+    def readlink(self, caller: Caller, ino: int) -> bytes:
+        with self.meta.read() as t:
+            return ns.readlink(t, ino)
+
+    def link(self, caller: Caller, ino: int, parent: int, name: bytes) -> Inode:
+        with self.meta.write() as t:
+            inode = ns.link(t, caller, ino, parent, name)
+        self._count(ino)
+        return inode
+
+    def unlink(self, caller: Caller, parent: int, name: bytes) -> None:
+        with self.meta.write() as t:
+            self._unlinked(t, ns.unlink(t, caller, parent, name, rmdir=False))
+
+    def rmdir(self, caller: Caller, parent: int, name: bytes) -> None:
+        with self.meta.write() as t:
+            self._unlinked(t, ns.unlink(t, caller, parent, name, rmdir=True))
+
+    def rename(self, caller: Caller, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int) -> None:
+        with self.meta.write() as t:
+            replaced = ns.rename(t, caller, old_parent, old, new_parent, new, flags)
+            if replaced is not None:
+                self._unlinked(t, replaced)
+
+    # --- directories ------------------------------------------------------------------
+    def opendir(self, caller: Caller, ino: int) -> int:
+        with self.meta.read() as t:
+            inode = t.inode(ino)
+            if not inode.is_dir:
+                raise NotADirectory()
+            access.check(caller, inode, access.R_OK)
+        return ino
+
+    def readdir(self, ino: int, start: int) -> Iterator[tuple[int, bytes, Inode]]:
+        """(next position, name, inode) from position `start`; stable while the directory changes."""
+        with self.meta.read() as t:
+            for cookie, name, child in t.entries_from(ino, start):
+                yield cookie + 1, name, t.inode(child)
+
+    # --- files ------------------------------------------------------------------------
+    def _new_handle(self, ino: int, flags: int) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = Handle(ino, flags)
+        return fh
+
+    def handle(self, fh: int) -> Handle:
+        try:
+            return self.handles[fh]
+        except KeyError:
+            raise BadFileHandle() from None
+
+    def open(self, caller: Caller, ino: int, flags: int) -> int:
+        with self.meta.read() as t:
+            inode = t.inode(ino)
+            if inode.is_dir and (flags & os.O_ACCMODE) != os.O_RDONLY:
+                raise IsADirectory()
+            access.check(caller, inode, access.open_access(flags))
+        return self._new_handle(ino, flags)
+
+    def create(self, caller: Caller, parent: int, name: bytes, mode: int, flags: int) -> tuple[int, Inode]:
+        inode = self._create(caller, parent, name, stat.S_IFREG | (stat.S_IMODE(mode) & ~caller.umask))
+        return self._new_handle(inode.ino, flags), inode
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        h = self.handle(fh)
+        if not h.readable:
+            raise BadFileHandle()
+        inode = self.getattr(h.ino)
+        if inode.is_dir:
+            raise IsADirectory()
+        end = min(offset + size, inode.size)
+        if offset < 0:
+            raise InvalidArgument()
+        parts = []
+        pos = offset
+        while pos < end:
+            index, boff = divmod(pos, self.bs)
+            n = min(self.bs - boff, end - pos)
+            parts.append(await self.cache.read(h.ino, index, boff, n))
+            pos += n
+            next_start = (index + 1) * self.bs
+            if boff + n >= self.bs // 2 and next_start < inode.size:
+                self.cache.prefetch(h.ino, index + 1)
+        return b"".join(parts)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        h = self.handle(fh)
+        if not h.writable:
+            raise BadFileHandle()
+        inode = self.getattr(h.ino)
+        if h.flags & os.O_APPEND:
+            offset = inode.size
+        end = offset + len(data)
+        if offset < 0:
+            raise InvalidArgument()
+        if end > MAX_FILE_SIZE:
+            raise FileTooLarge()
+        if offset > inode.size and inode.size % self.bs:
+            await self._cut_block(h.ino, inode.size)
+        # size first: an upload that finishes mid-write must see its block as live
+        with self.meta.write() as t:
+            inode = t.inode(h.ino)
+            inode.size = max(inode.size, end)
+            inode.mtime_ns = inode.ctime_ns = ns.now_ns()
+            if inode.mode & (stat.S_ISUID | stat.S_ISGID):
+                inode.mode &= ~(stat.S_ISUID | stat.S_ISGID)
+            t.put_inode(inode)
+        view = memoryview(data)
+        pos = offset
+        while pos < end:
+            index, boff = divmod(pos, self.bs)
+            n = min(self.bs - boff, end - pos)
+            stored = 0 if self.cache.cached(h.ino, index) else self.blocks.mapped_size(h.ino, index)
+            await self.cache.write(h.ino, index, boff, bytes(view[pos - offset : pos - offset + n]), stored=stored)
+            pos += n
+        h.written = True
+        return len(data)
+
+    async def fsync(self, fh: int) -> None:
+        """Return when the file's data and the metadata reaching it are durable."""
+        await self.cache.flush(self.handle(fh).ino)
+        self.meta.sync()
+
+    def flush(self, fh: int) -> None:
+        if self.handle(fh).written:
+            self.cache.kick()
+
+    def release(self, fh: int) -> None:
+        h = self.handles.pop(fh, None)
+        if h is not None and h.written:
+            self.cache.kick()
+
+    def fsyncdir(self) -> None:
+        self.meta.sync()
+
+    async def sync_all(self) -> None:
+        await self.cache.flush_all()
+        self.meta.sync()
+
+    # --- extended attributes ----------------------------------------------------------
+    def getxattr(self, caller: Caller, ino: int, name: bytes) -> bytes:
+        with self.meta.read() as t:
+            return ns.getxattr(t, caller, ino, name)
+
+    def setxattr(self, caller: Caller, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
+        with self.meta.write() as t:
+            ns.setxattr(t, caller, ino, name, value, flags)
+
+    def listxattr(self, caller: Caller, ino: int) -> list[bytes]:
+        with self.meta.read() as t:
+            return ns.listxattr(t, caller, ino)
+
+    def removexattr(self, caller: Caller, ino: int, name: bytes) -> None:
+        with self.meta.write() as t:
+            ns.removexattr(t, caller, ino, name)
+
+    # --- misc -------------------------------------------------------------------------
+    def access(self, caller: Caller, ino: int, mode: int) -> None:
+        inode = self.getattr(ino)
+        if mode and not access.allowed(caller, inode, mode):
+            raise AccessDenied()
+
+    async def statfs(self) -> FsStats:
+        usage = await self._usage()
+        total = sum(u.total for u in usage.values()) // self.replicas
+        free = sum(u.free for u in usage.values()) // self.replicas
+        with self.meta.read() as t:
+            files = t.txn.stat(t.db["inodes"])["entries"]
+        return FsStats(block_size=self.bs, total=total, free=free, files=int(files))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "dirty_bytes": self.cache.dirty_bytes,
+            "clean_bytes": self.cache.clean_bytes,
+            "open_handles": len(self.handles),
+            **self.blocks.stats,
+        }

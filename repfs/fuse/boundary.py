@@ -1,0 +1,65 @@
+"""The FUSE boundary: every exception becomes an errno, never a dead mount.
+
+An exception other than `pyfuse3.FUSEError` escaping an operation ends pyfuse3's main
+loop, so every operation is wrapped by `fuse_op`: repfs errors map to their errno,
+anything unexpected is logged once with its traceback and answered with EIO.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+import pyfuse3
+
+from repfs.errors import RepfsError, StorageError
+
+log = logging.getLogger("repfs.fuse")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _leaf_errors(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for sub in exc.exceptions:
+            out.extend(_leaf_errors(sub))
+        return out
+    return [exc]
+
+
+def to_errno(exc: BaseException, op: str) -> int:
+    """The errno a caller sees for `exc`; logs what the caller cannot see."""
+    leaves = _leaf_errors(exc)
+    for leaf in leaves:
+        if isinstance(leaf, pyfuse3.FUSEError):
+            return leaf.errno
+    for leaf in leaves:
+        if isinstance(leaf, StorageError):
+            log.error("%s: %s", op, leaf)
+            return leaf.errno
+        if isinstance(leaf, RepfsError):
+            return leaf.errno
+    for leaf in leaves:
+        if isinstance(leaf, OSError) and leaf.errno == errno.ENOSPC:
+            log.error("%s: local disk full: %s", op, leaf)
+            return errno.ENOSPC
+    log.error("%s: unexpected error", op, exc_info=exc)
+    return errno.EIO
+
+
+def fuse_op(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this is the one place that must catch all
+            raise pyfuse3.FUSEError(to_errno(exc, fn.__name__)) from None
+
+    return wrapper

@@ -1,0 +1,100 @@
+"""The LMDB schema: every named database, its key layout and its value. This is the spec.
+
+All integers in keys are big-endian so that LMDB's byte order is numeric order.
+
+| database  | key                                 | value                                   |
+|-----------|-------------------------------------|-----------------------------------------|
+| inodes    | ino (u64)                           | `records.Inode` (packed struct)         |
+| dirents   | parent ino (u64) ‖ name             | child ino (u64) ‖ cookie (u64)          |
+| dircookie | parent ino (u64) ‖ cookie (u64)     | name   (readdir order, stable positions)|
+| parents   | directory ino (u64)                 | parent directory ino (u64)              |
+| symlinks  | ino (u64)                           | target bytes                            |
+| blockmap  | ino (u64) ‖ block index (u64)       | block id (32 bytes)                     |
+| blocks    | block id (32 bytes)                 | `records.BlockRecord` (packed)          |
+| xattrs    | ino (u64) ‖ name                    | value bytes                             |
+| orphans   | ino (u64)                           | empty: inode with nlink 0, still open   |
+| gc        | block id (32 bytes)                 | empty: refcount reached 0, to delete    |
+| deficit   | block id (32 bytes)                 | empty: fewer copies than `replicas`     |
+| meta      | ascii name                          | value (superblock copy, counters, ...)  |
+
+Absent blockmap entries inside a file's size are holes and read as zeros.
+"""
+
+from __future__ import annotations
+
+import struct
+
+DATABASES = (
+    "inodes",
+    "dirents",
+    "dircookie",
+    "parents",
+    "symlinks",
+    "blockmap",
+    "blocks",
+    "xattrs",
+    "orphans",
+    "gc",
+    "deficit",
+    "meta",
+)
+
+SCHEMA_VERSION = 1
+ROOT_INO = 1
+
+_U64 = struct.Struct(">Q")
+_U64x2 = struct.Struct(">QQ")
+
+# names in the `meta` database
+META_SCHEMA = b"schema_version"
+META_NEXT_INO = b"next_ino"
+META_NEXT_COOKIE = b"next_cookie"
+META_SUPERBLOCK = b"superblock"
+META_FS_UUID = b"fs_uuid"
+META_CLEAN = b"clean_unmount"
+
+
+def u64(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def from_u64(b: bytes) -> int:
+    return int(_U64.unpack(b)[0])
+
+
+def inode_key(ino: int) -> bytes:
+    return _U64.pack(ino)
+
+
+def dirent_key(parent: int, name: bytes) -> bytes:
+    return _U64.pack(parent) + name
+
+
+def dirent_prefix(parent: int) -> bytes:
+    return _U64.pack(parent)
+
+
+def dirent_value(child: int, cookie: int) -> bytes:
+    return _U64x2.pack(child, cookie)
+
+
+def parse_dirent_value(v: bytes) -> tuple[int, int]:
+    child, cookie = _U64x2.unpack(v)
+    return int(child), int(cookie)
+
+
+def cookie_key(parent: int, cookie: int) -> bytes:
+    return _U64x2.pack(parent, cookie)
+
+
+def blockmap_key(ino: int, index: int) -> bytes:
+    return _U64x2.pack(ino, index)
+
+
+def parse_blockmap_key(k: bytes) -> tuple[int, int]:
+    ino, index = _U64x2.unpack(k)
+    return int(ino), int(index)
+
+
+def xattr_key(ino: int, name: bytes) -> bytes:
+    return _U64.pack(ino) + name

@@ -1,0 +1,208 @@
+"""The LMDB environment and typed transactions over the schema.
+
+Invariants the rest of the code relies on:
+- All LMDB access happens on the trio thread. A transaction never spans an `await`
+  (a `with meta.write() as t:` block contains no `await`), so a write transaction
+  never waits on a worker thread and readers never see half an operation.
+- Each filesystem operation is one write transaction.
+- The environment is opened with `sync=False`: a commit reaches the OS page cache at
+  once (a killed daemon loses nothing) and `sync()` makes it durable on disk; fsync,
+  unmount and the periodic flusher call it.
+- The map grows by doubling before it can fill.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lmdb
+
+from repfs.errors import CorruptObject, NotFound
+from repfs.meta import schema as s
+from repfs.meta.records import BlockRecord, Inode
+
+INITIAL_MAP_SIZE = 256 * 1024 * 1024
+GROW_WHEN_USED = 0.5
+
+
+class Txn:
+    """One LMDB transaction with typed accessors for every database."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
+        self.txn = txn
+        self.db = dbs
+
+    # --- raw helpers ---------------------------------------------------------------
+    def get(self, db: str, key: bytes) -> bytes | None:
+        v = self.txn.get(key, db=self.db[db])
+        return None if v is None else bytes(v)
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        self.txn.put(key, value, db=self.db[db])
+
+    def delete(self, db: str, key: bytes) -> bool:
+        return bool(self.txn.delete(key, db=self.db[db]))
+
+    def scan(self, db: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Yield (key, value) for keys with `prefix`, from `start` (inclusive) on."""
+        cur = self.txn.cursor(db=self.db[db])
+        if not cur.set_range(start if start is not None else prefix):
+            return
+        for k, v in cur:
+            kb = bytes(k)
+            if not kb.startswith(prefix):
+                return
+            yield kb, bytes(v)
+
+    def counter(self, name: bytes) -> int:
+        """Return the next value of a persistent counter."""
+        raw = self.get("meta", name)
+        value = s.from_u64(raw) if raw else 1
+        self.put("meta", name, s.u64(value + 1))
+        return value
+
+    # --- inodes --------------------------------------------------------------------
+    def inode(self, ino: int) -> Inode:
+        raw = self.get("inodes", s.inode_key(ino))
+        if raw is None:
+            raise NotFound(f"inode {ino} does not exist")
+        return Inode.unpack(ino, raw)
+
+    def inode_or_none(self, ino: int) -> Inode | None:
+        raw = self.get("inodes", s.inode_key(ino))
+        return None if raw is None else Inode.unpack(ino, raw)
+
+    def put_inode(self, inode: Inode) -> None:
+        self.put("inodes", s.inode_key(inode.ino), inode.pack())
+
+    def new_ino(self) -> int:
+        return self.counter(s.META_NEXT_INO)
+
+    # --- directory entries ---------------------------------------------------------
+    def lookup(self, parent: int, name: bytes) -> int | None:
+        raw = self.get("dirents", s.dirent_key(parent, name))
+        return None if raw is None else s.parse_dirent_value(raw)[0]
+
+    def add_entry(self, parent: int, name: bytes, child: int) -> None:
+        cookie = self.counter(s.META_NEXT_COOKIE)
+        self.put("dirents", s.dirent_key(parent, name), s.dirent_value(child, cookie))
+        self.put("dircookie", s.cookie_key(parent, cookie), name)
+
+    def remove_entry(self, parent: int, name: bytes) -> int:
+        key = s.dirent_key(parent, name)
+        raw = self.get("dirents", key)
+        if raw is None:
+            raise NotFound()
+        child, cookie = s.parse_dirent_value(raw)
+        self.delete("dirents", key)
+        self.delete("dircookie", s.cookie_key(parent, cookie))
+        return child
+
+    def has_entries(self, parent: int) -> bool:
+        for _ in self.scan("dirents", s.dirent_prefix(parent)):
+            return True
+        return False
+
+    def entries_from(self, parent: int, cookie: int) -> Iterator[tuple[int, bytes, int]]:
+        """Yield (cookie, name, child ino) in cookie order, from `cookie` on."""
+        prefix = s.dirent_prefix(parent)
+        for k, name in self.scan("dircookie", prefix, s.cookie_key(parent, cookie)):
+            child = self.lookup(parent, name)
+            if child is None:
+                raise CorruptObject(f"directory {parent}: dangling readdir entry {name!r}")
+            yield s.from_u64(k[8:]), name, child
+
+    # --- blocks --------------------------------------------------------------------
+    def block_of(self, ino: int, index: int) -> bytes | None:
+        return self.get("blockmap", s.blockmap_key(ino, index))
+
+    def blocks_from(self, ino: int, first_index: int) -> Iterator[tuple[int, bytes]]:
+        """Yield (index, block id) of the inode's mapped blocks from `first_index` on."""
+        for k, v in self.scan("blockmap", s.u64(ino), s.blockmap_key(ino, first_index)):
+            yield s.parse_blockmap_key(k)[1], v
+
+    def block_record(self, block_id: bytes) -> BlockRecord | None:
+        raw = self.get("blocks", block_id)
+        return None if raw is None else BlockRecord.unpack(raw)
+
+    def put_block_record(self, block_id: bytes, rec: BlockRecord) -> None:
+        self.put("blocks", block_id, rec.pack())
+
+    def decref(self, block_id: bytes) -> None:
+        """Drop one reference; a block nobody references goes to the gc list."""
+        rec = self.block_record(block_id)
+        if rec is None:
+            raise CorruptObject(f"block {block_id.hex()[:12]} is referenced but has no record")
+        rec.refcount -= 1
+        self.put_block_record(block_id, rec)
+        if rec.refcount <= 0:
+            self.put("gc", block_id, b"")
+
+    def unmap_block(self, ino: int, index: int) -> None:
+        key = s.blockmap_key(ino, index)
+        old = self.get("blockmap", key)
+        if old is not None:
+            self.delete("blockmap", key)
+            self.decref(old)
+
+    def map_block(self, ino: int, index: int, block_id: bytes) -> None:
+        """Point (ino, index) at `block_id`; the caller already counted the new reference."""
+        key = s.blockmap_key(ino, index)
+        old = self.get("blockmap", key)
+        self.put("blockmap", key, block_id)
+        if old is not None:
+            self.decref(old)
+
+
+class MetaStore:
+    """The LMDB environment of one filesystem."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = path
+        self.env = lmdb.open(
+            str(path),
+            map_size=INITIAL_MAP_SIZE,
+            max_dbs=len(s.DATABASES) + 2,
+            sync=False,
+            metasync=False,
+            readonly=readonly,
+            lock=True,
+            max_readers=64,
+        )
+        self._grow_if_needed()
+        self.dbs = {name: self.env.open_db(name.encode()) for name in s.DATABASES}
+
+    def _grow_if_needed(self) -> None:
+        info = self.env.info()
+        page = self.env.stat()["psize"]
+        used = (info["last_pgno"] + 1) * page
+        size = info["map_size"]
+        if used > size * GROW_WHEN_USED:
+            self.env.set_mapsize(max(size * 2, used * 4))
+
+    @contextmanager
+    def write(self) -> Iterator[Txn]:
+        """One write transaction; commits on success, aborts on any exception."""
+        self._grow_if_needed()
+        with self.env.begin(write=True) as txn:
+            yield Txn(txn, self.dbs)
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        with self.env.begin(write=False) as txn:
+            yield Txn(txn, self.dbs)
+
+    def sync(self) -> None:
+        """Make every committed transaction durable on the local disk."""
+        self.env.sync(True)
+
+    def close(self) -> None:
+        self.env.sync(True)
+        self.env.close()
+
+    def disk_bytes(self) -> int:
+        return os.path.getsize(self.path / "data.mdb")

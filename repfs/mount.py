@@ -1,0 +1,177 @@
+"""The composition root: build the layers, mount, serve, flush and unmount."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from repfs.backend.replicated import ReplicatedStore
+from repfs.cache.blockcache import BlockCache
+from repfs.codec.codec import BlockCodec
+from repfs.codec.keys import derive_keys
+from repfs.errors import SetupError
+from repfs.fs.blocks import BlockManager
+from repfs.fs.core import Filesystem
+from repfs.fuse.ops import RepfsOperations
+from repfs.meta.store import MetaStore
+from repfs.volume import FsPaths, OpenedFs, open_fs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    fs_dir: Path
+    mountpoint: Path
+    cache_dir: Path | None = None
+    cache_size: int = 2 << 30
+    max_dirty: int = 512 << 20
+    fuse_options: frozenset[str] = field(default_factory=frozenset)
+    uploads: int = 8
+    idle_seconds: float = 1.0
+
+
+@dataclass
+class Layers:
+    """Everything a mounted filesystem is made of (also used by tests without a mount)."""
+
+    opened: OpenedFs
+    meta: MetaStore
+    store: ReplicatedStore
+    blocks: BlockManager
+    cache: BlockCache
+    fs: Filesystem
+
+    async def run_services(self, nursery: trio.Nursery) -> None:
+        await nursery.start(self.cache.run)
+        await nursery.start(self.blocks.run_gc)
+
+    async def shutdown(self) -> None:
+        """Store everything dirty, free unlinked inodes, delete garbage, close."""
+        await self.fs.sync_all()
+        self.fs.purge_orphans()
+        await self.blocks.collect()
+        self.meta.close()
+        await self.store.close()
+
+
+def lock_fs_dir(paths: FsPaths) -> int:
+    """Hold the filesystem directory's lock for the daemon's life (one mount at a time)."""
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SetupError(f"{paths.root} is already mounted by another repfs process") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
+    opened = await open_fs(opts.fs_dir, secret)
+    config = opened.config
+    codec = BlockCodec(derive_keys(opened.data_key))
+    cpu = trio.CapacityLimiter(max(2, os.cpu_count() or 2))
+    store = ReplicatedStore(
+        opened.pools,
+        {p.name: p.weight for p in config.pools},
+        replicas=config.replicas,
+        write_quorum=config.write_quorum,
+        cpu_limiter=cpu,
+    )
+    meta = MetaStore(opened.paths.meta)
+    blocks = BlockManager(meta, codec, store, block_size=config.block_size, cpu=cpu)
+    cache_dir = opts.cache_dir or opened.paths.cache
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = cache_dir / ".probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        meta.close()
+        await opened.close()
+        raise SetupError(f"cache directory {cache_dir} is not writable: {exc.strerror}; choose another with --cache-dir") from None
+    cache = BlockCache(
+        cache_dir,
+        block_size=config.block_size,
+        max_bytes=opts.cache_size,
+        max_dirty=opts.max_dirty,
+        fetch=blocks.fetch,
+        store=blocks.store_block,
+        uploads=opts.uploads,
+        idle_seconds=opts.idle_seconds,
+    )
+    fs = Filesystem(meta, blocks, cache, block_size=config.block_size, usage=store.usage, replicas=config.replicas)
+    return Layers(opened, meta, store, blocks, cache, fs)
+
+
+def adopt_leftovers(layers: Layers) -> None:
+    """After a crash: upload dirty blocks the last daemon left, free its unlinked inodes."""
+    bs = layers.opened.config.block_size
+
+    def keep(ino: int, index: int) -> bool:
+        with layers.meta.read() as t:
+            inode = t.inode_or_none(ino)
+        return inode is not None and index * bs < inode.size
+
+    adopted = layers.cache.recover_dirty(keep)
+    if adopted:
+        log.info("found %d blocks written before an unclean stop; storing them now", adopted)
+    freed = layers.fs.purge_orphans()
+    if freed:
+        log.info("freed %d files that were deleted while open before an unclean stop", freed)
+
+
+async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | None = None) -> None:
+    """Mount and serve until unmounted or signalled; flushes everything before returning."""
+    paths = FsPaths(opts.fs_dir)
+    if not opts.mountpoint.is_dir():
+        raise SetupError(f"mount point {opts.mountpoint} is not a directory; create it first")
+    lock_fd = lock_fs_dir(paths)
+    try:
+        layers = await build_layers(opts, secret)
+        adopt_leftovers(layers)
+        ops = RepfsOperations(layers.fs)
+        fuse_opts = set(opts.fuse_options) | {f"fsname=repfs:{paths.root}", "subtype=repfs"}
+        fuse_opts.discard("default_permissions")
+        try:
+            pyfuse3.init(ops, str(opts.mountpoint), fuse_opts)
+        except RuntimeError as exc:
+            await layers.shutdown()
+            raise SetupError(f"cannot mount on {opts.mountpoint}: {exc}") from None
+        closed = False
+        try:
+            async with trio.open_nursery() as nursery:
+                await layers.run_services(nursery)
+                nursery.start_soon(_terminate_on_signal)
+                log.info("mounted %s on %s", paths.root, opts.mountpoint)
+                if ready is not None:
+                    ready()
+                await pyfuse3.main(min_tasks=4, max_tasks=64)
+                pyfuse3.close(unmount=True)
+                closed = True
+                log.info("unmounting: storing dirty blocks")
+                await layers.shutdown()
+                nursery.cancel_scope.cancel()
+        finally:
+            if not closed:
+                pyfuse3.close(unmount=True)
+        log.info("unmounted cleanly")
+    finally:
+        os.close(lock_fd)
+
+
+async def _terminate_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("signal %d: unmounting", signum)
+            pyfuse3.terminate()

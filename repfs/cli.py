@@ -49,7 +49,8 @@ def parse_size(text: str) -> int:
     m = _SIZE_RE.match(text)
     if not m:
         raise click.BadParameter(f"{text!r} is not a size; write e.g. 4M, 512K or 2G")
-    return int(m.group(1)) * 1024 ** "_kmgt".index((m.group(2) or "_").lower())
+    exponent = "_kmgt".index((m.group(2) or "_").lower())
+    return int(m.group(1)) * (1 << (10 * exponent))
 
 
 def fail(exc: RepfsError) -> None:
@@ -100,7 +101,9 @@ def get_secret(passphrase_fd: int | None, key_file: Path | None, *, confirm: boo
         try:
             secret = _read_fd(passphrase_fd)
         except OSError as exc:
-            raise SetupError(f"cannot read the passphrase from file descriptor {passphrase_fd}: {exc.strerror}") from None
+            raise SetupError(
+                f"cannot read the passphrase from file descriptor {passphrase_fd}: {exc.strerror}"
+            ) from None
     else:
         if not sys.stdin.isatty():
             raise SetupError("no passphrase: standard input is not a terminal; use --passphrase-fd or --key-file")
@@ -136,22 +139,46 @@ def main() -> None:
 
 @main.command()
 @click.argument("fs_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--pool", "pools", multiple=True, metavar="[NAME=]URL",
-              help="A pool, e.g. file:///srv/pool1 (repeat for each pool). Names default to pool1, pool2, ...")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Read pools and settings from this TOML file instead of --pool options.")
-@click.option("--replicas", type=int, default=None,
-              help=f"Copies of each block, each on a different pool [default: {DEFAULT_REPLICAS}].")
-@click.option("--write-quorum", type=int, default=None,
-              help="Copies that must be stored before a write succeeds [default: 1].")
-@click.option("--block-size", default=None, metavar="SIZE",
-              help=f"Size of file blocks, a power of two from 64K to 64M [default: {DEFAULT_BLOCK_SIZE >> 20}M].")
+@click.option(
+    "--pool",
+    "pools",
+    multiple=True,
+    metavar="[NAME=]URL",
+    help="A pool, e.g. file:///srv/pool1 (repeat for each pool). Names default to pool1, pool2, ...",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Read pools and settings from this TOML file instead of --pool options.",
+)
+@click.option(
+    "--replicas",
+    type=int,
+    default=None,
+    help=f"Copies of each block, each on a different pool [default: {DEFAULT_REPLICAS}].",
+)
+@click.option(
+    "--write-quorum", type=int, default=None, help="Copies that must be stored before a write succeeds [default: 1]."
+)
+@click.option(
+    "--block-size",
+    default=None,
+    metavar="SIZE",
+    help=f"Size of file blocks, a power of two from 64K to 64M [default: {DEFAULT_BLOCK_SIZE >> 20}M].",
+)
 @click.option("--force", is_flag=True, help="Replace an existing filesystem here and wipe its pools (data is lost).")
 @secret_options
 def mkfs(
-    fs_dir: Path, pools: tuple[str, ...], config_file: Path | None, replicas: int | None,
-    write_quorum: int | None, block_size: str | None, force: bool,
-    passphrase_fd: int | None, key_file: Path | None,
+    fs_dir: Path,
+    pools: tuple[str, ...],
+    config_file: Path | None,
+    replicas: int | None,
+    write_quorum: int | None,
+    block_size: str | None,
+    force: bool,
+    passphrase_fd: int | None,
+    key_file: Path | None,
 ) -> None:
     """Create a new filesystem whose configuration and metadata live in FS_DIR."""
     from repfs.volume import mkfs as do_mkfs
@@ -164,8 +191,10 @@ def mkfs(
         else:
             if not pools:
                 raise ConfigError("no pools: give at least one --pool file:///path")
-            base = FsConfig(pools=tuple(pool_from_url(u, i) for i, u in enumerate(pools)),
-                            replicas=min(DEFAULT_REPLICAS, len(pools)))
+            base = FsConfig(
+                pools=tuple(pool_from_url(u, i) for i, u in enumerate(pools)),
+                replicas=min(DEFAULT_REPLICAS, len(pools)),
+            )
         config = FsConfig(
             pools=base.pools,
             replicas=replicas if replicas is not None else base.replicas,
@@ -176,31 +205,58 @@ def mkfs(
         sb = trio.run(lambda: do_mkfs(fs_dir.absolute(), config, secret, uid=os.getuid(), gid=os.getgid(), force=force))
     except RepfsError as exc:
         fail(exc)
-    click.echo(f"created repfs filesystem {sb.fs_uuid} in {fs_dir} "
-               f"({len(config.pools)} pools, {config.replicas} replicas, {config.block_size >> 10} KiB blocks)")
+    click.echo(
+        f"created repfs filesystem {sb.fs_uuid} in {fs_dir} "
+        f"({len(config.pools)} pools, {config.replicas} replicas, {config.block_size >> 10} KiB blocks)"
+    )
 
 
 @main.command()
 @click.argument("fs_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground and log to standard error.")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where blocks are cached and writes are staged [default: FS_DIR/cache].")
-@click.option("--cache-size", default="2G", show_default=True, metavar="SIZE",
-              help="Most bytes the block cache may hold on local disk.")
-@click.option("--max-dirty", default="512M", show_default=True, metavar="SIZE",
-              help="Most written-but-not-yet-stored bytes; writers wait beyond this.")
-@click.option("-o", "fuse_options", multiple=True, metavar="OPT[,OPT]",
-              help="FUSE mount options, e.g. -o allow_other.")
-@click.option("--log", "log_file", metavar="PATH",
-              help="Log file [default: standard error in the foreground, FS_DIR/repfs.log in the background].")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where blocks are cached and writes are staged [default: FS_DIR/cache].",
+)
+@click.option(
+    "--cache-size",
+    default="2G",
+    show_default=True,
+    metavar="SIZE",
+    help="Most bytes the block cache may hold on local disk.",
+)
+@click.option(
+    "--max-dirty",
+    default="512M",
+    show_default=True,
+    metavar="SIZE",
+    help="Most written-but-not-yet-stored bytes; writers wait beyond this.",
+)
+@click.option("-o", "fuse_options", multiple=True, metavar="OPT[,OPT]", help="FUSE mount options, e.g. -o allow_other.")
+@click.option(
+    "--log",
+    "log_file",
+    metavar="PATH",
+    help="Log file [default: standard error in the foreground, FS_DIR/repfs.log in the background].",
+)
 @click.option("--debug", is_flag=True, help="Log debug messages.")
 @click.option("--ready-fd", type=int, hidden=True)
 @secret_options
 def mount(
-    fs_dir: Path, mountpoint: Path, foreground: bool, cache_dir: Path | None, cache_size: str,
-    max_dirty: str, fuse_options: tuple[str, ...], log_file: str | None, debug: bool,
-    ready_fd: int | None, passphrase_fd: int | None, key_file: Path | None,
+    fs_dir: Path,
+    mountpoint: Path,
+    foreground: bool,
+    cache_dir: Path | None,
+    cache_size: str,
+    max_dirty: str,
+    fuse_options: tuple[str, ...],
+    log_file: str | None,
+    debug: bool,
+    ready_fd: int | None,
+    passphrase_fd: int | None,
+    key_file: Path | None,
 ) -> None:
     """Mount the filesystem of FS_DIR on MOUNTPOINT (in the background unless --foreground)."""
     from repfs.mount import MountOptions, serve
@@ -211,9 +267,12 @@ def mount(
             raise ConfigError("the filesystem directory's path must not contain a comma")
         options = frozenset(o.strip() for opt in fuse_options for o in opt.split(",") if o.strip())
         opts = MountOptions(
-            fs_dir=fs_dir, mountpoint=mountpoint,
+            fs_dir=fs_dir,
+            mountpoint=mountpoint,
             cache_dir=cache_dir.absolute() if cache_dir else None,
-            cache_size=parse_size(cache_size), max_dirty=parse_size(max_dirty), fuse_options=options,
+            cache_size=parse_size(cache_size),
+            max_dirty=parse_size(max_dirty),
+            fuse_options=options,
         )
         secret = get_secret(passphrase_fd, key_file, confirm=False)
         if not foreground:
@@ -247,11 +306,31 @@ def _mount_in_background(fs_dir: Path, mountpoint: Path, secret: bytes, log_file
     log_path = Path(log_file) if log_file else FsPaths(fs_dir).log
     ready_r, ready_w = os.pipe()
     secret_r, secret_w = os.pipe()
-    cmd = [sys.executable, "-m", "repfs.cli", "mount", "--foreground", "--log", str(log_path),
-           "--ready-fd", str(ready_w), "--passphrase-fd", str(secret_r), *extra, str(fs_dir), str(mountpoint)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "repfs.cli",
+        "mount",
+        "--foreground",
+        "--log",
+        str(log_path),
+        "--ready-fd",
+        str(ready_w),
+        "--passphrase-fd",
+        str(secret_r),
+        *extra,
+        str(fs_dir),
+        str(mountpoint),
+    ]
     with open(log_path, "ab") as logf:
-        proc = subprocess.Popen(cmd, pass_fds=(ready_w, secret_r), stdin=subprocess.DEVNULL,
-                                stdout=logf, stderr=logf, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            pass_fds=(ready_w, secret_r),
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=logf,
+            start_new_session=True,
+        )
     os.close(ready_w)
     os.close(secret_r)
     os.write(secret_w, secret)
@@ -272,14 +351,18 @@ def _fs_dir_of(mountpoint: Path) -> Path | None:
             fields = line.split()
             sep = fields.index("-")
             if fields[4] == target and fields[sep + 2].startswith("repfs:"):
-                return Path(fields[sep + 2][len("repfs:"):])
+                return Path(fields[sep + 2][len("repfs:") :])
     return None
 
 
 @main.command()
 @click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--timeout", default=600.0, show_default=True,
-              help="Seconds to wait for the daemon to store its dirty blocks and exit.")
+@click.option(
+    "--timeout",
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait for the daemon to store its dirty blocks and exit.",
+)
 def umount(mountpoint: Path, timeout: float) -> None:
     """Unmount MOUNTPOINT and wait until the daemon has stored everything and exited."""
     fs_dir = _fs_dir_of(mountpoint)
@@ -302,8 +385,11 @@ def umount(mountpoint: Path, timeout: float) -> None:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    click.echo(f"repfs: error: the daemon of {fs_dir} is still storing data after {timeout}s; "
-                               f"see {FsPaths(fs_dir).log}", err=True)
+                    click.echo(
+                        f"repfs: error: the daemon of {fs_dir} is still storing data after {timeout}s; "
+                        f"see {FsPaths(fs_dir).log}",
+                        err=True,
+                    )
                     sys.exit(1)
                 time.sleep(0.1)
     finally:
@@ -315,11 +401,17 @@ def umount(mountpoint: Path, timeout: float) -> None:
 @click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @secret_options
 @click.option("--new-passphrase-fd", type=int, help="Read the new passphrase from this file descriptor.")
-@click.option("--new-key-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Use the contents of this file (mode 0600) as the new secret.")
+@click.option(
+    "--new-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Use the contents of this file (mode 0600) as the new secret.",
+)
 def passwd(
-    fs_dir: Path, passphrase_fd: int | None, key_file: Path | None,
-    new_passphrase_fd: int | None, new_key_file: Path | None,
+    fs_dir: Path,
+    passphrase_fd: int | None,
+    key_file: Path | None,
+    new_passphrase_fd: int | None,
+    new_key_file: Path | None,
 ) -> None:
     """Change the passphrase (or key file) of FS_DIR. No data is rewritten: only the
     data key is wrapped anew, on every pool."""

@@ -43,9 +43,7 @@ class PoolSpec:
 
     def __post_init__(self) -> None:
         if not POOL_NAME_RE.match(self.name):
-            raise ConfigError(
-                f"pool name {self.name!r} is invalid: use letters, digits, '.', '_' or '-'"
-            )
+            raise ConfigError(f"pool name {self.name!r} is invalid: use letters, digits, '.', '_' or '-'")
         scheme = urlparse(self.url).scheme
         if scheme not in SUPPORTED_SCHEMES:
             raise ConfigError(
@@ -82,19 +80,14 @@ class FsConfig:
             raise ConfigError("the same pool URL is given twice")
         if not 1 <= self.replicas <= len(self.pools):
             raise ConfigError(
-                f"replicas must be between 1 and the number of pools ({len(self.pools)}), "
-                f"got {self.replicas}"
+                f"replicas must be between 1 and the number of pools ({len(self.pools)}), got {self.replicas}"
             )
         if not 1 <= self.write_quorum <= self.replicas:
-            raise ConfigError(
-                f"write_quorum must be between 1 and replicas ({self.replicas}), "
-                f"got {self.write_quorum}"
-            )
+            raise ConfigError(f"write_quorum must be between 1 and replicas ({self.replicas}), got {self.write_quorum}")
         bs = self.block_size
         if not MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE or bs & (bs - 1):
             raise ConfigError(
-                f"block size must be a power of two between {MIN_BLOCK_SIZE} and "
-                f"{MAX_BLOCK_SIZE} bytes, got {bs}"
+                f"block size must be a power of two between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE} bytes, got {bs}"
             )
 
     def to_toml(self) -> str:
@@ -153,7 +146,9 @@ def load_config(path: Path) -> FsConfig:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"no repfs filesystem at {path.parent} (missing {path.name}); run 'repfs mkfs' first") from None
+        raise ConfigError(
+            f"no repfs filesystem at {path.parent} (missing {path.name}); run 'repfs mkfs' first"
+        ) from None
     return parse_config(text, source=str(path))
 
 

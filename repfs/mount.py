@@ -99,7 +99,9 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
     except OSError as exc:
         meta.close()
         await opened.close()
-        raise SetupError(f"cache directory {cache_dir} is not writable: {exc.strerror}; choose another with --cache-dir") from None
+        raise SetupError(
+            f"cache directory {cache_dir} is not writable: {exc.strerror}; choose another with --cache-dir"
+        ) from None
     cache = BlockCache(
         cache_dir,
         block_size=config.block_size,

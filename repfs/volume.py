@@ -83,13 +83,13 @@ async def _read_superblock(pool: Pool) -> Superblock | None:
         return None
 
 
-async def mkfs(
-    fs_dir: Path, config: FsConfig, secret: bytes, *, uid: int, gid: int, force: bool = False
-) -> Superblock:
+async def mkfs(fs_dir: Path, config: FsConfig, secret: bytes, *, uid: int, gid: int, force: bool = False) -> Superblock:
     """Create a new filesystem: pools' superblocks, empty metadata, the config file."""
     paths = FsPaths(fs_dir)
     if paths.config.exists() and not force:
-        raise FilesystemExists(f"{fs_dir} already holds a repfs filesystem; use --force to replace it (its data is lost)")
+        raise FilesystemExists(
+            f"{fs_dir} already holds a repfs filesystem; use --force to replace it (its data is lost)"
+        )
     pools = [open_pool(spec, create=True) for spec in config.pools]
     try:
         for pool in pools:
@@ -179,7 +179,9 @@ async def open_fs(fs_dir: Path, secret: bytes) -> OpenedFs:
                 log.warning("pool %s is unavailable at mount: %s", spec.name, exc)
                 continue
             except CorruptObject:
-                raise ForeignPool(f"pool {spec.name} ({spec.url}) holds an unreadable superblock; check the pool") from None
+                raise ForeignPool(
+                    f"pool {spec.name} ({spec.url}) holds an unreadable superblock; check the pool"
+                ) from None
             if sb is None:
                 raise ForeignPool(
                     f"pool {spec.name} ({spec.url}) holds no repfs superblock: it is empty or not part of "
@@ -238,9 +240,9 @@ async def passwd(fs_dir: Path, old_secret: bytes, new_secret: bytes) -> Superblo
         if failed:
             raise PoolUnavailable(
                 "the new passphrase is set, but these pools still hold the old superblock: "
-                + "; ".join(failed) + ". Run 'repfs passwd' again when they are back."
+                + "; ".join(failed)
+                + ". Run 'repfs passwd' again when they are back."
             )
         return sb
     finally:
         await opened.close()
-

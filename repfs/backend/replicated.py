@@ -51,12 +51,19 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, PoolUnavailable)
 
 
+_KINDS: tuple[tuple[type[Exception], str], ...] = (
+    (CorruptObject, "corrupt"),
+    (PoolFull, "full"),
+    (PoolUnavailable, "unavailable"),
+)
+
+
 def _reason(exc: Exception) -> str:
-    """Why one pool failed, in a word and the pool's own message."""
+    """Why one pool failed: a word, then the pool's own message (never object contents)."""
     if isinstance(exc, ObjectNotFound):
         return "missing"
-    kind = {CorruptObject: "corrupt", PoolFull: "full", PoolUnavailable: "unavailable"}
-    return f"{next((w for t, w in kind.items() if isinstance(exc, t)), type(exc).__name__)}: {exc}"
+    kind = next((word for cls, word in _KINDS if isinstance(exc, cls)), type(exc).__name__)
+    return f"{kind}: {exc}"
 
 
 def _summary(failures: Mapping[str, str]) -> str:

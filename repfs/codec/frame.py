@@ -80,5 +80,5 @@ def parse_header(data: bytes | memoryview) -> tuple[Header, int]:
     try:
         header = Header(Kind(kind), Compression(compression), key_id, version)
     except ValueError:
-        raise CorruptObject(f"object header has unknown kind ({kind}) or compression ({compression})") from None
+        raise CorruptObject(f"object header has unknown kind {kind} or compression {compression}") from None
     return header, HEADER_SIZE

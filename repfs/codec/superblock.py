@@ -134,7 +134,7 @@ class Superblock:
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise CorruptObject("not a repfs superblock: not UTF-8 JSON") from None
         if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
-            raise CorruptObject(f"not a repfs superblock: no \"magic\": \"{MAGIC}\" field")
+            raise CorruptObject(f'not a repfs superblock: no "magic": "{MAGIC}" field')
         version = doc.get("format_version")
         if not _is_int(version):
             raise CorruptObject("superblock: format_version is missing or not an integer")

@@ -73,11 +73,7 @@ def check_modify_dir(caller: Caller, directory: Inode) -> None:
 def check_delete(caller: Caller, directory: Inode, victim: Inode) -> None:
     """May `caller` remove or replace `victim` in `directory` (sticky bit aware)?"""
     check_modify_dir(caller, directory)
-    if (
-        directory.mode & stat.S_ISVTX
-        and not caller.is_root
-        and caller.uid not in (directory.uid, victim.uid)
-    ):
+    if directory.mode & stat.S_ISVTX and not caller.is_root and caller.uid not in (directory.uid, victim.uid):
         raise NotPermitted()
 
 

@@ -34,11 +34,13 @@ class Codec(Protocol):
 
 
 class Store(Protocol):
-    pool_names: Sequence[str]
     replicas: int
 
+    @property
+    def pool_names(self) -> list[str]: ...
+
     async def put_block(self, block_id: bytes, obj: bytes) -> list[str]: ...
-    async def get_block(self, block_id: bytes, holders: Sequence[str], decode: "DecodeFn") -> bytes: ...
+    async def get_block(self, block_id: bytes, holders: Sequence[str], decode: DecodeFn) -> bytes: ...
     async def delete_block(self, block_id: bytes, holders: Sequence[str]) -> list[str]: ...
 
 
@@ -165,7 +167,9 @@ class BlockManager:
         self.stats["deleted"] += deleted
         return deleted
 
-    async def run_gc(self, *, interval: float = 5.0, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_gc(
+        self, *, interval: float = 5.0, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Service: delete unreferenced blocks soon after they become unreferenced."""
         task_status.started()
         while True:

@@ -160,9 +160,7 @@ class Filesystem:
                 inode.mode = stat.S_IFMT(inode.mode) | access.chmod_mode(caller, inode, ch.mode)
             if ch.uid is not None or ch.gid is not None:
                 access.check_chown(caller, inode, ch.uid, ch.gid)
-                changed = (ch.uid is not None and ch.uid != inode.uid) or (
-                    ch.gid is not None and ch.gid != inode.gid
-                )
+                changed = (ch.uid is not None and ch.uid != inode.uid) or (ch.gid is not None and ch.gid != inode.gid)
                 inode.uid = inode.uid if ch.uid is None else ch.uid
                 inode.gid = inode.gid if ch.gid is None else ch.gid
                 if changed and not inode.is_dir:

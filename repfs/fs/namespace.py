@@ -102,8 +102,16 @@ def create_node(
             perm |= stat.S_ISGID
     ts = now_ns()
     inode = Inode(
-        t.new_ino(), kind | perm, caller.uid, gid, 2 if kind == stat.S_IFDIR else 1,
-        len(target) if kind == stat.S_IFLNK else 0, rdev, ts, ts, ts,
+        t.new_ino(),
+        kind | perm,
+        caller.uid,
+        gid,
+        2 if kind == stat.S_IFDIR else 1,
+        len(target) if kind == stat.S_IFLNK else 0,
+        rdev,
+        ts,
+        ts,
+        ts,
     )
     t.put_inode(inode)
     if kind == stat.S_IFLNK:

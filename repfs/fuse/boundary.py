@@ -10,8 +10,8 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
@@ -52,7 +52,7 @@ def to_errno(exc: BaseException, op: str) -> int:
     return errno.EIO
 
 
-def fuse_op(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def fuse_op(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:

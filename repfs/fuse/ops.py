@@ -107,7 +107,9 @@ class RepfsOperations(pyfuse3.Operations):
         return self._entry(self.fs.mknod(caller_of(ctx), parent_inode, name, mode, rdev))
 
     @fuse_op
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         return self._entry(self.fs.mkdir(caller_of(ctx), parent_inode, name, mode))
 
     @fuse_op

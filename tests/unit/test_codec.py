@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import zstandard
@@ -242,25 +242,18 @@ def test_codec_is_thread_safe() -> None:
     codec = _codec()
     blocks = [TEXT[i:] + os.urandom(i) for i in range(0, 4000, 250)]
     expected = {codec.block_id(b): codec.encode(codec.block_id(b), b) for b in blocks}
-    errors: list[Exception] = []
 
     def work() -> None:
-        try:
-            for _ in range(5):
-                for b in blocks:
-                    bid = codec.block_id(b)
-                    obj = codec.encode(bid, b)
-                    assert obj == expected[bid]
-                    assert codec.decode(bid, obj) == b
-        except Exception as exc:  # noqa: BLE001 - reported by the assert below
-            errors.append(exc)
+        for _ in range(5):
+            for b in blocks:
+                bid = codec.block_id(b)
+                obj = codec.encode(bid, b)
+                assert obj == expected[bid]
+                assert codec.decode(bid, obj) == b
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    with ThreadPoolExecutor(8) as pool:
+        for future in [pool.submit(work) for _ in range(8)]:
+            future.result()  # re-raises a failure from the worker
 
 
 # --- metadata objects -----------------------------------------------------------------

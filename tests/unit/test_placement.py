@@ -35,7 +35,9 @@ GOLDEN_RANGE = ["beta", "alpha", "delta", "gamma"]
 
 def test_same_order_in_another_process() -> None:
     pools = [("alpha", 1.0), ("beta", 2.0), ("gamma", 1.0)]
-    code = f"from repfs.backend.placement import rank_pools; print(','.join(rank_pools(bytes(range(32)), {pools})))"
+    code = (
+        f"from repfs.backend.placement import rank_pools as r; print(','.join(r(bytes(range(32)), {pools})))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         check=True,

@@ -7,6 +7,7 @@ implementation (fault knobs, directory layout) follow the common suite.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,8 +19,9 @@ from repfs.backend.base import Pool, PoolUsage
 from repfs.backend.keys import BLOCK_PREFIX, SUPERBLOCK_KEY, TEMP_PREFIX, block_id_from_key, block_key
 from repfs.backend.local import LocalPool
 from repfs.backend.memory import MemoryPool
+from repfs.backend.replicated import ReplicatedStore
 from repfs.config import PoolSpec
-from repfs.errors import ObjectNotFound, PoolFull, PoolUnavailable
+from repfs.errors import CorruptObject, ObjectNotFound, PoolFull, PoolUnavailable
 
 KEY = block_key(bytes(range(32)))
 OTHER = block_key(b"\xff" * 32)
@@ -226,7 +228,7 @@ async def test_local_failed_put_leaves_nothing(tmp_path: Path, monkeypatch: pyte
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(os, "fsync", fsync)
-    with pytest.raises(PoolUnavailable, match="p1.*Input/output error"):
+    with pytest.raises(PoolUnavailable, match=r"p1.*Input/output error"):
         await pool.put(KEY, b"data")
     monkeypatch.undo()
     assert not await pool.exists(KEY)
@@ -303,6 +305,27 @@ async def test_local_usage_walks_existing_objects_once(tmp_path: Path) -> None:
     assert (await pool.usage()).used == 100  # the running count, not a new walk
     await pool.put(OTHER, b"z" * 5)
     assert (await pool.usage()).used == 105
+
+
+@pytest.mark.trio
+async def test_local_pools_under_a_replicated_store(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A copy overwritten behind repfs's back is read from the other pool and put back.
+    pools: dict[str, Pool] = {n: LocalPool(n, tmp_path / n, create_root=True) for n in ("a", "b", "c")}
+    store = ReplicatedStore(pools, dict.fromkeys(pools, 1.0), replicas=2, write_quorum=2)
+    bid = bytes(range(32))
+
+    def decode(obj: bytes) -> bytes:
+        if obj != b"good":
+            raise CorruptObject("bad")
+        return obj
+
+    holders = await store.put_block(bid, b"good")
+    (tmp_path / holders[0] / block_key(bid)).write_bytes(b"evil")
+    with caplog.at_level(logging.WARNING):
+        assert await store.get_block(bid, holders, decode) == b"good"
+    assert (tmp_path / holders[0] / block_key(bid)).read_bytes() == b"good"
+    assert store.repairs == 1
+    await store.close()
 
 
 # --- MemoryPool fault knobs -------------------------------------------------------------

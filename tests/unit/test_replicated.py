@@ -51,9 +51,7 @@ class RecordingPool(MemoryPool):
 
     def __init__(self, name: str, log: list[tuple[str, str]]) -> None:
         super().__init__(name)
-        self.log = log
-        self.flaky = 0
-        self.hang = False
+        self.log, self.flaky, self.hang = log, 0, False
 
     async def _enter(self, key: str | None = None) -> None:
         await super()._enter(key)
@@ -72,19 +70,16 @@ class RecordingPool(MemoryPool):
         return await super().get(key)
 
 
-def make_store(
-    n: int = 4,
-    *,
-    replicas: int = 2,
-    write_quorum: int = 1,
-    weights: list[float] | None = None,
-    op_timeout: float | None = 60.0,
-) -> tuple[ReplicatedStore, dict[str, RecordingPool], list[tuple[str, str]]]:
+Setup = tuple[ReplicatedStore, dict[str, RecordingPool], list[tuple[str, str]]]
+
+
+def make_store(n: int = 4, *, replicas: int = 2, write_quorum: int = 1, op_timeout: float = 60.0) -> Setup:
     log: list[tuple[str, str]] = []
     pools = {f"p{i}": RecordingPool(f"p{i}", log) for i in range(n)}
+    weights = {name: 1.0 + i for i, name in enumerate(pools)}
     store = ReplicatedStore(
         pools,
-        dict(zip(pools, weights or [1.0] * n, strict=True)),
+        weights,
         replicas=replicas,
         write_quorum=write_quorum,
         op_timeout=op_timeout,
@@ -102,13 +97,13 @@ def holding(pools: dict[str, RecordingPool], key: str = KEY) -> set[str]:
 
 @pytest.mark.trio
 async def test_put_goes_to_the_first_pools_of_the_rank() -> None:
-    store, pools, _ = make_store(5, replicas=3, weights=[1, 2, 3, 4, 5])
+    store, pools, _ = make_store(5, replicas=3)
     ranked = store.ranked(BID)
-    assert sorted(ranked) == sorted(pools)
     assert await store.put_block(BID, OBJ) == ranked[:3]
     assert holding(pools) == set(ranked[:3])
     assert all(pools[n].objects[KEY] == OBJ for n in ranked[:3])
-    assert await store.put_block(BID, OBJ) == ranked[:3]  # idempotent
+    pools[ranked[0]].flaky = 2  # two transient failures are retried on the same pool
+    assert await store.put_block(BID, OBJ) == ranked[:3]  # and putting again is fine
     assert holding(pools) == set(ranked[:3])
 
 
@@ -139,17 +134,7 @@ async def test_unusable_pools_get_no_writes() -> None:
 
 
 @pytest.mark.trio
-async def test_transient_failure_is_retried_on_the_same_pool() -> None:
-    store, pools, _ = make_store(3, replicas=2)
-    ranked = store.ranked(BID)
-    pools[ranked[0]].flaky = 2  # fails twice, the third attempt works
-    assert await store.put_block(BID, OBJ) == ranked[:2]
-
-
-@pytest.mark.trio
-async def test_fewer_copies_than_replicas_but_quorum_is_a_deficit_not_an_error(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_fewer_copies_than_replicas_is_a_deficit(caplog: pytest.LogCaptureFixture) -> None:
     store, pools, _ = make_store(3, replicas=3, write_quorum=1)
     ranked = store.ranked(BID)
     pools[ranked[0]].down = True
@@ -159,7 +144,7 @@ async def test_fewer_copies_than_replicas_but_quorum_is_a_deficit_not_an_error(
 
 
 @pytest.mark.trio
-async def test_quorum_not_reached(caplog: pytest.LogCaptureFixture) -> None:
+async def test_quorum_not_reached_and_no_space(caplog: pytest.LogCaptureFixture) -> None:
     store, pools, _ = make_store(3, replicas=2, write_quorum=2)
     ranked = store.ranked(BID)
     pools[ranked[0]].down = True
@@ -171,34 +156,23 @@ async def test_quorum_not_reached(caplog: pytest.LogCaptureFixture) -> None:
     assert SHORT in msg and "write quorum is 2" in msg
     assert f"{ranked[0]} (unavailable: pool {ranked[0]} is down)" in msg
     assert f"{ranked[1]} (full:" in msg and f"{ranked[2]} (marked unusable)" in msg
-
-
-@pytest.mark.trio
-async def test_every_pool_full_is_no_space(caplog: pytest.LogCaptureFixture) -> None:
-    store, pools, _ = make_store(3, replicas=2, write_quorum=1)
-    for p in pools.values():
-        p.full = True
-    with caplog.at_level(logging.WARNING), pytest.raises(NoSpace, match="stored on 0 pool"):
-        await store.put_block(BID, OBJ)
-
-
-@pytest.mark.trio
-async def test_no_usable_pool_at_all() -> None:
-    store, _, _ = make_store(2)
-    for name in store.pool_names:
+    for name in ranked:
         store.set_pool_state(name, False)
-    with pytest.raises(QuorumNotReached, match="marked unusable"):
+    with pytest.raises(QuorumNotReached, match="stored on 0 pool"):
+        await store.put_block(BID, OBJ)
+    for name, p in pools.items():  # every pool full: the caller sees ENOSPC, not EIO
+        store.set_pool_state(name, True)
+        p.down, p.full = False, True
+    with pytest.raises(NoSpace, match="stored on 0 pool"):
         await store.put_block(BID, OBJ)
 
 
 class RendezvousPool(MemoryPool):
-    """Its put waits until the other pool's put has started: it can finish only when the
-    two puts run at the same time."""
+    """Its put waits until the other pool's put has started: both must run at once."""
 
     def __init__(self, name: str, started: dict[str, trio.Event], other: str) -> None:
         super().__init__(name)
-        self.started = started
-        self.other = other
+        self.started, self.other = started, other
 
     async def put(self, key: str, data: bytes) -> None:
         self.started[self.name].set()
@@ -383,9 +357,7 @@ def test_bad_construction() -> None:
 
 class Flaky:
     def __init__(self, failures: int, exc: Exception) -> None:
-        self.failures = failures
-        self.exc = exc
-        self.calls = 0
+        self.failures, self.exc, self.calls = failures, exc, 0
 
     async def __call__(self) -> str:
         self.calls += 1
@@ -420,10 +392,8 @@ async def test_retry_gives_up(autojump_clock: trio.testing.MockClock, exc: Excep
 @pytest.mark.trio
 async def test_retry_stops_at_the_deadline(autojump_clock: trio.testing.MockClock) -> None:
     fn = Flaky(100, PoolUnavailable("p"))
-    deadline = trio.current_time() + 10.0
+    end = trio.current_time() + 10.0
     with pytest.raises(PoolUnavailable):
-        await retry(
-            fn, attempts=1000, base_delay=1.0, max_delay=4.0, deadline=deadline, is_transient=transient
-        )
-    assert trio.current_time() <= deadline
+        await retry(fn, attempts=1000, base_delay=1.0, max_delay=4.0, deadline=end, is_transient=transient)
+    assert trio.current_time() <= end
     assert 3 <= fn.calls < 100

@@ -1,0 +1,291 @@
+"""The filesystem core called directly, without a mount: fast tests of most logic.
+
+Pools are in-memory here (MemoryPool); metadata is real LMDB and the cache real files.
+What a user sees through a real mount is tested in tests/mount/.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from repfs.backend.memory import MemoryPool
+from repfs.backend.replicated import ReplicatedStore
+from repfs.cache.blockcache import BlockCache
+from repfs.codec.codec import BlockCodec
+from repfs.codec.keys import derive_keys
+from repfs.errors import FsError
+from repfs.fs import namespace as ns
+from repfs.fs.access import Caller
+from repfs.fs.blocks import BlockManager
+from repfs.fs.core import AttrChange, Filesystem
+from repfs.meta.schema import ROOT_INO
+from repfs.meta.store import MetaStore
+
+pytestmark = pytest.mark.trio
+
+BS = 64 * 1024
+ROOT = Caller(0, 0)
+ALICE = Caller(1000, 1000)
+BOB = Caller(1001, 1001)
+
+
+@dataclass
+class Rig:
+    fs: Filesystem
+    pools: dict[str, MemoryPool]
+    store: ReplicatedStore
+    blocks: BlockManager
+    cache: BlockCache
+    meta: MetaStore
+
+    def objects(self) -> set[str]:
+        return {k for p in self.pools.values() for k in p.objects if k.startswith("blocks/")}
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
+    pools = {f"p{i}": MemoryPool(f"p{i}") for i in range(3)}
+    store = ReplicatedStore(pools, dict.fromkeys(pools, 1.0), replicas=2, write_quorum=1, retry_base_delay=0.001)
+    meta = MetaStore(tmp_path / "meta")
+    with meta.write() as t:
+        ns.make_root(t, 0, 0)
+        t.inode(ROOT_INO)
+    codec = BlockCodec(derive_keys(b"k" * 32))
+    cpu = trio.CapacityLimiter(2)
+    blocks = BlockManager(meta, codec, store, block_size=BS, cpu=cpu)
+    cache = BlockCache(
+        tmp_path / "cache",
+        block_size=BS,
+        max_bytes=8 * BS,
+        max_dirty=4 * BS,
+        fetch=blocks.fetch,
+        store=blocks.store_block,
+        idle_seconds=0.05,
+    )
+    fs = Filesystem(meta, blocks, cache, block_size=BS, usage=store.usage, replicas=2)
+    await nursery.start(cache.run)
+    yield Rig(fs, pools, store, blocks, cache, meta)
+
+
+async def write_file(r: Rig, name: bytes, data: bytes, *, parent: int = ROOT_INO, caller: Caller = ROOT) -> int:
+    fh, inode = r.fs.create(caller, parent, name, 0o644, os.O_RDWR)
+    await r.fs.write(fh, 0, data)
+    await r.fs.fsync(fh)
+    r.fs.release(fh)
+    return inode.ino
+
+
+async def read_file(r: Rig, ino: int, caller: Caller = ROOT) -> bytes:
+    fh = r.fs.open(caller, ino, os.O_RDONLY)
+    size = r.fs.getattr(ino).size
+    data = await r.fs.read(fh, 0, size + 10)
+    r.fs.release(fh)
+    return data
+
+
+def errno_of(exc: pytest.ExceptionInfo[FsError]) -> int:
+    return exc.value.errno
+
+
+async def test_blocks_go_to_two_pools_and_read_back(rig: Rig) -> None:
+    data = os.urandom(3 * BS + 123)
+    ino = await write_file(rig, b"f", data)
+    per_block = {}
+    for p in rig.pools.values():
+        for k in p.objects:
+            if k.startswith("blocks/"):
+                per_block[k] = per_block.get(k, 0) + 1
+    assert len(per_block) == 4
+    assert set(per_block.values()) == {2}
+    rig.cache.drop(ino)
+    assert await read_file(rig, ino) == data
+
+
+async def test_same_content_is_stored_once_and_freed_with_last_reference(rig: Rig) -> None:
+    data = os.urandom(2 * BS)
+    await write_file(rig, b"a", data)
+    await write_file(rig, b"b", data)
+    assert len({k for p in rig.pools.values() for k in p.objects if k.startswith("blocks/")}) == 2
+    rig.fs.unlink(ROOT, ROOT_INO, b"a")
+    rig.fs.forget([(i, 99) for i in list(rig.fs.lookups)])
+    await rig.blocks.collect()
+    assert len({k for p in rig.pools.values() for k in p.objects if k.startswith("blocks/")}) == 2
+    rig.fs.unlink(ROOT, ROOT_INO, b"b")
+    rig.fs.forget([(i, 99) for i in list(rig.fs.lookups)])
+    await rig.blocks.collect()
+    assert not any(k.startswith("blocks/") for p in rig.pools.values() for k in p.objects)
+
+
+async def test_holes_store_nothing_and_read_zeros(rig: Rig) -> None:
+    fh, inode = rig.fs.create(ROOT, ROOT_INO, b"sparse", 0o644, os.O_RDWR)
+    await rig.fs.write(fh, 50 * BS + 7, b"end")
+    await rig.fs.fsync(fh)
+    assert rig.fs.getattr(inode.ino).size == 50 * BS + 10
+    keys = {k for p in rig.pools.values() for k in p.objects if k.startswith("blocks/")}
+    assert len(keys) == 1
+    rig.cache.drop(inode.ino)
+    assert await rig.fs.read(fh, 10 * BS, 100) == bytes(100)
+    assert await rig.fs.read(fh, 50 * BS, 10) == bytes(7) + b"end"
+
+
+async def test_truncate_down_frees_blocks_and_extend_reads_zeros(rig: Rig) -> None:
+    data = os.urandom(4 * BS)
+    ino = await write_file(rig, b"t", data)
+    before = len(rig.objects())
+    await rig.fs.setattr(ROOT, ino, AttrChange(size=BS + 10))
+    fh = rig.fs.open(ROOT, ino, os.O_RDWR)
+    await rig.fs.fsync(fh)
+    await rig.blocks.collect()
+    assert len(rig.objects()) < before
+    await rig.fs.setattr(ROOT, ino, AttrChange(size=3 * BS))
+    rig.cache.drop(ino)
+    got = await rig.fs.read(fh, 0, 3 * BS)
+    assert got == data[: BS + 10] + bytes(3 * BS - BS - 10)
+
+
+async def test_overwritten_block_is_deleted_after_gc(rig: Rig) -> None:
+    ino = await write_file(rig, b"o", os.urandom(BS))
+    old = rig.objects()
+    fh = rig.fs.open(ROOT, ino, os.O_RDWR)
+    await rig.fs.write(fh, 0, os.urandom(BS))
+    await rig.fs.fsync(fh)
+    await rig.blocks.collect()
+    assert rig.objects().isdisjoint(old)
+
+
+async def test_unlinked_open_file_lives_until_forget(rig: Rig) -> None:
+    data = os.urandom(BS + 5)
+    ino = await write_file(rig, b"u", data)
+    fh = rig.fs.open(ROOT, ino, os.O_RDONLY)
+    rig.fs.unlink(ROOT, ROOT_INO, b"u")
+    assert await rig.fs.read(fh, 0, BS + 5) == data
+    rig.fs.release(fh)
+    rig.fs.forget([(ino, rig.fs.lookups[ino])])
+    with pytest.raises(FsError) as e:
+        rig.fs.getattr(ino)
+    assert errno_of(e) == errno.ENOENT
+    await rig.blocks.collect()
+    assert rig.objects() == set()
+
+
+async def test_rename_flags_and_cycles(rig: Rig) -> None:
+    a = rig.fs.mkdir(ROOT, ROOT_INO, b"a", 0o755)
+    b = rig.fs.mkdir(ROOT, a.ino, b"b", 0o755)
+    with pytest.raises(FsError) as e:
+        rig.fs.rename(ROOT, ROOT_INO, b"a", b.ino, b"x", 0)
+    assert errno_of(e) == errno.EINVAL
+    await write_file(rig, b"f1", b"one")
+    await write_file(rig, b"f2", b"two")
+    with pytest.raises(FsError) as e:
+        rig.fs.rename(ROOT, ROOT_INO, b"f1", ROOT_INO, b"f2", ns.RENAME_NOREPLACE)
+    assert errno_of(e) == errno.EEXIST
+    rig.fs.rename(ROOT, ROOT_INO, b"f1", ROOT_INO, b"f2", ns.RENAME_EXCHANGE)
+    f2 = rig.fs.lookup(ROOT, ROOT_INO, b"f2")
+    assert await read_file(rig, f2.ino) == b"one"
+    rig.fs.rename(ROOT, ROOT_INO, b"a", ROOT_INO, b"c", 0)
+    assert rig.fs.getattr(ROOT_INO).nlink == 3
+    rig.fs.rename(ROOT, a.ino, b"b", ROOT_INO, b"b2", 0)
+    assert rig.fs.getattr(a.ino).nlink == 2
+    assert rig.fs.getattr(ROOT_INO).nlink == 4
+
+
+async def test_readdir_positions_survive_changes(rig: Rig) -> None:
+    for i in range(20):
+        rig.fs.mknod(ROOT, ROOT_INO, b"n%02d" % i, stat.S_IFREG | 0o644)
+    seen: list[bytes] = []
+    it = rig.fs.readdir(ROOT_INO, 0)
+    pos = 0
+    for _ in range(10):
+        pos, name, _inode = next(it)
+        seen.append(name)
+    for i in range(5):
+        rig.fs.unlink(ROOT, ROOT_INO, b"n%02d" % (i + 12))
+        rig.fs.mknod(ROOT, ROOT_INO, b"m%02d" % i, stat.S_IFREG | 0o644)
+    seen += [name for _, name, _ in rig.fs.readdir(ROOT_INO, pos)]
+    assert len(seen) == len(set(seen))
+    assert all(b"n%02d" % i in seen for i in range(12))
+
+
+async def test_permissions_are_checked_for_other_users(rig: Rig) -> None:
+    home = rig.fs.mkdir(ROOT, ROOT_INO, b"home", 0o777)
+    assert stat.S_IMODE(home.mode) == 0o755  # the caller's umask applies
+    await rig.fs.setattr(ROOT, home.ino, AttrChange(mode=0o777))
+    ino = await write_file(rig, b"secret", b"x", parent=home.ino, caller=ALICE)
+    await rig.fs.setattr(ALICE, ino, AttrChange(mode=0o600))
+    with pytest.raises(FsError) as e:
+        rig.fs.open(BOB, ino, os.O_RDONLY)
+    assert errno_of(e) == errno.EACCES
+    with pytest.raises(FsError) as e:
+        await rig.fs.setattr(BOB, ino, AttrChange(mode=0o666))
+    assert errno_of(e) == errno.EPERM
+    await rig.fs.setattr(ROOT, home.ino, AttrChange(mode=0o1777))
+    with pytest.raises(FsError) as e:
+        rig.fs.unlink(BOB, home.ino, b"secret")
+    assert errno_of(e) == errno.EPERM
+    rig.fs.unlink(ALICE, home.ino, b"secret")
+
+
+async def test_writes_go_on_while_a_pool_is_down_and_reads_repair(rig: Rig) -> None:
+    rig.pools["p0"].down = True
+    data = os.urandom(3 * BS)
+    ino = await write_file(rig, b"d", data)
+    assert not any(k.startswith("blocks/") for k in rig.pools["p0"].objects)
+    assert sum(1 for p in rig.pools.values() for k in p.objects if k.startswith("blocks/")) == 6
+    rig.pools["p0"].down = False
+    victim = next(k for k in rig.pools["p1"].objects if k.startswith("blocks/"))
+    rig.pools["p1"].corrupt(victim)
+    bad = rig.pools["p1"].objects[victim]
+    rig.cache.drop(ino)
+    assert await read_file(rig, ino) == data
+    assert rig.pools["p1"].objects[victim] != bad
+
+
+async def test_writers_wait_for_room_instead_of_failing(rig: Rig) -> None:
+    data = os.urandom(20 * BS)  # five times max_dirty
+    ino = await write_file(rig, b"big", data)
+    assert rig.cache.dirty_bytes == 0
+    rig.cache.drop(ino)
+    assert await read_file(rig, ino) == data
+
+
+async def test_names_and_errors(rig: Rig) -> None:
+    with pytest.raises(FsError) as e:
+        rig.fs.mknod(ROOT, ROOT_INO, b"x" * 256, stat.S_IFREG | 0o644)
+    assert errno_of(e) == errno.ENAMETOOLONG
+    rig.fs.mknod(ROOT, ROOT_INO, b"x" * 255, stat.S_IFREG | 0o644)
+    d = rig.fs.mkdir(ROOT, ROOT_INO, b"d", 0o755)
+    rig.fs.mknod(ROOT, d.ino, b"f", stat.S_IFREG | 0o644)
+    with pytest.raises(FsError) as e:
+        rig.fs.rmdir(ROOT, ROOT_INO, b"d")
+    assert errno_of(e) == errno.ENOTEMPTY
+    with pytest.raises(FsError) as e:
+        rig.fs.unlink(ROOT, ROOT_INO, b"d")
+    assert errno_of(e) == errno.EISDIR
+    with pytest.raises(FsError) as e:
+        rig.fs.lookup(ROOT, ROOT_INO, b"nope")
+    assert errno_of(e) == errno.ENOENT
+    with pytest.raises(FsError) as e:
+        rig.fs.mkdir(ROOT, ROOT_INO, b"d", 0o755)
+    assert errno_of(e) == errno.EEXIST
+
+
+async def test_xattrs(rig: Rig) -> None:
+    ino = await write_file(rig, b"x", b"data")
+    rig.fs.setxattr(ROOT, ino, b"user.colour", b"blue")
+    assert rig.fs.getxattr(ROOT, ino, b"user.colour") == b"blue"
+    assert rig.fs.listxattr(ROOT, ino) == [b"user.colour"]
+    rig.fs.removexattr(ROOT, ino, b"user.colour")
+    with pytest.raises(FsError) as e:
+        rig.fs.getxattr(ROOT, ino, b"user.colour")
+    assert errno_of(e) == errno.ENODATA
+    with pytest.raises(FsError) as e:
+        rig.fs.getxattr(ROOT, ino, b"security.selinux")
+    assert errno_of(e) == errno.ENODATA

@@ -241,6 +241,8 @@ def mkfs(
     metavar="PATH",
     help="Log file [default: standard error in the foreground, FS_DIR/repfs.log in the background].",
 )
+@click.option("--heartbeat", default=10.0, show_default=True, metavar="SECONDS",
+              help="How often each pool is checked (a pool missing 3 checks in a row is taken out of use).")
 @click.option("--debug", is_flag=True, help="Log debug messages.")
 @click.option("--ready-fd", type=int, hidden=True)
 @secret_options
@@ -253,6 +255,7 @@ def mount(
     max_dirty: str,
     fuse_options: tuple[str, ...],
     log_file: str | None,
+    heartbeat: float,
     debug: bool,
     ready_fd: int | None,
     passphrase_fd: int | None,
@@ -273,10 +276,11 @@ def mount(
             cache_size=parse_size(cache_size),
             max_dirty=parse_size(max_dirty),
             fuse_options=options,
+            heartbeat=heartbeat,
         )
         secret = get_secret(passphrase_fd, key_file, confirm=False)
         if not foreground:
-            extra = [f"--cache-size={cache_size}", f"--max-dirty={max_dirty}"]
+            extra = [f"--cache-size={cache_size}", f"--max-dirty={max_dirty}", f"--heartbeat={heartbeat}"]
             extra += [f"--cache-dir={opts.cache_dir}"] if opts.cache_dir else []
             extra += [f"-o{o}" for o in sorted(options)] + (["--debug"] if debug else [])
             _mount_in_background(fs_dir, mountpoint, secret, log_file, extra)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from repfs.backend.health import HealthMonitor
 from repfs.backend.replicated import ReplicatedStore
 from repfs.cache.blockcache import BlockCache
 from repfs.codec.codec import BlockCodec
@@ -37,6 +38,7 @@ class MountOptions:
     fuse_options: frozenset[str] = field(default_factory=frozenset)
     uploads: int = 8
     idle_seconds: float = 1.0
+    heartbeat: float = 10.0
 
 
 @dataclass
@@ -49,10 +51,12 @@ class Layers:
     blocks: BlockManager
     cache: BlockCache
     fs: Filesystem
+    health: HealthMonitor
 
     async def run_services(self, nursery: trio.Nursery) -> None:
         await nursery.start(self.cache.run)
         await nursery.start(self.blocks.run_gc)
+        await nursery.start(self.health.run)
 
     async def shutdown(self) -> None:
         """Store everything dirty, free unlinked inodes, delete garbage, close."""
@@ -113,7 +117,8 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         idle_seconds=opts.idle_seconds,
     )
     fs = Filesystem(meta, blocks, cache, block_size=config.block_size, usage=store.usage, replicas=config.replicas)
-    return Layers(opened, meta, store, blocks, cache, fs)
+    health = HealthMonitor(store, opened.pools, opened.superblock, interval=opts.heartbeat)
+    return Layers(opened, meta, store, blocks, cache, fs, health)
 
 
 def adopt_leftovers(layers: Layers) -> None:

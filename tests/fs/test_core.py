@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from repfs.backend.keys import block_id_from_key
 from repfs.backend.memory import MemoryPool
 from repfs.backend.replicated import ReplicatedStore
 from repfs.cache.blockcache import BlockCache
@@ -241,11 +242,14 @@ async def test_writes_go_on_while_a_pool_is_down_and_reads_repair(rig: Rig) -> N
     assert sum(1 for p in rig.pools.values() for k in p.objects if k.startswith("blocks/")) == 6
     rig.pools["p0"].down = False
     victim = next(k for k in rig.pools["p1"].objects if k.startswith("blocks/"))
-    rig.pools["p1"].corrupt(victim)
-    bad = rig.pools["p1"].objects[victim]
+    # corrupt the copy a read tries first: the first holder in the block's priority order
+    first = next(n for n in rig.store.ranked(block_id_from_key(victim)) if victim in rig.pools[n].objects)
+    rig.pools[first].corrupt(victim)
+    bad = rig.pools[first].objects[victim]
     rig.cache.drop(ino)
     assert await read_file(rig, ino) == data
-    assert rig.pools["p1"].objects[victim] != bad
+    assert rig.pools[first].objects[victim] != bad
+    assert rig.store.repairs == 1
 
 
 async def test_writers_wait_for_room_instead_of_failing(rig: Rig) -> None:

@@ -137,8 +137,12 @@ class BlockCache:
         return any(self.entries[(ino, i)].dirty for i in self.by_ino.get(ino, ()))
 
     # --- loading --------------------------------------------------------------------
-    async def _load(self, ino: int, index: int) -> Entry:
-        """The entry of a block, fetched from the pools if not cached."""
+    async def _load(self, ino: int, index: int, *, holes: bool = True) -> Entry | None:
+        """The entry of a block, fetched from the pools if not cached.
+
+        A hole gets an empty entry when `holes` is true (a write will fill it), else None:
+        reading a huge sparse file must not fill the cache with empty entries.
+        """
         key = (ino, index)
         while True:
             e = self.entries.get(key)
@@ -154,6 +158,8 @@ class BlockCache:
             data = await self._fetch(ino, index)
             if key in self.entries:  # a writer created it meanwhile: theirs is newer
                 return self.entries[key]
+            if data is None and not holes:
+                return None
             e = Entry(ino, index, 0)
             with open(self._path(key, False), "wb") as f:
                 if data:
@@ -166,6 +172,11 @@ class BlockCache:
             del self._fetching[key]
             done.set()
 
+    async def _load_entry(self, ino: int, index: int) -> Entry:
+        e = await self._load(ino, index, holes=True)
+        assert e is not None
+        return e
+
     def prefetch(self, ino: int, index: int) -> None:
         """Start loading a block in the background (read-ahead); never waits."""
         key = (ino, index)
@@ -177,15 +188,15 @@ class BlockCache:
 
     async def _prefetch(self, ino: int, index: int) -> None:
         try:
-            await self._load(ino, index)
+            await self._load(ino, index, holes=False)
         except RepfsError as exc:  # the real read will report it
             log.debug("read-ahead of inode %d block %d failed: %s", ino, index, exc)
 
     # --- the data path ----------------------------------------------------------------
     async def read(self, ino: int, index: int, offset: int, length: int) -> bytes:
         """`length` bytes of a block from `offset`, zero-filled past the stored data."""
-        e = await self._load(ino, index)
-        if offset >= e.size:
+        e = await self._load(ino, index, holes=False)
+        if e is None or offset >= e.size:
             return bytes(length)
         fd = os.open(self._path(e), os.O_RDONLY)
         try:
@@ -203,7 +214,7 @@ class BlockCache:
         e = self.entries.get(key)
         if e is None:
             if stored > 0 and not (offset == 0 and len(data) >= stored):
-                e = await self._load(ino, index)
+                e = await self._load_entry(ino, index)
             else:
                 e = self.entries.get(key)
                 if e is None:
@@ -228,7 +239,7 @@ class BlockCache:
         if e is None:
             if stored <= length:
                 return
-            e = await self._load(ino, index)
+            e = await self._load_entry(ino, index)
         if e.size <= length:
             return
         self._make_dirty(e)

@@ -71,12 +71,14 @@ def setup_logging(log_file: str | None, debug: bool) -> None:
 # --- secrets -----------------------------------------------------------------------
 
 
-def _read_fd(fd: int) -> bytes:
+def _read_fd(fd: int, *, strip: bool = True) -> bytes:
+    """Everything up to end of file; a typed passphrase loses its trailing newline."""
     chunks = []
     while chunk := os.read(fd, 65536):
         chunks.append(chunk)
     os.close(fd)
-    return b"".join(chunks).rstrip(b"\r\n")
+    data = b"".join(chunks)
+    return data.rstrip(b"\r\n") if strip else data
 
 
 def read_key_file(path: Path) -> bytes:
@@ -245,6 +247,7 @@ def mkfs(
               help="How often each pool is checked (a pool missing 3 checks in a row is taken out of use).")
 @click.option("--debug", is_flag=True, help="Log debug messages.")
 @click.option("--ready-fd", type=int, hidden=True)
+@click.option("--secret-fd", type=int, hidden=True)
 @secret_options
 def mount(
     fs_dir: Path,
@@ -258,6 +261,7 @@ def mount(
     heartbeat: float,
     debug: bool,
     ready_fd: int | None,
+    secret_fd: int | None,
     passphrase_fd: int | None,
     key_file: Path | None,
 ) -> None:
@@ -278,7 +282,10 @@ def mount(
             fuse_options=options,
             heartbeat=heartbeat,
         )
-        secret = get_secret(passphrase_fd, key_file, confirm=False)
+        if secret_fd is not None:  # from the parent of a background mount: exact bytes
+            secret = _read_fd(secret_fd, strip=False)
+        else:
+            secret = get_secret(passphrase_fd, key_file, confirm=False)
         if not foreground:
             extra = [f"--cache-size={cache_size}", f"--max-dirty={max_dirty}", f"--heartbeat={heartbeat}"]
             extra += [f"--cache-dir={opts.cache_dir}"] if opts.cache_dir else []
@@ -320,7 +327,7 @@ def _mount_in_background(fs_dir: Path, mountpoint: Path, secret: bytes, log_file
         str(log_path),
         "--ready-fd",
         str(ready_w),
-        "--passphrase-fd",
+        "--secret-fd",
         str(secret_r),
         *extra,
         str(fs_dir),

@@ -22,6 +22,7 @@ from repfs.errors import SetupError
 from repfs.fs.blocks import BlockManager
 from repfs.fs.core import Filesystem
 from repfs.fuse.ops import RepfsOperations
+from repfs.meta import schema as s
 from repfs.meta.store import MetaStore
 from repfs.volume import FsPaths, OpenedFs, open_fs
 
@@ -96,10 +97,15 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
     blocks = BlockManager(meta, codec, store, block_size=config.block_size, cpu=cpu)
     cache_dir = opts.cache_dir or opened.paths.cache
     try:
+        check_cache_dir(meta, cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         probe = cache_dir / ".probe"
         probe.write_bytes(b"")
         probe.unlink()
+    except SetupError:
+        meta.close()
+        await opened.close()
+        raise
     except OSError as exc:
         meta.close()
         await opened.close()
@@ -119,6 +125,20 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
     fs = Filesystem(meta, blocks, cache, block_size=config.block_size, usage=store.usage, replicas=config.replicas)
     health = HealthMonitor(store, opened.pools, opened.superblock, interval=opts.heartbeat)
     return Layers(opened, meta, store, blocks, cache, fs, health)
+
+
+def check_cache_dir(meta: MetaStore, cache_dir: Path) -> None:
+    """Refuse a new cache dir while the last one still holds blocks never stored (a crash)."""
+    with meta.read() as t:
+        raw = t.get("meta", s.META_CACHE_DIR)
+    last = Path(raw.decode()) if raw else None
+    if last is not None and last != cache_dir and (last / "dirty").is_dir() and any((last / "dirty").iterdir()):
+        raise SetupError(
+            f"{last} holds blocks written before an unclean stop and not yet stored; "
+            f"mount with --cache-dir {last} once to store them"
+        )
+    with meta.write() as t:
+        t.put("meta", s.META_CACHE_DIR, str(cache_dir).encode())
 
 
 def adopt_leftovers(layers: Layers) -> None:

@@ -52,6 +52,7 @@ META_NEXT_COOKIE = b"next_cookie"
 META_SUPERBLOCK = b"superblock"
 META_FS_UUID = b"fs_uuid"
 META_CLEAN = b"clean_unmount"
+META_CACHE_DIR = b"cache_dir"
 
 
 def u64(n: int) -> bytes:

@@ -6,7 +6,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,8 +123,17 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         idle_seconds=opts.idle_seconds,
     )
     fs = Filesystem(meta, blocks, cache, block_size=config.block_size, usage=store.usage, replicas=config.replicas)
-    health = HealthMonitor(store, opened.pools, opened.superblock, interval=opts.heartbeat)
+    health = HealthMonitor(
+        store, opened.pools, opened.superblock, interval=opts.heartbeat, on_wiped=_restorer(blocks)
+    )
     return Layers(opened, meta, store, blocks, cache, fs, health)
+
+
+def _restorer(blocks: BlockManager) -> Callable[[str], Awaitable[None]]:
+    async def restore(pool: str) -> None:
+        await blocks.restore_pool(pool)
+
+    return restore
 
 
 def check_cache_dir(meta: MetaStore, cache_dir: Path) -> None:

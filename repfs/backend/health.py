@@ -14,7 +14,7 @@ Every `interval` seconds each pool is pinged and its superblock checked:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from enum import Enum
 
 import trio
@@ -43,6 +43,7 @@ class HealthMonitor:
         *,
         interval: float = 10.0,
         down_after: int = 3,
+        on_wiped: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.pools = dict(pools)
@@ -51,6 +52,8 @@ class HealthMonitor:
         self.down_after = down_after
         self.state = dict.fromkeys(self.pools, PoolState.UP)
         self.missed = dict.fromkeys(self.pools, 0)
+        self.on_wiped = on_wiped
+        self._nursery: trio.Nursery | None = None
 
     def _set(self, name: str, state: PoolState, why: str) -> None:
         if self.state[name] != state:
@@ -65,9 +68,11 @@ class HealthMonitor:
             try:
                 sb = Superblock.from_bytes(await pool.get(SUPERBLOCK_KEY))
             except ObjectNotFound:
-                log.warning("pool %s lost its superblock; writing it again", name)
+                log.warning("pool %s lost its superblock; writing it again and restoring its blocks", name)
                 await pool.put(SUPERBLOCK_KEY, self.superblock.to_bytes())
                 sb = self.superblock
+                if self.on_wiped is not None and self._nursery is not None:
+                    self._nursery.start_soon(self.on_wiped, name)
         except CorruptObject as exc:
             self._set(name, PoolState.FAILED, f"unreadable superblock: {exc}")
             return
@@ -89,7 +94,9 @@ class HealthMonitor:
                 n.start_soon(self.check, name)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            await trio.sleep(self.interval)  # the heartbeat period, not synchronisation
-            await self.check_all()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                await trio.sleep(self.interval)  # the heartbeat period, not synchronisation
+                await self.check_all()

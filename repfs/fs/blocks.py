@@ -42,6 +42,9 @@ class Store(Protocol):
     async def put_block(self, block_id: bytes, obj: bytes) -> list[str]: ...
     async def get_block(self, block_id: bytes, holders: Sequence[str], decode: DecodeFn) -> bytes: ...
     async def delete_block(self, block_id: bytes, holders: Sequence[str]) -> list[str]: ...
+    async def restore_copy(
+        self, block_id: bytes, target: str, holders: Sequence[str], decode: DecodeFn
+    ) -> bool: ...
 
 
 class DecodeFn(Protocol):
@@ -132,6 +135,24 @@ class BlockManager:
         for index, _ in list(t.blocks_from(ino, first_index)):
             t.unmap_block(ino, index)
         self._gc_wake.set()
+
+    async def restore_pool(self, pool: str) -> int:
+        """Give a pool that lost its objects back every block it should hold."""
+        with self.meta.read() as t:
+            wanted = [(k, BlockRecord.unpack(v)) for k, v in t.scan("blocks", b"")]
+        restored = failed = 0
+        for block_id, rec in wanted:
+            if pool not in rec.pools or rec.refcount <= 0:
+                continue
+            async with self.locks(block_id):
+                try:
+                    decode = functools.partial(self.codec.decode, block_id)
+                    restored += await self.store.restore_copy(block_id, pool, rec.pools, decode)
+                except RepfsError as exc:
+                    failed += 1
+                    log.error("cannot restore block %s on pool %s: %s", block_id.hex()[:12], pool, exc)
+        log.info("pool %s: restored %d blocks (%d could not be restored)", pool, restored, failed)
+        return restored
 
     # --- garbage collection -----------------------------------------------------------
     def pending_gc(self) -> int:

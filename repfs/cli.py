@@ -405,6 +405,17 @@ def umount(mountpoint: Path, timeout: float) -> None:
                 time.sleep(0.1)
     finally:
         os.close(fd)
+    from repfs.mount import read_report
+
+    status = read_report(FsPaths(fs_dir))
+    if status != "clean":
+        why = f"the daemon {status}" if status else "the daemon stopped without a clean unmount"
+        click.echo(
+            f"repfs: error: unmounted {mountpoint}, but {why}; the next mount stores what is left "
+            f"(see {FsPaths(fs_dir).log})",
+            err=True,
+        )
+        sys.exit(1)
     click.echo(f"unmounted {mountpoint}")
 
 

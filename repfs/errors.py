@@ -141,6 +141,12 @@ class ReadFailed(StorageError):
     """No replica of a block could be read."""
 
 
+class UnmountIncomplete(RepfsError):
+    """Unmounted, but some blocks could not be stored; they wait in the cache for the next mount."""
+
+    errno = _errno.EIO
+
+
 # --- set-up and configuration -----------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from repfs.backend.replicated import ReplicatedStore
 from repfs.cache.blockcache import BlockCache
 from repfs.codec.codec import BlockCodec
 from repfs.codec.keys import derive_keys
-from repfs.errors import SetupError
+from repfs.errors import SetupError, StorageError, UnmountIncomplete
 from repfs.fs.blocks import BlockManager
 from repfs.fs.core import Filesystem
 from repfs.fuse.ops import RepfsOperations
@@ -54,18 +54,46 @@ class Layers:
     fs: Filesystem
     health: HealthMonitor
 
-    async def run_services(self, nursery: trio.Nursery) -> None:
-        await nursery.start(self.cache.run)
+    async def run_upkeep(self, nursery: trio.Nursery) -> None:
+        """Background work that uses the metadata: garbage collection, pool health."""
         await nursery.start(self.blocks.run_gc)
         await nursery.start(self.health.run)
 
-    async def shutdown(self) -> None:
-        """Store everything dirty, free unlinked inodes, delete garbage, close."""
-        await self.fs.sync_all()
+    async def store_dirty(self) -> int:
+        """Store every dirty block and sync the metadata; the number of blocks left unstored.
+
+        Blocks that cannot be stored now stay in the cache's dirty/ directory, which the
+        next mount uploads (`adopt_leftovers`), so nothing is lost.
+        """
+        try:
+            await self.fs.sync_all()
+        except* StorageError as group:
+            log.error("cannot store every block at unmount: %s", group.exceptions[0])
+        self.meta.sync()
+        unstored = self.cache.dirty_blocks()
+        if unstored:
+            log.error(
+                "%d blocks could not be stored on the pools; they are kept in %s and stored at the next mount",
+                unstored,
+                self.cache.root,
+            )
+        return unstored
+
+    async def close(self) -> None:
+        """Free unlinked inodes, delete garbage, close; upkeep services must be stopped."""
         self.fs.purge_orphans()
-        await self.blocks.collect()
+        try:
+            await self.blocks.collect()
+        except* StorageError as group:
+            log.warning("garbage collection left for the next mount: %s", group.exceptions[0])
         self.meta.close()
         await self.store.close()
+
+    async def shutdown(self) -> int:
+        """`store_dirty` then `close`: for a filesystem without running services."""
+        unstored = await self.store_dirty()
+        await self.close()
+        return unstored
 
 
 def lock_fs_dir(paths: FsPaths) -> int:
@@ -102,6 +130,8 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         probe = cache_dir / ".probe"
         probe.write_bytes(b"")
         probe.unlink()
+        with meta.write() as t:  # only once it is known to work
+            t.put("meta", s.META_CACHE_DIR, str(cache_dir).encode())
     except SetupError:
         meta.close()
         await opened.close()
@@ -146,8 +176,6 @@ def check_cache_dir(meta: MetaStore, cache_dir: Path) -> None:
             f"{last} holds blocks written before an unclean stop and not yet stored; "
             f"mount with --cache-dir {last} once to store them"
         )
-    with meta.write() as t:
-        t.put("meta", s.META_CACHE_DIR, str(cache_dir).encode())
 
 
 def adopt_leftovers(layers: Layers) -> None:
@@ -185,25 +213,50 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
             await layers.shutdown()
             raise SetupError(f"cannot mount on {opts.mountpoint}: {exc}") from None
         closed = False
+        unstored = 0
         try:
             async with trio.open_nursery() as nursery:
-                await layers.run_services(nursery)
-                nursery.start_soon(_terminate_on_signal)
-                log.info("mounted %s on %s", paths.root, opts.mountpoint)
-                if ready is not None:
-                    ready()
-                await pyfuse3.main(min_tasks=4, max_tasks=64)
-                pyfuse3.close(unmount=True)
-                closed = True
-                log.info("unmounting: storing dirty blocks")
-                await layers.shutdown()
+                await nursery.start(layers.cache.run)
+                async with trio.open_nursery() as upkeep:
+                    await layers.run_upkeep(upkeep)
+                    upkeep.start_soon(_terminate_on_signal)
+                    log.info("mounted %s on %s", paths.root, opts.mountpoint)
+                    if ready is not None:
+                        ready()
+                    await pyfuse3.main(min_tasks=4, max_tasks=64)
+                    pyfuse3.close(unmount=True)
+                    closed = True
+                    log.info("unmounting: storing dirty blocks")
+                    unstored = await layers.store_dirty()
+                    upkeep.cancel_scope.cancel()
+                await layers.close()
                 nursery.cancel_scope.cancel()
         finally:
             if not closed:
                 pyfuse3.close(unmount=True)
+        if unstored:
+            status = f"could not store {unstored} blocks (kept in {layers.cache.root})"
+            _report(lock_fd, status)
+            raise UnmountIncomplete(f"unmounted, but {status}; the next mount stores them")
+        _report(lock_fd, "clean")
         log.info("unmounted cleanly")
     finally:
         os.close(lock_fd)
+
+
+def _report(lock_fd: int, status: str) -> None:
+    """Leave the outcome in the lock file, where `repfs umount` reads it once the lock is free."""
+    os.ftruncate(lock_fd, 0)
+    os.pwrite(lock_fd, f"{os.getpid()}\n{status}\n".encode(), 0)
+
+
+def read_report(paths: FsPaths) -> str | None:
+    """The status the last daemon left (`clean` or what went wrong), None when it left none."""
+    try:
+        lines = paths.lock.read_text().splitlines()
+    except OSError:
+        return None
+    return lines[1] if len(lines) > 1 else None
 
 
 async def _terminate_on_signal() -> None:

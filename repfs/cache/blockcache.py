@@ -133,6 +133,10 @@ class BlockCache:
     def indexes(self, ino: int) -> list[int]:
         return sorted(self.by_ino.get(ino, ()))
 
+    def dirty_blocks(self) -> int:
+        """How many blocks are waiting to be stored."""
+        return sum(1 for e in self.entries.values() if e.dirty)
+
     def has_dirty(self, ino: int) -> bool:
         return any(self.entries[(ino, i)].dirty for i in self.by_ino.get(ino, ()))
 

@@ -4,6 +4,10 @@ The FUSE layer passes the caller (uid, gid, supplementary groups) down; the file
 core asks this module before every operation. The kernel's `default_permissions` is
 not used, so per-user namespaces and share roles (a later addition) are enforced here,
 on top of the POSIX mode bits.
+
+Without `default_permissions` the kernel does not check search permission on path
+components it has cached, so `names_cacheable` decides which directory entries the
+kernel may cache at all: only those whose directory every user may search.
 """
 
 from __future__ import annotations
@@ -65,6 +69,11 @@ def check_search(caller: Caller, directory: Inode) -> None:
     check(caller, directory, X_OK)
 
 
+def names_cacheable(directory: Inode) -> bool:
+    """May the kernel cache names found in `directory` (and so skip asking us on a path walk)?"""
+    return bool(directory.mode & stat.S_IXOTH)
+
+
 def check_modify_dir(caller: Caller, directory: Inode) -> None:
     """May `caller` add or remove names in `directory`?"""
     check(caller, directory, W_OK | X_OK)
@@ -80,6 +89,15 @@ def check_delete(caller: Caller, directory: Inode, victim: Inode) -> None:
 def check_owner(caller: Caller, inode: Inode) -> None:
     """Operations only the owner (or root) may do: chmod, utimes to arbitrary values."""
     if not caller.is_root and caller.uid != inode.uid:
+        raise NotPermitted()
+
+
+def check_link_source(caller: Caller, inode: Inode) -> None:
+    """Hard links to others' files: the rules of Linux's fs.protected_hardlinks."""
+    if caller.is_root or caller.uid == inode.uid:
+        return
+    setgid_exec = inode.mode & stat.S_ISGID and inode.mode & stat.S_IXGRP
+    if not inode.is_reg or inode.mode & stat.S_ISUID or setgid_exec or not allowed(caller, inode, R_OK | W_OK):
         raise NotPermitted()
 
 

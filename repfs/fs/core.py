@@ -147,6 +147,11 @@ class Filesystem:
         with self.meta.read() as t:
             return t.inode(ino)
 
+    def names_cacheable(self, directory: int) -> bool:
+        """May the kernel cache the names in `directory` (see access.names_cacheable)?"""
+        with self.meta.read() as t:
+            return access.names_cacheable(t.inode(directory))
+
     def lookup(self, caller: Caller, parent: int, name: bytes) -> Inode:
         with self.meta.read() as t:
             inode = ns.lookup(t, caller, parent, name)
@@ -281,12 +286,15 @@ class Filesystem:
         except KeyError:
             raise BadFileHandle() from None
 
-    def open(self, caller: Caller, ino: int, flags: int) -> int:
+    async def open(self, caller: Caller, ino: int, flags: int) -> int:
         with self.meta.read() as t:
             inode = t.inode(ino)
             if inode.is_dir and (flags & os.O_ACCMODE) != os.O_RDONLY:
                 raise IsADirectory()
             access.check(caller, inode, access.open_access(flags))
+        # The kernel hands O_TRUNC to open (atomic_o_trunc) instead of a separate setattr.
+        if flags & os.O_TRUNC and inode.is_reg and (flags & os.O_ACCMODE) != os.O_RDONLY and inode.size:
+            await self._set_size(ino, 0)
         return self._new_handle(ino, flags)
 
     def create(self, caller: Caller, parent: int, name: bytes, mode: int, flags: int) -> tuple[int, Inode]:

@@ -145,6 +145,7 @@ def link(t: Txn, caller: Caller, ino: int, parent: int, name: bytes) -> Inode:
     access.check_modify_dir(caller, pdir)
     if t.lookup(parent, name) is not None:
         raise AlreadyExists()
+    access.check_link_source(caller, inode)
     ts = now_ns()
     inode.nlink += 1
     inode.ctime_ns = ts

@@ -32,11 +32,12 @@ def caller_of(ctx: pyfuse3.RequestContext) -> Caller:
     return Caller(ctx.uid, ctx.gid, groups, ctx.umask)
 
 
-def entry(inode: Inode, block_size: int) -> pyfuse3.EntryAttributes:
+def entry(inode: Inode, block_size: int, *, cacheable: bool = True) -> pyfuse3.EntryAttributes:
+    """Attributes for the kernel; `cacheable`: may it cache the name that led here."""
     a = pyfuse3.EntryAttributes()
     a.st_ino = pyfuse3.InodeT(inode.ino)
     a.generation = 0
-    a.entry_timeout = ENTRY_TIMEOUT
+    a.entry_timeout = ENTRY_TIMEOUT if cacheable else 0.0
     a.attr_timeout = ATTR_TIMEOUT
     a.st_mode = pyfuse3.ModeT(inode.mode)
     a.st_nlink = inode.nlink
@@ -65,9 +66,13 @@ class RepfsOperations(pyfuse3.Operations):
     def _entry(self, inode: Inode) -> pyfuse3.EntryAttributes:
         return entry(inode, self.bs)
 
+    def _entry_in(self, parent: int, inode: Inode) -> pyfuse3.EntryAttributes:
+        """Attributes of a name found or made in directory `parent`."""
+        return entry(inode, self.bs, cacheable=self.fs.names_cacheable(parent))
+
     @fuse_op
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._entry(self.fs.lookup(caller_of(ctx), parent_inode, name))
+        return self._entry_in(parent_inode, self.fs.lookup(caller_of(ctx), parent_inode, name))
 
     @fuse_op
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -104,13 +109,13 @@ class RepfsOperations(pyfuse3.Operations):
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(self.fs.mknod(caller_of(ctx), parent_inode, name, mode, rdev))
+        return self._entry_in(parent_inode, self.fs.mknod(caller_of(ctx), parent_inode, name, mode, rdev))
 
     @fuse_op
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(self.fs.mkdir(caller_of(ctx), parent_inode, name, mode))
+        return self._entry_in(parent_inode, self.fs.mkdir(caller_of(ctx), parent_inode, name, mode))
 
     @fuse_op
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -124,7 +129,7 @@ class RepfsOperations(pyfuse3.Operations):
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(self.fs.symlink(caller_of(ctx), parent_inode, name, target))
+        return self._entry_in(parent_inode, self.fs.symlink(caller_of(ctx), parent_inode, name, target))
 
     @fuse_op
     async def rename(
@@ -142,11 +147,11 @@ class RepfsOperations(pyfuse3.Operations):
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(self.fs.link(caller_of(ctx), inode, new_parent_inode, new_name))
+        return self._entry_in(new_parent_inode, self.fs.link(caller_of(ctx), inode, new_parent_inode, new_name))
 
     @fuse_op
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        fh = self.fs.open(caller_of(ctx), inode, flags & ~os.O_DIRECT)
+        fh = await self.fs.open(caller_of(ctx), inode, flags & ~os.O_DIRECT)
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
 
     @fuse_op
@@ -154,7 +159,7 @@ class RepfsOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         fh, inode = self.fs.create(caller_of(ctx), parent_inode, name, mode, flags & ~os.O_DIRECT)
-        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False), self._entry(inode)
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False), self._entry_in(parent_inode, inode)
 
     @fuse_op
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -182,8 +187,10 @@ class RepfsOperations(pyfuse3.Operations):
 
     @fuse_op
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        cacheable = self.fs.names_cacheable(fh)
         for next_id, name, inode in self.fs.readdir(fh, start_id):
-            if not pyfuse3.readdir_reply(token, name, self._entry(inode), next_id):
+            attrs = entry(inode, self.bs, cacheable=cacheable)
+            if not pyfuse3.readdir_reply(token, name, attrs, next_id):
                 break
             self.fs.count_lookup(inode.ino)
 

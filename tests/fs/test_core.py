@@ -85,7 +85,7 @@ async def write_file(r: Rig, name: bytes, data: bytes, *, parent: int = ROOT_INO
 
 
 async def read_file(r: Rig, ino: int, caller: Caller = ROOT) -> bytes:
-    fh = r.fs.open(caller, ino, os.O_RDONLY)
+    fh = await r.fs.open(caller, ino, os.O_RDONLY)
     size = r.fs.getattr(ino).size
     data = await r.fs.read(fh, 0, size + 10)
     r.fs.release(fh)
@@ -142,7 +142,7 @@ async def test_truncate_down_frees_blocks_and_extend_reads_zeros(rig: Rig) -> No
     ino = await write_file(rig, b"t", data)
     before = len(rig.objects())
     await rig.fs.setattr(ROOT, ino, AttrChange(size=BS + 10))
-    fh = rig.fs.open(ROOT, ino, os.O_RDWR)
+    fh = await rig.fs.open(ROOT, ino, os.O_RDWR)
     await rig.fs.fsync(fh)
     await rig.blocks.collect()
     assert len(rig.objects()) < before
@@ -155,7 +155,7 @@ async def test_truncate_down_frees_blocks_and_extend_reads_zeros(rig: Rig) -> No
 async def test_overwritten_block_is_deleted_after_gc(rig: Rig) -> None:
     ino = await write_file(rig, b"o", os.urandom(BS))
     old = rig.objects()
-    fh = rig.fs.open(ROOT, ino, os.O_RDWR)
+    fh = await rig.fs.open(ROOT, ino, os.O_RDWR)
     await rig.fs.write(fh, 0, os.urandom(BS))
     await rig.fs.fsync(fh)
     await rig.blocks.collect()
@@ -165,7 +165,7 @@ async def test_overwritten_block_is_deleted_after_gc(rig: Rig) -> None:
 async def test_unlinked_open_file_lives_until_forget(rig: Rig) -> None:
     data = os.urandom(BS + 5)
     ino = await write_file(rig, b"u", data)
-    fh = rig.fs.open(ROOT, ino, os.O_RDONLY)
+    fh = await rig.fs.open(ROOT, ino, os.O_RDONLY)
     rig.fs.unlink(ROOT, ROOT_INO, b"u")
     assert await rig.fs.read(fh, 0, BS + 5) == data
     rig.fs.release(fh)
@@ -222,7 +222,7 @@ async def test_permissions_are_checked_for_other_users(rig: Rig) -> None:
     ino = await write_file(rig, b"secret", b"x", parent=home.ino, caller=ALICE)
     await rig.fs.setattr(ALICE, ino, AttrChange(mode=0o600))
     with pytest.raises(FsError) as e:
-        rig.fs.open(BOB, ino, os.O_RDONLY)
+        await rig.fs.open(BOB, ino, os.O_RDONLY)
     assert errno_of(e) == errno.EACCES
     with pytest.raises(FsError) as e:
         await rig.fs.setattr(BOB, ino, AttrChange(mode=0o666))

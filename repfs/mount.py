@@ -9,6 +9,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pyfuse3
 import trio
@@ -21,12 +22,16 @@ from repfs.codec.keys import derive_keys
 from repfs.errors import SetupError, StorageError, UnmountIncomplete
 from repfs.fs.blocks import BlockManager
 from repfs.fs.core import Filesystem
+from repfs.fs.ratelimit import RateLimit
+from repfs.fs.repair import Repairer
 from repfs.fuse.ops import RepfsOperations
 from repfs.meta import schema as s
 from repfs.meta.store import MetaStore
 from repfs.volume import FsPaths, OpenedFs, open_fs
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class MountOptions:
     uploads: int = 8
     idle_seconds: float = 1.0
     heartbeat: float = 10.0
+    challenge_size: int | None = 32  # blocks checked when a pool comes back; None: all
+    repair_rate: float | None = 64 << 20  # bytes/s the background repair may write
 
 
 @dataclass
@@ -53,11 +60,13 @@ class Layers:
     cache: BlockCache
     fs: Filesystem
     health: HealthMonitor
+    repairer: Repairer
 
     async def run_upkeep(self, nursery: trio.Nursery) -> None:
         """Background work that uses the metadata: garbage collection, pool health."""
         await nursery.start(self.blocks.run_gc)
         await nursery.start(self.health.run)
+        await nursery.start(self.repairer.run)
 
     async def store_dirty(self) -> int:
         """Store every dirty block and sync the metadata; the number of blocks left unstored.
@@ -152,11 +161,28 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         uploads=opts.uploads,
         idle_seconds=opts.idle_seconds,
     )
-    fs = Filesystem(meta, blocks, cache, block_size=config.block_size, usage=store.usage, replicas=config.replicas)
-    health = HealthMonitor(
-        store, opened.pools, opened.superblock, interval=opts.heartbeat, on_wiped=_restorer(blocks)
+    fs = Filesystem(
+        meta,
+        blocks,
+        cache,
+        block_size=config.block_size,
+        usage=store.usage,
+        replicas=config.replicas,
+        no_space=store.no_space,
     )
-    return Layers(opened, meta, store, blocks, cache, fs, health)
+    repairer = Repairer(meta, store, blocks.locks, rate=RateLimit(opts.repair_rate))
+    health = HealthMonitor(
+        store,
+        opened.pools,
+        opened.superblock,
+        interval=opts.heartbeat,
+        sample=opts.challenge_size,
+        challenge_source=blocks.challenge_sample,
+        on_wiped=_restorer(blocks),
+        on_up=lambda _: repairer.wake(),
+        on_failed=repairer.queue_pool,
+    )
+    return Layers(opened, meta, store, blocks, cache, fs, health, repairer)
 
 
 def _restorer(blocks: BlockManager) -> Callable[[str], Awaitable[None]]:
@@ -257,6 +283,29 @@ def read_report(paths: FsPaths) -> str | None:
     except OSError:
         return None
     return lines[1] if len(lines) > 1 else None
+
+
+async def run_unmounted(opts: MountOptions, secret: bytes, work: Callable[[Layers], Awaitable[T]]) -> T:
+    """Run `work` on the filesystem without mounting it (scrub, later fsck): the same layers
+    and services as a mount, under the same lock, stored and closed the same way after."""
+    paths = FsPaths(opts.fs_dir)
+    lock_fd = lock_fs_dir(paths)
+    try:
+        layers = await build_layers(opts, secret)
+        adopt_leftovers(layers)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(layers.cache.run)
+            async with trio.open_nursery() as upkeep:
+                await layers.run_upkeep(upkeep)
+                result = await work(layers)
+                await layers.store_dirty()
+                upkeep.cancel_scope.cancel()
+            await layers.close()
+            nursery.cancel_scope.cancel()
+        _report(lock_fd, "clean")
+        return result
+    finally:
+        os.close(lock_fd)
 
 
 async def _terminate_on_signal() -> None:

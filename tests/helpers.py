@@ -28,6 +28,8 @@ from typing import Any, ClassVar
 
 import pytest
 
+from repfs.backend.keys import TEMP_PREFIX
+
 REPFS = [sys.executable, "-m", "repfs.cli"]
 
 # Log lines that make a test fail unless the test declares them expected.
@@ -352,11 +354,11 @@ class Repfs:
         blocks = pool / "blocks"
         if not blocks.exists():
             return {}
-        return {str(p.relative_to(pool)): p.read_bytes() for p in blocks.rglob("*") if p.is_file()}
+        return {str(p.relative_to(pool)): p.read_bytes() for p in _objects(blocks)}
 
     def pool_keys(self, pool: Path) -> set[str]:
-        blocks = pool / "blocks"
-        return {str(p.relative_to(pool)) for p in blocks.rglob("*") if p.is_file()} if blocks.exists() else set()
+        """Keys of the block objects of one pool (files being written are left out)."""
+        return {str(p.relative_to(pool)) for p in _objects(pool / "blocks")}
 
     def all_keys(self) -> set[str]:
         return set().union(*(self.pool_keys(p) for p in self.pools))
@@ -372,6 +374,12 @@ class Repfs:
 
 
 MOUNTS = pytest.StashKey[list[Repfs]]()
+
+
+def _objects(blocks: Path) -> list[Path]:
+    if not blocks.exists():
+        return []
+    return [p for p in blocks.rglob("*") if p.is_file() and not p.name.startswith(TEMP_PREFIX)]
 
 
 def register(node: pytest.Item, fs: Repfs) -> None:

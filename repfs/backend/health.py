@@ -1,37 +1,43 @@
-"""Pool health: a heartbeat per pool that keeps the store's availability flags true.
+"""Pool health: heartbeats, and digest challenges for pools that come back.
 
-Every `interval` seconds each pool is pinged and its superblock checked:
-- a pool that misses `down_after` heartbeats in a row is marked unusable (`down`);
-  when it answers again it is usable again (`up`). Verification of a returning pool
-  by digest challenge is a later step (see docs/OPERATIONS.md).
-- a pool whose superblock vanished (its contents were wiped while mounted) gets it
-  back, so that the pool stays recognisable at the next mount; read repair and scrub
-  bring its blocks back.
-- a pool whose superblock now belongs to another filesystem is marked unusable and
-  logged as `failed`: repfs never writes into another filesystem's pool.
+Each pool is watched by its own heartbeat loop (every `interval` seconds; every
+`quick_interval` seconds while it is missing heartbeats or a request to it just failed,
+so that a stopped server is taken out of use within seconds):
+
+- a pool that misses `down_after` heartbeats in a row is `down`: no reads, no writes;
+- a `down` pool that answers again is `verifying`: a challenge of blocks it should hold
+  (`sample` of them, or all) is fetched and each object's digest compared with the one
+  recorded at write time. Every block good: `up`. One missing or different object, or a
+  challenge that does not finish within `challenge_timeout`: `failed`;
+- a `failed` pool stays failed until an administrator calls `clear`, which verifies it
+  again;
+- a pool whose superblock vanished (its contents were wiped while mounted) gets it back,
+  and `on_wiped` restores its blocks; a pool whose superblock now belongs to another
+  filesystem, or cannot be read, is `failed`: repfs never writes into another
+  filesystem's pool.
+
+Every state change and every challenge result is logged with the pool and the reason.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from enum import Enum
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import trio
 
 from repfs.backend.base import Pool
 from repfs.backend.keys import SUPERBLOCK_KEY
 from repfs.backend.replicated import ReplicatedStore
+from repfs.backend.state import PoolState
 from repfs.codec.superblock import Superblock
 from repfs.errors import CorruptObject, ObjectNotFound, StorageError
 
 log = logging.getLogger(__name__)
 
-
-class PoolState(Enum):
-    UP = "up"
-    DOWN = "down"
-    FAILED = "failed"
+# (pool, how many or None for all) -> [(block id, object digest)] the pool should hold
+ChallengeSource = Callable[[str, int | None], list[tuple[bytes, bytes]]]
+CHALLENGE_PARALLEL = 4
 
 
 class HealthMonitor:
@@ -42,61 +48,176 @@ class HealthMonitor:
         superblock: Superblock,
         *,
         interval: float = 10.0,
+        quick_interval: float = 1.0,
         down_after: int = 3,
+        sample: int | None = 32,
+        challenge_timeout: float = 120.0,
+        challenge_source: ChallengeSource | None = None,
         on_wiped: Callable[[str], Awaitable[None]] | None = None,
+        on_up: Callable[[str], None] | None = None,
+        on_failed: Callable[[str], object] | None = None,
+        initially_down: Iterable[str] = (),
     ) -> None:
         self.store = store
         self.pools = dict(pools)
         self.superblock = superblock
         self.interval = interval
+        self.quick_interval = min(quick_interval, interval)
         self.down_after = down_after
-        self.state = dict.fromkeys(self.pools, PoolState.UP)
-        self.missed = dict.fromkeys(self.pools, 0)
+        self.sample = sample
+        self.challenge_timeout = challenge_timeout
+        self.challenge_source = challenge_source
         self.on_wiped = on_wiped
+        self.on_up = on_up
+        self.on_failed = on_failed
+        self.missed = dict.fromkeys(self.pools, 0)
+        self._wake = {name: trio.Event() for name in self.pools}
+        self._suspect = dict.fromkeys(self.pools, False)
+        self._verifying: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
+        for name in initially_down:
+            self.missed[name] = down_after
+            store.set_state(name, PoolState.DOWN, "unreachable at mount")
+        store.on_trouble = self.trouble
+
+    def state(self, name: str) -> PoolState:
+        return self.store.state(name)
 
     def _set(self, name: str, state: PoolState, why: str) -> None:
-        if self.state[name] != state:
-            log.warning("pool %s is now %s: %s", name, state.value, why)
-            self.state[name] = state
-        self.store.set_pool_state(name, state == PoolState.UP)
+        was = self.store.state(name)
+        self.store.set_state(name, state, why)
+        if state == PoolState.FAILED and was != state and self.on_failed is not None:
+            self.on_failed(name)
+
+    def trouble(self, name: str) -> None:
+        """A request to `name` just failed as unavailable: check it now, not at the next beat."""
+        if name in self._wake and not self._suspect[name]:
+            self._suspect[name] = True
+            self._wake[name].set()
+
+    def clear(self, name: str) -> None:
+        """An administrator clears a failed pool: verify it again."""
+        if self.state(name) != PoolState.FAILED:
+            raise ValueError(f"pool {name} is {self.state(name).value}, not failed")
+        self._start_verify(name, "cleared by an administrator")
+
+    # --- heartbeats ---------------------------------------------------------------------
 
     async def check(self, name: str) -> None:
+        """One heartbeat of one pool."""
         pool = self.pools[name]
         try:
-            await pool.ping()
-            try:
-                sb = Superblock.from_bytes(await pool.get(SUPERBLOCK_KEY))
-            except ObjectNotFound:
-                log.warning("pool %s lost its superblock; writing it again and restoring its blocks", name)
-                await pool.put(SUPERBLOCK_KEY, self.superblock.to_bytes())
-                sb = self.superblock
-                if self.on_wiped is not None and self._nursery is not None:
-                    self._nursery.start_soon(self.on_wiped, name)
+            with trio.fail_after(max(self.interval, 5.0)):
+                await pool.ping()
+                sb = await self._superblock(name, pool)
         except CorruptObject as exc:
             self._set(name, PoolState.FAILED, f"unreadable superblock: {exc}")
             return
-        except StorageError as exc:
+        except (StorageError, trio.TooSlowError) as exc:
             self.missed[name] += 1
-            if self.missed[name] >= self.down_after:
-                self._set(name, PoolState.DOWN, f"{self.missed[name]} missed heartbeats: {exc}")
+            why = str(exc) or "heartbeat timed out"
+            if self.state(name) in (PoolState.UP, PoolState.VERIFYING):
+                if self.missed[name] >= self.down_after:
+                    self._stop_verify(name)
+                    self._set(name, PoolState.DOWN, f"{self.missed[name]} missed heartbeats: {why}")
+                else:
+                    log.info("pool %s missed heartbeat %d: %s", name, self.missed[name], why)
             return
         self.missed[name] = 0
+        self._suspect[name] = False
         if sb.fs_uuid != self.superblock.fs_uuid:
+            self._stop_verify(name)
             self._set(name, PoolState.FAILED, f"it now belongs to filesystem {sb.fs_uuid}")
             return
-        if self.state[name] == PoolState.DOWN:
-            self._set(name, PoolState.UP, "it answers again")
+        if self.state(name) == PoolState.DOWN:
+            self._start_verify(name, "it answers again")
+
+    async def _superblock(self, name: str, pool: Pool) -> Superblock:
+        try:
+            return Superblock.from_bytes(await pool.get(SUPERBLOCK_KEY))
+        except ObjectNotFound:
+            log.warning("pool %s lost its superblock; writing it again and restoring its blocks", name)
+            await pool.put(SUPERBLOCK_KEY, self.superblock.to_bytes())
+            if self.on_wiped is not None and self._nursery is not None:
+                self._nursery.start_soon(self.on_wiped, name)
+            return self.superblock
 
     async def check_all(self) -> None:
         async with trio.open_nursery() as n:
             for name in self.pools:
                 n.start_soon(self.check, name)
 
+    # --- challenges ------------------------------------------------------------------------
+
+    def _start_verify(self, name: str, why: str) -> None:
+        self._set(name, PoolState.VERIFYING, why)
+        if self._nursery is None:
+            return
+        self._stop_verify(name)
+        scope = trio.CancelScope()
+        self._verifying[name] = scope
+        self._nursery.start_soon(self._verify_in, name, scope)
+
+    def _stop_verify(self, name: str) -> None:
+        scope = self._verifying.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _verify_in(self, name: str, scope: trio.CancelScope) -> None:
+        with scope:
+            await self.verify(name)
+        if self._verifying.get(name) is scope:
+            del self._verifying[name]
+
+    async def verify(self, name: str) -> bool:
+        """Challenge a pool with blocks it should hold; `up` if all are good, else `failed`."""
+        wanted = self.challenge_source(name, self.sample) if self.challenge_source else []
+        checked = 0
+        failure = ""
+
+        async def check_one(block_id: bytes, digest: bytes, limiter: trio.CapacityLimiter) -> None:
+            nonlocal checked, failure
+            async with limiter:
+                if failure:
+                    return
+                obj, why = await self.store.read_copy(name, block_id, digest)
+            if obj is None:
+                failure = failure or f"block {block_id.hex()[:12]} is {why}"
+                nursery.cancel_scope.cancel()
+            else:
+                checked += 1
+
+        with trio.move_on_after(self.challenge_timeout) as timer:
+            limiter = trio.CapacityLimiter(CHALLENGE_PARALLEL)
+            async with trio.open_nursery() as nursery:
+                for block_id, digest in wanted:
+                    nursery.start_soon(check_one, block_id, digest, limiter)
+        if timer.cancelled_caught:
+            failure = f"challenge timed out after {self.challenge_timeout:g} s ({checked} of {len(wanted)} checked)"
+        if failure:
+            log.error("pool %s failed its challenge: %s", name, failure)
+            self._set(name, PoolState.FAILED, f"challenge failed: {failure}")
+            return False
+        log.info("pool %s passed its challenge: %d of %d blocks verified", name, checked, len(wanted))
+        self._set(name, PoolState.UP, f"challenge passed ({checked} blocks verified)")
+        if self.on_up is not None:
+            self.on_up(name)
+        return True
+
+    # --- the service -------------------------------------------------------------------------
+
+    async def _watch(self, name: str) -> None:
+        await self.check(name)
+        while True:
+            quick = self._suspect[name] or 0 < self.missed[name] or self.state(name) == PoolState.DOWN
+            with trio.move_on_after(self.quick_interval if quick else self.interval):
+                await self._wake[name].wait()
+            self._wake[name] = trio.Event()
+            await self.check(name)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            for name in self.pools:
+                nursery.start_soon(self._watch, name)
             task_status.started()
-            while True:
-                await trio.sleep(self.interval)  # the heartbeat period, not synchronisation
-                await self.check_all()

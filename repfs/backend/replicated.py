@@ -11,15 +11,19 @@ Pool failures are told apart like this: `PoolUnavailable` is retried a few times
 `ObjectNotFound` and `CorruptObject` (from `decode`) are facts about one copy. A pool call
 that takes longer than `op_timeout` seconds counts as `PoolUnavailable`.
 
-Availability is a flag per pool (`set_pool_state`), driven by the health monitor: a pool
-marked unusable gets no reads and no writes. Log lines and errors name the pool and the
-block id (its first 12 hex digits), never object contents.
+Each pool has a `PoolState` (see state.py), driven by the health monitor: only an `up`
+pool gets reads and writes. A pool that reports itself full (or whose configured
+capacity is used up) takes no new blocks for a while but still serves reads. A pool call
+that fails as unavailable is reported through `on_trouble`, so the health monitor looks
+at that pool at once instead of at its next heartbeat. Log lines and errors name the
+pool and the block id (its first 12 hex digits), never object contents.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
@@ -29,6 +33,7 @@ from repfs.backend.base import Pool, PoolUsage
 from repfs.backend.keys import block_key
 from repfs.backend.placement import rank_pools
 from repfs.backend.retry import DEFAULT_ATTEMPTS, DEFAULT_BASE_DELAY, retry
+from repfs.backend.state import PoolState, object_digest
 from repfs.errors import (
     CorruptObject,
     NoSpace,
@@ -45,6 +50,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_OP_TIMEOUT = 60.0
+FULL_BACKOFF = 60.0  # seconds a pool that said "full" gets no new blocks before it is tried again
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -82,6 +88,7 @@ class ReplicatedStore:
         op_timeout: float | None = DEFAULT_OP_TIMEOUT,
         retry_attempts: int = DEFAULT_ATTEMPTS,
         retry_base_delay: float = DEFAULT_BASE_DELAY,
+        capacities: Mapping[str, int] | None = None,
     ) -> None:
         if set(pools) != set(weights):
             raise ValueError(f"pools {sorted(pools)} and weights {sorted(weights)} name different pools")
@@ -95,7 +102,11 @@ class ReplicatedStore:
         rank_pools(b"", self._weights)  # validates the weights now rather than on first use
         self.replicas = replicas
         self.write_quorum = write_quorum
-        self._usable = dict.fromkeys(pools, True)
+        self._state = dict.fromkeys(pools, PoolState.UP)
+        self._full_until = dict.fromkeys(pools, 0.0)
+        self._capacity = {n: int((capacities or {}).get(n, 0)) for n in pools}
+        self._used: dict[str, int | None] = dict.fromkeys(pools)
+        self.on_trouble: Callable[[str], None] | None = None
         self._cpu_limiter = cpu_limiter if cpu_limiter is not None else trio.CapacityLimiter(2)
         self._op_timeout = op_timeout
         self._attempts = retry_attempts
@@ -112,34 +123,82 @@ class ReplicatedStore:
         """Every pool, in the placement (and read priority) order of `block_id`."""
         return rank_pools(block_id, self._weights)
 
-    def set_pool_state(self, name: str, usable: bool) -> None:
+    def targets(self, block_id: bytes) -> list[str]:
+        """The pools that should hold `block_id`: the first `replicas` of its order that
+        keep a place in placement (a down pool keeps its place; a failed one does not)."""
+        return [n for n in self.ranked(block_id) if self._state[n].places][: self.replicas]
+
+    def set_state(self, name: str, state: PoolState, why: str = "") -> None:
         self._check_name(name)
-        if self._usable[name] != usable:
-            log.info("pool %s is now %s", name, "usable" if usable else "unusable")
-        self._usable[name] = usable
+        if self._state[name] != state:
+            log.warning("pool %s is now %s%s", name, state.value, f": {why}" if why else "")
+        self._state[name] = state
+
+    def state(self, name: str) -> PoolState:
+        self._check_name(name)
+        return self._state[name]
 
     def usable(self, name: str) -> bool:
+        """Whether `name` serves reads and writes now."""
         self._check_name(name)
-        return self._usable[name]
+        return self._state[name].serves
+
+    # --- space ------------------------------------------------------------------------
+
+    def full(self, name: str) -> bool:
+        """Whether `name` takes no new blocks now: it said so lately, or its capacity is used."""
+        if time.monotonic() < self._full_until[name]:
+            return True
+        used, cap = self._used[name], self._capacity[name]
+        return cap > 0 and used is not None and used >= cap
+
+    def writable(self, name: str) -> bool:
+        return self.usable(name) and not self.full(name)
+
+    def no_space(self) -> bool:
+        """Whether no pool that serves could take a new block (writes then get ENOSPC)."""
+        serving = [n for n in self._pools if self._state[n].serves]
+        return bool(serving) and all(self.full(n) for n in serving)
+
+    def note_usage(self, name: str, used: int) -> None:
+        """The bytes a pool holds, as measured (the store keeps it up to date from there)."""
+        self._used[name] = used
+
+    def _mark_full(self, name: str, exc: Exception) -> None:
+        if not self.full(name):
+            log.warning("pool %s is full and takes no new blocks for %g s: %s", name, FULL_BACKOFF, exc)
+        self._full_until[name] = time.monotonic() + FULL_BACKOFF
+
+    def _count(self, name: str, delta: int) -> None:
+        used = self._used[name]
+        if used is not None:
+            self._used[name] = max(0, used + delta)
 
     def _check_name(self, name: str) -> None:
         if name not in self._pools:
             raise ValueError(f"no pool named {name!r}; pools are {sorted(self._pools)}")
 
-    async def _call(self, name: str, what: str, op: Callable[[Pool], Awaitable[T]]) -> T:
+    async def _call(
+        self, name: str, what: str, op: Callable[[Pool], Awaitable[T]], *, attempts: int | None = None
+    ) -> T:
         """`op(pool)` with retries of PoolUnavailable, bounded by `op_timeout` in all."""
         pool = self._pools[name]
         timeout = self._op_timeout if self._op_timeout is not None else math.inf
         deadline = trio.current_time() + timeout
-        with trio.move_on_at(deadline):
-            return await retry(
-                lambda: op(pool),
-                attempts=self._attempts,
-                base_delay=self._base_delay,
-                deadline=deadline,
-                is_transient=_is_transient,
-            )
-        raise PoolUnavailable(f"pool {name}: {what} timed out after {timeout:g} s")
+        try:
+            with trio.move_on_at(deadline):
+                return await retry(
+                    lambda: op(pool),
+                    attempts=attempts or self._attempts,
+                    base_delay=self._base_delay,
+                    deadline=deadline,
+                    is_transient=_is_transient,
+                )
+            raise PoolUnavailable(f"pool {name}: {what} timed out after {timeout:g} s")
+        except PoolUnavailable:
+            if self.on_trouble is not None:
+                self.on_trouble(name)
+            raise
 
     # --- blocks -----------------------------------------------------------------------
 
@@ -151,7 +210,7 @@ class ReplicatedStore:
         """
         key = block_key(block_id)
         ranked = self.ranked(block_id)
-        candidates: Iterator[str] = iter([n for n in ranked if self._usable[n]])
+        candidates: Iterator[str] = iter([n for n in ranked if self.writable(n)])
         stored: set[str] = set()
         failures: dict[str, Exception] = {}
 
@@ -162,6 +221,8 @@ class ReplicatedStore:
                     await self._call(name, f"put {key}", lambda pool: pool.put(key, obj))
                 except StorageError as exc:
                     failures[name] = exc
+                    if isinstance(exc, PoolFull):
+                        self._mark_full(name, exc)
                     stand_in = next(candidates, None)
                     log.warning(
                         "cannot store block %s on pool %s (%s); %s",
@@ -173,6 +234,7 @@ class ReplicatedStore:
                     name = stand_in
                 else:
                     stored.add(name)
+                    self._count(name, len(obj))
                     return
 
         async with trio.open_nursery() as nursery:
@@ -186,12 +248,14 @@ class ReplicatedStore:
         if len(holders) >= self.write_quorum:
             return holders
         reasons = {n: _reason(e) for n, e in failures.items()}
-        reasons.update({n: "marked unusable" for n in ranked if not self._usable[n]})
+        reasons.update({n: self._state[n].value for n in ranked if not self._state[n].serves})
+        reasons.update({n: "full" for n in ranked if n not in reasons and self.full(n)})
         msg = (
             f"block {block_id.hex()[:12]}: stored on {len(holders)} pool(s) {holders}, "
             f"write quorum is {self.write_quorum}; failed: {_summary(reasons)}"
         )
-        if failures and all(isinstance(e, PoolFull) for e in failures.values()):
+        serving = [n for n in ranked if self._state[n].serves]
+        if serving and all(self.full(n) for n in serving):
             raise NoSpace(msg)
         raise QuorumNotReached(msg)
 
@@ -211,14 +275,16 @@ class ReplicatedStore:
         failures: dict[str, str] = {n: "unknown pool" for n in holders if n not in self._pools}
         order: list[str] = []
         for name in [n for n in ranked if n in held] + [n for n in ranked if n not in held]:
-            if self._usable[name]:
+            if self._state[name].serves:
                 order.append(name)
             elif name in held:
-                failures[name] = "marked unusable"
+                failures[name] = self._state[name].value
         to_repair: dict[str, str] = {}
-        for name in order:
+        for i, name in enumerate(order):
+            # with another copy to try, fail over at once rather than retry a pool that fails
+            attempts = 1 if i + 1 < len(order) else None
             try:
-                obj = await self._call(name, f"get {key}", lambda pool: pool.get(key))
+                obj = await self._call(name, f"get {key}", lambda pool: pool.get(key), attempts=attempts)
                 data = await trio.to_thread.run_sync(decode, obj, limiter=self._cpu_limiter)
             except (ObjectNotFound, CorruptObject) as exc:
                 failures[name] = _reason(exc)
@@ -243,7 +309,7 @@ class ReplicatedStore:
         if await self._call(target, f"check {key}", lambda pool: pool.exists(key)):
             return False
         ranked = self.ranked(block_id)
-        sources = [n for n in ranked if n in set(holders) and n != target and self._usable[n]]
+        sources = [n for n in ranked if n in set(holders) and n != target and self._state[n].serves]
         for name in sources:
             try:
                 obj = await self._call(name, f"get {key}", lambda pool: pool.get(key))
@@ -264,6 +330,7 @@ class ReplicatedStore:
             except StorageError as exc:
                 log.warning("cannot repair block %s on pool %s (was %s): %s", short, name, why, exc)
                 return
+            self._count(name, len(obj))
             self.repairs += 1
             log.warning("repaired block %s on pool %s: was %s", short, name, why)
 
@@ -287,17 +354,51 @@ class ReplicatedStore:
 
         async with trio.open_nursery() as nursery:
             for name in dict.fromkeys(holders):
-                if name not in self._pools or not self._usable[name]:
+                if name not in self._pools or not self._state[name].serves:
                     log.warning(
                         "cannot delete block %s from pool %s: pool is %s",
                         short,
                         name,
-                        "unknown" if name not in self._pools else "marked unusable",
+                        "unknown" if name not in self._pools else self._state[name].value,
                     )
                     failed.append(name)
                 else:
                     nursery.start_soon(delete_one, name)
         return [n for n in dict.fromkeys(holders) if n in failed]
+
+    # --- single copies: challenges, repair, scrub -----------------------------------------
+
+    async def read_copy(self, name: str, block_id: bytes, digest: bytes) -> tuple[bytes | None, str]:
+        """One pool's copy of a block, checked against `digest`: (object, "") when good,
+        (None, why) when missing, damaged or unreadable. Works in any pool state, so that
+        a pool being verified can be challenged."""
+        self._check_name(name)
+        key = block_key(block_id)
+        try:
+            obj = await self._call(name, f"get {key}", lambda pool: pool.get(key), attempts=1)
+        except ObjectNotFound:
+            return None, "missing"
+        except StorageError as exc:
+            return None, _reason(exc)
+        got = await trio.to_thread.run_sync(object_digest, obj, limiter=self._cpu_limiter)
+        if got != digest:
+            return None, "corrupt: digest mismatch"
+        return obj, ""
+
+    async def put_copy(self, name: str, block_id: bytes, obj: bytes) -> None:
+        """Store one copy of a block on `name` (repair and rebalance); raises StorageError."""
+        key = block_key(block_id)
+        try:
+            await self._call(name, f"put {key}", lambda pool: pool.put(key, obj))
+        except PoolFull as exc:
+            self._mark_full(name, exc)
+            raise
+        self._count(name, len(obj))
+
+    async def delete_copy(self, name: str, block_id: bytes) -> None:
+        """Delete one pool's copy of a block (an extra copy after repair); raises StorageError."""
+        key = block_key(block_id)
+        await self._call(name, f"delete {key}", lambda pool: pool.delete(key))
 
     # --- small metadata objects (superblock, ...) --------------------------------------
 
@@ -314,12 +415,12 @@ class ReplicatedStore:
 
         async with trio.open_nursery() as nursery:
             for name in self._pools:
-                if self._usable[name]:
+                if self._state[name].serves:
                     nursery.start_soon(put_one, name)
-        unusable = [n for n in self._pools if not self._usable[n]]
+        unusable = [n for n in self._pools if not self._state[n].serves]
         if not failures and not unusable:
             return
-        reasons = {n: _reason(e) for n, e in failures.items()} | {n: "marked unusable" for n in unusable}
+        reasons = {n: _reason(e) for n, e in failures.items()} | {n: self._state[n].value for n in unusable}
         msg = f"cannot store {key} on every pool; failed: {_summary(reasons)}"
         if not unusable and all(isinstance(e, PoolFull) for e in failures.values()):
             raise NoSpace(msg)
@@ -328,8 +429,8 @@ class ReplicatedStore:
     async def get_from(self, pool_name: str, key: str) -> bytes:
         """The object `key` from one pool (ObjectNotFound, PoolUnavailable as the pool says)."""
         self._check_name(pool_name)
-        if not self._usable[pool_name]:
-            raise PoolUnavailable(f"pool {pool_name} is marked unusable")
+        if not self._state[pool_name].serves:
+            raise PoolUnavailable(f"pool {pool_name} is {self._state[pool_name].value}")
         return await self._call(pool_name, f"get {key}", lambda pool: pool.get(key))
 
     # --- the rest ------------------------------------------------------------------------

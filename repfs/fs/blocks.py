@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 from collections.abc import Sequence
 from typing import Protocol
 
 import trio
 
+from repfs.backend.state import object_digest
 from repfs.cache.keyedlock import KeyedLock
 from repfs.errors import RepfsError
 from repfs.meta.records import BlockRecord
@@ -39,6 +41,7 @@ class Store(Protocol):
     @property
     def pool_names(self) -> list[str]: ...
 
+    def targets(self, block_id: bytes) -> list[str]: ...
     async def put_block(self, block_id: bytes, obj: bytes) -> list[str]: ...
     async def get_block(self, block_id: bytes, holders: Sequence[str], decode: DecodeFn) -> bytes: ...
     async def delete_block(self, block_id: bytes, holders: Sequence[str]) -> list[str]: ...
@@ -106,15 +109,15 @@ class BlockManager:
                 rec = t.block_record(block_id)
             if rec is not None and rec.refcount > 0 and rec.pools:
                 pools = list(rec.pools)
-                stored_size = rec.stored_size
+                stored_size, digest = rec.stored_size, rec.digest
                 self.stats["deduplicated"] += 1
             else:
-                obj = await trio.to_thread.run_sync(self.codec.encode, block_id, data, limiter=self.cpu)
+                obj, digest = await trio.to_thread.run_sync(self._encode, block_id, data, limiter=self.cpu)
                 pools = await self.store.put_block(block_id, obj)
                 stored_size = len(obj)
                 self.stats["stored"] += 1
             with self.meta.write() as t:
-                rec = t.block_record(block_id) or BlockRecord(len(data), stored_size, 0, ())
+                rec = t.block_record(block_id) or BlockRecord(len(data), stored_size, 0, (), digest)
                 inode = t.inode_or_none(ino)
                 live = inode is not None and index * self.block_size < inode.size
                 if live:
@@ -124,11 +127,15 @@ class BlockManager:
                     t.put("gc", block_id, b"")
                 rec.pools = tuple(dict.fromkeys([*pools, *rec.pools]))
                 t.put_block_record(block_id, rec)
-                if len(pools) < self.store.replicas:
+                if set(rec.pools) != set(self.store.targets(block_id)):  # short of copies, or misplaced
                     t.put("deficit", block_id, b"")
                 if live:
                     t.map_block(ino, index, block_id)
         self._gc_wake.set()
+
+    def _encode(self, block_id: bytes, data: bytes) -> tuple[bytes, bytes]:
+        obj = self.codec.encode(block_id, data)
+        return obj, object_digest(obj)
 
     def release_blocks(self, t: Txn, ino: int, first_index: int) -> None:
         """Unmap the blocks of `ino` from `first_index` on (truncate, delete), inside `t`."""
@@ -153,6 +160,25 @@ class BlockManager:
                     log.error("cannot restore block %s on pool %s: %s", block_id.hex()[:12], pool, exc)
         log.info("pool %s: restored %d blocks (%d could not be restored)", pool, restored, failed)
         return restored
+
+    def challenge_sample(self, pool: str, n: int | None) -> list[tuple[bytes, bytes]]:
+        """Up to `n` (all if None) random live blocks `pool` should hold, with their digests."""
+        rng = random.Random()
+        picked: list[tuple[bytes, bytes]] = []
+        seen = 0
+        with self.meta.read() as t:
+            for block_id, raw in t.scan("blocks", b""):
+                rec = BlockRecord.unpack(raw)
+                if pool not in rec.pools or rec.refcount <= 0 or not rec.digest:
+                    continue
+                seen += 1
+                if n is None or len(picked) < n:
+                    picked.append((block_id, rec.digest))
+                else:  # reservoir sampling: every block equally likely
+                    j = rng.randrange(seen)
+                    if j < n:
+                        picked[j] = (block_id, rec.digest)
+        return picked
 
     # --- garbage collection -----------------------------------------------------------
     def pending_gc(self) -> int:

@@ -26,6 +26,7 @@ from repfs.errors import (
     FileTooLarge,
     InvalidArgument,
     IsADirectory,
+    NoSpace,
     NotADirectory,
 )
 from repfs.fs import access
@@ -86,12 +87,14 @@ class Filesystem:
         block_size: int,
         usage: Callable[[], Awaitable[dict[str, PoolUsage]]],
         replicas: int,
+        no_space: Callable[[], bool] = lambda: False,
     ) -> None:
         self.meta = meta
         self.blocks = blocks
         self.cache = cache
         self.bs = block_size
         self._usage = usage
+        self._no_space = no_space
         self.replicas = replicas
         self.lookups: dict[int, int] = {}
         self.handles: dict[int, Handle] = {}
@@ -335,6 +338,8 @@ class Filesystem:
             raise InvalidArgument()
         if end > MAX_FILE_SIZE:
             raise FileTooLarge()
+        if data and self._no_space():  # every pool is full: fail now, not at write-back
+            raise NoSpace("every pool is full")
         if offset > inode.size and inode.size % self.bs:
             await self._cut_block(h.ino, inode.size)
         # size first: an upload that finishes mid-write must see its block as live

@@ -63,16 +63,23 @@ class Inode:
 
 @dataclass(slots=True)
 class BlockRecord:
-    """A stored block: plaintext size, object size, refcount and the pools holding it."""
+    """A stored block: plaintext size, object size, refcount, the pools holding it, and the
+    digest of its object (`state.object_digest`), which challenges and scrub check copies by."""
 
     size: int
     stored_size: int
     refcount: int
     pools: tuple[str, ...]
+    digest: bytes = b""
 
     def pack(self) -> bytes:
         names = [p.encode() for p in self.pools]
-        out = [_BLOCK_HEAD.pack(1, self.size, self.stored_size, self.refcount, len(names))]
+        if len(self.digest) > 255:
+            raise ValueError("digest too long")
+        out = [
+            _BLOCK_HEAD.pack(2, self.size, self.stored_size, self.refcount, len(names)),
+            bytes([len(self.digest)]) + self.digest,
+        ]
         for n in names:
             out.append(bytes([len(n)]) + n)
         return b"".join(out)
@@ -81,9 +88,14 @@ class BlockRecord:
     def unpack(cls, data: bytes) -> BlockRecord:
         try:
             version, size, stored, refcount, count = _BLOCK_HEAD.unpack_from(data)
-            if version != 1:
+            if version not in (1, 2):
                 raise ValueError(version)
             pos = _BLOCK_HEAD.size
+            digest = b""
+            if version >= 2:
+                n = data[pos]
+                digest = bytes(data[pos + 1 : pos + 1 + n])
+                pos += 1 + n
             pools = []
             for _ in range(count):
                 n = data[pos]
@@ -91,4 +103,4 @@ class BlockRecord:
                 pos += 1 + n
         except (struct.error, ValueError, IndexError, UnicodeDecodeError):
             raise CorruptObject("unreadable block record") from None
-        return cls(size, stored, refcount, tuple(pools))
+        return cls(size, stored, refcount, tuple(pools), digest)

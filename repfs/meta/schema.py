@@ -53,6 +53,7 @@ META_SUPERBLOCK = b"superblock"
 META_FS_UUID = b"fs_uuid"
 META_CLEAN = b"clean_unmount"
 META_CACHE_DIR = b"cache_dir"
+META_SCRUB_CURSOR = b"scrub_cursor"
 
 
 def u64(n: int) -> bytes:

@@ -15,6 +15,7 @@ from repfs.backend.memory import MemoryPool
 from repfs.backend.placement import rank_pools
 from repfs.backend.replicated import ReplicatedStore
 from repfs.backend.retry import retry
+from repfs.backend.state import PoolState
 from repfs.errors import (
     CorruptObject,
     NoSpace,
@@ -125,11 +126,11 @@ async def test_next_pool_stands_in_for_a_failed_one(caplog: pytest.LogCaptureFix
 async def test_unusable_pools_get_no_writes() -> None:
     store, _, log = make_store(4, replicas=2)
     ranked = store.ranked(BID)
-    store.set_pool_state(ranked[0], False)
+    store.set_state(ranked[0], PoolState.DOWN)
     assert not store.usable(ranked[0])
     assert await store.put_block(BID, OBJ) == ranked[1:3]
     assert (ranked[0], "put") not in log
-    store.set_pool_state(ranked[0], True)
+    store.set_state(ranked[0], PoolState.UP)
     assert await store.put_block(BID, OBJ) == ranked[:2]
 
 
@@ -149,19 +150,19 @@ async def test_quorum_not_reached_and_no_space(caplog: pytest.LogCaptureFixture)
     ranked = store.ranked(BID)
     pools[ranked[0]].down = True
     pools[ranked[1]].full = True
-    store.set_pool_state(ranked[2], False)
+    store.set_state(ranked[2], PoolState.DOWN)
     with caplog.at_level(logging.WARNING), pytest.raises(QuorumNotReached) as info:
         await store.put_block(BID, OBJ)
     msg = str(info.value)
     assert SHORT in msg and "write quorum is 2" in msg
     assert f"{ranked[0]} (unavailable: pool {ranked[0]} is down)" in msg
-    assert f"{ranked[1]} (full:" in msg and f"{ranked[2]} (marked unusable)" in msg
+    assert f"{ranked[1]} (full:" in msg and f"{ranked[2]} (down)" in msg
     for name in ranked:
-        store.set_pool_state(name, False)
+        store.set_state(name, PoolState.DOWN)
     with pytest.raises(QuorumNotReached, match="stored on 0 pool"):
         await store.put_block(BID, OBJ)
     for name, p in pools.items():  # every pool full: the caller sees ENOSPC, not EIO
-        store.set_pool_state(name, True)
+        store.set_state(name, PoolState.UP)
         p.down, p.full = False, True
     with pytest.raises(NoSpace, match="stored on 0 pool"):
         await store.put_block(BID, OBJ)
@@ -203,7 +204,7 @@ async def test_read_from_the_first_usable_holder_only() -> None:
     log.clear()
     assert await store.get_block(BID, list(reversed(holders)), decode) == SECRET
     assert log == [(holders[0], "get")]
-    store.set_pool_state(holders[0], False)  # an unusable pool is not read
+    store.set_state(holders[0], PoolState.DOWN)  # an unusable pool is not read
     log.clear()
     assert await store.get_block(BID, holders, decode) == SECRET
     assert log == [(holders[1], "get")]
@@ -273,7 +274,7 @@ async def test_read_fails_when_no_copy_is_good() -> None:
     holders = await store.put_block(BID, OBJ)
     pools[holders[0]].corrupt(KEY)
     pools[holders[1]].down = True
-    store.set_pool_state(ranked[3], False)
+    store.set_state(ranked[3], PoolState.DOWN)
     with pytest.raises(ReadFailed) as info:
         await store.get_block(BID, [*holders, "gone"], decode)
     msg = str(info.value)
@@ -293,13 +294,13 @@ async def test_delete_block(caplog: pytest.LogCaptureFixture) -> None:
     store, pools, _ = make_store(4, replicas=3)
     holders = await store.put_block(BID, OBJ)
     pools[holders[1]].down = True
-    store.set_pool_state(holders[2], False)
+    store.set_state(holders[2], PoolState.DOWN)
     with caplog.at_level(logging.WARNING):
         assert await store.delete_block(BID, holders) == holders[1:]
     assert holding(pools) == set(holders[1:])
     assert f"pool {holders[1]}" in caplog.text
     pools[holders[1]].down = False
-    store.set_pool_state(holders[2], True)
+    store.set_state(holders[2], PoolState.UP)
     assert await store.delete_block(BID, holders) == []
     assert holding(pools) == set()
 
@@ -313,10 +314,10 @@ async def test_put_all_to_every_pool_and_get_from_one() -> None:
     del pools["p1"].objects[SUPERBLOCK_KEY]
     with pytest.raises(ObjectNotFound, match="p1"):
         await store.get_from("p1", SUPERBLOCK_KEY)
-    store.set_pool_state("p0", False)
+    store.set_state("p0", PoolState.DOWN)
     with pytest.raises(PoolUnavailable, match="p0"):
         await store.get_from("p0", SUPERBLOCK_KEY)
-    store.set_pool_state("p0", True)
+    store.set_state("p0", PoolState.UP)
     pools["p1"].down = True
     with pytest.raises(QuorumNotReached, match=r"p1 \(unavailable"):
         await store.put_all(SUPERBLOCK_KEY, b"sb")
@@ -349,7 +350,7 @@ def test_bad_construction() -> None:
         ReplicatedStore(pools, {"a": 1.0, "b": 0.0}, replicas=1, write_quorum=1)
     store = ReplicatedStore(pools, {"a": 1.0, "b": 1.0}, replicas=1, write_quorum=1)
     with pytest.raises(ValueError, match="no pool named 'c'"):
-        store.set_pool_state("c", False)
+        store.set_state("c", PoolState.DOWN)
 
 
 # --- the retry helper -------------------------------------------------------------------------

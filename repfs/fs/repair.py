@@ -1,0 +1,241 @@
+"""Repair: bring every block back to `replicas` good copies on its placement pools.
+
+A block whose copies are not exactly on its target pools (`store.targets`) is listed in
+the `deficit` table: it was written while a target pool was down (a stand-in took the
+copy) or full, or a copy was found missing or damaged. The repair service works that
+list off in the background whenever pools come back, and at an interval; `repair_block`
+is also what scrub calls on every block, with `deep=True`, to check each copy's digest.
+
+Per block, under the block's lock:
+1. every holder that serves is trusted (or, when deep, read and checked by digest);
+2. each target pool that serves and lacks a good copy gets one, copied from a verified
+   good copy and paced by the rate limit;
+3. once every target holds a good copy, the record lists exactly the targets, the
+   metadata is synced, and then the copies on other pools (stand-ins, damaged copies)
+   are deleted. A crash in between leaves an orphan object, never a missing one.
+Holders that do not serve now (down, verifying, failed) stay in the record: they may
+still hold a copy that garbage collection must delete one day.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from repfs.backend.state import PoolState
+from repfs.cache.keyedlock import KeyedLock
+from repfs.errors import StorageError
+from repfs.fs.ratelimit import RateLimit
+from repfs.meta.records import BlockRecord
+from repfs.meta.store import MetaStore
+
+log = logging.getLogger(__name__)
+
+BATCH = 256  # deficit entries looked at per round
+
+
+class CopyStore(Protocol):
+    @property
+    def pool_names(self) -> list[str]: ...
+
+    def ranked(self, block_id: bytes) -> list[str]: ...
+    def targets(self, block_id: bytes) -> list[str]: ...
+    def state(self, name: str) -> PoolState: ...
+    async def read_copy(self, name: str, block_id: bytes, digest: bytes) -> tuple[bytes | None, str]: ...
+    async def put_copy(self, name: str, block_id: bytes, obj: bytes) -> None: ...
+    async def delete_copy(self, name: str, block_id: bytes) -> None: ...
+
+
+@dataclass
+class Outcome:
+    """What repairing one block did."""
+
+    copies_checked: int = 0
+    repaired: int = 0  # copies written
+    removed: int = 0  # extra or damaged copies deleted
+    complete: bool = True  # every target holds a good copy
+    unrecoverable: bool = False  # no good copy anywhere that serves, and none that might
+
+
+class Repairer:
+    def __init__(
+        self,
+        meta: MetaStore,
+        store: CopyStore,
+        locks: KeyedLock,
+        *,
+        rate: RateLimit | None = None,
+        concurrency: int = 2,
+        interval: float = 30.0,
+    ) -> None:
+        self.meta = meta
+        self.store = store
+        self.locks = locks
+        self.rate = rate or RateLimit(None)
+        self.concurrency = concurrency
+        self.interval = interval
+        self._wake = trio.Event()
+        self.stats = {"repaired": 0, "removed": 0, "unrecoverable": 0}
+
+    def wake(self) -> None:
+        """Look at the deficit now (a pool came back, a block was written short)."""
+        self._wake.set()
+
+    def deficit(self) -> int:
+        """How many blocks are short of copies on their placement pools."""
+        with self.meta.read() as t:
+            return sum(1 for _ in t.scan("deficit", b""))
+
+    def queue_pool(self, pool: str) -> int:
+        """List every block `pool` holds as short of copies (the pool failed: its copies are
+        not trusted, so each of its blocks gets a copy elsewhere); returns how many."""
+        with self.meta.write() as t:
+            held = [k for k, v in t.scan("blocks", b"") if pool in BlockRecord.unpack(v).pools]
+            for block_id in held:
+                t.put("deficit", block_id, b"")
+        log.warning("pool %s: %d blocks it held get a copy elsewhere", pool, len(held))
+        self.wake()
+        return len(held)
+
+    async def repair_block(self, block_id: bytes, *, deep: bool = False, reads: RateLimit | None = None) -> Outcome:
+        """Repair one block (see the module docstring); `reads` paces deep reads."""
+        out = Outcome()
+        short = block_id.hex()[:12]
+        async with self.locks(block_id):
+            with self.meta.read() as t:
+                rec = t.block_record(block_id)
+            if rec is None or rec.refcount <= 0:  # garbage collection's business
+                with self.meta.write() as t:
+                    t.delete("deficit", block_id)
+                return out
+            known = set(self.store.pool_names)
+            serving = {n for n in known if self.store.state(n).serves}
+            targets = self.store.targets(block_id)
+            holders = list(dict.fromkeys(rec.pools))
+            absent = [h for h in holders if h not in serving]  # may hold a copy; cannot tell now
+            good: set[str] = set()
+            bad: dict[str, str] = {}
+            obj: bytes | None = None
+            for h in [n for n in self.store.ranked(block_id) if n in holders and n in serving]:
+                if not deep:
+                    good.add(h)
+                    continue
+                if reads is not None:
+                    await reads.take(rec.stored_size)
+                got, why = await self.store.read_copy(h, block_id, rec.digest)
+                out.copies_checked += 1
+                if got is None:
+                    bad[h] = why
+                else:
+                    good.add(h)
+                    obj = obj or got
+            if deep:  # a target that is no holder may still have the object (an interrupted repair)
+                for t_name in targets:
+                    if t_name in serving and t_name not in holders:
+                        got, _ = await self.store.read_copy(t_name, block_id, rec.digest)
+                        out.copies_checked += 1
+                        if got is not None:
+                            good.add(t_name)
+                            obj = obj or got
+            need = [n for n in targets if n in serving and n not in good]
+            if need and obj is None:
+                obj = await self._good_object(block_id, rec.digest, good, bad)
+            if need and obj is None:
+                out.complete = False
+                out.unrecoverable = not absent
+                tried = ", ".join(f"{n} ({why})" for n, why in bad.items()) or "no pool serves a holder"
+                log.error(
+                    "block %s: no good copy to repair from%s; tried: %s",
+                    short,
+                    "" if absent else " (unrecoverable)",
+                    tried,
+                )
+            elif obj is not None:
+                for name in need:
+                    await self.rate.take(len(obj))
+                    try:
+                        await self.store.put_copy(name, block_id, obj)
+                    except StorageError as exc:
+                        log.warning("cannot repair block %s on pool %s: %s", short, name, exc)
+                        continue
+                    why = bad.pop(name, "missing")
+                    good.add(name)
+                    out.repaired += 1
+                    log.info("repaired block %s on pool %s (was %s)", short, name, why)
+            out.complete = all(n in good for n in targets)
+            extras = [n for n in good | set(bad) if n not in targets] if out.complete else []
+            keep = set(targets) if out.complete else good
+            with self.meta.write() as t:
+                rec = t.block_record(block_id)
+                if rec is None:
+                    return out
+                rec.pools = tuple(n for n in self.store.ranked(block_id) if n in keep or n in absent or n in bad)
+                if out.complete:
+                    rec.pools = tuple(n for n in rec.pools if n not in extras)
+                t.put_block_record(block_id, rec)
+                if out.complete and not absent:
+                    t.delete("deficit", block_id)
+                else:
+                    t.put("deficit", block_id, b"")
+            if extras:
+                self.meta.sync()  # the record that stopped naming them is durable first
+                for name in extras:
+                    try:
+                        await self.store.delete_copy(name, block_id)
+                        out.removed += 1
+                    except StorageError as exc:
+                        log.warning("cannot delete extra copy of block %s on pool %s: %s", short, name, exc)
+        self.stats["repaired"] += out.repaired
+        self.stats["removed"] += out.removed
+        self.stats["unrecoverable"] += out.unrecoverable
+        return out
+
+    async def _good_object(
+        self, block_id: bytes, digest: bytes, good: set[str], bad: dict[str, str]
+    ) -> bytes | None:
+        """A verified copy from a holder thought good; holders found bad move to `bad`."""
+        for name in [n for n in self.store.ranked(block_id) if n in good]:
+            got, why = await self.store.read_copy(name, block_id, digest)
+            if got is not None:
+                return got
+            good.discard(name)
+            bad[name] = why
+        return None
+
+    async def repair_pending(self) -> int:
+        """One pass over the deficit list; returns how many blocks are complete now."""
+        with self.meta.read() as t:
+            pending = [k for k, _ in t.scan("deficit", b"")]
+        done = 0
+        limiter = trio.CapacityLimiter(self.concurrency)
+
+        async def one(block_id: bytes) -> None:
+            nonlocal done
+            async with limiter:
+                try:
+                    out = await self.repair_block(block_id)
+                except StorageError as exc:
+                    log.warning("repair of block %s failed, will retry: %s", block_id.hex()[:12], exc)
+                    return
+            done += out.complete
+
+        for i in range(0, len(pending), BATCH):
+            async with trio.open_nursery() as nursery:
+                for block_id in pending[i : i + BATCH]:
+                    nursery.start_soon(one, block_id)
+        if pending:
+            log.info("repair pass: %d of %d blocks short of copies are complete now", done, len(pending))
+        return done
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Service: work off the deficit when woken and every `interval` seconds."""
+        task_status.started()
+        while True:
+            with trio.move_on_after(self.interval):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            await self.repair_pending()
+

@@ -1,0 +1,104 @@
+"""Pool health on local pools: a pool that goes away is `down`, comes back through `verifying`,
+and its missed copies are repaired; a pool that comes back with damaged objects is `failed`.
+
+A local pool "goes down" the way a disk is unmounted: its directory disappears.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from repfs.backend.keys import block_id_from_key
+from repfs.backend.placement import rank_pools
+from tests.helpers import Repfs, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+BS = 64 * 1024
+
+
+def targets(fs: Repfs, key: str, exclude: tuple[str, ...] = ()) -> set[str]:
+    """The pools that should hold `key`: the first `replicas` of its placement order."""
+    order = rank_pools(block_id_from_key(key), [(p.name, 1.0) for p in fs.pools])
+    return set([n for n in order if n not in exclude][: fs.replicas])
+
+
+def misplaced(fs: Repfs, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Block keys not held by exactly their target pools."""
+    where: dict[str, set[str]] = {}
+    for pool in fs.pools:
+        for key in fs.pool_keys(pool):
+            where.setdefault(key, set()).add(pool.name)
+    return [k for k, held in where.items() if held - set(exclude) != targets(fs, k, exclude)]
+
+
+def logged(fs: Repfs, pattern: str) -> bool:
+    return re.search(pattern, fs.log_text()) is not None
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def take_away(fs: Repfs, pool: Path) -> Path:
+    away = pool.with_name(pool.name + "-away")
+    pool.rename(away)
+    fs.expect_log(rf"pool {pool.name}|{pool.name} \(")
+    assert wait_for(lambda: logged(fs, rf"pool {pool.name} is now down"), 30), fs.log_tail()
+    return away
+
+
+def test_a_pool_that_goes_down_is_verified_when_it_returns_and_its_copies_repaired(repfs: Repfs) -> None:
+    repfs.remount("--heartbeat", "0.3")
+    before = {f"old{i}": random.Random(i).randbytes(2 * BS + i) for i in range(4)}
+    for name, data in before.items():
+        write_synced(repfs.mnt / name, data)
+    victim = repfs.pools[0]
+    away = take_away(repfs, victim)
+    during = {f"new{i}": random.Random(100 + i).randbytes(3 * BS + i) for i in range(8)}
+    for name, data in during.items():  # every write and fsync succeeds with the pool gone
+        write_synced(repfs.mnt / name, data)
+    for name, data in {**before, **during}.items():
+        assert (repfs.mnt / name).read_bytes() == data, name
+    stand_ins = misplaced(repfs)
+    assert stand_ins, "some new block should have had the missing pool among its targets"
+    away.rename(victim)
+    assert wait_for(lambda: logged(repfs, rf"pool {victim.name} is now up: challenge passed"), 30), repfs.log_tail()
+    text = repfs.log_text()
+    assert text.index(f"pool {victim.name} is now verifying") < text.index(f"pool {victim.name} is now up")
+    assert wait_for(lambda: not misplaced(repfs), 30), f"still misplaced: {misplaced(repfs)[:5]}"
+    repfs.remount()
+    for name, data in {**before, **during}.items():
+        assert (repfs.mnt / name).read_bytes() == data, name
+
+
+def test_a_pool_that_returns_with_a_damaged_object_is_failed_and_left_alone(repfs: Repfs) -> None:
+    repfs.remount("--heartbeat", "0.3", "--challenge-size", "all")
+    files = {f"f{i}": random.Random(i).randbytes(2 * BS + 7) for i in range(6)}
+    for name, data in files.items():
+        write_synced(repfs.mnt / name, data)
+    victim = repfs.pools[1]
+    held = sorted(repfs.pool_keys(victim))
+    assert held
+    away = take_away(repfs, victim)
+    damaged = away / held[0]
+    damaged.write_bytes(b"not the object that was written")
+    away.rename(victim)
+    repfs.expect_log(rf"pool {victim.name} failed its challenge")
+    assert wait_for(lambda: logged(repfs, rf"pool {victim.name} is now failed: challenge failed"), 30), repfs.log_tail()
+    assert logged(repfs, rf"block {block_id_from_key(held[0]).hex()[:12]} is corrupt")
+    assert not logged(repfs, rf"pool {victim.name} is now up")
+    for name, data in files.items():  # everything reads from the other pools
+        assert (repfs.mnt / name).read_bytes() == data, name
+    write_synced(repfs.mnt / "after", b"x" * (BS + 1))
+    # the failed pool takes no new copies, and the blocks it held get a copy elsewhere
+    assert wait_for(lambda: not misplaced(repfs, exclude=(victim.name,)), 30), misplaced(repfs, (victim.name,))[:5]
+    assert (victim / held[0]).read_bytes() == b"not the object that was written"  # left alone

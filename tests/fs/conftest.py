@@ -1,0 +1,3 @@
+from tests.fs.rig import rig
+
+__all__ = ["rig"]

@@ -25,6 +25,8 @@ from repfs.fs.core import Filesystem
 from repfs.fs.ratelimit import RateLimit
 from repfs.fs.repair import Repairer
 from repfs.fuse.ops import RepfsOperations
+from repfs.journal.replay import catch_up
+from repfs.journal.writer import JournalWriter
 from repfs.meta import schema as s
 from repfs.meta.store import MetaStore
 from repfs.volume import FsPaths, OpenedFs, open_fs
@@ -45,6 +47,7 @@ class MountOptions:
     uploads: int = 8
     idle_seconds: float = 1.0
     heartbeat: float = 10.0
+    down_after: int = 3  # missed heartbeats in a row
     challenge_size: int | None = 32  # blocks checked when a pool comes back; None: all
     repair_rate: float | None = 64 << 20  # bytes/s the background repair may write
 
@@ -61,6 +64,7 @@ class Layers:
     fs: Filesystem
     health: HealthMonitor
     repairer: Repairer
+    journal: JournalWriter
 
     async def run_upkeep(self, nursery: trio.Nursery) -> None:
         """Background work that uses the metadata: garbage collection, pool health."""
@@ -89,12 +93,22 @@ class Layers:
         return unstored
 
     async def close(self) -> None:
-        """Free unlinked inodes, delete garbage, close; upkeep services must be stopped."""
+        """Free unlinked inodes, delete garbage, store the journal and a snapshot, close;
+        upkeep services must be stopped."""
         self.fs.purge_orphans()
         try:
             await self.blocks.collect()
         except* StorageError as group:
             log.warning("garbage collection left for the next mount: %s", group.exceptions[0])
+        clean = False
+        try:
+            await self.journal.flush()
+            await self.journal.snapshot_now()
+            clean = True
+        except StorageError as exc:
+            log.error("cannot store the metadata journal at unmount; the next mount does: %s", exc)
+        with self.meta.write() as t:
+            t.put("meta", s.META_CLEAN, s.u64(int(clean)))
         self.meta.close()
         await self.store.close()
 
@@ -131,7 +145,9 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         cpu_limiter=cpu,
     )
     meta = MetaStore(opened.paths.meta)
-    blocks = BlockManager(meta, codec, store, block_size=config.block_size, cpu=cpu)
+    journal = JournalWriter(meta, store, codec, cpu=cpu)
+    meta.sink = journal.append
+    blocks = BlockManager(meta, codec, store, block_size=config.block_size, cpu=cpu, durable=journal.wait_stored)
     cache_dir = opts.cache_dir or opened.paths.cache
     try:
         check_cache_dir(meta, cache_dir)
@@ -169,6 +185,7 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         usage=store.usage,
         replicas=config.replicas,
         no_space=store.no_space,
+        durable=journal.wait_stored,
     )
     repairer = Repairer(meta, store, blocks.locks, rate=RateLimit(opts.repair_rate))
     health = HealthMonitor(
@@ -176,13 +193,14 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         opened.pools,
         opened.superblock,
         interval=opts.heartbeat,
+        down_after=opts.down_after,
         sample=opts.challenge_size,
         challenge_source=blocks.challenge_sample,
         on_wiped=_restorer(blocks),
         on_up=lambda _: repairer.wake(),
         on_failed=repairer.queue_pool,
     )
-    return Layers(opened, meta, store, blocks, cache, fs, health, repairer)
+    return Layers(opened, meta, store, blocks, cache, fs, health, repairer, journal)
 
 
 def _restorer(blocks: BlockManager) -> Callable[[str], Awaitable[None]]:
@@ -202,6 +220,14 @@ def check_cache_dir(meta: MetaStore, cache_dir: Path) -> None:
             f"{last} holds blocks written before an unclean stop and not yet stored; "
             f"mount with --cache-dir {last} once to store them"
         )
+
+
+async def prepare(layers: Layers) -> None:
+    """Before serving: agree with the pools' journal, then take over what a crash left."""
+    await catch_up(layers.meta, layers.journal, layers.store, layers.journal.codec)
+    with layers.meta.write() as t:
+        t.put("meta", s.META_CLEAN, s.u64(0))
+    adopt_leftovers(layers)
 
 
 def adopt_leftovers(layers: Layers) -> None:
@@ -229,7 +255,12 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
     lock_fd = lock_fs_dir(paths)
     try:
         layers = await build_layers(opts, secret)
-        adopt_leftovers(layers)
+        try:
+            await prepare(layers)
+        except BaseException:
+            layers.meta.close()
+            await layers.store.close()
+            raise
         ops = RepfsOperations(layers.fs)
         fuse_opts = set(opts.fuse_options) | {f"fsname=repfs:{paths.root}", "subtype=repfs"}
         fuse_opts.discard("default_permissions")
@@ -243,6 +274,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(layers.cache.run)
+                await nursery.start(layers.journal.run)
                 async with trio.open_nursery() as upkeep:
                     await layers.run_upkeep(upkeep)
                     upkeep.start_soon(_terminate_on_signal)
@@ -292,9 +324,15 @@ async def run_unmounted(opts: MountOptions, secret: bytes, work: Callable[[Layer
     lock_fd = lock_fs_dir(paths)
     try:
         layers = await build_layers(opts, secret)
-        adopt_leftovers(layers)
+        try:
+            await prepare(layers)
+        except BaseException:
+            layers.meta.close()
+            await layers.store.close()
+            raise
         async with trio.open_nursery() as nursery:
             await nursery.start(layers.cache.run)
+            await nursery.start(layers.journal.run)
             async with trio.open_nursery() as upkeep:
                 await layers.run_upkeep(upkeep)
                 result = await work(layers)

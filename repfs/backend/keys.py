@@ -3,6 +3,10 @@
     superblock                  the filesystem's superblock (one on every pool)
     blocks/<hh>/<hex>           a block object; <hex> is the block id in lower-case hex,
                                 <hh> its first two digits (256 fan-out directories)
+    journal/<first>-<last>      a metadata journal segment: change sets first..last
+                                (16 hex digits each)
+    snapshots/<seq>             a snapshot of all metadata as of change set <seq>
+    lease                       who has the filesystem mounted, until when
 
 Keys are relative, '/'-separated paths. `check_key` states what a pool accepts.
 """
@@ -11,6 +15,9 @@ from __future__ import annotations
 
 SUPERBLOCK_KEY = "superblock"
 BLOCK_PREFIX = "blocks/"
+JOURNAL_PREFIX = "journal/"
+SNAPSHOT_PREFIX = "snapshots/"
+LEASE_KEY = "lease"
 
 # Pools that stage writes in temporary files name them with this prefix; no key may use it.
 TEMP_PREFIX = ".repfs-tmp-"
@@ -32,6 +39,36 @@ def block_id_from_key(key: str) -> bytes:
     if not block_id or block_key(block_id) != key:
         raise ValueError(f"not a block key: {key!r}")
     return block_id
+
+
+def journal_key(first: int, last: int) -> str:
+    return f"{JOURNAL_PREFIX}{first:016x}-{last:016x}"
+
+
+def parse_journal_key(key: str) -> tuple[int, int]:
+    """(first, last) of a key made by `journal_key`; ValueError for any other key."""
+    name = key.removeprefix(JOURNAL_PREFIX)
+    parts = name.split("-")
+    if name == key or len(parts) != 2 or any(len(p) != 16 for p in parts):
+        raise ValueError(f"not a journal key: {key!r}")
+    first, last = (int(p, 16) for p in parts)
+    if journal_key(first, last) != key or last < first:
+        raise ValueError(f"not a journal key: {key!r}")
+    return first, last
+
+
+def snapshot_key(seq: int) -> str:
+    return f"{SNAPSHOT_PREFIX}{seq:016x}"
+
+
+def parse_snapshot_key(key: str) -> int:
+    name = key.removeprefix(SNAPSHOT_PREFIX)
+    if name == key or len(name) != 16:
+        raise ValueError(f"not a snapshot key: {key!r}")
+    seq = int(name, 16)
+    if snapshot_key(seq) != key:
+        raise ValueError(f"not a snapshot key: {key!r}")
+    return seq
 
 
 def check_key(key: str) -> str:

@@ -426,6 +426,85 @@ class ReplicatedStore:
             raise NoSpace(msg)
         raise QuorumNotReached(msg)
 
+    async def put_meta(self, key: str, data: bytes) -> list[str]:
+        """Store a metadata object (journal segment, snapshot) on every pool that serves, at
+        once; return the pools that took it. Raises QuorumNotReached (NoSpace if they
+        were all full) when fewer than `write_quorum` did."""
+        stored: list[str] = []
+        failures: dict[str, Exception] = {}
+
+        async def put_one(name: str) -> None:
+            try:
+                await self._call(name, f"put {key}", lambda pool: pool.put(key, data))
+                stored.append(name)
+            except StorageError as exc:
+                failures[name] = exc
+
+        async with trio.open_nursery() as nursery:
+            for name in self._pools:
+                if self._state[name].serves:
+                    nursery.start_soon(put_one, name)
+        if len(stored) >= self.write_quorum:
+            return [n for n in self._pools if n in stored]
+        reasons = {n: _reason(e) for n, e in failures.items()}
+        reasons |= {n: self._state[n].value for n in self._pools if not self._state[n].serves}
+        msg = (
+            f"{key}: stored on {len(stored)} pool(s), write quorum is {self.write_quorum}; "
+            f"failed: {_summary(reasons)}"
+        )
+        if failures and all(isinstance(e, PoolFull) for e in failures.values()):
+            raise NoSpace(msg)
+        raise QuorumNotReached(msg)
+
+    async def list_meta(self, prefix: str, *, every_pool: bool = False) -> dict[str, list[str]]:
+        """Metadata object keys under `prefix` on the pools that serve (or on every pool that
+        answers, when `every_pool`), each with the pools that hold it."""
+        found: dict[str, list[str]] = {}
+
+        async def list_one(name: str) -> None:
+            async def keys(pool: Pool) -> list[str]:
+                return [k async for k in pool.list(prefix)]
+
+            try:
+                for key in await self._call(name, f"list {prefix}", keys):
+                    found.setdefault(key, []).append(name)
+            except StorageError as exc:
+                log.warning("cannot list %s on pool %s: %s", prefix, name, exc)
+
+        async with trio.open_nursery() as nursery:
+            for name in self._pools:
+                if every_pool or self._state[name].serves:
+                    nursery.start_soon(list_one, name)
+        return {k: [n for n in self._pools if n in pools] for k, pools in found.items()}
+
+    async def get_meta(self, key: str, holders: Sequence[str], decode: Callable[[bytes], T]) -> T:
+        """`decode` of the first copy of `key` that decodes, trying `holders` in order (in any
+        pool state: recovery reads whatever answers). Raises ReadFailed naming each try."""
+        failures: dict[str, str] = {}
+        for name in holders:
+            try:
+                obj = await self._call(name, f"get {key}", lambda pool: pool.get(key), attempts=1)
+                return await trio.to_thread.run_sync(decode, obj, limiter=self._cpu_limiter)
+            except (StorageError, CorruptObject) as exc:
+                failures[name] = _reason(exc)
+                if isinstance(exc, CorruptObject):
+                    log.warning("%s on pool %s is damaged: %s", key, name, exc)
+        raise ReadFailed(f"{key}: no readable copy; tried: {_summary(failures)}")
+
+    async def delete_meta(self, key: str, holders: Sequence[str]) -> None:
+        """Delete a metadata object from the pools that hold it (best effort: logged)."""
+
+        async def delete_one(name: str) -> None:
+            try:
+                await self._call(name, f"delete {key}", lambda pool: pool.delete(key))
+            except StorageError as exc:
+                log.warning("cannot delete %s from pool %s: %s", key, name, exc)
+
+        async with trio.open_nursery() as nursery:
+            for name in holders:
+                if name in self._pools and self._state[name].serves:
+                    nursery.start_soon(delete_one, name)
+
     async def get_from(self, pool_name: str, key: str) -> bytes:
         """The object `key` from one pool (ObjectNotFound, PoolUnavailable as the pool says)."""
         self._check_name(pool_name)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import trio
@@ -56,9 +56,17 @@ class DecodeFn(Protocol):
 
 class BlockManager:
     def __init__(
-        self, meta: MetaStore, codec: Codec, store: Store, *, block_size: int, cpu: trio.CapacityLimiter
+        self,
+        meta: MetaStore,
+        codec: Codec,
+        store: Store,
+        *,
+        block_size: int,
+        cpu: trio.CapacityLimiter,
+        durable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.meta = meta
+        self.durable = durable
         self.codec = codec
         self.store = store
         self.block_size = block_size
@@ -191,7 +199,11 @@ class BlockManager:
             candidates = [k for k, _ in t.scan("gc", b"")]
         if not candidates:
             return 0
-        self.meta.sync()  # the metadata that dropped the references is durable first
+        # the metadata that dropped the references is durable first (on the pools' journal)
+        if self.durable is not None:
+            await self.durable()
+        else:
+            self.meta.sync()
         deleted = 0
         for block_id in candidates:
             async with self.locks(block_id):

@@ -88,6 +88,7 @@ class Filesystem:
         usage: Callable[[], Awaitable[dict[str, PoolUsage]]],
         replicas: int,
         no_space: Callable[[], bool] = lambda: False,
+        durable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.meta = meta
         self.blocks = blocks
@@ -95,6 +96,7 @@ class Filesystem:
         self.bs = block_size
         self._usage = usage
         self._no_space = no_space
+        self._durable = durable or self._sync_locally
         self.replicas = replicas
         self.lookups: dict[int, int] = {}
         self.handles: dict[int, Handle] = {}
@@ -361,10 +363,13 @@ class Filesystem:
         h.written = True
         return len(data)
 
+    async def _sync_locally(self) -> None:
+        self.meta.sync()
+
     async def fsync(self, fh: int) -> None:
         """Return when the file's data and the metadata reaching it are durable."""
         await self.cache.flush(self.handle(fh).ino)
-        self.meta.sync()
+        await self._durable()
 
     def flush(self, fh: int) -> None:
         if self.handle(fh).written:
@@ -375,12 +380,12 @@ class Filesystem:
         if h is not None and h.written:
             self.cache.kick()
 
-    def fsyncdir(self) -> None:
-        self.meta.sync()
+    async def fsyncdir(self) -> None:
+        await self._durable()
 
     async def sync_all(self) -> None:
         await self.cache.flush_all()
-        self.meta.sync()
+        await self._durable()
 
     # --- extended attributes ----------------------------------------------------------
     def getxattr(self, caller: Caller, ino: int, name: bytes) -> bytes:

@@ -200,7 +200,7 @@ class RepfsOperations(pyfuse3.Operations):
 
     @fuse_op
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        self.fs.fsyncdir()
+        await self.fs.fsyncdir()
 
     @fuse_op
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

@@ -54,6 +54,11 @@ META_FS_UUID = b"fs_uuid"
 META_CLEAN = b"clean_unmount"
 META_CACHE_DIR = b"cache_dir"
 META_SCRUB_CURSOR = b"scrub_cursor"
+META_JOURNAL_SEQ = b"journal_seq"  # the sequence number of the last committed change set
+META_JOURNAL_STORED = b"journal_stored"  # the last sequence number known to be on the pools
+
+# `meta` entries that describe this host's copy, not the filesystem: never journaled
+LOCAL_META = frozenset({META_CACHE_DIR, META_SCRUB_CURSOR, META_CLEAN, META_JOURNAL_SEQ, META_JOURNAL_STORED})
 
 
 def u64(n: int) -> bytes:

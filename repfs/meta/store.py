@@ -9,12 +9,16 @@ Invariants the rest of the code relies on:
   once (a killed daemon loses nothing) and `sync()` makes it durable on disk; fsync,
   unmount and the periodic flusher call it.
 - The map grows by doubling before it can fill.
+- Every write transaction that changes the filesystem gets the next sequence number
+  (`META_JOURNAL_SEQ`, stored in the same transaction) and, once committed, its change
+  set (db, key, value-or-None) goes to the `sink` (the metadata journal), in order.
+  Entries of `schema.LOCAL_META` describe this host's copy and are not journaled.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,13 +31,18 @@ from repfs.meta.records import BlockRecord, Inode
 INITIAL_MAP_SIZE = 256 * 1024 * 1024
 GROW_WHEN_USED = 0.5
 
+# One change of a write transaction: (database, key, new value or None for a delete).
+Change = tuple[str, bytes, bytes | None]
+ChangeSink = Callable[[int, list[Change]], None]
+
 
 class Txn:
     """One LMDB transaction with typed accessors for every database."""
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database], *, record: bool = False) -> None:
         self.txn = txn
         self.db = dbs
+        self.changes: list[Change] | None = [] if record else None
 
     # --- raw helpers ---------------------------------------------------------------
     def get(self, db: str, key: bytes) -> bytes | None:
@@ -42,9 +51,14 @@ class Txn:
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
         self.txn.put(key, value, db=self.db[db])
+        if self.changes is not None and not (db == "meta" and key in s.LOCAL_META):
+            self.changes.append((db, key, value))
 
     def delete(self, db: str, key: bytes) -> bool:
-        return bool(self.txn.delete(key, db=self.db[db]))
+        deleted = bool(self.txn.delete(key, db=self.db[db]))
+        if deleted and self.changes is not None and not (db == "meta" and key in s.LOCAL_META):
+            self.changes.append((db, key, None))
+        return deleted
 
     def scan(self, db: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Yield (key, value) for keys with `prefix`, from `start` (inclusive) on."""
@@ -175,6 +189,10 @@ class MetaStore:
         )
         self._grow_if_needed()
         self.dbs = {name: self.env.open_db(name.encode()) for name in s.DATABASES}
+        self.sink: ChangeSink | None = None
+        with self.env.begin() as txn:
+            raw = txn.get(s.META_JOURNAL_SEQ, db=self.dbs["meta"])
+        self.seq = s.from_u64(raw) if raw else 0
 
     def _grow_if_needed(self) -> None:
         info = self.env.info()
@@ -188,8 +206,22 @@ class MetaStore:
     def write(self) -> Iterator[Txn]:
         """One write transaction; commits on success, aborts on any exception."""
         self._grow_if_needed()
-        with self.env.begin(write=True) as txn:
-            yield Txn(txn, self.dbs)
+        txn = self.env.begin(write=True)
+        try:
+            t = Txn(txn, self.dbs, record=True)
+            yield t
+            changes = t.changes or []
+            if changes:
+                seq = self.seq + 1
+                txn.put(s.META_JOURNAL_SEQ, s.u64(seq), db=self.dbs["meta"])
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        if changes:
+            self.seq = seq
+            if self.sink is not None:
+                self.sink(seq, changes)
 
     @contextmanager
     def read(self) -> Iterator[Txn]:

@@ -1,0 +1,102 @@
+"""Journal segments: a run of consecutive change sets, as bytes (before encryption).
+
+    magic "RJSG" | version u8 | first seq u64 | last seq u64 | change sets u32
+    | written at (ns since the epoch) u64
+    per change set:  seq u64 | changes u32
+    per change:      database u8 (index in schema.DATABASES) | put u8 (1) or delete (0)
+                     | key length u32 | key | [value length u32 | value]   (puts only)
+
+All integers are little-endian. A segment holds every change set from `first` to
+`last`, each exactly once and in order; decoding checks that, so a segment that was
+cut short or stitched together is refused, never half applied. Encryption and
+authentication (bound to the object's key, which names first and last) are the
+codec's `encode_meta`.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from repfs.errors import CorruptObject
+from repfs.meta.schema import DATABASES
+from repfs.meta.store import Change
+
+MAGIC = b"RJSG"
+VERSION = 1
+_HEAD = struct.Struct("<4sBQQIQ")
+_SET = struct.Struct("<QI")
+_CHANGE = struct.Struct("<BBI")
+_LEN = struct.Struct("<I")
+_DB_INDEX = {name: i for i, name in enumerate(DATABASES)}
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    seq: int
+    changes: list[Change]
+
+
+@dataclass(frozen=True)
+class Segment:
+    sets: list[ChangeSet]
+    written_ns: int
+
+
+def encode_segment(sets: Sequence[ChangeSet], written_ns: int | None = None) -> bytes:
+    if not sets:
+        raise ValueError("a segment holds at least one change set")
+    first, last = sets[0].seq, sets[-1].seq
+    if [c.seq for c in sets] != list(range(first, last + 1)):
+        raise ValueError("change sets of a segment must be consecutive")
+    when = time.time_ns() if written_ns is None else written_ns
+    out = [_HEAD.pack(MAGIC, VERSION, first, last, len(sets), when)]
+    for cs in sets:
+        out.append(_SET.pack(cs.seq, len(cs.changes)))
+        for db, key, value in cs.changes:
+            out.append(_CHANGE.pack(_DB_INDEX[db], value is not None, len(key)))
+            out.append(key)
+            if value is not None:
+                out.append(_LEN.pack(len(value)))
+                out.append(value)
+    return b"".join(out)
+
+
+def decode_segment(data: bytes, *, where: str = "journal segment") -> Segment:
+    view = memoryview(data)
+    try:
+        magic, version, first, last, count, written_ns = _HEAD.unpack_from(view, 0)
+        if magic != MAGIC or version != VERSION:
+            raise ValueError("not a journal segment of a known version")
+        if count != last - first + 1:
+            raise ValueError("count does not match the range")
+        pos = _HEAD.size
+        sets: list[ChangeSet] = []
+        for expected in range(first, last + 1):
+            seq, n = _SET.unpack_from(view, pos)
+            pos += _SET.size
+            if seq != expected:
+                raise ValueError(f"change set {seq} where {expected} belongs")
+            changes: list[Change] = []
+            for _ in range(n):
+                db_index, is_put, klen = _CHANGE.unpack_from(view, pos)
+                pos += _CHANGE.size
+                key = bytes(view[pos : pos + klen])
+                pos += klen
+                value = None
+                if is_put:
+                    (vlen,) = _LEN.unpack_from(view, pos)
+                    pos += _LEN.size
+                    value = bytes(view[pos : pos + vlen])
+                    pos += vlen
+                if len(key) != klen or (value is not None and len(value) != vlen):
+                    raise ValueError("cut short")
+                changes.append((DATABASES[db_index], key, value))
+            sets.append(ChangeSet(seq, changes))
+        if pos != len(view):
+            raise ValueError("trailing bytes")
+    except (struct.error, ValueError, IndexError) as exc:
+        raise CorruptObject(f"{where}: {exc}") from None
+    return Segment(sets, written_ns)

@@ -1,0 +1,248 @@
+"""The metadata journal: every committed change set goes to the pools, in order.
+
+`JournalWriter.append` is the metadata store's sink: it is called right after each
+commit, on the trio thread, and only queues. The `run` service uploads what is queued
+as one segment, encrypted and bound to its object key, to every pool that serves; a
+segment counts once `write_quorum` pools hold it. Uploads are grouped: a segment goes
+out at once when someone waits for it (fsync), else `delay` seconds after the first
+queued change, and everything that arrived meanwhile shares it. `wait_stored(seq)` returns
+when every change set up to `seq` is on the pools: fsync waits for it, and so does
+garbage collection before it deletes a block.
+
+Every `snapshot_every` change sets (and at unmount) a snapshot of the whole metadata is
+stored; then journal segments that no kept snapshot needs are deleted, and snapshots
+beyond the newest `keep_snapshots`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import trio
+
+from repfs.backend.keys import (
+    JOURNAL_PREFIX,
+    SNAPSHOT_PREFIX,
+    journal_key,
+    parse_journal_key,
+    parse_snapshot_key,
+    snapshot_key,
+)
+from repfs.errors import StorageError
+from repfs.journal import snapshot
+from repfs.journal.segment import ChangeSet, encode_segment
+from repfs.meta import schema as s
+from repfs.meta.store import Change, MetaStore
+
+log = logging.getLogger(__name__)
+
+MAX_SEGMENT_BYTES = 8 << 20
+MAX_QUEUED_BYTES = 256 << 20
+RETRY_DELAY = 1.0
+
+
+class MetaCodec(Protocol):
+    def encode_meta(self, name: str, plaintext: bytes) -> bytes: ...
+    def decode_meta(self, name: str, obj: bytes) -> bytes: ...
+
+
+class MetaObjects(Protocol):
+    async def put_meta(self, key: str, data: bytes) -> list[str]: ...
+    async def list_meta(self, prefix: str, *, every_pool: bool = False) -> dict[str, list[str]]: ...
+    async def delete_meta(self, key: str, holders: list[str]) -> None: ...
+
+
+def _size(changes: list[Change]) -> int:
+    return sum(16 + len(k) + (len(v) if v is not None else 0) for _, k, v in changes)
+
+
+class JournalWriter:
+    def __init__(
+        self,
+        meta: MetaStore,
+        store: MetaObjects,
+        codec: MetaCodec,
+        *,
+        cpu: trio.CapacityLimiter,
+        snapshot_every: int = 20_000,
+        keep_snapshots: int = 3,
+        delay: float = 1.0,
+    ) -> None:
+        self.meta = meta
+        self.store = store
+        self.codec = codec
+        self.cpu = cpu
+        self.snapshot_every = snapshot_every
+        self.keep_snapshots = keep_snapshots
+        self.delay = delay
+        self.queue: list[ChangeSet] = []
+        self.queued_bytes = 0
+        with meta.read() as t:
+            raw = t.get("meta", s.META_JOURNAL_STORED)
+        self.stored = s.from_u64(raw) if raw else 0
+        self.snapshot_seq = 0  # of the last snapshot this daemon stored
+        self.error: StorageError | None = None
+        self.running = False
+        self._lock = trio.Lock()
+        self._wake = trio.Event()  # something is queued
+        self._urgent = trio.Event()  # someone waits for it
+        self._progress = trio.Event()
+        self.stats = {"segments": 0, "change_sets": 0, "bytes": 0, "snapshots": 0}
+
+    # --- the sink ------------------------------------------------------------------------
+
+    def append(self, seq: int, changes: list[Change]) -> None:
+        """Queue a committed change set (called by MetaStore after each commit)."""
+        self.queue.append(ChangeSet(seq, changes))
+        self.queued_bytes += _size(changes)
+        self._wake.set()
+
+    @property
+    def congested(self) -> bool:
+        """Whether so much waits for upload that writers should wait (see `wait_room`)."""
+        return self.queued_bytes > MAX_QUEUED_BYTES
+
+    async def wait_room(self) -> None:
+        while self.congested:
+            await self._next_progress()
+
+    async def wait_stored(self, seq: int | None = None) -> None:
+        """Return once change sets up to `seq` (default: all committed) are on the pools;
+        raise the upload's error if it fails meanwhile."""
+        target = self.meta.seq if seq is None else seq
+        if not self.running:  # no service (a filesystem used without mounting): upload here
+            await self.flush()
+            return
+        while self.stored < target:
+            self._urgent.set()
+            await self._next_progress()
+            if self.stored < target and self.error is not None:
+                raise self.error
+
+    async def _next_progress(self) -> None:
+        await self._progress.wait()
+
+    def _announce(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    # --- the service ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.running = True
+        try:
+            await self._serve(task_status)
+        finally:
+            self.running = False
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            with trio.move_on_after(self.delay):
+                await self._urgent.wait()
+            self._wake = trio.Event()
+            self._urgent = trio.Event()
+            while self.queue:
+                if not await self.upload_once():
+                    with trio.move_on_after(RETRY_DELAY):  # back off; a new fsync asks again
+                        await trio.sleep_forever()
+            if self.meta.seq - self.snapshot_seq >= self.snapshot_every:
+                await self.snapshot_now()
+
+    async def upload_once(self) -> bool:
+        """Upload the queued change sets as one segment (the first few MiB of them)."""
+        async with self._lock:  # one upload at a time: segments go out in order
+            if not self.queue:
+                return True
+            return await self._upload_locked()
+
+    async def _upload_locked(self) -> bool:
+        batch: list[ChangeSet] = []
+        size = 0
+        for cs in self.queue:
+            batch.append(cs)
+            size += _size(cs.changes)
+            if size >= MAX_SEGMENT_BYTES:
+                break
+        key = journal_key(batch[0].seq, batch[-1].seq)
+        try:
+            obj = await trio.to_thread.run_sync(self._encode, key, batch, limiter=self.cpu)
+            await self.store.put_meta(key, obj)
+        except StorageError as exc:
+            if self.error is None:
+                log.error("cannot store metadata journal %s, will retry: %s", key, exc)
+            self.error = exc
+            self._announce()
+            return False
+        if self.error is not None:
+            log.info("metadata journal stored again")
+        self.error = None
+        self._drop_through(batch[-1].seq)
+        self._set_stored(batch[-1].seq)
+        self.stats["segments"] += 1
+        self.stats["change_sets"] += len(batch)
+        self.stats["bytes"] += len(obj)
+        return True
+
+    def _drop_through(self, seq: int) -> None:
+        """Forget queued change sets up to `seq`: they are on the pools."""
+        n = next((i for i, cs in enumerate(self.queue) if cs.seq > seq), len(self.queue))
+        self.queued_bytes = max(0, self.queued_bytes - sum(_size(cs.changes) for cs in self.queue[:n]))
+        del self.queue[:n]
+
+    def _encode(self, key: str, batch: list[ChangeSet]) -> bytes:
+        return self.codec.encode_meta(key, encode_segment(batch))
+
+    def _set_stored(self, seq: int) -> None:
+        self.stored = max(self.stored, seq)
+        with self.meta.write() as t:  # a LOCAL_META entry: not journaled itself
+            t.put("meta", s.META_JOURNAL_STORED, s.u64(self.stored))
+        self._announce()
+
+    async def flush(self) -> None:
+        """Upload everything queued now (unmount)."""
+        while self.queue:
+            if not await self.upload_once():
+                assert self.error is not None
+                raise self.error
+
+    # --- snapshots -------------------------------------------------------------------------
+
+    async def snapshot_now(self) -> int:
+        """Store a snapshot of all metadata, then prune what no kept snapshot needs."""
+        seq, data = await trio.to_thread.run_sync(snapshot.take, self.meta, limiter=self.cpu)
+        key = snapshot_key(seq)
+        obj = await trio.to_thread.run_sync(self.codec.encode_meta, key, data, limiter=self.cpu)
+        await self.store.put_meta(key, obj)
+        self.snapshot_seq = seq
+        self.stats["snapshots"] += 1
+        log.info("metadata snapshot %d stored (%d bytes)", seq, len(obj))
+        async with self._lock:
+            if self.stored < seq:  # the snapshot covers change sets not uploaded yet (or lost in a crash)
+                self._drop_through(seq)
+                self._set_stored(seq)
+        try:
+            await self.prune()
+        except StorageError as exc:
+            log.warning("cannot prune old metadata objects: %s", exc)
+        return seq
+
+    async def prune(self) -> None:
+        snaps = await self.store.list_meta(SNAPSHOT_PREFIX)
+        by_seq = sorted(((parse_snapshot_key(k), k) for k in snaps), reverse=True)
+        kept = by_seq[: self.keep_snapshots]
+        if not kept:
+            return
+        oldest_kept = kept[-1][0]
+        for _, key in by_seq[self.keep_snapshots :]:
+            await self.store.delete_meta(key, snaps[key])
+        segments = await self.store.list_meta(JOURNAL_PREFIX)
+        for key, holders in segments.items():
+            try:
+                _, last = parse_journal_key(key)
+            except ValueError:
+                continue
+            if last <= oldest_kept:
+                await self.store.delete_meta(key, holders)

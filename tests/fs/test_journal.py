@@ -1,0 +1,179 @@
+"""The metadata journal and snapshots on in-memory pools: what recovery rebuilds is exactly
+the metadata that was committed, and damage or gaps are found, never applied."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from repfs.backend.keys import JOURNAL_PREFIX, SNAPSHOT_PREFIX, journal_key, parse_journal_key
+from repfs.backend.memory import MemoryPool
+from repfs.backend.replicated import ReplicatedStore
+from repfs.codec.codec import BlockCodec
+from repfs.codec.keys import derive_keys
+from repfs.errors import CorruptObject, SetupError
+from repfs.fs import namespace as ns
+from repfs.fs.access import Caller
+from repfs.journal.replay import apply_journal, catch_up, rebuild
+from repfs.journal.segment import ChangeSet, decode_segment, encode_segment
+from repfs.journal.writer import JournalWriter
+from repfs.meta import schema as s
+from repfs.meta.schema import DATABASES, ROOT_INO
+from repfs.meta.store import MetaStore
+
+pytestmark = pytest.mark.trio
+
+ROOT = Caller(0, 0)
+
+
+def dump(meta: MetaStore) -> dict[str, dict[bytes, bytes]]:
+    """Everything in every database, but this host's own `meta` entries."""
+    out: dict[str, dict[bytes, bytes]] = {}
+    with meta.read() as t:
+        for db in DATABASES:
+            out[db] = {k: v for k, v in t.scan(db, b"") if not (db == "meta" and k in s.LOCAL_META)}
+    return out
+
+
+class Rig:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.pools = {f"p{i}": MemoryPool(f"p{i}") for i in range(3)}
+        self.store = ReplicatedStore(
+            self.pools, dict.fromkeys(self.pools, 1.0), replicas=2, write_quorum=1, retry_base_delay=0.001
+        )
+        self.codec = BlockCodec(derive_keys(b"j" * 32))
+        self.meta = MetaStore(tmp / "meta")
+        self.journal = JournalWriter(self.meta, self.store, self.codec, cpu=trio.CapacityLimiter(2), delay=0.01)
+        self.meta.sink = self.journal.append
+        with self.meta.write() as t:
+            ns.make_root(t, 0, 0)
+
+    def mkdirs(self, n: int, start: int = 0) -> None:
+        for i in range(start, start + n):
+            with self.meta.write() as t:
+                ns.create_node(t, ROOT, ROOT_INO, f"d{i}".encode(), 0o40755, 0, b"")
+
+    def keys(self, prefix: str) -> set[str]:
+        return {k for p in self.pools.values() for k in p.objects if k.startswith(prefix)}
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, nursery: trio.Nursery) -> Rig:
+    r = Rig(tmp_path)
+    await nursery.start(r.journal.run)
+    return r
+
+
+async def test_segments_round_trip_and_refuse_damage() -> None:
+    sets = [ChangeSet(5, [("inodes", b"k", b"v"), ("dirents", b"d", None)]), ChangeSet(6, [])]
+    data = encode_segment(sets, 123)
+    seg = decode_segment(data)
+    assert seg.sets == sets and seg.written_ns == 123
+    for bad in (data[:-1], data + b"x", data[:10]):
+        with pytest.raises(CorruptObject):
+            decode_segment(bad)
+    with pytest.raises(ValueError):
+        encode_segment([ChangeSet(5, []), ChangeSet(7, [])])
+    assert parse_journal_key(journal_key(5, 6)) == (5, 6)
+    for key in ("journal/5-6", "journal/0000000000000007-0000000000000006", "blocks/x"):
+        with pytest.raises(ValueError):
+            parse_journal_key(key)
+
+
+async def test_rebuild_gives_back_exactly_what_was_committed(rig: Rig, tmp_path: Path) -> None:
+    rig.mkdirs(20)
+    await rig.journal.snapshot_now()
+    rig.mkdirs(30, start=20)
+    with rig.meta.write() as t:
+        ns.unlink(t, ROOT, ROOT_INO, b"d3", rmdir=True)
+        ns.setxattr(t, ROOT, ROOT_INO, b"user.note", os.urandom(500), 0)
+    await rig.journal.wait_stored()
+    assert rig.journal.stored == rig.meta.seq
+    assert rig.keys(JOURNAL_PREFIX) and rig.keys(SNAPSHOT_PREFIX)
+    out = await rebuild(tmp_path / "new", rig.store, rig.store, rig.codec)
+    assert out.gap_after is None and out.last_seq == rig.meta.seq and out.change_sets > 30
+    new = MetaStore(tmp_path / "new")
+    try:
+        assert dump(new) == dump(rig.meta)
+        assert new.seq == rig.meta.seq
+    finally:
+        new.close()
+
+
+async def test_a_damaged_segment_copy_is_read_from_another_pool_and_a_lost_one_is_a_gap(
+    rig: Rig, tmp_path: Path
+) -> None:
+    await rig.journal.snapshot_now()
+    for i in range(5):
+        rig.mkdirs(1, start=i)
+        await rig.journal.wait_stored()  # one segment each
+    segments = sorted(rig.keys(JOURNAL_PREFIX), key=parse_journal_key)
+    assert len(segments) >= 5
+    victim = segments[2]
+    holders = [p for p in rig.pools.values() if victim in p.objects]
+    assert len(holders) == 3
+    holders[0].corrupt(victim)
+    out = await rebuild(tmp_path / "a", rig.store, rig.store, rig.codec)
+    assert out.gap_after is None and out.last_seq == rig.meta.seq
+    for p in holders:  # lost everywhere: recovery stops before it and says so
+        del p.objects[victim]
+    out = await rebuild(tmp_path / "b", rig.store, rig.store, rig.codec)
+    assert out.gap_after == parse_journal_key(victim)[0] - 1
+    assert out.last_seq < rig.meta.seq
+
+
+async def test_mount_catches_up_with_a_journal_that_went_on_elsewhere(rig: Rig, tmp_path: Path) -> None:
+    rig.mkdirs(5)
+    await rig.journal.snapshot_now()
+    behind = tmp_path / "behind"
+    out = await rebuild(behind, rig.store, rig.store, rig.codec)  # another host's copy, now
+    rig.mkdirs(5, start=5)  # this one goes on
+    await rig.journal.wait_stored()
+    other = MetaStore(behind)
+    try:
+        other_journal = JournalWriter(other, rig.store, rig.codec, cpu=trio.CapacityLimiter(1))
+        await catch_up(other, other_journal, rig.store, rig.codec)
+        assert dump(other) == dump(rig.meta) and out.last_seq < other.seq
+        with other.write() as t:  # a change the pools never get, then the pools go on without it
+            ns.create_node(t, ROOT, ROOT_INO, b"lonely", 0o40755, 0, b"")
+        rig.mkdirs(2, start=10)
+        await rig.journal.wait_stored()
+        with pytest.raises(SetupError, match="went different ways"):
+            await catch_up(other, other_journal, rig.store, rig.codec)
+    finally:
+        other.close()
+
+
+async def test_changes_a_crash_kept_from_the_pools_get_a_snapshot_at_mount(rig: Rig, tmp_path: Path) -> None:
+    await rig.journal.snapshot_now()
+    rig.meta.sink = None  # the daemon dies before these reach the pools
+    rig.mkdirs(4)
+    assert rig.journal.stored < rig.meta.seq
+    rig.meta.sink = rig.journal.append
+    await catch_up(rig.meta, rig.journal, rig.store, rig.codec)
+    assert rig.journal.stored == rig.meta.seq
+    out = await rebuild(tmp_path / "new", rig.store, rig.store, rig.codec)
+    assert out.snapshot_seq == rig.meta.seq
+    new = MetaStore(tmp_path / "new")
+    try:
+        assert dump(new) == dump(rig.meta)
+    finally:
+        new.close()
+
+
+async def test_apply_journal_applies_nothing_twice(rig: Rig, tmp_path: Path) -> None:
+    rig.mkdirs(3)
+    await rig.journal.snapshot_now()
+    rig.mkdirs(3, start=3)
+    await rig.journal.wait_stored()
+    await rebuild(tmp_path / "new", rig.store, rig.store, rig.codec)
+    new = MetaStore(tmp_path / "new")
+    try:
+        again = await apply_journal(new, rig.store, rig.codec)
+        assert again.change_sets == 0 and dump(new) == dump(rig.meta)
+    finally:
+        new.close()

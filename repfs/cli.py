@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a runtime failure (pools, I/O), 2 bad usage or configur
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import logging
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +24,7 @@ import click
 import trio
 
 from repfs import __version__
-from repfs.config import DEFAULT_BLOCK_SIZE, DEFAULT_REPLICAS, FsConfig, parse_config, pool_from_url
+from repfs.config import DEFAULT_BLOCK_SIZE, DEFAULT_REPLICAS, FsConfig, PoolSpec, pool_from_url
 from repfs.errors import (
     ConfigError,
     FilesystemExists,
@@ -51,6 +53,15 @@ def parse_size(text: str) -> int:
         raise click.BadParameter(f"{text!r} is not a size; write e.g. 4M, 512K or 2G")
     exponent = "_kmgt".index((m.group(2) or "_").lower())
     return int(m.group(1)) * (1 << (10 * exponent))
+
+
+def parse_count(text: str, option: str) -> int | None:
+    """A positive count, or None for `all`."""
+    if text.strip().lower() == "all":
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise click.BadParameter(f"{text!r} is not a positive number or 'all'", param_hint=option)
+    return int(text)
 
 
 def fail(exc: RepfsError) -> None:
@@ -146,14 +157,32 @@ def main() -> None:
     "pools",
     multiple=True,
     metavar="[NAME=]URL",
-    help="A pool, e.g. file:///srv/pool1 (repeat for each pool). Names default to pool1, pool2, ...",
+    help="A pool (repeat for each pool): file:///srv/pool1, s3://HOST[:PORT]/BUCKET[/PREFIX] (HTTPS) or "
+    "s3+http://HOST[:PORT]/BUCKET[/PREFIX] (plain HTTP). Names default to pool1, pool2, ...",
 )
 @click.option(
+    "--pools-file",
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Read pools and settings from this TOML file instead of --pool options.",
+    help="Read pools ([[pools]] tables) and settings from this TOML file instead of --pool options. "
+    "It must be mode 0600 if it holds S3 secret keys.",
 )
+@click.option(
+    "--credentials-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="S3 credentials for the S3 pools that name none: a TOML file, mode 0600, with access_key and "
+    "secret_key. Its path goes into repfs.toml, so mount finds it. Without it they come from "
+    "REPFS_S3_ACCESS_KEY/REPFS_S3_SECRET_KEY (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), which mount "
+    "then needs too.",
+)
+@click.option(
+    "--ca-bundle",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A PEM file of CA certificates to trust for the s3:// pools that name none (e.g. a private CA). "
+    "By default the system's CAs are trusted.",
+)
+@click.option("--create-buckets", is_flag=True, help="Create S3 buckets that do not exist yet (else mkfs refuses).")
 @click.option(
     "--replicas",
     type=int,
@@ -175,6 +204,9 @@ def mkfs(
     fs_dir: Path,
     pools: tuple[str, ...],
     config_file: Path | None,
+    credentials_file: Path | None,
+    ca_bundle: Path | None,
+    create_buckets: bool,
     replicas: int | None,
     write_quorum: int | None,
     block_size: str | None,
@@ -182,35 +214,81 @@ def mkfs(
     passphrase_fd: int | None,
     key_file: Path | None,
 ) -> None:
-    """Create a new filesystem whose configuration and metadata live in FS_DIR."""
+    """Create a new filesystem whose configuration and metadata live in FS_DIR.
+
+    S3 credentials never go on the command line: give --credentials-file, put them in the
+    --pools-file, or set them in the environment."""
+    from repfs.backend.credentials import from_environment
+    from repfs.config import read_config_file
     from repfs.volume import mkfs as do_mkfs
 
     try:
         if config_file is not None:
             if pools:
-                raise ConfigError("give pools either with --pool or in --config, not both")
-            base = parse_config(config_file.read_text(), source=str(config_file))
+                raise ConfigError("give pools either with --pool or in --pools-file, not both")
+            try:
+                base = read_config_file(config_file)
+            except FileNotFoundError:
+                raise ConfigError(f"no such file: {config_file}") from None
         else:
             if not pools:
-                raise ConfigError("no pools: give at least one --pool file:///path")
+                raise ConfigError("no pools: give at least one --pool file:///path or --pool s3://host/bucket")
             base = FsConfig(
                 pools=tuple(pool_from_url(u, i) for i, u in enumerate(pools)),
                 replicas=min(DEFAULT_REPLICAS, len(pools)),
             )
+        specs = _s3_defaults(base.pools, credentials_file, ca_bundle)
         config = FsConfig(
-            pools=base.pools,
+            pools=specs,
             replicas=replicas if replicas is not None else base.replicas,
             write_quorum=write_quorum if write_quorum is not None else base.write_quorum,
             block_size=parse_size(block_size) if block_size else base.block_size,
         )
         secret = get_secret(passphrase_fd, key_file, confirm=True)
-        sb = trio.run(lambda: do_mkfs(fs_dir.absolute(), config, secret, uid=os.getuid(), gid=os.getgid(), force=force))
+        sb = trio.run(
+            lambda: do_mkfs(
+                fs_dir.absolute(),
+                config,
+                secret,
+                uid=os.getuid(),
+                gid=os.getgid(),
+                force=force,
+                create_buckets=create_buckets,
+            )
+        )
+        from_env = [p.name for p in config.pools if p.kind == "s3" and p.secret_key is None and not p.credentials_file]
+        env = from_environment(os.environ) if from_env else None
     except RepfsError as exc:
         fail(exc)
     click.echo(
         f"created repfs filesystem {sb.fs_uuid} in {fs_dir} "
         f"({len(config.pools)} pools, {config.replicas} replicas, {config.block_size >> 10} KiB blocks)"
     )
+    if from_env and env is not None:
+        click.echo(
+            f"note: pool(s) {', '.join(from_env)} take their S3 credentials from the {env.source}; "
+            f"'repfs mount' needs the same variables, or add credentials_file to {fs_dir / 'repfs.toml'}"
+        )
+
+
+def _s3_defaults(
+    specs: tuple[PoolSpec, ...], credentials_file: Path | None, ca_bundle: Path | None
+) -> tuple[PoolSpec, ...]:
+    """Apply mkfs's --credentials-file and --ca-bundle to the S3 pools that name none."""
+    s3 = [p for p in specs if p.kind == "s3"]
+    if credentials_file is not None and not s3:
+        raise ConfigError("--credentials-file applies to S3 pools, and none is given")
+    if ca_bundle is not None and not any(p.s3.secure for p in s3):
+        raise ConfigError("--ca-bundle applies to s3:// (HTTPS) pools, and none is given")
+    out = []
+    for p in specs:
+        if p.kind == "s3":
+            if credentials_file is not None and p.secret_key is None and p.credentials_file is None:
+                p = replace(p, credentials_file=str(credentials_file.absolute()))
+            if ca_bundle is not None and p.s3.secure and p.ca_bundle is None:
+                p = replace(p, ca_bundle=str(ca_bundle.absolute()))
+        out.append(p)
+    return tuple(out)
 
 
 @main.command()
@@ -244,7 +322,29 @@ def mkfs(
     help="Log file [default: standard error in the foreground, FS_DIR/repfs.log in the background].",
 )
 @click.option("--heartbeat", default=10.0, show_default=True, metavar="SECONDS",
-              help="How often each pool is checked (a pool missing 3 checks in a row is taken out of use).")
+              help="How often each pool is checked.")
+@click.option("--down-after", default=3, show_default=True, type=click.IntRange(1, 100), metavar="N",
+              help="Missed heartbeats in a row after which a pool is taken out of use.")
+@click.option(
+    "--challenge-size",
+    default="32",
+    show_default=True,
+    metavar="N|all",
+    help="Blocks checked by digest when a pool that was down answers again, before it is used.",
+)
+@click.option(
+    "--repair-rate",
+    default="64M",
+    show_default=True,
+    metavar="SIZE",
+    help="Most bytes a second the background repair writes to pools that come back; 0: no limit.",
+)
+@click.option("--take-over", is_flag=True, help="Take over the expired mount lease of another host (it crashed).")
+@click.option(
+    "--break-lease",
+    is_flag=True,
+    help="Take the mount lease even if another host's is still valid: only when that host is known to be dead.",
+)
 @click.option("--debug", is_flag=True, help="Log debug messages.")
 @click.option("--ready-fd", type=int, hidden=True)
 @click.option("--secret-fd", type=int, hidden=True)
@@ -259,6 +359,11 @@ def mount(
     fuse_options: tuple[str, ...],
     log_file: str | None,
     heartbeat: float,
+    down_after: int,
+    challenge_size: str,
+    repair_rate: str,
+    take_over: bool,
+    break_lease: bool,
     debug: bool,
     ready_fd: int | None,
     secret_fd: int | None,
@@ -281,6 +386,11 @@ def mount(
             max_dirty=parse_size(max_dirty),
             fuse_options=options,
             heartbeat=heartbeat,
+            down_after=down_after,
+            challenge_size=parse_count(challenge_size, "--challenge-size"),
+            repair_rate=parse_size(repair_rate) or None,
+            take_over=take_over,
+            break_lease=break_lease,
         )
         if secret_fd is not None:  # from the parent of a background mount: exact bytes
             secret = _read_fd(secret_fd, strip=False)
@@ -288,6 +398,9 @@ def mount(
             secret = get_secret(passphrase_fd, key_file, confirm=False)
         if not foreground:
             extra = [f"--cache-size={cache_size}", f"--max-dirty={max_dirty}", f"--heartbeat={heartbeat}"]
+            extra += [f"--challenge-size={challenge_size}", f"--repair-rate={repair_rate}"]
+            extra += [f"--down-after={down_after}"]
+            extra += (["--take-over"] if take_over else []) + (["--break-lease"] if break_lease else [])
             extra += [f"--cache-dir={opts.cache_dir}"] if opts.cache_dir else []
             extra += [f"-o{o}" for o in sorted(options)] + (["--debug"] if debug else [])
             _mount_in_background(fs_dir, mountpoint, secret, log_file, extra)
@@ -446,6 +559,122 @@ def passwd(
     except RepfsError as exc:
         fail(exc)
     click.echo(f"passphrase of {fs_dir} changed")
+
+
+@main.command()
+@click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@secret_options
+@click.option(
+    "--rate",
+    default="64M",
+    show_default=True,
+    metavar="SIZE",
+    help="Read at most this many bytes a second from the pools (and write as much for repairs); 0: no limit.",
+)
+@click.option("--restart", is_flag=True, help="Start from the first block, not where an interrupted scrub stopped.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="As for mount.")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Log here instead of standard error.")
+def scrub(
+    fs_dir: Path,
+    passphrase_fd: int | None,
+    key_file: Path | None,
+    rate: str,
+    restart: bool,
+    cache_dir: Path | None,
+    log_file: str | None,
+) -> None:
+    """Read and verify every copy of every block of FS_DIR, and repair what is bad or missing.
+
+    The filesystem must not be mounted. An interrupted scrub resumes where it stopped.
+    Exit status: 0 when every block has all its copies, 1 when some could not be
+    completed (a pool is down), 6 when some block has no good copy left.
+    """
+    from repfs.fs.ratelimit import RateLimit
+    from repfs.fs.scrub import ScrubReport
+    from repfs.fs.scrub import scrub as run_scrub
+    from repfs.mount import Layers, MountOptions, run_unmounted
+
+    setup_logging(log_file, False)
+    logging.getLogger().setLevel(logging.WARNING if log_file is None else logging.INFO)
+    try:
+        secret = get_secret(passphrase_fd, key_file, confirm=False)
+        limit = parse_size(rate) or None
+        fs_dir = fs_dir.absolute()
+        opts = MountOptions(
+            fs_dir=fs_dir,
+            mountpoint=fs_dir,
+            cache_dir=cache_dir.absolute() if cache_dir else None,
+            repair_rate=limit,
+        )
+        with click.progressbar(length=1, label="scrub", show_eta=True, show_pos=True) as bar:
+            started = time.monotonic()
+            first: list[int] = []
+
+            def progress(done: int, total: int) -> None:
+                if not first:
+                    first.append(done)
+                bar.length = max(total, 1)
+                elapsed = time.monotonic() - started
+                bar.label = f"scrub {(done - first[0]) / elapsed if elapsed > 0 else 0:7.1f} blocks/s"
+                bar.update(done - bar.pos)
+
+            async def work(layers: Layers) -> ScrubReport:
+                return await run_scrub(
+                    layers.meta, layers.repairer, restart=restart, reads=RateLimit(limit), progress=progress
+                )
+
+            report = trio.run(run_unmounted, opts, secret, work)
+    except RepfsError as exc:
+        fail(exc)
+    click.echo(("resumed: " if report.resumed else "") + report.summary())
+    if report.unrecoverable:
+        sys.exit(6)
+    if report.incomplete:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@secret_options
+@click.option("--force", is_flag=True, help="Replace metadata that is already in FS_DIR.")
+def recover(fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, force: bool) -> None:
+    """Rebuild the metadata of FS_DIR from its pools (on a new host, or after losing it).
+
+    FS_DIR needs only its repfs.toml (the pool configuration). The newest metadata
+    snapshot that reads is taken, then every journal segment after it is applied.
+    """
+    from repfs.recovery import recover as run_recover
+
+    setup_logging(None, False)
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        secret = get_secret(passphrase_fd, key_file, confirm=False)
+        with click.progressbar(length=1, label="recover", show_eta=True, show_pos=True) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.length = max(total, 1)
+                bar.update(done - bar.pos)
+
+            out = trio.run(lambda: run_recover(fs_dir.absolute(), secret, force=force, progress=progress))
+    except RepfsError as exc:
+        fail(exc)
+    when = (
+        datetime.datetime.fromtimestamp(out.written_ns / 1e9).astimezone().isoformat(timespec="seconds")
+        if out.written_ns
+        else "the snapshot's time"
+    )
+    click.echo(
+        f"recovered {fs_dir} up to change {out.last_seq} (written {when}): snapshot {out.snapshot_seq} "
+        f"and {out.change_sets} change sets from {out.segments} journal segments"
+    )
+    for what in out.damaged:
+        click.echo(f"repfs: warning: damaged on every pool, skipped: {what}", err=True)
+    if out.gap_after is not None:
+        click.echo(
+            f"repfs: warning: the journal has a gap after change {out.gap_after}; later changes are lost",
+            err=True,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from repfs.fs.repair import Repairer
 from repfs.fuse.ops import RepfsOperations
 from repfs.journal.replay import catch_up
 from repfs.journal.writer import JournalWriter
+from repfs.lease import MountLease
 from repfs.meta import schema as s
 from repfs.meta.store import MetaStore
 from repfs.volume import FsPaths, OpenedFs, open_fs
@@ -50,6 +51,8 @@ class MountOptions:
     down_after: int = 3  # missed heartbeats in a row
     challenge_size: int | None = 32  # blocks checked when a pool comes back; None: all
     repair_rate: float | None = 64 << 20  # bytes/s the background repair may write
+    take_over: bool = False  # take over another host's expired lease
+    break_lease: bool = False  # take the lease whatever its state
 
 
 @dataclass
@@ -65,12 +68,14 @@ class Layers:
     health: HealthMonitor
     repairer: Repairer
     journal: JournalWriter
+    lease: MountLease
 
     async def run_upkeep(self, nursery: trio.Nursery) -> None:
         """Background work that uses the metadata: garbage collection, pool health."""
         await nursery.start(self.blocks.run_gc)
         await nursery.start(self.health.run)
         await nursery.start(self.repairer.run)
+        await nursery.start(self.lease.run)
 
     async def store_dirty(self) -> int:
         """Store every dirty block and sync the metadata; the number of blocks left unstored.
@@ -110,6 +115,8 @@ class Layers:
         with self.meta.write() as t:
             t.put("meta", s.META_CLEAN, s.u64(int(clean)))
         self.meta.close()
+        if clean:
+            await self.lease.release()
         await self.store.close()
 
     async def shutdown(self) -> int:
@@ -199,8 +206,10 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         on_wiped=_restorer(blocks),
         on_up=lambda _: repairer.wake(),
         on_failed=repairer.queue_pool,
+        initially_down=opened.unreachable,
     )
-    return Layers(opened, meta, store, blocks, cache, fs, health, repairer, journal)
+    lease = MountLease(store, codec, str(opened.paths.root))
+    return Layers(opened, meta, store, blocks, cache, fs, health, repairer, journal, lease)
 
 
 def _restorer(blocks: BlockManager) -> Callable[[str], Awaitable[None]]:
@@ -222,8 +231,10 @@ def check_cache_dir(meta: MetaStore, cache_dir: Path) -> None:
         )
 
 
-async def prepare(layers: Layers) -> None:
-    """Before serving: agree with the pools' journal, then take over what a crash left."""
+async def prepare(layers: Layers, opts: MountOptions) -> None:
+    """Before serving: take the lease, agree with the pools' journal, then take over what a
+    crash left."""
+    await layers.lease.acquire(take_over=opts.take_over, break_lease=opts.break_lease)
     await catch_up(layers.meta, layers.journal, layers.store, layers.journal.codec)
     with layers.meta.write() as t:
         t.put("meta", s.META_CLEAN, s.u64(0))
@@ -256,7 +267,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
     try:
         layers = await build_layers(opts, secret)
         try:
-            await prepare(layers)
+            await prepare(layers, opts)
         except BaseException:
             layers.meta.close()
             await layers.store.close()
@@ -325,7 +336,7 @@ async def run_unmounted(opts: MountOptions, secret: bytes, work: Callable[[Layer
     try:
         layers = await build_layers(opts, secret)
         try:
-            await prepare(layers)
+            await prepare(layers, opts)
         except BaseException:
             layers.meta.close()
             await layers.store.close()

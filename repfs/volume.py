@@ -15,24 +15,30 @@ data key wrapped by a key derived from the passphrase.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
 from repfs.backend.base import Pool
 from repfs.backend.keys import SUPERBLOCK_KEY
 from repfs.backend.local import LocalPool
+from repfs.backend.s3 import S3Pool
 from repfs.codec.superblock import Superblock
-from repfs.config import CONFIG_NAME, FsConfig, PoolSpec, load_config
+from repfs.config import CONFIG_NAME, FILE_SCHEME, FsConfig, PoolSpec, load_config
 from repfs.errors import (
     CorruptObject,
     FilesystemExists,
     ForeignPool,
     ObjectNotFound,
     PoolUnavailable,
+    RepfsError,
     SetupError,
+    StorageError,
     WrongPassphrase,
 )
 from repfs.fs import namespace as ns
@@ -40,6 +46,8 @@ from repfs.meta import schema as s
 from repfs.meta.store import MetaStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,12 +76,23 @@ class FsPaths:
 
 
 def open_pool(spec: PoolSpec, *, create: bool = False) -> Pool:
+    """The pool of a spec: a local directory (made when `create`) or an S3 bucket.
+
+    S3 credentials are resolved here (ConfigError naming the pool if there are none);
+    a bucket is never made here: see `mkfs`."""
+    if spec.kind != FILE_SCHEME:
+        return S3Pool.from_spec(spec)
     if create:
         try:
             spec.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise SetupError(f"cannot create pool {spec.name} at {spec.path}: {exc.strerror}") from None
     return LocalPool.from_spec(spec, create_root=create)
+
+
+def open_pools(specs: Sequence[PoolSpec], *, create: bool = False) -> list[Pool]:
+    """`open_pool` for each spec (making a pool object opens no connection yet)."""
+    return [open_pool(spec, create=create) for spec in specs]
 
 
 async def _read_superblock(pool: Pool) -> Superblock | None:
@@ -83,32 +102,105 @@ async def _read_superblock(pool: Pool) -> Superblock | None:
         return None
 
 
-async def mkfs(fs_dir: Path, config: FsConfig, secret: bytes, *, uid: int, gid: int, force: bool = False) -> Superblock:
-    """Create a new filesystem: pools' superblocks, empty metadata, the config file."""
+async def _each(
+    pools: Sequence[Pool], fn: Callable[[Pool], Awaitable[T]]
+) -> tuple[dict[str, T], dict[str, RepfsError]]:
+    """Run `fn` on every pool at once: (results, repfs errors), each by pool name."""
+    results: dict[str, T] = {}
+    errors: dict[str, RepfsError] = {}
+
+    async def one(pool: Pool) -> None:
+        try:
+            results[pool.name] = await fn(pool)
+        except RepfsError as exc:
+            errors[pool.name] = exc
+
+    async with trio.open_nursery() as nursery:
+        for pool in pools:
+            nursery.start_soon(one, pool)
+    return results, errors
+
+
+def _raise_any(pools: Sequence[Pool], errors: dict[str, RepfsError]) -> None:
+    """Raise one error that tells every failed pool's story (in configuration order)."""
+    found = [errors[p.name] for p in pools if p.name in errors]
+    if len(found) == 1:
+        raise found[0]
+    if found:
+        raise type(found[0])("; ".join(str(e) for e in found))
+
+
+async def _bucket_ready(pool: Pool) -> bool:
+    """Whether the pool can take objects now; False only for an S3 pool whose bucket is missing."""
+    if isinstance(pool, S3Pool):
+        return await pool.bucket_exists()
+    await pool.ping()
+    return True
+
+
+async def _existing_superblock(pool: Pool) -> Superblock | None:
+    try:
+        return await _read_superblock(pool)
+    except CorruptObject:
+        return None
+
+
+async def _wipe(pool: Pool) -> None:
+    async for key in pool.list(""):
+        await pool.delete(key)
+
+
+async def mkfs(
+    fs_dir: Path,
+    config: FsConfig,
+    secret: bytes,
+    *,
+    uid: int,
+    gid: int,
+    force: bool = False,
+    create_buckets: bool = False,
+) -> Superblock:
+    """Create a new filesystem: pools' superblocks, empty metadata, the config file.
+
+    Every pool is checked (reachable, credentials accepted, bucket there, no other
+    filesystem's superblock) before anything is written; a missing bucket is made only
+    with `create_buckets`."""
     paths = FsPaths(fs_dir)
     if paths.config.exists() and not force:
         raise FilesystemExists(
             f"{fs_dir} already holds a repfs filesystem; use --force to replace it (its data is lost)"
         )
-    pools = [open_pool(spec, create=True) for spec in config.pools]
+    pools = open_pools(config.pools, create=True)
     try:
+        ready, errors = await _each(pools, _bucket_ready)
+        _raise_any(pools, errors)
+        missing = [p for p in pools if not ready[p.name]]
+        if missing and not create_buckets:
+            raise SetupError(
+                "; ".join(
+                    f"bucket {p.bucket} does not exist on pool {p.name} ({p.server})"
+                    for p in missing
+                    if isinstance(p, S3Pool)
+                )
+                + "; create it or pass --create-buckets"
+            )
+        _, errors = await _each(missing, lambda p: p.create_bucket() if isinstance(p, S3Pool) else p.ping())
+        _raise_any(pools, errors)
+        existing, errors = await _each(pools, _existing_superblock)
+        _raise_any(pools, errors)
         for pool in pools:
-            try:
-                existing = await _read_superblock(pool)
-            except CorruptObject:
-                existing = None
-            if existing is not None and not force:
+            sb_there = existing[pool.name]
+            if sb_there is not None and not force:
                 raise FilesystemExists(
-                    f"pool {pool.name} ({pool.url}) already belongs to filesystem {existing.fs_uuid}; "
+                    f"pool {pool.name} ({pool.url}) already belongs to filesystem {sb_there.fs_uuid}; "
                     "use --force to wipe it"
                 )
-            if force:
-                async for key in pool.list(""):
-                    await pool.delete(key)
+        if force:
+            _, errors = await _each(pools, _wipe)
+            _raise_any(pools, errors)
         sb, _ = await trio.to_thread.run_sync(Superblock.create, secret, config.block_size)
-        async with trio.open_nursery() as n:
-            for pool in pools:
-                n.start_soon(pool.put, SUPERBLOCK_KEY, sb.to_bytes())
+        _, errors = await _each(pools, lambda p: p.put(SUPERBLOCK_KEY, sb.to_bytes()))
+        _raise_any(pools, errors)
     finally:
         for pool in pools:
             await pool.close()
@@ -125,11 +217,22 @@ async def mkfs(fs_dir: Path, config: FsConfig, secret: bytes, *, uid: int, gid: 
             ns.make_root(t, uid, gid)
     finally:
         meta.close()
-    tmp = paths.config.with_suffix(".tmp")
-    tmp.write_text(config.to_toml())
-    tmp.replace(paths.config)
+    write_config(paths.config, config)
     log.info("created filesystem %s on %d pools", sb.fs_uuid, len(pools))
     return sb
+
+
+def write_config(path: Path, config: FsConfig) -> None:
+    """Write repfs.toml atomically, mode 0600 (it may hold S3 secret keys)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, config.to_toml().encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
 
 
 @dataclass
@@ -139,6 +242,8 @@ class OpenedFs:
     superblock: Superblock  # the copy the secret unlocked
     data_key: bytes
     pools: dict[str, Pool]
+    # Pools that could not be reached at mount (name → why): they start out down.
+    unreachable: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"OpenedFs({self.paths.root}, uuid={self.superblock.fs_uuid})"
@@ -163,25 +268,32 @@ def local_superblock(paths: FsPaths) -> Superblock:
 
 
 async def open_fs(fs_dir: Path, secret: bytes) -> OpenedFs:
-    """Check every pool belongs to this filesystem and unlock the data key."""
+    """Check the pools belong to this filesystem and unlock the data key.
+
+    Every pool's superblock is read at once. A reachable pool with no superblock, another
+    filesystem's or an unreadable one is refused (ForeignPool). Pools that cannot be
+    reached (server down, bucket or directory missing, credentials rejected) are listed in
+    `OpenedFs.unreachable` and logged; with fewer than `write_quorum` pools left the mount
+    is refused, since no write could succeed."""
     paths = FsPaths(fs_dir)
     config = load_config(paths.config)
     mine = local_superblock(paths)
-    pools: dict[str, Pool] = {}
-    candidates = [mine]
+    opened = open_pools(config.pools)
+    pools = {pool.name: pool for pool in opened}
     try:
+        found, errors = await _each(opened, _read_superblock)
+        candidates = [mine]
+        unreachable: dict[str, str] = {}
         for spec in config.pools:
-            pool = open_pool(spec)
-            pools[spec.name] = pool
-            try:
-                sb = await _read_superblock(pool)
-            except PoolUnavailable as exc:
-                log.warning("pool %s is unavailable at mount: %s", spec.name, exc)
+            exc = errors.get(spec.name)
+            if isinstance(exc, CorruptObject):
+                raise ForeignPool(f"pool {spec.name} ({spec.url}) holds an unreadable superblock; check the pool")
+            if isinstance(exc, StorageError):
+                unreachable[spec.name] = str(exc)
                 continue
-            except CorruptObject:
-                raise ForeignPool(
-                    f"pool {spec.name} ({spec.url}) holds an unreadable superblock; check the pool"
-                ) from None
+            if exc is not None:
+                raise exc
+            sb = found[spec.name]
             if sb is None:
                 raise ForeignPool(
                     f"pool {spec.name} ({spec.url}) holds no repfs superblock: it is empty or not part of "
@@ -193,12 +305,21 @@ async def open_fs(fs_dir: Path, secret: bytes) -> OpenedFs:
                     "check the URL in repfs.toml"
                 )
             candidates.append(sb)
+        reachable = len(config.pools) - len(unreachable)
+        if reachable < config.write_quorum:
+            raise SetupError(
+                f"only {reachable} of {len(config.pools)} pools can be reached, fewer than the write quorum "
+                f"({config.write_quorum}): not mounting. Unreachable: "
+                + "; ".join(f"{name}: {why}" for name, why in unreachable.items())
+            )
+        for name, why in unreachable.items():
+            log.warning("pool %s is unreachable at mount; it starts out down: %s", name, why)
         unlocked, data_key = await trio.to_thread.run_sync(_unlock_any, candidates, secret)
     except BaseException:
         for pool in pools.values():
             await pool.close()
         raise
-    return OpenedFs(paths, config, unlocked, data_key, pools)
+    return OpenedFs(paths, config, unlocked, data_key, pools, unreachable)
 
 
 def _unlock_any(candidates: list[Superblock], secret: bytes) -> tuple[Superblock, bytes]:

@@ -491,6 +491,21 @@ class ReplicatedStore:
                     log.warning("%s on pool %s is damaged: %s", key, name, exc)
         raise ReadFailed(f"{key}: no readable copy; tried: {_summary(failures)}")
 
+    async def get_meta_each(self, key: str) -> dict[str, bytes]:
+        """The object `key` from every pool that answers and has it, by pool name."""
+        found: dict[str, bytes] = {}
+
+        async def get_one(name: str) -> None:
+            try:
+                found[name] = await self._call(name, f"get {key}", lambda pool: pool.get(key), attempts=1)
+            except StorageError:
+                pass
+
+        async with trio.open_nursery() as nursery:
+            for name in self._pools:
+                nursery.start_soon(get_one, name)
+        return found
+
     async def delete_meta(self, key: str, holders: Sequence[str]) -> None:
         """Delete a metadata object from the pools that hold it (best effort: logged)."""
 

@@ -1,7 +1,9 @@
 """One contract, every pool: the same tests run over each `Pool` implementation.
 
 A new pool type joins by adding a branch to the `pool` fixture; tests specific to one
-implementation (fault knobs, directory layout) follow the common suite.
+implementation (fault knobs, directory layout) follow the common suite. The S3 pool runs
+against a real SeaweedFS server (shared by the session, a fresh bucket per test, keys
+under a prefix); its own tests are in tests/s3/.
 """
 
 from __future__ import annotations
@@ -16,28 +18,39 @@ import pytest
 import trio
 
 from repfs.backend.base import Pool, PoolUsage
+from repfs.backend.credentials import Credentials
 from repfs.backend.keys import BLOCK_PREFIX, SUPERBLOCK_KEY, TEMP_PREFIX, block_id_from_key, block_key
 from repfs.backend.local import LocalPool
 from repfs.backend.memory import MemoryPool
 from repfs.backend.replicated import ReplicatedStore
+from repfs.backend.s3 import S3Pool
 from repfs.config import PoolSpec
 from repfs.errors import CorruptObject, ObjectNotFound, PoolFull, PoolUnavailable
+from tests.seaweed import shared_servers
 
 KEY = block_key(bytes(range(32)))
 OTHER = block_key(b"\xff" * 32)
 
 
-@pytest.fixture(params=["local", "memory"])
-async def pool(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pool]:
+@pytest.fixture(params=["local", "memory", "s3"])
+async def pool(
+    request: pytest.FixtureRequest, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Pool]:
     p: Pool
     if request.param == "local":
         root = tmp_path / "pool"
         root.mkdir()
         p = LocalPool("p1", root)
+    elif request.param == "s3":
+        server = shared_servers(tmp_path_factory.getbasetemp())[0]
+        spec = PoolSpec("p1", server.url(server.make_bucket(), "fs/one"), capacity=1 << 30)
+        p = S3Pool.from_spec(spec, Credentials(server.access_key, server.secret_key, "test"))
     else:
         p = MemoryPool("p1")
     yield p
     await p.close()
+    if request.param == "s3":
+        server.drop_buckets()
 
 
 async def keys_of(pool: Pool, prefix: str = "") -> set[str]:

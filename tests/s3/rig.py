@@ -1,0 +1,80 @@
+"""Tools the S3 tests share: credentials files, the repfs CLI with a chosen environment,
+and `S3Repfs`, a real mount whose pools are buckets on SeaweedFS servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from repfs.backend.credentials import ENV_PAIRS, Credentials
+from tests.helpers import REPFS, Repfs, run_repfs
+from tests.seaweed import WeedServer
+
+
+def credentials_of(server: WeedServer) -> Credentials:
+    return Credentials(server.access_key, server.secret_key, "test")
+
+
+def write_credentials(path: Path, server: WeedServer, *, mode: int = 0o600, secret: str | None = None) -> Path:
+    """A repfs credentials file for `server` (with another secret key if `secret` is given)."""
+    path.write_text(f'access_key = "{server.access_key}"\nsecret_key = "{secret or server.secret_key}"\n')
+    path.chmod(mode)
+    return path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any S3 credentials, plus `extra`."""
+    names = {name for pair in ENV_PAIRS for name in pair}
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env.update(extra)
+    return env
+
+
+def s3_env(server: WeedServer, *, secret: str | None = None) -> dict[str, str]:
+    return clean_env(REPFS_S3_ACCESS_KEY=server.access_key, REPFS_S3_SECRET_KEY=secret or server.secret_key)
+
+
+def repfs_cli(*args: str, env: Mapping[str, str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """The repfs CLI with exactly `env` as its environment; never reads standard input."""
+    return subprocess.run(
+        [*REPFS, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=dict(env)
+    )
+
+
+class S3Repfs(Repfs):
+    """A repfs filesystem whose pools are a fresh bucket on each of `servers` (keys under
+    `prefix`), with the servers' credentials in a file that repfs.toml names."""
+
+    def __init__(
+        self,
+        base: Path,
+        servers: Sequence[WeedServer],
+        *,
+        replicas: int = 2,
+        block_size: str = "64K",
+        prefix: str = "fs",
+    ) -> None:
+        super().__init__(base, npools=0, replicas=replicas, block_size=block_size)
+        self.servers = list(servers)
+        self.buckets = [s.make_bucket() for s in self.servers]
+        self.prefix = prefix
+        self.pool_urls = [s.url(b, prefix) for s, b in zip(self.servers, self.buckets, strict=True)]
+        self.credentials = write_credentials(base / "s3.credentials", self.servers[0])
+
+    def __repr__(self) -> str:
+        return f"S3Repfs({self.base})"
+
+    def mkfs(self, *extra: str) -> None:
+        args = ["mkfs", str(self.fs_dir), "--key-file", str(self.key), "--credentials-file", str(self.credentials)]
+        for i, url in enumerate(self.pool_urls):
+            args += ["--pool", f"s3p{i + 1}={url}"]
+        run_repfs(*args, "--replicas", str(self.replicas), "--block-size", self.block_size, *extra, check=True)
+
+    def bucket_objects(self) -> dict[str, dict[str, int]]:
+        """Pool name → (object name → size) of everything under the prefix."""
+        return {
+            f"s3p{i + 1}": s.objects(b, f"{self.prefix}/")
+            for i, (s, b) in enumerate(zip(self.servers, self.buckets, strict=True))
+        }

@@ -1,0 +1,244 @@
+"""S3Pool against real SeaweedFS: layout under the prefix, paging, error mapping, TLS.
+
+The common `Pool` contract runs over S3Pool in tests/unit/test_pool_conformance.py.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import urllib3
+
+from repfs.backend import s3 as s3mod
+from repfs.backend.base import Pool
+from repfs.backend.credentials import Credentials
+from repfs.backend.keys import SUPERBLOCK_KEY, block_key
+from repfs.backend.replicated import ReplicatedStore
+from repfs.backend.s3 import S3Pool
+from repfs.config import PoolSpec
+from repfs.errors import ConfigError, CorruptObject, ObjectNotFound, PoolUnavailable
+from tests.s3.rig import credentials_of
+from tests.seaweed import WeedServer, free_ports
+
+KEY = block_key(bytes(range(32)))
+
+
+def pool_on(server: WeedServer, bucket: str, prefix: str = "", *, secret: str | None = None, **kw: object) -> S3Pool:
+    spec = PoolSpec("p1", server.url(bucket, prefix), **kw)  # type: ignore[arg-type]
+    return S3Pool.from_spec(spec, Credentials(server.access_key, secret or server.secret_key, "test"))
+
+
+@pytest.mark.trio
+async def test_objects_live_under_the_prefix_and_foreign_ones_are_ignored(weeds: list[WeedServer]) -> None:
+    server = weeds[0]
+    bucket = server.make_bucket()
+    server.put_object(bucket, "other/app/file", b"not ours")
+    server.put_object(bucket, "fs/one/blocks/.repfs-tmp-x", b"odd key")  # not a valid repfs key
+    pool = pool_on(server, bucket, "fs/one", capacity=10_000)
+    await pool.put(KEY, b"data")
+    await pool.put(SUPERBLOCK_KEY, b"sb")
+    assert server.objects(bucket) == {
+        "other/app/file": 8,
+        "fs/one/blocks/.repfs-tmp-x": 7,
+        f"fs/one/{KEY}": 4,
+        "fs/one/superblock": 2,
+    }
+    assert {k async for k in pool.list()} == {KEY, SUPERBLOCK_KEY}
+    usage = await pool.usage()
+    assert (usage.used, usage.total, usage.free) == (6, 10_000, 10_000 - 6)  # only repfs objects count
+    assert pool.url == f"s3+http://{server.endpoint}/{bucket}/fs/one"
+    await pool.close()
+
+
+@pytest.mark.trio
+async def test_list_pages_through_many_keys(weeds: list[WeedServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3mod, "LIST_BATCH", 7)
+    server = weeds[1]
+    pool = pool_on(server, server.make_bucket(), "p")
+    keys = {block_key(bytes([i]) * 32) for i in range(23)}
+    async with trio.open_nursery() as nursery:
+        for key in keys:
+            nursery.start_soon(pool.put, key, b"x")
+    assert {k async for k in pool.list()} == keys
+    assert {k async for k in pool.list("blocks/0")} == {k for k in keys if k.startswith("blocks/0")}
+    assert (await pool.usage()).used == 23
+    await pool.close()
+
+
+@pytest.mark.trio
+async def test_unknown_capacity_is_zero(weeds: list[WeedServer]) -> None:
+    pool = pool_on(weeds[0], weeds[0].make_bucket())
+    await pool.put(KEY, b"abc")
+    assert (await pool.usage()).used == 3
+    assert (await pool.usage()).total == 0
+    await pool.close()
+
+
+@pytest.mark.trio
+async def test_wrong_secret_is_credentials_rejected_without_the_secret(weeds: list[WeedServer]) -> None:
+    server = weeds[0]
+    bucket = server.make_bucket()
+    wrong = "Wr0ng-S3cret-" + "q" * 20
+    pool = pool_on(server, bucket, secret=wrong)
+    for call in (pool.ping(), pool.get(KEY), pool.put(KEY, b"x"), pool.exists(KEY)):
+        with pytest.raises(PoolUnavailable, match=r"pool p1: credentials rejected") as info:
+            await call
+        message = str(info.value)
+        assert wrong not in message and server.secret_key not in message
+        assert "SignatureDoesNotMatch" in message or "AccessDenied" in message
+    await pool.close()
+
+
+@pytest.mark.trio
+async def test_unknown_access_key_is_credentials_rejected(weeds: list[WeedServer]) -> None:
+    server = weeds[0]
+    spec = PoolSpec("p1", server.url(server.make_bucket()))
+    pool = S3Pool.from_spec(spec, Credentials("AKNOBODY", "whatever-secret", "test"))
+    with pytest.raises(PoolUnavailable, match=r"credentials rejected .*InvalidAccessKeyId"):
+        await pool.get(KEY)
+    await pool.close()
+
+
+@pytest.mark.trio
+async def test_missing_bucket_is_unavailable_not_empty(weeds: list[WeedServer]) -> None:
+    server = weeds[0]
+    pool = pool_on(server, "no-such-bucket-here")
+    for call in (pool.ping(), pool.get(KEY), pool.exists(KEY), pool.put(KEY, b"x")):
+        with pytest.raises(PoolUnavailable, match="bucket no-such-bucket-here does not exist on pool p1"):
+            await call
+    with pytest.raises(PoolUnavailable, match="does not exist"):
+        [k async for k in pool.list()]
+    assert not await pool.bucket_exists()
+    await pool.close()
+
+
+@pytest.mark.trio
+async def test_nothing_listening_is_unavailable_after_quick_retries() -> None:
+    port = free_ports(1)[0]
+    pool = S3Pool.from_spec(PoolSpec("p1", f"s3+http://127.0.0.1:{port}/bucket"), Credentials("a", "b", "test"))
+    start = time.monotonic()
+    with pytest.raises(PoolUnavailable, match=rf"pool p1: cannot connect to http://127.0.0.1:{port}: .*refused"):
+        await pool.get(KEY)
+    assert time.monotonic() - start < 5
+    await pool.close()
+
+
+@pytest.mark.trio
+async def test_a_put_that_failed_midway_is_retried_whole(
+    weeds: list[WeedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = weeds[0]
+    bucket = server.make_bucket()
+    pool = pool_on(server, bucket)
+    real_put = pool._client.put_object
+    calls = []
+
+    def put_object(bucket_name: str, object_name: str, data: io.BytesIO, length: int, **kw: Any) -> Any:
+        calls.append(object_name)
+        if len(calls) == 1:  # the connection breaks after the body was read
+            data.read()
+            raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))
+        return real_put(bucket_name, object_name, data, length, **kw)
+
+    monkeypatch.setattr(pool._client, "put_object", put_object)
+    payload = os.urandom(100_000)
+    await pool.put(KEY, payload)
+    assert len(calls) == 2
+    assert server.get_object(bucket, KEY) == payload
+    await pool.close()
+
+
+@pytest.mark.trio
+async def test_a_cancelled_call_returns_at_once(weeds: list[WeedServer]) -> None:
+    pool = pool_on(weeds[0], weeds[0].make_bucket())
+    with trio.move_on_after(0.001) as scope:
+        await pool.put(KEY, b"x" * 1_000_000)
+    assert scope.cancelled_caught
+    await pool.close()
+
+
+# --- TLS --------------------------------------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_tls_untrusted_certificate_is_refused_by_default(tls_weed: WeedServer) -> None:
+    pool = pool_on(tls_weed, tls_weed.make_bucket())
+    assert pool.url.startswith("s3://")
+    with pytest.raises(PoolUnavailable, match=r"certificate of https://127.0.0.1:\d+ is not trusted.*ca_bundle"):
+        await pool.ping()
+    await pool.close()
+
+
+@pytest.mark.trio
+async def test_tls_with_the_servers_ca_works(tls_weed: WeedServer) -> None:
+    pool = pool_on(tls_weed, tls_weed.make_bucket(), ca_bundle=str(tls_weed.ca_file))
+    await pool.put(KEY, b"secret data")
+    assert await pool.get(KEY) == b"secret data"
+    await pool.close()
+
+
+@pytest.mark.trio
+async def test_https_to_a_plain_http_server_says_so(weeds: list[WeedServer]) -> None:
+    server = weeds[0]
+    spec = PoolSpec("p1", f"s3://{server.endpoint}/{server.make_bucket()}")
+    pool = S3Pool.from_spec(spec, credentials_of(server))
+    with pytest.raises(PoolUnavailable, match=r"TLS with https://.* failed.*s3\+http://"):
+        await pool.ping()
+    await pool.close()
+
+
+def test_unreadable_ca_bundle_is_a_config_error(tmp_path: Path, weeds: list[WeedServer]) -> None:
+    spec = PoolSpec("p1", "s3://127.0.0.1:1/bucket", ca_bundle=str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match="cannot read ca_bundle"):
+        S3Pool.from_spec(spec, credentials_of(weeds[0]))
+
+
+# --- secrets stay out of sight ------------------------------------------------------------------
+
+
+def test_repr_shows_no_secret(weeds: list[WeedServer]) -> None:
+    server = weeds[0]
+    spec = PoolSpec("p1", server.url("bucket"), access_key=server.access_key, secret_key=server.secret_key)
+    pool = S3Pool.from_spec(spec)
+    for text in (repr(spec), str(spec), repr(pool), repr(credentials_of(server))):
+        assert server.secret_key not in text
+        assert server.access_key not in text
+
+
+# --- under a replicated store -------------------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_a_replica_overwritten_behind_our_back_is_repaired(
+    weeds: list[WeedServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    buckets = [s.make_bucket() for s in weeds]
+    pools: dict[str, Pool] = {
+        f"s{i}": S3Pool.from_spec(PoolSpec(f"s{i}", s.url(b, "fs")), credentials_of(s))
+        for i, (s, b) in enumerate(zip(weeds, buckets, strict=True))
+    }
+    store = ReplicatedStore(pools, dict.fromkeys(pools, 1.0), replicas=2, write_quorum=2)
+    bid = bytes(range(32))
+
+    def decode(obj: bytes) -> bytes:
+        if obj != b"good":
+            raise CorruptObject("bad")
+        return obj
+
+    holders = await store.put_block(bid, b"good")
+    index = int(holders[0][1:])
+    weeds[index].put_object(buckets[index], f"fs/{block_key(bid)}", b"evil")
+    with caplog.at_level(logging.WARNING):
+        assert await store.get_block(bid, holders, decode) == b"good"
+    assert weeds[index].get_object(buckets[index], f"fs/{block_key(bid)}") == b"good"
+    weeds[index].remove_object(buckets[index], f"fs/{block_key(bid)}")
+    with pytest.raises(ObjectNotFound):
+        await pools[holders[0]].get(block_key(bid))
+    await store.close()

@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 Key = tuple[int, int]
 FetchFn = Callable[[int, int], Awaitable[bytes | None]]
-StoreFn = Callable[[int, int, bytes], Awaitable[None]]
+# store(ino, index, data, current): `current()` says, at the moment the block is mapped,
+# whether this data is still that block's content (it is not once truncated away).
+StoreFn = Callable[[int, int, bytes, Callable[[], bool]], Awaitable[None]]
 
 
 @dataclass(eq=False)
@@ -298,7 +300,7 @@ class BlockCache:
                 data = await trio.to_thread.run_sync(_read_file, path)
                 if data is None:  # dropped while we waited
                     return
-                await self._store(e.ino, e.index, data)
+                await self._store(e.ino, e.index, data, lambda: not e.dropped)
                 if e.generation == generation and not e.dropped:
                     os.replace(self._path(e, True), self._path(e, False))
                     self.dirty_bytes -= e.size

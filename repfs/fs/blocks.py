@@ -102,11 +102,17 @@ class BlockManager:
         return rec.size if rec is not None else 0
 
     # --- write ----------------------------------------------------------------------
-    async def store_block(self, ino: int, index: int, data: bytes) -> None:
-        """Make `data` the content of block `index` of `ino`, durably on the pools."""
+    async def store_block(
+        self, ino: int, index: int, data: bytes, current: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Make `data` the content of block `index` of `ino`, durably on the pools.
+
+        `current()` is asked when the block is about to be mapped: a block truncated away
+        while it was being stored must not come back (it is stored, unmapped, and collected).
+        """
         if data.count(0) == len(data):  # all zeros: a hole stores nothing
             with self.meta.write() as t:
-                if t.inode_or_none(ino) is not None:
+                if current() and t.inode_or_none(ino) is not None:
                     t.unmap_block(ino, index)
             self.stats["holes"] += 1
             self._gc_wake.set()
@@ -127,7 +133,7 @@ class BlockManager:
             with self.meta.write() as t:
                 rec = t.block_record(block_id) or BlockRecord(len(data), stored_size, 0, (), digest)
                 inode = t.inode_or_none(ino)
-                live = inode is not None and index * self.block_size < inode.size
+                live = current() and inode is not None and index * self.block_size < inode.size
                 if live:
                     rec.refcount += 1
                     t.delete("gc", block_id)

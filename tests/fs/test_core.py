@@ -219,3 +219,16 @@ async def test_xattrs(rig: Rig) -> None:
     with pytest.raises(FsError) as e:
         rig.fs.getxattr(ROOT, ino, b"security.selinux")
     assert errno_of(e) == errno.ENODATA
+
+
+async def test_a_block_truncated_away_while_being_stored_is_not_mapped(rig: Rig) -> None:
+    data = os.urandom(2 * BS)
+    ino = await write_file(rig, b"f", data)
+    late = os.urandom(BS)  # an upload that finishes after its block was truncated away
+    await rig.blocks.store_block(ino, 1, late, lambda: False)
+    assert await read_file(rig, ino) == data
+    with rig.meta.read() as t:
+        gone = [k for k, _ in t.scan("gc", b"")]
+    assert len(gone) == 1  # stored, never referenced: collected
+    await rig.blocks.collect()
+    assert len(rig.objects()) == 2 * 2

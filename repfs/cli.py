@@ -677,5 +677,49 @@ def recover(fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, forc
         sys.exit(1)
 
 
+@main.command()
+@click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@secret_options
+@click.option("--repair", is_flag=True, help="Fix what can be fixed without losing data, then check again.")
+def fsck(fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, repair: bool) -> None:
+    """Check the metadata of FS_DIR against itself and against its pools (unmounted).
+
+    Exit status: 0 nothing wrong (or everything repaired), 1 problems found (or left
+    after --repair).
+    """
+    from repfs.fsck import FsckReport
+    from repfs.fsck import fsck as run_fsck
+    from repfs.mount import Layers, MountOptions, run_unmounted
+
+    setup_logging(None, False)
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        secret = get_secret(passphrase_fd, key_file, confirm=False)
+        fs_dir = fs_dir.absolute()
+        opts = MountOptions(fs_dir=fs_dir, mountpoint=fs_dir)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if done == 0:
+                click.echo(f"checking {phase} ...", err=True)
+
+        async def work(layers: Layers) -> tuple[FsckReport, FsckReport | None]:
+            first = await run_fsck(layers, repair=repair, progress=progress)
+            again = await run_fsck(layers, progress=progress) if first.repaired else None
+            return first, again
+
+        first, again = trio.run(lambda: run_unmounted(opts, secret, work, upkeep=False))
+    except RepfsError as exc:
+        fail(exc)
+    for line in first.lines():
+        click.echo(line)
+    if again is not None:
+        click.echo(f"repaired; checked again: {again.problems} problems left")
+        for line in again.lines() if again.problems else []:
+            click.echo(line)
+        sys.exit(1 if again.problems else 0)
+    click.echo(f"{first.problems} problems found" + (" (run with --repair to fix them)" if first.problems else ""))
+    sys.exit(1 if first.problems else 0)
+
+
 if __name__ == "__main__":
     main()

@@ -328,9 +328,13 @@ def read_report(paths: FsPaths) -> str | None:
     return lines[1] if len(lines) > 1 else None
 
 
-async def run_unmounted(opts: MountOptions, secret: bytes, work: Callable[[Layers], Awaitable[T]]) -> T:
-    """Run `work` on the filesystem without mounting it (scrub, later fsck): the same layers
-    and services as a mount, under the same lock, stored and closed the same way after."""
+async def run_unmounted(
+    opts: MountOptions, secret: bytes, work: Callable[[Layers], Awaitable[T]], *, upkeep: bool = True
+) -> T:
+    """Run `work` on the filesystem without mounting it (scrub, fsck): the same layers and
+    services as a mount, under the same lock, stored and closed the same way after.
+    `upkeep=False` leaves out garbage collection, health checks and repair (fsck wants the
+    pools to hold still while it compares them with the metadata)."""
     paths = FsPaths(opts.fs_dir)
     lock_fd = lock_fs_dir(paths)
     try:
@@ -344,11 +348,12 @@ async def run_unmounted(opts: MountOptions, secret: bytes, work: Callable[[Layer
         async with trio.open_nursery() as nursery:
             await nursery.start(layers.cache.run)
             await nursery.start(layers.journal.run)
-            async with trio.open_nursery() as upkeep:
-                await layers.run_upkeep(upkeep)
+            async with trio.open_nursery() as services:
+                if upkeep:
+                    await layers.run_upkeep(services)
                 result = await work(layers)
                 await layers.store_dirty()
-                upkeep.cancel_scope.cancel()
+                services.cancel_scope.cancel()
             await layers.close()
             nursery.cancel_scope.cancel()
         _report(lock_fd, "clean")

@@ -148,8 +148,15 @@ class JournalWriter:
                 if not await self.upload_once():
                     with trio.move_on_after(RETRY_DELAY):  # back off; a new fsync asks again
                         await trio.sleep_forever()
-            if self.meta.seq - self.snapshot_seq >= self.snapshot_every:
-                await self.snapshot_now()
+                elif self.meta.seq - self.snapshot_seq >= self.snapshot_every:
+                    await self._snapshot_logged()
+
+    async def _snapshot_logged(self) -> None:
+        try:
+            await self.snapshot_now()
+        except StorageError as exc:
+            log.error("cannot store a metadata snapshot, will try again later: %s", exc)
+            self.snapshot_seq = self.meta.seq  # not at once: after another `snapshot_every`
 
     async def upload_once(self) -> bool:
         """Upload the queued change sets as one segment (the first few MiB of them)."""

@@ -67,6 +67,9 @@ class BlockManager:
     ) -> None:
         self.meta = meta
         self.durable = durable
+        self.on_mapped: Callable[[], None] | None = None  # a block map changed: journal it now
+        self.stored_seq: Callable[[], int] | None = None  # the last change set on the pools
+        self.data_seq: dict[int, int] = {}  # inode → the change set that last mapped one of its blocks
         self.codec = codec
         self.store = store
         self.block_size = block_size
@@ -121,31 +124,55 @@ class BlockManager:
         async with self.locks(block_id):
             with self.meta.read() as t:
                 rec = t.block_record(block_id)
+            obj: bytes | None = None
             if rec is not None and rec.refcount > 0 and rec.pools:
-                pools = list(rec.pools)
-                stored_size, digest = rec.stored_size, rec.digest
+                digest, stored_size = rec.digest, rec.stored_size
                 self.stats["deduplicated"] += 1
             else:
-                obj, digest = await trio.to_thread.run_sync(self._encode, block_id, data, limiter=self.cpu)
-                pools = await self.store.put_block(block_id, obj)
-                stored_size = len(obj)
-                self.stats["stored"] += 1
+                encoded, digest = await trio.to_thread.run_sync(self._encode, block_id, data, limiter=self.cpu)
+                obj, stored_size = encoded, len(encoded)
+            targets = set(self.store.targets(block_id))
             with self.meta.write() as t:
-                rec = t.block_record(block_id) or BlockRecord(len(data), stored_size, 0, (), digest)
                 inode = t.inode_or_none(ino)
                 live = current() and inode is not None and index * self.block_size < inode.size
+                rec = t.block_record(block_id)
+                if not live and rec is None:
+                    return  # truncated or deleted meanwhile, and nothing else holds this block
+                rec = rec or BlockRecord(len(data), stored_size, 0, (), digest)
                 if live:
                     rec.refcount += 1
                     t.delete("gc", block_id)
                 elif rec.refcount <= 0:
                     t.put("gc", block_id, b"")
-                rec.pools = tuple(dict.fromkeys([*pools, *rec.pools]))
                 t.put_block_record(block_id, rec)
-                if set(rec.pools) != set(self.store.targets(block_id)):  # short of copies, or misplaced
-                    t.put("deficit", block_id, b"")
                 if live:
                     t.map_block(ino, index, block_id)
+            if live:
+                self._note_mapped(ino)
+            if obj is None or not live:
+                self._gc_wake.set()
+                return
+            # The block map is committed first and its journal upload starts now, while the
+            # object is stored: fsync waits for both, in parallel. Until the object is stored
+            # the record names no pool (recovery checks such blocks; see journal.replay).
+            if self.on_mapped is not None:
+                self.on_mapped()
+            pools = await self.store.put_block(block_id, obj)
+            self.stats["stored"] += 1
+            with self.meta.write() as t:
+                rec = t.block_record(block_id)
+                if rec is not None:
+                    rec.pools = tuple(dict.fromkeys([*pools, *rec.pools]))
+                    t.put_block_record(block_id, rec)
+                    if set(rec.pools) != targets:  # short of copies, or misplaced
+                        t.put("deficit", block_id, b"")
         self._gc_wake.set()
+
+    def _note_mapped(self, ino: int) -> None:
+        self.data_seq[ino] = max(self.data_seq.get(ino, 0), self.meta.seq)
+        if len(self.data_seq) > 10_000 and self.stored_seq is not None:  # forget what is on the pools
+            stored = self.stored_seq()
+            self.data_seq = {i: q for i, q in self.data_seq.items() if q > stored}
 
     def _encode(self, block_id: bytes, data: bytes) -> tuple[bytes, bytes]:
         obj = self.codec.encode(block_id, data)

@@ -88,7 +88,7 @@ class Filesystem:
         usage: Callable[[], Awaitable[dict[str, PoolUsage]]],
         replicas: int,
         no_space: Callable[[], bool] = lambda: False,
-        durable: Callable[[], Awaitable[None]] | None = None,
+        durable: Callable[[int | None], Awaitable[None]] | None = None,
     ) -> None:
         self.meta = meta
         self.blocks = blocks
@@ -363,13 +363,22 @@ class Filesystem:
         h.written = True
         return len(data)
 
-    async def _sync_locally(self) -> None:
+    async def _sync_locally(self, seq: int | None = None) -> None:
         self.meta.sync()
 
     async def fsync(self, fh: int) -> None:
-        """Return when the file's data and the metadata reaching it are durable."""
-        await self.cache.flush(self.handle(fh).ino)
-        await self._durable()
+        """Return when the file's data and the metadata reaching it are durable.
+
+        That is every change set committed before the fsync began (the file's name and
+        size among them) and the ones that mapped its blocks; not the later bookkeeping of
+        which pools took them, which recovery can find out again."""
+        ino = self.handle(fh).ino
+        start = self.meta.seq
+        await self.cache.flush(ino)
+        target = max(start, self.blocks.data_seq.get(ino, 0))
+        await self._durable(target)
+        if self.blocks.data_seq.get(ino, 0) <= target:
+            self.blocks.data_seq.pop(ino, None)
 
     def flush(self, fh: int) -> None:
         if self.handle(fh).written:
@@ -381,11 +390,11 @@ class Filesystem:
             self.cache.kick()
 
     async def fsyncdir(self) -> None:
-        await self._durable()
+        await self._durable(None)
 
     async def sync_all(self) -> None:
         await self.cache.flush_all()
-        await self._durable()
+        await self._durable(None)
 
     # --- extended attributes ----------------------------------------------------------
     def getxattr(self, caller: Caller, ino: int, name: bytes) -> bytes:

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from repfs.backend.keys import JOURNAL_PREFIX, SNAPSHOT_PREFIX, parse_journal_key, parse_snapshot_key
+from repfs.backend.keys import JOURNAL_PREFIX, SNAPSHOT_PREFIX, block_key, parse_journal_key, parse_snapshot_key
 from repfs.errors import CorruptObject, ReadFailed, SetupError, StorageError
 from repfs.journal import snapshot
 from repfs.journal.segment import Segment, decode_segment
 from repfs.journal.writer import JournalWriter
 from repfs.meta import schema as s
-from repfs.meta.store import MetaStore
+from repfs.meta.records import BlockRecord
+from repfs.meta.store import MetaStore, Txn
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,44 @@ class MetaCodec(Protocol):
 class MetaSource(Protocol):
     async def list_meta(self, prefix: str, *, every_pool: bool = False) -> dict[str, list[str]]: ...
     async def get_meta(self, key: str, holders: list[str], decode: Callable[[bytes], Segment]) -> Segment: ...
+
+
+class CopyFinder(Protocol):
+    async def list_meta(self, prefix: str, *, every_pool: bool = False) -> dict[str, list[str]]: ...
+
+
+async def resolve_pending(meta: MetaStore, store: CopyFinder) -> tuple[int, int]:
+    """Blocks whose map reached the journal but not the news of their copies (the host
+    died while storing them): find their copies; a block stored nowhere becomes a hole in
+    the files that held it, so no name ever leads to a missing object. Returns (found, lost)."""
+    with meta.read() as t:
+        pending = [k for k, v in t.scan("blocks", b"") if (r := BlockRecord.unpack(v)).refcount > 0 and not r.pools]
+    found = lost = 0
+    for block_id in pending:
+        key = block_key(block_id)
+        holders = (await store.list_meta(key, every_pool=True)).get(key, [])
+        with meta.env.begin(write=True) as txn:
+            t = Txn(txn, meta.dbs)
+            rec = t.block_record(block_id)
+            if rec is None:
+                continue
+            if holders:
+                rec.pools = tuple(holders)
+                t.put_block_record(block_id, rec)
+                t.put("deficit", block_id, b"")
+                found += 1
+                continue
+            users = [k for k, v in t.scan("blockmap", b"") if v == block_id]
+            for k in users:
+                t.delete("blockmap", k)
+            t.delete("blocks", block_id)
+            lost += 1
+            log.warning(
+                "block %s was being stored when the host stopped and is on no pool: inodes %s read zeros there",
+                block_id.hex()[:12],
+                sorted({s.parse_blockmap_key(k)[0] for k in users}),
+            )
+    return found, lost
 
 
 class SnapshotSource(Protocol):
@@ -153,6 +192,7 @@ async def rebuild(
         with meta.env.begin(write=True) as txn:
             txn.put(s.META_JOURNAL_STORED, s.u64(meta.seq), db=meta.dbs["meta"])
         out = await apply_journal(meta, journal_source, codec, progress=progress)
+        await resolve_pending(meta, journal_source)
         out.snapshot_seq = chosen
         out.damaged = damaged + out.damaged
         meta.sync()

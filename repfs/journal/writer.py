@@ -98,6 +98,10 @@ class JournalWriter:
         self.queued_bytes += _size(changes)
         self._wake.set()
 
+    def kick(self) -> None:
+        """Upload what is queued now, without waiting for the grouping delay."""
+        self._urgent.set()
+
     @property
     def congested(self) -> bool:
         """Whether so much waits for upload that writers should wait (see `wait_room`)."""

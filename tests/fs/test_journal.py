@@ -177,3 +177,23 @@ async def test_apply_journal_applies_nothing_twice(rig: Rig, tmp_path: Path) -> 
         assert again.change_sets == 0 and dump(new) == dump(rig.meta)
     finally:
         new.close()
+
+
+async def test_blocks_the_host_died_storing_are_found_or_become_holes(rig: Rig, tmp_path: Path) -> None:
+    from repfs.backend.keys import block_key
+    from repfs.journal.replay import resolve_pending
+    from repfs.meta.records import BlockRecord
+
+    stored, lost = b"\x01" * 32, b"\x02" * 32
+    rig.pools["p1"].objects[block_key(stored)] = b"an object"
+    with rig.meta.write() as t:
+        for i, block_id in enumerate((stored, lost)):
+            t.put_block_record(block_id, BlockRecord(10, 9, 1, (), b"d"))
+            t.map_block(7, i, block_id)
+    found, gone = await resolve_pending(rig.meta, rig.store)
+    assert (found, gone) == (1, 1)
+    with rig.meta.read() as t:
+        rec = t.block_record(stored)
+        assert rec is not None and rec.pools == ("p1",)
+        assert t.block_record(lost) is None
+        assert t.block_of(7, 0) == stored and t.block_of(7, 1) is None  # a hole, not a dangling reference

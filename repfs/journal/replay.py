@@ -121,10 +121,12 @@ async def apply_journal(
     codec: MetaCodec,
     *,
     progress: Callable[[int, int], None] | None = None,
+    every_pool: bool = True,
 ) -> Replayed:
-    """Apply every journal segment after the metadata's own sequence number, in order."""
+    """Apply every journal segment after the metadata's own sequence number, in order
+    (from every pool that answers, or only from those that serve)."""
     out = Replayed(snapshot_seq=meta.seq, last_seq=meta.seq)
-    listed = await store.list_meta(JOURNAL_PREFIX, every_pool=True)
+    listed = await store.list_meta(JOURNAL_PREFIX, every_pool=every_pool)
     ranges = []
     for key, holders in listed.items():
         try:
@@ -202,8 +204,9 @@ async def rebuild(
 
 
 async def catch_up(meta: MetaStore, journal: JournalWriter, store: MetaSource, codec: MetaCodec) -> None:
-    """At mount: bring the local metadata and the pools' journal to the same point."""
-    listed = await store.list_meta(JOURNAL_PREFIX, every_pool=True)
+    """At mount: bring the local metadata and the pools' journal to the same point (asking
+    only the pools that serve: those unreachable at mount are down already)."""
+    listed = await store.list_meta(JOURNAL_PREFIX)
     pools_last = 0
     for key in listed:
         try:
@@ -218,7 +221,7 @@ async def catch_up(meta: MetaStore, journal: JournalWriter, store: MetaSource, c
                 "used this filesystem after this one stopped uncleanly. Run 'repfs recover --force' to take "
                 "the pools' version (this host's unsaved changes are lost)"
             )
-        out = await apply_journal(meta, store, codec)
+        out = await apply_journal(meta, store, codec, every_pool=False)
         if out.gap_after is not None or out.last_seq < pools_last:
             raise SetupError(
                 f"the pools' journal is ahead of the local metadata (change {pools_last} vs {meta.seq}) but "
@@ -226,7 +229,7 @@ async def catch_up(meta: MetaStore, journal: JournalWriter, store: MetaSource, c
             )
         journal.stored = meta.seq
         log.warning("applied %d change sets from the pools' journal (now at change %d)", out.change_sets, meta.seq)
-    snapshots = await store.list_meta(SNAPSHOT_PREFIX, every_pool=True)
+    snapshots = await store.list_meta(SNAPSHOT_PREFIX)
     if meta.seq > journal.stored or not snapshots:
         # changes that never reached the pools (a crash), or no snapshot yet: one now
         try:

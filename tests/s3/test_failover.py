@@ -180,3 +180,20 @@ def test_three_replicas_read_with_two_servers_down(weed_factory: Servers, s3fs_f
     assert wait_for(lambda: logged(fs, r"pool s3p1 is now down") and logged(fs, r"pool s3p2 is now down"), 60)
     for name, data in files.items():  # and once they are known to be down
         assert (fs.mnt / name).read_bytes() == data, name
+
+
+def test_recover_on_s3_pools_with_one_server_stopped(weed_factory: Servers, s3fs_factory: Factory) -> None:
+    from tests.mount.test_recover import build_tree, lose_the_host, recover, snapshot_tree
+
+    servers = weed_factory(3)
+    fs = s3fs_factory(servers)
+    fs.mount("--heartbeat", "1")
+    build_tree(fs.mnt)
+    want = snapshot_tree(fs.mnt)
+    lose_the_host(fs)
+    servers[2].stop()
+    fs.expect_log(r"s3p3|Connection refused|Max retries")
+    out = recover(fs)
+    assert "up to change" in out
+    fs.mount("--heartbeat", "1")
+    assert snapshot_tree(fs.mnt) == want

@@ -318,8 +318,39 @@ def _s3_defaults(
 @click.option(
     "--log",
     "log_file",
-    metavar="PATH",
-    help="Log file [default: standard error in the foreground, FS_DIR/repfs.log in the background].",
+    metavar="PATH|syslog",
+    help="Log file, or `syslog` for the local syslog [default: standard error in the foreground, "
+    "FS_DIR/repfs.log in the background].",
+)
+@click.option(
+    "--audit",
+    is_flag=True,
+    help="Log every file open, create, delete and rename with the caller's uid (logger repfs.audit).",
+)
+@click.option(
+    "--admin-socket",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the admin API listens (a Unix socket, mode 0660) [default: FS_DIR/admin.sock].",
+)
+@click.option(
+    "--admin-group",
+    metavar="GROUP",
+    help="Group (name or gid) whose members may use the admin socket, besides root "
+    "[default: repfs-admin if that group exists, else none].",
+)
+@click.option("--no-admin", is_flag=True, help="Serve no admin socket.")
+@click.option(
+    "--metrics",
+    metavar="ADDR:PORT",
+    help="Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9108) [default: off].",
+)
+@click.option(
+    "--usage-interval",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 86400),
+    metavar="SECONDS",
+    help="How often the space each pool uses is measured (for thresholds; can be costly on large S3 pools).",
 )
 @click.option("--heartbeat", default=10.0, show_default=True, metavar="SECONDS",
               help="How often each pool is checked.")
@@ -358,6 +389,12 @@ def mount(
     max_dirty: str,
     fuse_options: tuple[str, ...],
     log_file: str | None,
+    audit: bool,
+    admin_socket: Path | None,
+    admin_group: str | None,
+    no_admin: bool,
+    metrics: str | None,
+    usage_interval: float,
     heartbeat: float,
     down_after: int,
     challenge_size: str,
@@ -370,7 +407,13 @@ def mount(
     passphrase_fd: int | None,
     key_file: Path | None,
 ) -> None:
-    """Mount the filesystem of FS_DIR on MOUNTPOINT (in the background unless --foreground)."""
+    """Mount the filesystem of FS_DIR on MOUNTPOINT (in the background unless --foreground).
+
+    The daemon serves the admin API on a Unix socket (see `repfs-admin`) and, with
+    --metrics, Prometheus metrics. Under systemd (Type=notify) it reports readiness.
+    """
+    from repfs.admin import logs
+    from repfs.admin.service import AdminOptions, parse_address
     from repfs.mount import MountOptions, serve
 
     fs_dir, mountpoint = fs_dir.absolute(), mountpoint.absolute()
@@ -391,6 +434,14 @@ def mount(
             repair_rate=parse_size(repair_rate) or None,
             take_over=take_over,
             break_lease=break_lease,
+            usage_interval=usage_interval,
+            audit=audit,
+            admin=AdminOptions(
+                socket=admin_socket.absolute() if admin_socket else None,
+                group=admin_group,
+                metrics=parse_address(metrics) if metrics else None,
+                enabled=not no_admin,
+            ),
         )
         if secret_fd is not None:  # from the parent of a background mount: exact bytes
             secret = _read_fd(secret_fd, strip=False)
@@ -403,9 +454,14 @@ def mount(
             extra += (["--take-over"] if take_over else []) + (["--break-lease"] if break_lease else [])
             extra += [f"--cache-dir={opts.cache_dir}"] if opts.cache_dir else []
             extra += [f"-o{o}" for o in sorted(options)] + (["--debug"] if debug else [])
+            extra += [f"--usage-interval={usage_interval}"] + (["--audit"] if audit else [])
+            extra += [f"--admin-socket={opts.admin.socket}"] if opts.admin.socket else []
+            extra += [f"--admin-group={admin_group}"] if admin_group else []
+            extra += ["--no-admin"] if no_admin else []
+            extra += [f"--metrics={metrics}"] if metrics else []
             _mount_in_background(fs_dir, mountpoint, secret, log_file, extra)
             return
-        setup_logging(log_file, debug)
+        logs.setup(log_file, debug=debug, audit=audit)
 
         def ready() -> None:
             if ready_fd is not None:
@@ -427,7 +483,7 @@ def _mount_in_background(fs_dir: Path, mountpoint: Path, secret: bytes, log_file
     """Start the daemon detached; report when it has mounted (or why it could not)."""
     from repfs.volume import FsPaths
 
-    log_path = Path(log_file) if log_file else FsPaths(fs_dir).log
+    log_path = Path(log_file) if log_file and log_file != "syslog" else FsPaths(fs_dir).log
     ready_r, ready_w = os.pipe()
     secret_r, secret_w = os.pipe()
     cmd = [
@@ -437,7 +493,7 @@ def _mount_in_background(fs_dir: Path, mountpoint: Path, secret: bytes, log_file
         "mount",
         "--foreground",
         "--log",
-        str(log_path),
+        log_file if log_file == "syslog" else str(log_path),
         "--ready-fd",
         str(ready_w),
         "--secret-fd",

@@ -26,6 +26,12 @@ Pool keys:
                       for a trusted network, e.g. a server on the same host)
     weight            share of the blocks, relative to the other pools      [default: 1.0]
     capacity          bytes the pool may hold; 0 = unknown                  [default: 0]
+    warn_threshold    share of the capacity (configured, else the pool's reported total)
+                      past which the pool is reported as filling up: 0.8 or "80%"
+                                                                      [default: 0.8]
+    critical_threshold  share past which the pool takes no new blocks     [default: 0.9]
+    draining          true while the pool is being drained (written by repfs-admin
+                      pools drain; a restart resumes the drain)            [default: false]
   S3 pools only:
     region            the bucket's region              [default: asked from the server]
     path_style        true: http://host/bucket/key; false: http://bucket.host/key
@@ -71,6 +77,8 @@ S3_SCHEME = "s3"  # HTTPS
 S3_HTTP_SCHEME = "s3+http"  # plain HTTP, asked for explicitly
 SUPPORTED_SCHEMES = (FILE_SCHEME, S3_SCHEME, S3_HTTP_SCHEME)
 
+DEFAULT_WARN_THRESHOLD = 0.80
+DEFAULT_CRITICAL_THRESHOLD = 0.90
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_S3_CONNECTIONS = 16
@@ -168,6 +176,9 @@ class PoolSpec:
     url: str
     weight: float = 1.0
     capacity: int = 0
+    warn_threshold: float = DEFAULT_WARN_THRESHOLD
+    critical_threshold: float = DEFAULT_CRITICAL_THRESHOLD
+    draining: bool = False
     region: str | None = None
     path_style: bool | None = None
     ca_bundle: str | None = None
@@ -191,6 +202,11 @@ class PoolSpec:
             raise ConfigError(f"pool {self.name}: weight must be > 0, got {self.weight}")
         if self.capacity < 0:
             raise ConfigError(f"pool {self.name}: capacity must be >= 0 bytes, got {self.capacity}")
+        if not 0 < self.warn_threshold <= self.critical_threshold <= 1:
+            raise ConfigError(
+                f"pool {self.name}: thresholds must be 0 < warn_threshold ({self.warn_threshold:g}) <= "
+                f"critical_threshold ({self.critical_threshold:g}) <= 1"
+            )
         if self.kind == FILE_SCHEME:
             self._check_file()
         else:
@@ -379,6 +395,21 @@ def _size(value: object, where: str) -> int:
     return n
 
 
+def parse_ratio(value: object, where: str) -> float:
+    """A share: a number from 0 to 1, or a percentage string such as "80%"."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            raise ConfigError(f"{where} must be a share such as 0.8 or '80%', got {value!r}") from None
+    else:
+        number = _number(value, where)
+    if not 0 < number <= 1:
+        raise ConfigError(f"{where} must be more than 0 and at most 1 (100%), got {value!r}")
+    return number
+
+
 def _secret(value: object, where: str) -> str:
     if not isinstance(value, str):  # never echo what might be a secret
         raise ConfigError(f"{where} must be a string")
@@ -390,6 +421,9 @@ _POOL_TYPES = {
     "url": _string,
     "weight": _number,
     "capacity": _size,
+    "warn_threshold": parse_ratio,
+    "critical_threshold": parse_ratio,
+    "draining": _boolean,
     "region": _string,
     "path_style": _boolean,
     "ca_bundle": _string,

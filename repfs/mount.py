@@ -14,8 +14,15 @@ from typing import TypeVar
 import pyfuse3
 import trio
 
+from repfs.admin.auth import resolve_group
+from repfs.admin.metrics import Metrics
+from repfs.admin.pools import PoolManager
+from repfs.admin.service import AdminOptions, Daemon
+from repfs.admin.systemd import notify
 from repfs.backend.health import HealthMonitor
 from repfs.backend.replicated import ReplicatedStore
+from repfs.backend.usage import DEFAULT_INTERVAL as USAGE_INTERVAL
+from repfs.backend.usage import UsageMonitor
 from repfs.cache.blockcache import BlockCache
 from repfs.codec.codec import BlockCodec
 from repfs.codec.keys import derive_keys
@@ -53,6 +60,9 @@ class MountOptions:
     repair_rate: float | None = 64 << 20  # bytes/s the background repair may write
     take_over: bool = False  # take over another host's expired lease
     break_lease: bool = False  # take the lease whatever its state
+    usage_interval: float = USAGE_INTERVAL  # seconds between measurements of pool usage
+    admin: AdminOptions = field(default_factory=AdminOptions)  # the admin socket and metrics
+    audit: bool = False  # log every open, create, delete and rename with the caller's uid
 
 
 @dataclass
@@ -69,13 +79,18 @@ class Layers:
     repairer: Repairer
     journal: JournalWriter
     lease: MountLease
+    usage: UsageMonitor
+    pools: PoolManager
 
     async def run_upkeep(self, nursery: trio.Nursery) -> None:
-        """Background work that uses the metadata: garbage collection, pool health."""
+        """Background work that uses the metadata: garbage collection, pool health and
+        usage, repair, the lease, and changes of pools (resumed drains and rebalances)."""
         await nursery.start(self.blocks.run_gc)
         await nursery.start(self.health.run)
         await nursery.start(self.repairer.run)
         await nursery.start(self.lease.run)
+        await nursery.start(self.usage.run)
+        await nursery.start(self.pools.run)
 
     async def store_dirty(self) -> int:
         """Store every dirty block and sync the metadata; the number of blocks left unstored.
@@ -150,11 +165,16 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         replicas=config.replicas,
         write_quorum=config.write_quorum,
         cpu_limiter=cpu,
+        capacities={p.name: p.capacity for p in config.pools},
+        thresholds={p.name: (p.warn_threshold, p.critical_threshold) for p in config.pools},
+        draining=[p.name for p in config.pools if p.draining],
     )
     meta = MetaStore(opened.paths.meta)
     journal = JournalWriter(meta, store, codec, cpu=cpu)
     meta.sink = journal.append
     blocks = BlockManager(meta, codec, store, block_size=config.block_size, cpu=cpu, durable=journal.wait_stored)
+    blocks.on_mapped = journal.kick
+    blocks.stored_seq = lambda: journal.stored
     cache_dir = opts.cache_dir or opened.paths.cache
     try:
         check_cache_dir(meta, cache_dir)
@@ -209,7 +229,9 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         initially_down=opened.unreachable,
     )
     lease = MountLease(store, codec, str(opened.paths.root))
-    return Layers(opened, meta, store, blocks, cache, fs, health, repairer, journal, lease)
+    usage = UsageMonitor(store, interval=opts.usage_interval)
+    pools = PoolManager(opened, meta, store, health, repairer, usage)
+    return Layers(opened, meta, store, blocks, cache, fs, health, repairer, journal, lease, usage, pools)
 
 
 def _restorer(blocks: BlockManager) -> Callable[[str], Awaitable[None]]:
@@ -263,6 +285,8 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
     paths = FsPaths(opts.fs_dir)
     if not opts.mountpoint.is_dir():
         raise SetupError(f"mount point {opts.mountpoint} is not a directory; create it first")
+    if opts.admin.enabled:
+        resolve_group(opts.admin.group)  # an unknown group is refused before anything starts
     lock_fd = lock_fs_dir(paths)
     try:
         layers = await build_layers(opts, secret)
@@ -272,7 +296,9 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
             layers.meta.close()
             await layers.store.close()
             raise
-        ops = RepfsOperations(layers.fs)
+        metrics = Metrics()
+        layers.store.observer = metrics.observe_pool
+        ops = RepfsOperations(layers.fs, observe=metrics.observe_fuse, audit=opts.audit)
         fuse_opts = set(opts.fuse_options) | {f"fsname=repfs:{paths.root}", "subtype=repfs"}
         fuse_opts.discard("default_permissions")
         try:
@@ -288,13 +314,16 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
                 await nursery.start(layers.journal.run)
                 async with trio.open_nursery() as upkeep:
                     await layers.run_upkeep(upkeep)
+                    await upkeep.start(Daemon(layers, opts.mountpoint, opts.admin, metrics).run)
                     upkeep.start_soon(_terminate_on_signal)
                     log.info("mounted %s on %s", paths.root, opts.mountpoint)
                     if ready is not None:
                         ready()
+                    notify(f"READY=1\nSTATUS=mounted {paths.root} on {opts.mountpoint}")
                     await pyfuse3.main(min_tasks=4, max_tasks=64)
                     pyfuse3.close(unmount=True)
                     closed = True
+                    notify("STOPPING=1\nSTATUS=unmounting: storing dirty blocks")
                     log.info("unmounting: storing dirty blocks")
                     unstored = await layers.store_dirty()
                     upkeep.cancel_scope.cancel()

@@ -4,7 +4,8 @@
 #   bash scripts/install.sh          the user install: system packages, a virtualenv, repfs,
 #                                    and /usr/local/bin/repfs linked to the virtualenv's repfs
 #   bash scripts/install.sh --dev    the developer install: the same with `pip install -e .[dev]`
-#                                    (pytest, hypothesis, ruff, mypy) and no link
+#                                    (pytest, hypothesis, ruff, mypy), promtool and
+#                                    systemd-analyze (to check contrib/), and no link
 #
 # Safe to run again: packages already installed are not installed again, an existing
 # virtualenv is reused.
@@ -21,7 +22,7 @@ for arg in "$@"; do
         --dev | dev) MODE=dev ;;
         --user | user) MODE=user ;;
         -h | --help)
-            sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -35,6 +36,11 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${REPFS_VENV:-$REPO/.venv}"
 PYTHON="${REPFS_PYTHON:-python3}"
 APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev rsync attr curl ca-certificates)
+# The tests also check contrib/: the alert rules with promtool (package prometheus) and the
+# systemd unit with systemd-analyze (package systemd).
+if [[ "$MODE" == dev ]]; then
+    APT_PACKAGES+=(prometheus systemd)
+fi
 
 say() { printf '==> %s\n' "$*"; }
 die() {

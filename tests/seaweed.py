@@ -14,8 +14,12 @@ tests and benchmarks.
 - `tls=True` serves S3 over HTTPS only, with a certificate for 127.0.0.1/localhost signed
   by a fresh CA (`ca_file`), which no system trusts.
 - Ready means: S3 answers a signed request and the master has a volume server to write
-  to (polled with a deadline). A server starts in about 2 s; `start_all` starts several
-  at once.
+  to (polled with a deadline). With `-master.peers=none` (one master that does not wait
+  for peers) a server starts, or restarts, in about 2 s; without it 3-7 s, as the volume
+  server's first heartbeat may race the election. `start_all` starts several at once.
+- `stop()` is SIGTERM, then SIGKILL after a 2 s grace (weed lingers ~15 s after its
+  volume server has shut down); `kill()` is a crash. The gRPC Unix sockets weed leaves in
+  /tmp are removed.
 - `-volume.max`, a small `-master.volumeSizeLimitMB` and one new volume at a time per
   bucket (master.toml) are set: without them SeaweedFS soon refuses writes with "no
   writable volumes" (every bucket takes volumes of its own). `drop_buckets()` frees them.

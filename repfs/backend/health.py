@@ -11,6 +11,10 @@ so that a stopped server is taken out of use within seconds):
   challenge that does not finish within `challenge_timeout`: `failed`;
 - a `failed` pool stays failed until an administrator calls `clear`, which verifies it
   again;
+- a `draining` pool is watched like an `up` one: it goes down when it misses heartbeats,
+  and comes back as `draining` (the store keeps that decision apart from health);
+- pools added or removed at runtime get (or lose) their heartbeat loop: `add_pool`,
+  `remove_pool`;
 - a pool whose superblock vanished (its contents were wiped while mounted) gets it back,
   and `on_wiped` restores its blocks; a pool whose superblock now belongs to another
   filesystem, or cannot be read, is `failed`: repfs never writes into another
@@ -74,6 +78,7 @@ class HealthMonitor:
         self._wake = {name: trio.Event() for name in self.pools}
         self._suspect = dict.fromkeys(self.pools, False)
         self._verifying: dict[str, trio.CancelScope] = {}
+        self._watching: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
         for name in initially_down:
             self.missed[name] = down_after
@@ -94,6 +99,24 @@ class HealthMonitor:
         if name in self._wake and not self._suspect[name]:
             self._suspect[name] = True
             self._wake[name].set()
+
+    def add_pool(self, name: str, pool: Pool) -> None:
+        """Watch a pool added at runtime (the store knows it already)."""
+        self.pools[name] = pool
+        self.missed[name] = 0
+        self._wake[name] = trio.Event()
+        self._suspect[name] = False
+        if self._nursery is not None:
+            self._nursery.start_soon(self._watch_in, name)
+
+    def remove_pool(self, name: str) -> None:
+        """Stop watching a pool removed at runtime."""
+        self._stop_verify(name)
+        scope = self._watching.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+        for table in (self.pools, self.missed, self._wake, self._suspect):
+            table.pop(name, None)
 
     def clear(self, name: str) -> None:
         """An administrator clears a failed pool: verify it again."""
@@ -116,7 +139,7 @@ class HealthMonitor:
         except (StorageError, trio.TooSlowError) as exc:
             self.missed[name] += 1
             why = str(exc) or "heartbeat timed out"
-            if self.state(name) in (PoolState.UP, PoolState.VERIFYING):
+            if self.state(name) in (PoolState.UP, PoolState.VERIFYING, PoolState.DRAINING):
                 if self.missed[name] >= self.down_after:
                     self._stop_verify(name)
                     self._set(name, PoolState.DOWN, f"{self.missed[name]} missed heartbeats: {why}")
@@ -206,6 +229,12 @@ class HealthMonitor:
 
     # --- the service -------------------------------------------------------------------------
 
+    async def _watch_in(self, name: str) -> None:
+        scope = trio.CancelScope()
+        self._watching[name] = scope
+        with scope:
+            await self._watch(name)
+
     async def _watch(self, name: str) -> None:
         await self.check(name)
         while True:
@@ -219,5 +248,5 @@ class HealthMonitor:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for name in self.pools:
-                nursery.start_soon(self._watch, name)
+                nursery.start_soon(self._watch_in, name)
             task_status.started()

@@ -12,11 +12,22 @@ Pool failures are told apart like this: `PoolUnavailable` is retried a few times
 that takes longer than `op_timeout` seconds counts as `PoolUnavailable`.
 
 Each pool has a `PoolState` (see state.py), driven by the health monitor: only an `up`
-pool gets reads and writes. A pool that reports itself full (or whose configured
-capacity is used up) takes no new blocks for a while but still serves reads. A pool call
-that fails as unavailable is reported through `on_trouble`, so the health monitor looks
-at that pool at once instead of at its next heartbeat. Log lines and errors name the
-pool and the block id (its first 12 hex digits), never object contents.
+pool gets reads and writes; a `draining` one (an administrator's decision, kept beside
+the health state) serves reads and deletes but takes nothing new and has no place in
+placement. A pool that reports itself full takes no new blocks for a while but still
+serves reads; so does a pool used past its critical threshold (a share of its configured
+`capacity`, else of the total it reports; see `space`). Usage is measured now and then
+(backend/usage.py) and kept up to date in between from the store's own writes; crossing
+a threshold is logged. A pool call that fails as unavailable is reported through
+`on_trouble`, so the health monitor looks at that pool at once instead of at its next
+heartbeat; every call is reported to `observer` (metrics: latency and errors per pool).
+
+Pools are added, reweighted, drained and removed at runtime (`add_pool`, `set_weight`,
+`set_draining`, `remove_pool`); `placement()` freezes the placement before a change so
+that the caller can queue for repair exactly the blocks whose targets changed.
+
+Log lines and errors name the pool and the block id (its first 12 hex digits), never
+object contents.
 """
 
 from __future__ import annotations
@@ -24,7 +35,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import trio
@@ -76,6 +88,49 @@ def _summary(failures: Mapping[str, str]) -> str:
     return "; ".join(f"{name} ({why})" for name, why in failures.items()) or "none"
 
 
+DEFAULT_THRESHOLDS = (0.80, 0.90)  # warn, critical: shares of a pool's capacity
+
+
+def _kind(exc: Exception) -> str:
+    return next((word for cls, word in _KINDS if isinstance(exc, cls)), "error")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+@dataclass(frozen=True)
+class PoolSpace:
+    """A pool's space as the store knows it (None: not measured yet)."""
+
+    used: int | None
+    total: int | None  # the capacity thresholds apply to: configured, else reported
+    reported_total: int | None
+    free: int | None
+    capacity: int  # configured; 0 = none
+    ratio: float | None
+    warn: float
+    critical: float
+    level: str  # unknown, ok, warn, critical
+    full: bool
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Placement frozen at one moment: pool weights, the pools that place, replicas."""
+
+    weights: tuple[tuple[str, float], ...]
+    places: frozenset[str]
+    replicas: int
+
+    def targets(self, block_id: bytes) -> list[str]:
+        return [n for n in rank_pools(block_id, self.weights) if n in self.places][: self.replicas]
+
+
 class ReplicatedStore:
     def __init__(
         self,
@@ -89,6 +144,8 @@ class ReplicatedStore:
         retry_attempts: int = DEFAULT_ATTEMPTS,
         retry_base_delay: float = DEFAULT_BASE_DELAY,
         capacities: Mapping[str, int] | None = None,
+        thresholds: Mapping[str, tuple[float, float]] | None = None,
+        draining: Iterable[str] = (),
     ) -> None:
         if set(pools) != set(weights):
             raise ValueError(f"pools {sorted(pools)} and weights {sorted(weights)} name different pools")
@@ -97,16 +154,32 @@ class ReplicatedStore:
                 raise ValueError(f"pool {pool.name} is registered under another name, {name}")
         if not 1 <= write_quorum <= replicas:
             raise ValueError(f"need 1 <= write_quorum ({write_quorum}) <= replicas ({replicas})")
-        self._pools = dict(pools)
-        self._weights = [(name, float(weights[name])) for name in pools]
-        rank_pools(b"", self._weights)  # validates the weights now rather than on first use
+        self._pools: dict[str, Pool] = {}
+        self._weights: dict[str, float] = {}
+        self._state: dict[str, PoolState] = {}
+        self._full_until: dict[str, float] = {}
+        self._capacity: dict[str, int] = {}
+        self._thresholds: dict[str, tuple[float, float]] = {}
+        self._space: dict[str, PoolUsage | None] = {}
+        self._level: dict[str, str] = {}
+        self._draining: set[str] = set()
+        self._inflight: dict[str, int] = {}
+        self._idle_events: dict[str, trio.Event] = {}
         self.replicas = replicas
         self.write_quorum = write_quorum
-        self._state = dict.fromkeys(pools, PoolState.UP)
-        self._full_until = dict.fromkeys(pools, 0.0)
-        self._capacity = {n: int((capacities or {}).get(n, 0)) for n in pools}
-        self._used: dict[str, int | None] = dict.fromkeys(pools)
+        for name, pool in pools.items():
+            self._register(
+                pool,
+                weights[name],
+                capacity=int((capacities or {}).get(name, 0)),
+                thresholds=(thresholds or {}).get(name, DEFAULT_THRESHOLDS),
+            )
+        rank_pools(b"", list(self._weights.items()))  # validates the weights now rather than on first use
+        for name in draining:
+            self.set_draining(name, True)
         self.on_trouble: Callable[[str], None] | None = None
+        # (pool, operation, seconds, None or the kind of failure) after every pool call
+        self.observer: Callable[[str, str, float, str | None], None] | None = None
         self._cpu_limiter = cpu_limiter if cpu_limiter is not None else trio.CapacityLimiter(2)
         self._op_timeout = op_timeout
         self._attempts = retry_attempts
@@ -119,17 +192,39 @@ class ReplicatedStore:
     def pool_names(self) -> list[str]:
         return list(self._pools)
 
+    def pool(self, name: str) -> Pool:
+        self._check_name(name)
+        return self._pools[name]
+
+    def weight(self, name: str) -> float:
+        self._check_name(name)
+        return self._weights[name]
+
     def ranked(self, block_id: bytes) -> list[str]:
         """Every pool, in the placement (and read priority) order of `block_id`."""
-        return rank_pools(block_id, self._weights)
+        return rank_pools(block_id, list(self._weights.items()))
+
+    def _places(self, name: str) -> bool:
+        return self._state[name].places and name not in self._draining
 
     def targets(self, block_id: bytes) -> list[str]:
         """The pools that should hold `block_id`: the first `replicas` of its order that
-        keep a place in placement (a down pool keeps its place; a failed one does not)."""
-        return [n for n in self.ranked(block_id) if self._state[n].places][: self.replicas]
+        keep a place in placement (a down pool keeps its place; a failed or draining one
+        does not)."""
+        return [n for n in self.ranked(block_id) if self._places(n)][: self.replicas]
+
+    def placement(self) -> Placement:
+        """The placement as it is now, frozen: compare it with a later one to find the
+        blocks a change of pools moves."""
+        return Placement(
+            tuple(self._weights.items()), frozenset(n for n in self._pools if self._places(n)), self.replicas
+        )
 
     def set_state(self, name: str, state: PoolState, why: str = "") -> None:
+        """Set a pool's health state; `up` is `draining` for a pool being drained."""
         self._check_name(name)
+        if state == PoolState.UP and name in self._draining:
+            state = PoolState.DRAINING
         if self._state[name] != state:
             log.warning("pool %s is now %s%s", name, state.value, f": {why}" if why else "")
         self._state[name] = state
@@ -139,30 +234,182 @@ class ReplicatedStore:
         return self._state[name]
 
     def usable(self, name: str) -> bool:
-        """Whether `name` serves reads and writes now."""
+        """Whether `name` serves reads now."""
         self._check_name(name)
         return self._state[name].serves
+
+    def draining(self, name: str) -> bool:
+        self._check_name(name)
+        return name in self._draining
+
+    def set_draining(self, name: str, draining: bool) -> None:
+        """Start (or stop) draining a pool: it keeps serving reads but loses its place in
+        placement and takes no new blocks. The caller queues the blocks that move."""
+        self._check_name(name)
+        if draining:
+            self._draining.add(name)
+            if self._state[name] == PoolState.UP:
+                self.set_state(name, PoolState.DRAINING, "drained by an administrator")
+        else:
+            self._draining.discard(name)
+            if self._state[name] == PoolState.DRAINING:
+                self.set_state(name, PoolState.UP, "draining stopped by an administrator")
+
+    # --- pools at runtime ---------------------------------------------------------------
+
+    def _register(self, pool: Pool, weight: float, *, capacity: int, thresholds: tuple[float, float]) -> None:
+        name = pool.name
+        self._pools[name] = pool
+        self._weights[name] = float(weight)
+        self._state[name] = PoolState.UP
+        self._full_until[name] = 0.0
+        self._capacity[name] = int(capacity)
+        self._thresholds[name] = thresholds
+        self._space[name] = None
+        self._level[name] = "unknown"
+        self._inflight[name] = 0
+
+    def add_pool(
+        self,
+        pool: Pool,
+        weight: float,
+        *,
+        capacity: int = 0,
+        thresholds: tuple[float, float] = DEFAULT_THRESHOLDS,
+    ) -> None:
+        """Bring a new pool into placement (its superblock must be there already). The
+        caller queues the blocks whose targets changed (see `placement`)."""
+        if pool.name in self._pools:
+            raise ValueError(f"a pool named {pool.name!r} exists already")
+        rank_pools(b"", [*self._weights.items(), (pool.name, float(weight))])  # validates
+        self._register(pool, weight, capacity=capacity, thresholds=thresholds)
+        log.warning("pool %s (%s) added, weight %g", pool.name, pool.url, weight)
+
+    def remove_pool(self, name: str) -> Pool:
+        """Take a pool out of the store: no read or write reaches it any more (calls in
+        flight finish; `idle` waits for them). Returns the pool, to be closed."""
+        self._check_name(name)
+        if len(self._pools) == 1:
+            raise ValueError("cannot remove the last pool")
+        pool = self._pools.pop(name)
+        for table in (self._weights, self._state, self._full_until, self._capacity, self._thresholds):
+            table.pop(name, None)
+        self._space.pop(name, None)
+        self._level.pop(name, None)
+        self._draining.discard(name)
+        log.warning("pool %s (%s) removed", name, pool.url)
+        return pool
+
+    async def idle(self, name: str) -> None:
+        """Wait until no call to `name` is in flight (after `remove_pool`)."""
+        if self._inflight.get(name, 0) > 0:
+            event = self._idle_events.setdefault(name, trio.Event())
+            await event.wait()
+        self._inflight.pop(name, None)
+        self._idle_events.pop(name, None)
+
+    def set_weight(self, name: str, weight: float) -> None:
+        self._check_name(name)
+        rank_pools(b"", [*((n, w) for n, w in self._weights.items() if n != name), (name, float(weight))])
+        self._weights[name] = float(weight)
 
     # --- space ------------------------------------------------------------------------
 
     def full(self, name: str) -> bool:
-        """Whether `name` takes no new blocks now: it said so lately, or its capacity is used."""
+        """Whether `name` takes no new blocks now: it said so lately, or it is used past
+        its critical threshold."""
         if time.monotonic() < self._full_until[name]:
             return True
-        used, cap = self._used[name], self._capacity[name]
-        return cap > 0 and used is not None and used >= cap
+        return self._level_of(name) == "critical"
 
     def writable(self, name: str) -> bool:
-        return self.usable(name) and not self.full(name)
+        return self._state[name].takes_blocks and name not in self._draining and not self.full(name)
 
     def no_space(self) -> bool:
-        """Whether no pool that serves could take a new block (writes then get ENOSPC)."""
-        serving = [n for n in self._pools if self._state[n].serves]
-        return bool(serving) and all(self.full(n) for n in serving)
+        """Whether no pool that takes blocks could take a new one (writes then get ENOSPC)."""
+        taking = [n for n in self._pools if self._state[n].takes_blocks and n not in self._draining]
+        return bool(taking) and all(self.full(n) for n in taking)
 
-    def note_usage(self, name: str, used: int) -> None:
-        """The bytes a pool holds, as measured (the store keeps it up to date from there)."""
-        self._used[name] = used
+    def set_capacity(self, name: str, capacity: int) -> None:
+        self._check_name(name)
+        self._capacity[name] = int(capacity)
+        self._check_level(name)
+
+    def set_thresholds(self, name: str, warn: float, critical: float) -> None:
+        self._check_name(name)
+        if not 0 < warn <= critical <= 1:
+            raise ValueError(f"need 0 < warn ({warn}) <= critical ({critical}) <= 1")
+        self._thresholds[name] = (warn, critical)
+        self._check_level(name)
+
+    def note_usage(self, name: str, used: int, total: int = 0, free: int = 0) -> None:
+        """The bytes a pool holds and has, as measured (the store keeps `used` up to date
+        from there as it writes)."""
+        if name not in self._pools:
+            return
+        self._space[name] = PoolUsage(used=used, total=total, free=free)
+        self._check_level(name)
+
+    def space(self, name: str) -> PoolSpace:
+        """What is known of a pool's space now, against its capacity and thresholds."""
+        self._check_name(name)
+        u = self._space[name]
+        warn, critical = self._thresholds[name]
+        return PoolSpace(
+            used=u.used if u else None,
+            total=self._effective_total(name),
+            reported_total=u.total if u else None,
+            free=u.free if u else None,
+            capacity=self._capacity[name],
+            ratio=self._ratio(name),
+            warn=warn,
+            critical=critical,
+            level=self._level_of(name),
+            full=self.full(name),
+        )
+
+    def _effective_total(self, name: str) -> int | None:
+        if self._capacity[name] > 0:
+            return self._capacity[name]
+        u = self._space[name]
+        return u.total if u is not None and u.total > 0 else None
+
+    def _ratio(self, name: str) -> float | None:
+        """Used share of the capacity (configured, else the pool's own total: then what the
+        whole disk has in use, whoever wrote it); None when unknown."""
+        u = self._space[name]
+        if u is None:
+            return None
+        cap = self._capacity[name]
+        if cap > 0:
+            return u.used / cap
+        if u.total > 0:
+            return (u.total - u.free) / u.total
+        return None
+
+    def _level_of(self, name: str) -> str:
+        ratio = self._ratio(name)
+        if ratio is None:
+            return "unknown"
+        warn, critical = self._thresholds[name]
+        return "critical" if ratio >= critical else "warn" if ratio >= warn else "ok"
+
+    def _check_level(self, name: str) -> None:
+        level = self._level_of(name)
+        was, self._level[name] = self._level[name], level
+        if level == was or (was == "unknown" and level == "ok"):
+            return
+        space = self.space(name)
+        pct = f"{(space.ratio or 0) * 100:.1f}% of {_size(space.total or 0)} used"
+        if level == "critical":
+            log.warning(
+                "pool %s is over its critical threshold (%s, critical at %g%%): it takes no new blocks",
+                name, pct, space.critical * 100,
+            )  # fmt: skip
+        elif level == "warn":
+            log.warning("pool %s is over its warn threshold (%s, warn at %g%%)", name, pct, space.warn * 100)
+        else:
+            log.info("pool %s is back under its thresholds (%s)", name, pct)
 
     def _mark_full(self, name: str, exc: Exception) -> None:
         if not self.full(name):
@@ -170,9 +417,12 @@ class ReplicatedStore:
         self._full_until[name] = time.monotonic() + FULL_BACKOFF
 
     def _count(self, name: str, delta: int) -> None:
-        used = self._used[name]
-        if used is not None:
-            self._used[name] = max(0, used + delta)
+        u = self._space.get(name)
+        if u is not None:
+            free = max(0, u.free - delta) if u.total > 0 else u.free
+            self._space[name] = PoolUsage(used=max(0, u.used + delta), total=u.total, free=free)
+            if self._level[name] != self._level_of(name):
+                self._check_level(name)
 
     def _check_name(self, name: str) -> None:
         if name not in self._pools:
@@ -182,23 +432,41 @@ class ReplicatedStore:
         self, name: str, what: str, op: Callable[[Pool], Awaitable[T]], *, attempts: int | None = None
     ) -> T:
         """`op(pool)` with retries of PoolUnavailable, bounded by `op_timeout` in all."""
-        pool = self._pools[name]
+        pool = self._pools.get(name)
+        if pool is None:
+            raise PoolUnavailable(f"pool {name} is not part of this filesystem any more")
         timeout = self._op_timeout if self._op_timeout is not None else math.inf
         deadline = trio.current_time() + timeout
+        started = time.monotonic()
+        failure: str | None = "error"
+        self._inflight[name] = self._inflight.get(name, 0) + 1
         try:
             with trio.move_on_at(deadline):
-                return await retry(
+                result = await retry(
                     lambda: op(pool),
                     attempts=attempts or self._attempts,
                     base_delay=self._base_delay,
                     deadline=deadline,
                     is_transient=_is_transient,
                 )
+                failure = None
+                return result
+            failure = "timeout"
             raise PoolUnavailable(f"pool {name}: {what} timed out after {timeout:g} s")
-        except PoolUnavailable:
-            if self.on_trouble is not None:
+        except ObjectNotFound:
+            failure = None  # an answer, not a failure of the pool
+            raise
+        except StorageError as exc:
+            failure = _kind(exc)
+            if isinstance(exc, PoolUnavailable) and self.on_trouble is not None:
                 self.on_trouble(name)
             raise
+        finally:
+            self._inflight[name] = self._inflight.get(name, 1) - 1
+            if self._inflight[name] == 0 and name in self._idle_events:
+                self._idle_events[name].set()
+            if self.observer is not None:
+                self.observer(name, what.split(" ", 1)[0], time.monotonic() - started, failure)
 
     # --- blocks -----------------------------------------------------------------------
 
@@ -244,17 +512,17 @@ class ReplicatedStore:
                     break
                 nursery.start_soon(store, first)
 
-        holders = [n for n in ranked if n in stored]
+        holders = [n for n in ranked if n in stored and n in self._pools]  # removed meanwhile: not a holder
         if len(holders) >= self.write_quorum:
             return holders
         reasons = {n: _reason(e) for n, e in failures.items()}
-        reasons.update({n: self._state[n].value for n in ranked if not self._state[n].serves})
+        reasons.update({n: self._state[n].value for n in ranked if not self._state[n].takes_blocks})
         reasons.update({n: "full" for n in ranked if n not in reasons and self.full(n)})
         msg = (
             f"block {block_id.hex()[:12]}: stored on {len(holders)} pool(s) {holders}, "
             f"write quorum is {self.write_quorum}; failed: {_summary(reasons)}"
         )
-        serving = [n for n in ranked if self._state[n].serves]
+        serving = [n for n in ranked if self._state[n].takes_blocks]
         if serving and all(self.full(n) for n in serving):
             raise NoSpace(msg)
         raise QuorumNotReached(msg)
@@ -427,7 +695,8 @@ class ReplicatedStore:
         raise QuorumNotReached(msg)
 
     async def put_meta(self, key: str, data: bytes) -> list[str]:
-        """Store a metadata object (journal segment, snapshot) on every pool that serves, at
+        """Store a metadata object (journal segment, snapshot, lease) on every pool that serves
+        (a draining one too: it is read back from every pool), at
         once; return the pools that took it. Raises QuorumNotReached (NoSpace if they
         were all full) when fewer than `write_quorum` did."""
         stored: list[str] = []

@@ -7,10 +7,16 @@
     verifying ◄──(an administrator clears it)──────────── failed
                                                   (challenge failed)
 
-Only an `up` pool is read from or written to. A pool that is `verifying` is being
-challenged: blocks it should hold are fetched and compared with the digest recorded when
-they were written. A `failed` pool is left alone until an administrator clears it, and
-holds no place in the placement of new blocks meanwhile.
+    up ──(an administrator drains it)──► draining ──(removed)──► (gone)
+
+Only an `up` pool takes new blocks. A `draining` pool still serves reads (and deletes),
+takes no new blocks and has no place in placement: the repairer copies each block it
+holds to the block's placement pools, then deletes its copy. Draining is a decision of
+an administrator, not a health state: it is persisted in repfs.toml, and a draining pool
+that goes down and comes back returns to `draining`, not `up`. A pool that is
+`verifying` is being challenged: blocks it should hold are fetched and compared with
+the digest recorded when they were written. A `failed` pool is left alone until an
+administrator clears it, and holds no place in the placement of new blocks meanwhile.
 """
 
 from __future__ import annotations
@@ -25,16 +31,22 @@ class PoolState(Enum):
     DOWN = "down"
     VERIFYING = "verifying"
     FAILED = "failed"
+    DRAINING = "draining"
 
     @property
     def serves(self) -> bool:
-        """Whether reads and writes go to a pool in this state."""
+        """Whether reads (and deletes) go to a pool in this state."""
+        return self in (PoolState.UP, PoolState.DRAINING)
+
+    @property
+    def takes_blocks(self) -> bool:
+        """Whether new objects (blocks, journal segments) are written to a pool in this state."""
         return self is PoolState.UP
 
     @property
     def places(self) -> bool:
         """Whether blocks are placed on a pool in this state (a down pool keeps its place)."""
-        return self is not PoolState.FAILED
+        return self not in (PoolState.FAILED, PoolState.DRAINING)
 
 
 def object_digest(obj: bytes) -> bytes:

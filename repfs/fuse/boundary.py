@@ -3,6 +3,10 @@
 An exception other than `pyfuse3.FUSEError` escaping an operation ends pyfuse3's main
 loop, so every operation is wrapped by `fuse_op`: repfs errors map to their errno,
 anything unexpected is logged once with its traceback and answered with EIO.
+
+Each operation is also reported to its Operations object's `observe(op, seconds, errno
+or None, bytes)` when it has one (metrics: latency, counts and errors per operation,
+bytes read and written).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
@@ -52,14 +57,34 @@ def to_errno(exc: BaseException, op: str) -> int:
     return errno.EIO
 
 
+def _nbytes(op: str, result: object) -> int:
+    if op == "read" and isinstance(result, bytes):
+        return len(result)
+    if op == "write" and isinstance(result, int):
+        return result
+    return 0
+
+
 def fuse_op(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    op = fn.__name__
+
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        observe = getattr(args[0], "observe", None) if args else None
+        started = time.monotonic()
         try:
-            return await fn(*args, **kwargs)
-        except pyfuse3.FUSEError:
+            result = await fn(*args, **kwargs)
+        except pyfuse3.FUSEError as exc:
+            if observe is not None:
+                observe(op, time.monotonic() - started, exc.errno, 0)
             raise
         except Exception as exc:  # noqa: BLE001 - this is the one place that must catch all
-            raise pyfuse3.FUSEError(to_errno(exc, fn.__name__)) from None
+            code = to_errno(exc, op)
+            if observe is not None:
+                observe(op, time.monotonic() - started, code, 0)
+            raise pyfuse3.FUSEError(code) from None
+        if observe is not None:
+            observe(op, time.monotonic() - started, None, _nbytes(op, result))
+        return result
 
     return wrapper

@@ -1,14 +1,17 @@
 """pyfuse3 Operations: translate kernel requests to `Filesystem` calls and back.
 
 Nothing but translation lives here: the caller's uid/gid become a `Caller`, `Inode`
-records become `EntryAttributes`, errors become errnos (see boundary.py).
+records become `EntryAttributes`, errors become errnos (see boundary.py). With `audit`,
+every open, create, delete and rename is logged (logger `repfs.audit`) with the caller's
+uid, gid and pid, the inode and the name, as the kernel asked for it.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyfuse3
 
@@ -17,6 +20,8 @@ from repfs.fs.access import Caller
 from repfs.fs.core import AttrChange, Filesystem
 from repfs.fuse.boundary import fuse_op
 from repfs.meta.records import Inode
+
+audit_log = logging.getLogger("repfs.audit")
 
 ATTR_TIMEOUT = 1.0
 ENTRY_TIMEOUT = 1.0
@@ -30,6 +35,11 @@ def caller_of(ctx: pyfuse3.RequestContext) -> Caller:
         except (OSError, ValueError):  # the process is gone: primary group only
             groups = frozenset()
     return Caller(ctx.uid, ctx.gid, groups, ctx.umask)
+
+
+def _name(name: bytes) -> str:
+    """A file name fit for one log line: undecodable bytes and controls escaped."""
+    return repr(os.fsdecode(name))
 
 
 def entry(inode: Inode, block_size: int, *, cacheable: bool = True) -> pyfuse3.EntryAttributes:
@@ -58,10 +68,22 @@ class RepfsOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, fs: Filesystem) -> None:
+    def __init__(
+        self,
+        fs: Filesystem,
+        *,
+        observe: Callable[[str, float, int | None, int], None] | None = None,
+        audit: bool = False,
+    ) -> None:
         super().__init__()
         self.fs = fs
         self.bs = fs.bs
+        self.observe = observe  # read by boundary.fuse_op
+        self.audit = audit
+
+    def _audit(self, ctx: pyfuse3.RequestContext, what: str, *args: object) -> None:
+        if self.audit:
+            audit_log.info("uid=%d gid=%d pid=%d %s %s", ctx.uid, ctx.gid, ctx.pid, what, " ".join(map(str, args)))
 
     def _entry(self, inode: Inode) -> pyfuse3.EntryAttributes:
         return entry(inode, self.bs)
@@ -119,10 +141,12 @@ class RepfsOperations(pyfuse3.Operations):
 
     @fuse_op
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._audit(ctx, "unlink", f"parent={parent_inode}", f"name={_name(name)}")
         self.fs.unlink(caller_of(ctx), parent_inode, name)
 
     @fuse_op
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._audit(ctx, "rmdir", f"parent={parent_inode}", f"name={_name(name)}")
         self.fs.rmdir(caller_of(ctx), parent_inode, name)
 
     @fuse_op
@@ -141,6 +165,10 @@ class RepfsOperations(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
+        self._audit(
+            ctx, "rename", f"parent={parent_inode_old}", f"name={_name(name_old)}",
+            f"new_parent={parent_inode_new}", f"new_name={_name(name_new)}", f"flags={flags}",
+        )  # fmt: skip
         self.fs.rename(caller_of(ctx), parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
     @fuse_op
@@ -151,6 +179,7 @@ class RepfsOperations(pyfuse3.Operations):
 
     @fuse_op
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        self._audit(ctx, "open", f"ino={inode}", f"flags={flags:#o}")
         fh = await self.fs.open(caller_of(ctx), inode, flags & ~os.O_DIRECT)
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
 
@@ -158,6 +187,7 @@ class RepfsOperations(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self._audit(ctx, "create", f"parent={parent_inode}", f"name={_name(name)}", f"mode={mode:#o}")
         fh, inode = self.fs.create(caller_of(ctx), parent_inode, name, mode, flags & ~os.O_DIRECT)
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False), self._entry_in(parent_inode, inode)
 

@@ -1,0 +1,464 @@
+"""`repfs-admin`: the administrator's command for a mounted repfs filesystem.
+
+It talks to the daemon's admin socket (see repfs/admin/service.py and docs/ADMIN.md).
+Every command takes --json (the daemon's answer, as JSON, for scripts); otherwise it
+prints aligned tables. Long operations (`pools drain --wait`, `scrub`) show a progress
+bar with the rate and the time left.
+
+Exit codes:
+  0  success
+  1  the daemon failed (HTTP 500), or a scrub left blocks incomplete (a pool not up)
+  2  bad usage or a bad value (HTTP 400)
+  3  permission denied (HTTP 403): not root nor in the admin group
+  4  no such pool or endpoint (HTTP 404)
+  5  refused (HTTP 409): e.g. removing a pool that holds the only copy of a block
+  6  a scrub found blocks with no good copy left
+  7  the daemon cannot be reached (not mounted, no socket, not allowed to connect)
+  8  timed out waiting (--timeout)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from repfs import __version__
+from repfs.admin.client import AdminClient, AdminError, Unreachable, find_socket
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_STATUS = {400: 2, 403: 3, 404: 4, 405: 2, 409: 5, 413: 2}
+EXIT_UNREACHABLE = 7
+EXIT_TIMEOUT = 8
+EXIT_UNRECOVERABLE = 6
+POLL = 0.5  # seconds between progress questions to the daemon
+
+
+def die(message: str, code: int) -> NoReturn:
+    click.echo(f"repfs-admin: error: {message}", err=True)
+    sys.exit(code)
+
+
+def call(ctx: click.Context, method: str, target: str, body: dict[str, Any] | None = None) -> Any:
+    """One request; errors become messages and exit codes."""
+    opts = ctx.find_root().obj
+    try:
+        path = find_socket(opts["socket"], opts["mountpoint"], opts["fs_dir"])
+        return AdminClient(path, timeout=opts["timeout"]).request(method, target, body)
+    except Unreachable as exc:
+        die(str(exc), EXIT_UNREACHABLE)
+    except AdminError as exc:
+        die(exc.message, EXIT_STATUS.get(exc.status, 1))
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON.")(fn)
+
+
+def emit(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def size(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T", "P"):
+        if value < 1024 or unit == "P":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return str(n)
+
+
+def pct(r: float | None) -> str:
+    return "-" if r is None else f"{r * 100:.1f}%"
+
+
+def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+def pool_rows(pools: list[dict[str, Any]]) -> str:
+    rows = []
+    for p in pools:
+        drain = p.get("drain")
+        if drain:
+            left = drain["remaining"] if drain["remaining"] is not None else "?"
+            note = "drained" if drain["done"] else f"{left} left"
+        else:
+            note = ""
+        rows.append(
+            [p["name"], p["state"], f"{p['weight']:g}", size(p["used"]), size(p["total"]), pct(p["usage_ratio"]),
+             f"{pct(p['warn_threshold'])}/{pct(p['critical_threshold'])}", p["level"], note, p["url"]]
+        )  # fmt: skip
+    return table(rows, ["POOL", "STATE", "WEIGHT", "USED", "CAPACITY", "USE", "WARN/CRIT", "LEVEL", "DRAIN", "URL"])
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="repfs-admin")
+@click.option("--socket", type=click.Path(dir_okay=False, path_type=Path), help="The admin socket of the mount.")
+@click.option(
+    "-m", "--mount", "mountpoint", type=click.Path(file_okay=False, path_type=Path), help="The mount point to manage."
+)
+@click.option(
+    "-d", "--fs-dir", type=click.Path(file_okay=False, path_type=Path), help="The filesystem directory (FS_DIR)."
+)
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for one answer of the daemon.")
+@click.pass_context
+def main(ctx: click.Context, socket: Path | None, mountpoint: Path | None, fs_dir: Path | None, timeout: float) -> None:
+    """Manage a mounted repfs filesystem: status, pools, scrub, repair.
+
+    The mount is found from --socket, $REPFS_ADMIN_SOCKET, -m MOUNTPOINT or -d FS_DIR;
+    without any, the one repfs mount of this host. Exit codes: 0 ok, 1 the daemon failed,
+    2 bad input, 3 permission denied, 4 no such pool, 5 refused, 6 unrecoverable blocks,
+    7 daemon unreachable, 8 timed out.
+    """
+    ctx.obj = {"socket": socket, "mountpoint": mountpoint, "fs_dir": fs_dir, "timeout": timeout}
+
+
+@main.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """The filesystem, its pools, alerts, repair, scrub, cache and journal."""
+    st = call(ctx, "GET", "/v1/status")
+    if as_json:
+        emit(st)
+        return
+    click.echo(f"filesystem  {st['fs_uuid']}  mounted on {st['mountpoint']} "
+               f"(pid {st['pid']}, up {st['uptime_seconds']:.0f} s)")  # fmt: skip
+    click.echo(f"            {st['fs_dir']}: {st['replicas']} replicas, write quorum {st['write_quorum']}, "
+               f"{st['block_size'] >> 10} KiB blocks")  # fmt: skip
+    click.echo("")
+    click.echo(pool_rows(st["pools"]))
+    click.echo("")
+    rep = st["repair"]
+    click.echo(f"repair      {rep['deficit']} blocks to repair or move; {rep['repaired']} copies written, "
+               f"{rep['removed']} removed, {rep['unrecoverable']} unrecoverable")  # fmt: skip
+    sc = st["scrub"]
+    if sc["running"]:
+        click.echo(f"scrub       running: {sc['done']} of {sc['total']} blocks")
+    elif sc["report"]:
+        click.echo(f"scrub       last: {sc['report']['summary']}")
+    c, j = st["cache"], st["journal"]
+    click.echo(f"cache       {size(c['dirty_bytes'])} dirty ({c['upload_queue']} blocks to upload), "
+               f"{size(c['clean_bytes'])} clean of {size(c['limit_bytes'])}")  # fmt: skip
+    click.echo(f"journal     change {j['seq']}, {j['lag']} not yet on the pools")
+    click.echo("")
+    if st["alerts"]:
+        for alert in st["alerts"]:
+            click.echo(f"ALERT: {alert}")
+    else:
+        click.echo("no alerts")
+
+
+@main.group()
+def pools() -> None:
+    """List, add, reweight, drain, remove and clear pools."""
+
+
+@pools.command("list")
+@json_option
+@click.pass_context
+def pools_list(ctx: click.Context, as_json: bool) -> None:
+    """Every pool: state, weight, usage against thresholds, drain progress."""
+    answer = call(ctx, "GET", "/v1/pools")
+    if as_json:
+        emit(answer)
+    else:
+        click.echo(pool_rows(answer["pools"]))
+
+
+@pools.command("show")
+@click.argument("name")
+@json_option
+@click.pass_context
+def pools_show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """One pool in full."""
+    info = call(ctx, "GET", f"/v1/pools/{name}")
+    if as_json:
+        emit(info)
+        return
+    rows = [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in info.items()]
+    click.echo(table(rows, ["FIELD", "VALUE"]))
+
+
+@pools.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--weight", type=float, default=1.0, show_default=True, help="Share of the blocks.")
+@click.option("--capacity", metavar="SIZE", help="Bytes the pool may hold, e.g. 500G.")
+@click.option("--warn", metavar="RATIO", help="Warn threshold, e.g. 0.8 or 80% [default: 80%].")
+@click.option("--critical", metavar="RATIO", help="Critical threshold; past it no new blocks [default: 90%].")
+@click.option("--credentials-file", type=click.Path(dir_okay=False, path_type=Path), help="S3 credentials (0600).")
+@click.option("--ca-bundle", type=click.Path(dir_okay=False, path_type=Path), help="CAs to trust (s3:// pools).")
+@click.option("--region", help="The bucket's region (S3).")
+@json_option
+@click.pass_context
+def pools_add(
+    ctx: click.Context,
+    name: str,
+    url: str,
+    weight: float,
+    capacity: str | None,
+    warn: str | None,
+    critical: str | None,
+    credentials_file: Path | None,
+    ca_bundle: Path | None,
+    region: str | None,
+    as_json: bool,
+) -> None:
+    """Add pool NAME at URL (file:///DIR, s3://HOST/BUCKET[/PREFIX], s3+http://...).
+
+    An empty pool gets the filesystem's superblock; a pool of another filesystem is
+    refused. The blocks whose placement changes are moved in the background."""
+    body: dict[str, Any] = {"name": name, "url": url, "weight": weight}
+    for key, value in (("capacity", capacity), ("warn_threshold", warn), ("critical_threshold", critical),
+                       ("region", region)):  # fmt: skip
+        if value is not None:
+            body[key] = value
+    if credentials_file is not None:
+        body["credentials_file"] = str(credentials_file.absolute())
+    if ca_bundle is not None:
+        body["ca_bundle"] = str(ca_bundle.absolute())
+    answer = call(ctx, "POST", "/v1/pools", body)
+    if as_json:
+        emit(answer)
+        return
+    how = "initialised" if answer["initialised"] else "it held this filesystem's superblock already"
+    click.echo(f"pool {name} added ({how}); {answer['queued']} blocks to move to it or away")
+
+
+@pools.command("set")
+@click.argument("name")
+@click.option("--weight", type=float, help="Share of the blocks (moves the blocks whose placement changes).")
+@click.option("--capacity", metavar="SIZE", help="Bytes the pool may hold, e.g. 500G; 0: none.")
+@click.option("--warn", metavar="RATIO", help="Warn threshold, e.g. 0.8 or 80%.")
+@click.option("--critical", metavar="RATIO", help="Critical threshold; past it the pool takes no new blocks.")
+@json_option
+@click.pass_context
+def pools_set(
+    ctx: click.Context,
+    name: str,
+    weight: float | None,
+    capacity: str | None,
+    warn: str | None,
+    critical: str | None,
+    as_json: bool,
+) -> None:
+    """Change a pool's weight, capacity or thresholds (kept in repfs.toml)."""
+    body = {k: v for k, v in (("weight", weight), ("capacity", capacity), ("warn", warn), ("critical", critical))
+            if v is not None}  # fmt: skip
+    if not body:
+        die("nothing to change: give --weight, --capacity, --warn or --critical", 2)
+    answer = call(ctx, "PATCH", f"/v1/pools/{name}", body)
+    if as_json:
+        emit(answer)
+        return
+    info = answer["info"]
+    click.echo(
+        f"pool {name}: weight {info['weight']:g}, capacity {size(info['capacity']) if info['capacity'] else 'none'}, "
+        f"warn {pct(info['warn_threshold'])}, critical {pct(info['critical_threshold'])}; "
+        f"now {pct(info['usage_ratio'])} used ({info['level']})"
+        + (f"; {answer['queued']} blocks to move" if answer["queued"] else "")
+    )
+
+
+def _wait_drain(ctx: click.Context, name: str, timeout: float | None, as_json: bool) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout if timeout else None
+    info = call(ctx, "GET", f"/v1/pools/{name}")
+    started = time.monotonic()
+    first: int | None = None
+    with click.progressbar(length=1, label=f"draining {name}", show_eta=True, show_pos=True,
+                           file=sys.stderr if not as_json else io.StringIO()) as bar:
+        while True:
+            drain = info.get("drain") or {}
+            total, remaining = drain.get("total"), drain.get("remaining")
+            if total is not None and remaining is not None:
+                first = remaining if first is None else first
+                bar.length = max(total, 1)
+                elapsed = time.monotonic() - started
+                speed = (first - remaining) / elapsed if elapsed > 0 else 0.0
+                bar.label = f"draining {name} {speed:7.1f} blocks/s"
+                bar.update(total - remaining - bar.pos)
+            if drain.get("done"):
+                return dict(info)
+            if not info.get("draining"):
+                die(f"pool {name} is not draining any more", 5)
+            if deadline is not None and time.monotonic() > deadline:
+                die(f"pool {name} still holds {remaining} blocks after {timeout:g} s; the drain goes on", EXIT_TIMEOUT)
+            time.sleep(POLL)
+            info = call(ctx, "GET", f"/v1/pools/{name}")
+
+
+@pools.command("drain")
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="Wait until the pool holds no blocks, with a progress bar.")
+@click.option("--timeout", type=float, help="With --wait: give up waiting after this many seconds (exit 8).")
+@json_option
+@click.pass_context
+def pools_drain(ctx: click.Context, name: str, wait: bool, timeout: float | None, as_json: bool) -> None:
+    """Drain pool NAME: copy every block it holds to the other pools, then it is empty.
+
+    It still serves reads meanwhile and takes no new blocks. Remove it afterwards with
+    `repfs-admin pools remove NAME`. A restart of the daemon resumes the drain."""
+    answer = call(ctx, "POST", f"/v1/pools/{name}/drain")
+    if wait:
+        info = _wait_drain(ctx, name, timeout, as_json)
+        if as_json:
+            emit(info)
+        else:
+            click.echo(f"pool {name} is drained: it holds no blocks; remove it with: repfs-admin pools remove {name}")
+        return
+    if as_json:
+        emit(answer)
+    else:
+        click.echo(f"pool {name} is draining: {answer['queued']} blocks to move; follow it with: "
+                   f"repfs-admin pools drain {name} --wait")  # fmt: skip
+
+
+@pools.command("undrain")
+@click.argument("name")
+@json_option
+@click.pass_context
+def pools_undrain(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Stop draining pool NAME: it takes its place in placement again."""
+    answer = call(ctx, "POST", f"/v1/pools/{name}/undrain")
+    if as_json:
+        emit(answer)
+    else:
+        click.echo(f"pool {name} is no longer draining; {answer['queued']} blocks to move back")
+
+
+@pools.command("remove")
+@click.argument("name")
+@json_option
+@click.pass_context
+def pools_remove(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Remove pool NAME from the filesystem (refused while it holds the only copy of a
+    block, or while a block would keep fewer than `replicas` copies without it: drain it
+    first). Its objects stay where they are; delete them yourself."""
+    answer = call(ctx, "DELETE", f"/v1/pools/{name}")
+    if as_json:
+        emit(answer)
+    else:
+        click.echo(f"pool {name} removed; its objects are left in place")
+
+
+@pools.command("clear")
+@click.argument("name")
+@json_option
+@click.pass_context
+def pools_clear(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Clear a `failed` pool: it is challenged again and back in use if it passes."""
+    answer = call(ctx, "POST", f"/v1/pools/{name}/clear")
+    if as_json:
+        emit(answer)
+    else:
+        click.echo(f"pool {name} is {answer['state']}: being challenged again")
+
+
+@main.command()
+@click.option("--restart", is_flag=True, help="Start from the first block, not where the last scrub stopped.")
+@click.option("--rate", metavar="SIZE", help="Read at most this many bytes a second [default: no limit].")
+@click.option("--detach", is_flag=True, help="Start it and return at once.")
+@click.option("--status", "show_status", is_flag=True, help="Show the progress of the running (or last) scrub.")
+@click.option("--cancel", is_flag=True, help="Cancel the running scrub (the next one resumes where it stopped).")
+@json_option
+@click.pass_context
+def scrub(
+    ctx: click.Context, restart: bool, rate: str | None, detach: bool, show_status: bool, cancel: bool, as_json: bool
+) -> None:
+    """Scrub the mounted filesystem: read every copy of every block, check its digest,
+    repair what is bad. Waits with a progress bar unless --detach. Exit 0 all good,
+    1 blocks left incomplete (a pool not up), 6 blocks with no good copy."""
+    if cancel:
+        answer = call(ctx, "DELETE", "/v1/scrub")
+        emit(answer) if as_json else click.echo("scrub cancelled")
+        return
+    if show_status:
+        info = call(ctx, "GET", "/v1/scrub")
+        if as_json:
+            emit(info)
+        else:
+            click.echo(table([[k, v] for k, v in info.items() if k != "report"], ["FIELD", "VALUE"]))
+            if info["report"]:
+                click.echo(f"last: {info['report']['summary']}")
+        return
+    body: dict[str, Any] = {"restart": restart}
+    if rate is not None:
+        body["rate"] = rate
+    info = call(ctx, "POST", "/v1/scrub", body)
+    if detach:
+        emit(info) if as_json else click.echo("scrub started; follow it with: repfs-admin scrub --status")
+        return
+    with click.progressbar(length=1, label="scrub", show_eta=True, show_pos=True,
+                           file=sys.stderr if not as_json else io.StringIO()) as bar:
+        while True:
+            info = call(ctx, "GET", "/v1/scrub")
+            bar.length = max(info["total"], 1)
+            bar.label = f"scrub {info['blocks_per_second']:7.1f} blocks/s"
+            bar.update(info["done"] - bar.pos)
+            if not info["running"]:
+                break
+            time.sleep(POLL)
+    report = info["report"]
+    if as_json:
+        emit(info)
+    elif report:
+        click.echo(("resumed: " if report["resumed"] else "") + report["summary"])
+    if info["error"] or report is None:
+        die(f"scrub stopped: {info['error']}", 1)
+    if report["unrecoverable"]:
+        sys.exit(EXIT_UNRECOVERABLE)
+    if report["incomplete"]:
+        sys.exit(1)
+
+
+@main.group()
+def repair() -> None:
+    """The background repair: blocks short of copies or to be moved."""
+
+
+@repair.command("status")
+@json_option
+@click.pass_context
+def repair_status(ctx: click.Context, as_json: bool) -> None:
+    """Blocks to repair or move, copies written and removed, drains and rebalances."""
+    info = call(ctx, "GET", "/v1/repair")
+    if as_json:
+        emit(info)
+        return
+    rate = info["rate_limit"]
+    rows = [
+        ["blocks to repair or move", info["deficit"]],
+        ["copies written", info["repaired"]],
+        ["copies removed", info["removed"]],
+        ["unrecoverable blocks", info["unrecoverable"]],
+        ["read repairs", info["read_repairs"]],
+        ["rate limit", f"{size(rate)}/s" if rate else "none"],
+        ["queued by pool changes", info["rebalance"]["queued_total"]],
+    ]
+    click.echo(table(rows, ["", ""]).split("\n", 1)[1])
+    for job in info["rebalance"]["recent"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["started"]))
+        click.echo(f"  {when}  {job['reason']}: {job['queued']} blocks queued")
+    for name, d in info["drains"].items():
+        state = "drained" if d["done"] else f"{d['remaining']} of {d['total']} blocks left"
+        click.echo(f"  draining {name}: {state}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""Prometheus metrics: every metric name of repfs is in this module (see docs/METRICS.md).
+
+Two kinds:
+- observed as things happen (histograms and counters in `Metrics`): pool request
+  latency and errors, FUSE operation latency, errors and bytes; fed by the store's
+  `observer` hook and the FUSE boundary's;
+- read at scrape time from the live daemon (`LiveCollector`): pool space, thresholds and
+  states, replica deficit, repair, rebalance, drain and scrub progress, cache, upload
+  queue, journal lag.
+
+Each daemon has a registry of its own (never the global one), served inside the trio
+loop at `--metrics ADDR:PORT` (`/metrics`), so collection reads the daemon's state on its
+own thread. Nothing here ever holds a secret: labels are pool names, operation names and
+errno names.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from repfs import __version__
+from repfs.backend.state import PoolState
+
+if TYPE_CHECKING:
+    from repfs.admin.service import Daemon
+
+# name -> help: the documented list (docs/METRICS.md is checked against it by a test)
+HELP: dict[str, str] = {
+    "repfs_info": "Always 1; labels: version, fs_uuid",
+    "repfs_start_time_seconds": "When this daemon started (unix time)",
+    "repfs_pool_used_bytes": "Bytes a pool holds (repfs's objects), as last measured and kept up to date since",
+    "repfs_pool_total_bytes": "The capacity thresholds apply to: the configured capacity, else the pool's own total",
+    "repfs_pool_free_bytes": "Free bytes the pool reports (0 when it cannot tell)",
+    "repfs_pool_usage_ratio": "Used share of the capacity (of the whole disk for a local pool with no capacity)",
+    "repfs_pool_warn_ratio": "The pool's warn threshold (share of its capacity)",
+    "repfs_pool_critical_ratio": "The pool's critical threshold; past it the pool takes no new blocks",
+    "repfs_pool_level": "0 under both thresholds, 1 over warn, 2 over critical",
+    "repfs_pool_full": "1 when the pool takes no new blocks for lack of space",
+    "repfs_pool_state": "1 for the pool's current state (up, down, verifying, failed, draining), else 0",
+    "repfs_pool_weight": "The pool's placement weight",
+    "repfs_pool_usage_measured_timestamp_seconds": "When the pool's usage was last measured (unix time)",
+    "repfs_pool_request_seconds": "Time of requests to a pool, retries included, by operation",
+    "repfs_pool_request_errors_total": "Failed requests to a pool, by operation and kind (unavailable, full, ...)",
+    "repfs_replica_deficit_blocks": "Blocks not exactly on their placement pools (missing copies, or to be moved)",
+    "repfs_stored_blocks": "Block records in the metadata",
+    "repfs_repair_copies_total": "Copies written by the repairer (repair, rebalance, drain)",
+    "repfs_repair_removed_copies_total": "Extra or damaged copies deleted by the repairer",
+    "repfs_repair_unrecoverable_blocks_total": "Blocks the repairer found with no good copy",
+    "repfs_read_repairs_total": "Copies rewritten by reads that found them missing or damaged",
+    "repfs_rebalance_queued_blocks_total": "Blocks queued to move by changes of pools (add, weight, drain)",
+    "repfs_drain_remaining_blocks": "Blocks a draining pool still holds",
+    "repfs_drain_total_blocks": "Blocks a draining pool held when its drain began",
+    "repfs_drain_done": "1 once a draining pool holds no blocks (it can be removed)",
+    "repfs_scrub_running": "1 while an online scrub runs",
+    "repfs_scrub_done_blocks": "Blocks the current (or last) online scrub has checked",
+    "repfs_scrub_total_blocks": "Blocks the current (or last) online scrub is to check",
+    "repfs_fuse_op_seconds": "Time of FUSE operations, by operation (its _count is the number of operations)",
+    "repfs_fuse_op_errors_total": "FUSE operations answered with an error, by operation and errno",
+    "repfs_read_bytes_total": "Bytes read through the mount",
+    "repfs_written_bytes_total": "Bytes written through the mount",
+    "repfs_cache_dirty_bytes": "Bytes written and not yet stored on the pools",
+    "repfs_cache_clean_bytes": "Bytes kept in the read cache",
+    "repfs_cache_limit_bytes": "Size of the block cache (--cache-size)",
+    "repfs_cache_dirty_limit_bytes": "Dirty bytes past which writers wait (--max-dirty)",
+    "repfs_upload_queue_blocks": "Dirty blocks waiting to be stored (upload queue depth)",
+    "repfs_upload_errors_total": "Block uploads that failed and will be retried",
+    "repfs_blocks_stored_total": "Blocks stored on the pools by this daemon",
+    "repfs_blocks_deduplicated_total": "Blocks written that were already stored (deduplicated)",
+    "repfs_blocks_fetched_total": "Blocks fetched from the pools",
+    "repfs_blocks_deleted_total": "Blocks deleted by garbage collection",
+    "repfs_journal_seq": "Sequence number of the last metadata change",
+    "repfs_journal_stored_seq": "Last metadata change known to be stored on the pools",
+    "repfs_journal_lag_changes": "Metadata changes not yet stored on the pools (journal lag)",
+    "repfs_journal_queued_bytes": "Bytes of metadata changes waiting for the journal",
+    "repfs_admin_requests_total": "Requests served on the admin socket",
+}
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LEVELS = {"ok": 0, "warn": 1, "critical": 2}
+
+
+def _base(name: str) -> str:
+    return name.removesuffix("_total")
+
+
+class Metrics:
+    """The metrics of one daemon."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.pool_seconds = Histogram(
+            "repfs_pool_request_seconds", HELP["repfs_pool_request_seconds"], ["pool", "op"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.pool_errors = Counter(
+            _base("repfs_pool_request_errors_total"), HELP["repfs_pool_request_errors_total"],
+            ["pool", "op", "kind"], registry=r,
+        )  # fmt: skip
+        self.fuse_seconds = Histogram(
+            "repfs_fuse_op_seconds", HELP["repfs_fuse_op_seconds"], ["op"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.fuse_errors = Counter(
+            _base("repfs_fuse_op_errors_total"), HELP["repfs_fuse_op_errors_total"], ["op", "errno"], registry=r
+        )
+        self.read_bytes = Counter(_base("repfs_read_bytes_total"), HELP["repfs_read_bytes_total"], registry=r)
+        self.written_bytes = Counter(_base("repfs_written_bytes_total"), HELP["repfs_written_bytes_total"], registry=r)
+
+    def observe_pool(self, pool: str, op: str, seconds: float, failure: str | None) -> None:
+        self.pool_seconds.labels(pool, op).observe(seconds)
+        if failure is not None:
+            self.pool_errors.labels(pool, op, failure).inc()
+
+    def observe_fuse(self, op: str, seconds: float, error: int | None, nbytes: int = 0) -> None:
+        self.fuse_seconds.labels(op).observe(seconds)
+        if error is not None:
+            self.fuse_errors.labels(op, errno.errorcode.get(error, str(error))).inc()
+        elif op == "read":
+            self.read_bytes.inc(nbytes)
+        elif op == "write":
+            self.written_bytes.inc(nbytes)
+
+    def bind(self, daemon: Daemon) -> None:
+        """Read the live daemon at every scrape."""
+        self.registry.register(LiveCollector(daemon))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class LiveCollector(Collector):
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    def _gauge(self, name: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, HELP[name], labels=labels)
+
+    def _counter(self, name: str, value: float) -> CounterMetricFamily:
+        return CounterMetricFamily(_base(name), HELP[name], value=value)
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.d
+        layers = d.layers
+        store = layers.store
+        info = GaugeMetricFamily("repfs_info", HELP["repfs_info"], labels=["version", "fs_uuid"])
+        info.add_metric([__version__, layers.opened.superblock.fs_uuid], 1)
+        yield info
+        started = self._gauge("repfs_start_time_seconds")
+        started.add_metric([], d.started)
+        yield started
+        yield from self._pools()
+        deficit = self._gauge("repfs_replica_deficit_blocks")
+        deficit.add_metric([], d.pools.deficit())
+        yield deficit
+        from repfs.admin.pools import count_entries
+
+        blocks = self._gauge("repfs_stored_blocks")
+        blocks.add_metric([], count_entries(layers.meta, "blocks"))
+        yield blocks
+        stats = layers.repairer.stats
+        yield self._counter("repfs_repair_copies_total", stats["repaired"])
+        yield self._counter("repfs_repair_removed_copies_total", stats["removed"])
+        yield self._counter("repfs_repair_unrecoverable_blocks_total", stats["unrecoverable"])
+        yield self._counter("repfs_read_repairs_total", store.repairs)
+        yield self._counter("repfs_rebalance_queued_blocks_total", d.pools.queued_total)
+        remaining = self._gauge("repfs_drain_remaining_blocks", ["pool"])
+        total = self._gauge("repfs_drain_total_blocks", ["pool"])
+        done = self._gauge("repfs_drain_done", ["pool"])
+        for name, drain in d.pools.drains.items():
+            if drain.remaining is not None:
+                remaining.add_metric([name], drain.remaining)
+                total.add_metric([name], drain.total or 0)
+            done.add_metric([name], int(drain.done))
+        yield from (remaining, total, done)
+        scrub = d.scrub
+        for name, value in (
+            ("repfs_scrub_running", int(scrub.running)),
+            ("repfs_scrub_done_blocks", scrub.done),
+            ("repfs_scrub_total_blocks", scrub.total),
+        ):
+            g = self._gauge(name)
+            g.add_metric([], value)
+            yield g
+        cache = layers.cache
+        for name, value in (
+            ("repfs_cache_dirty_bytes", cache.dirty_bytes),
+            ("repfs_cache_clean_bytes", cache.clean_bytes),
+            ("repfs_cache_limit_bytes", cache.max_bytes),
+            ("repfs_cache_dirty_limit_bytes", cache.max_dirty),
+            ("repfs_upload_queue_blocks", cache.dirty_blocks()),
+        ):
+            g = self._gauge(name)
+            g.add_metric([], value)
+            yield g
+        yield self._counter("repfs_upload_errors_total", cache.upload_errors)
+        bstats = layers.blocks.stats
+        for name, key in (
+            ("repfs_blocks_stored_total", "stored"),
+            ("repfs_blocks_deduplicated_total", "deduplicated"),
+            ("repfs_blocks_fetched_total", "fetched"),
+            ("repfs_blocks_deleted_total", "deleted"),
+        ):
+            yield self._counter(name, bstats.get(key, 0))
+        seq = layers.meta.seq
+        stored = int(getattr(layers.journal, "stored", seq))
+        for name, value in (
+            ("repfs_journal_seq", seq),
+            ("repfs_journal_stored_seq", stored),
+            ("repfs_journal_lag_changes", max(0, seq - stored)),
+            ("repfs_journal_queued_bytes", int(getattr(layers.journal, "queued_bytes", 0))),
+        ):
+            g = self._gauge(name)
+            g.add_metric([], value)
+            yield g
+        yield self._counter("repfs_admin_requests_total", d.admin_requests())
+
+    def _pools(self) -> Iterator[Metric]:
+        d = self.d
+        store = d.layers.store
+        names = store.pool_names
+        g = {
+            n: self._gauge(n, ["pool"])
+            for n in (
+                "repfs_pool_used_bytes", "repfs_pool_total_bytes", "repfs_pool_free_bytes", "repfs_pool_usage_ratio",
+                "repfs_pool_warn_ratio", "repfs_pool_critical_ratio", "repfs_pool_level", "repfs_pool_full",
+                "repfs_pool_weight", "repfs_pool_usage_measured_timestamp_seconds",
+            )
+        }  # fmt: skip
+        state = self._gauge("repfs_pool_state", ["pool", "state"])
+        for name in names:
+            space = store.space(name)
+            if space.used is not None:
+                g["repfs_pool_used_bytes"].add_metric([name], space.used)
+                g["repfs_pool_free_bytes"].add_metric([name], space.free or 0)
+            if space.total is not None:
+                g["repfs_pool_total_bytes"].add_metric([name], space.total)
+            if space.ratio is not None:
+                g["repfs_pool_usage_ratio"].add_metric([name], space.ratio)
+            if space.level in LEVELS:
+                g["repfs_pool_level"].add_metric([name], LEVELS[space.level])
+            g["repfs_pool_warn_ratio"].add_metric([name], space.warn)
+            g["repfs_pool_critical_ratio"].add_metric([name], space.critical)
+            g["repfs_pool_full"].add_metric([name], int(space.full))
+            g["repfs_pool_weight"].add_metric([name], store.weight(name))
+            measured = d.layers.usage.measured.get(name)
+            if measured is not None:
+                g["repfs_pool_usage_measured_timestamp_seconds"].add_metric([name], measured)
+            current = store.state(name)
+            for s in PoolState:
+                state.add_metric([name, s.value], int(s is current))
+        yield from g.values()
+        yield state
+

@@ -1,0 +1,537 @@
+"""Pools at runtime: add, reweight, set thresholds, drain, remove, clear — while mounted.
+
+Every change follows the same steps, one change at a time:
+
+1. check it (404 unknown pool, 400 bad value, 409 refused) and, for a new pool, check the
+   pool itself: reachable, and either empty (its superblock is written) or holding this
+   filesystem's superblock; another filesystem's pool is refused;
+2. write `FS_DIR/rebalance.pending`, then the new repfs.toml (atomically);
+3. apply it to the store (placement) and the health monitor;
+4. queue in the deficit table exactly the blocks whose targets changed (placement before
+   and after are compared block by block; a drain also queues every block the pool
+   holds), sync the metadata and remove `rebalance.pending`.
+
+The repairer then copies each queued block to its new targets and deletes the copies
+left elsewhere, at `--repair-rate`. A crash between 2 and 4 leaves `rebalance.pending`:
+the next mount queues every block whose holders differ from its targets. The deficit
+table and the `draining` flag in repfs.toml survive restarts, so a rebalance or drain
+goes on after one.
+
+A drained pool ("empty") holds no block any record points to; its metadata objects
+(journal segments, snapshots) that no other pool holds are copied to the others first.
+Removing a pool is refused while it holds the only copy of a block, or while removing it
+would leave a block with fewer than `replicas` copies on pools that are not failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import trio
+
+from repfs.backend.health import HealthMonitor
+from repfs.backend.keys import JOURNAL_PREFIX, SNAPSHOT_PREFIX, SUPERBLOCK_KEY
+from repfs.backend.replicated import Placement, ReplicatedStore
+from repfs.backend.s3 import S3Pool
+from repfs.backend.state import PoolState
+from repfs.backend.usage import UsageMonitor
+from repfs.codec.superblock import Superblock
+from repfs.config import FsConfig, PoolSpec, redact_url
+from repfs.errors import ConfigError, CorruptObject, ObjectNotFound, RepfsError, StorageError
+from repfs.fs.repair import Repairer
+from repfs.meta.records import BlockRecord
+from repfs.meta.store import MetaStore
+from repfs.volume import OpenedFs, open_pool, write_config
+
+log = logging.getLogger(__name__)
+
+SCAN_BATCH = 1000  # block records looked at between checkpoints
+TRACK_INTERVAL = 2.0  # seconds between counts of what a draining pool still holds
+CHECK_TIMEOUT = 60.0  # seconds to check a new pool
+PENDING_NAME = "rebalance.pending"
+
+
+class AdminRefused(RepfsError):
+    """An administrator's request that cannot be done now (HTTP 409)."""
+
+
+class AdminInvalid(RepfsError):
+    """An administrator's request with a bad value (HTTP 400)."""
+
+
+class AdminUnknown(RepfsError):
+    """An administrator's request about a pool that does not exist (HTTP 404)."""
+
+
+@dataclass
+class Drain:
+    started: float
+    total: int | None = None  # blocks held when counting began
+    remaining: int | None = None
+    done: bool = False
+    finished: float | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "started": self.started,
+            "total": self.total,
+            "remaining": self.remaining,
+            "done": self.done,
+            "finished": self.finished,
+        }
+
+
+@dataclass
+class Rebalance:
+    reason: str
+    started: float
+    queued: int = 0
+    finished_queueing: bool = False
+
+    def info(self) -> dict[str, Any]:
+        return {"reason": self.reason, "started": self.started, "queued": self.queued}
+
+
+def count_entries(meta: MetaStore, db: str) -> int:
+    """Entries of one database, from LMDB's own count (no scan)."""
+    with meta.read() as t:
+        return int(t.txn.stat(t.db[db])["entries"])
+
+
+class PoolManager:
+    def __init__(
+        self,
+        opened: OpenedFs,
+        meta: MetaStore,
+        store: ReplicatedStore,
+        health: HealthMonitor,
+        repairer: Repairer,
+        usage: UsageMonitor,
+        *,
+        track_interval: float = TRACK_INTERVAL,
+    ) -> None:
+        self.opened = opened
+        self.meta = meta
+        self.store = store
+        self.health = health
+        self.repairer = repairer
+        self.usage = usage
+        self.track_interval = track_interval
+        self.pending = opened.paths.root / PENDING_NAME
+        self.drains: dict[str, Drain] = {
+            p.name: Drain(time.time()) for p in opened.config.pools if p.draining
+        }
+        self.rebalances: list[Rebalance] = []
+        self.queued_total = 0
+        self._lock = trio.Lock()
+        self._wake = trio.Event()
+
+    @property
+    def config(self) -> FsConfig:
+        return self.opened.config
+
+    def spec(self, name: str) -> PoolSpec:
+        for p in self.config.pools:
+            if p.name == name:
+                return p
+        raise AdminUnknown(f"no pool named {name!r}; pools are {', '.join(p.name for p in self.config.pools)}")
+
+    # --- persistence ------------------------------------------------------------------
+
+    def _commit(self, config: FsConfig) -> None:
+        """Mark a placement change as pending, then write repfs.toml atomically."""
+        fd = os.open(self.pending, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, f"{time.time()}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        write_config(self.opened.paths.config, config)
+        self.opened.config = config
+
+    def _settled(self) -> None:
+        """The change's blocks are queued and synced: nothing is pending any more."""
+        self.meta.sync()
+        with contextlib.suppress(FileNotFoundError):
+            self.pending.unlink()
+
+    def _with_pools(self, pools: list[PoolSpec]) -> FsConfig:
+        try:
+            return FsConfig(
+                pools=tuple(pools),
+                replicas=self.config.replicas,
+                write_quorum=self.config.write_quorum,
+                block_size=self.config.block_size,
+                extra=self.config.extra,
+            )
+        except ConfigError as exc:
+            raise AdminInvalid(str(exc)) from None
+
+    # --- queueing the blocks that move ------------------------------------------------------
+
+    async def _scan(self, visit: Any) -> None:
+        """`visit(block_id, record, txn)` for every block record, in write transactions of
+        `SCAN_BATCH` records with a checkpoint between them (users go on meanwhile)."""
+        start: bytes | None = None
+        while True:
+            with self.meta.read() as t:
+                batch = []
+                for k, _ in t.scan("blocks", b"", start=start):
+                    if k == start:
+                        continue
+                    batch.append(k)
+                    if len(batch) >= SCAN_BATCH:
+                        break
+            if not batch:
+                return
+            with self.meta.write() as t:
+                for block_id in batch:
+                    raw = t.get("blocks", block_id)
+                    if raw is not None:
+                        visit(block_id, BlockRecord.unpack(raw), t)
+            start = batch[-1]
+            await trio.lowlevel.checkpoint()
+
+    async def queue_moved(self, before: Placement, reason: str, *, held_by: str | None = None) -> int:
+        """Queue for repair every live block whose targets differ between `before` and
+        now (and, with `held_by`, every block that pool holds); returns how many."""
+        after = self.store.placement()
+        job = Rebalance(reason, time.time())
+        self.rebalances = [*self.rebalances[-9:], job]
+
+        def visit(block_id: bytes, rec: BlockRecord, t: Any) -> None:
+            if rec.refcount <= 0:
+                return
+            moved = set(before.targets(block_id)) != set(after.targets(block_id))
+            if moved or (held_by is not None and held_by in rec.pools):
+                t.put("deficit", block_id, b"")
+                job.queued += 1
+
+        await self._scan(visit)
+        job.finished_queueing = True
+        self.queued_total += job.queued
+        log.warning("%s: %d blocks queued to move", reason, job.queued)
+        self.repairer.wake()
+        return job.queued
+
+    async def reconcile(self) -> int:
+        """After a crash in the middle of a change: queue every block whose holders are not
+        exactly its targets."""
+        job = Rebalance("resuming a placement change cut short", time.time())
+        self.rebalances.append(job)
+
+        def visit(block_id: bytes, rec: BlockRecord, t: Any) -> None:
+            if rec.refcount > 0 and set(rec.pools) != set(self.store.targets(block_id)):
+                t.put("deficit", block_id, b"")
+                job.queued += 1
+
+        await self._scan(visit)
+        job.finished_queueing = True
+        self.queued_total += job.queued
+        self._settled()
+        log.warning("a change of pools was cut short; %d blocks queued to move", job.queued)
+        self.repairer.wake()
+        return job.queued
+
+    # --- the changes -------------------------------------------------------------------------
+
+    async def add(self, spec: PoolSpec) -> dict[str, Any]:
+        async with self._lock:
+            if spec.name in self.store.pool_names:
+                raise AdminRefused(f"a pool named {spec.name} exists already")
+            if spec.draining:
+                raise AdminInvalid("a new pool cannot start out draining")
+            config = self._with_pools([*self.config.pools, spec])
+            try:
+                pool = open_pool(spec, create=spec.kind == "file")
+            except RepfsError as exc:
+                raise AdminInvalid(f"cannot open pool {spec.name}: {exc}") from None
+            try:
+                initialised = await self._check_new_pool(spec, pool)
+            except BaseException:
+                await pool.close()
+                raise
+            before = self.store.placement()
+            self._commit(config)
+            self.store.add_pool(
+                pool, spec.weight, capacity=spec.capacity, thresholds=(spec.warn_threshold, spec.critical_threshold)
+            )
+            self.opened.pools[spec.name] = pool
+            self.health.add_pool(spec.name, pool)
+            queued = await self.queue_moved(before, f"pool {spec.name} added")
+            self._settled()
+            self.usage.refresh()
+            return {"pool": spec.name, "initialised": initialised, "queued": queued}
+
+    async def _check_new_pool(self, spec: PoolSpec, pool: Any) -> bool:
+        """Reachable, and empty or this filesystem's; writes the superblock on an empty
+        pool. True when it did."""
+        where = f"pool {spec.name} ({redact_url(spec.url)})"
+        mine = self.health.superblock
+        try:
+            with trio.fail_after(CHECK_TIMEOUT):
+                if isinstance(pool, S3Pool) and not await pool.bucket_exists():
+                    raise AdminInvalid(f"{where}: bucket {pool.bucket} does not exist; create it first")
+                await pool.ping()
+                try:
+                    found: Superblock | None = Superblock.from_bytes(await pool.get(SUPERBLOCK_KEY))
+                except ObjectNotFound:
+                    found = None
+                if found is not None:
+                    if found.fs_uuid != mine.fs_uuid:
+                        raise AdminRefused(f"{where} belongs to filesystem {found.fs_uuid}, not {mine.fs_uuid}")
+                    log.warning("%s already holds this filesystem's superblock: it was part of it before", where)
+                    return False
+                async for key in pool.list(""):
+                    raise AdminRefused(f"{where} is not empty (it holds {key!r}) and has no repfs superblock")
+                await pool.put(SUPERBLOCK_KEY, mine.to_bytes())
+                return True
+        except CorruptObject:
+            raise AdminRefused(f"{where} holds an unreadable superblock") from None
+        except StorageError as exc:
+            raise AdminInvalid(f"{where} cannot be used: {exc}") from None
+        except trio.TooSlowError:
+            raise AdminInvalid(f"{where} did not answer within {CHECK_TIMEOUT:g} s") from None
+
+    async def set(
+        self,
+        name: str,
+        *,
+        weight: float | None = None,
+        capacity: int | None = None,
+        warn: float | None = None,
+        critical: float | None = None,
+    ) -> dict[str, Any]:
+        async with self._lock:
+            spec = self.spec(name)
+            changes: dict[str, Any] = {}
+            if weight is not None:
+                changes["weight"] = float(weight)
+            if capacity is not None:
+                changes["capacity"] = int(capacity)
+            if warn is not None:
+                changes["warn_threshold"] = float(warn)
+            if critical is not None:
+                changes["critical_threshold"] = float(critical)
+            if not changes:
+                raise AdminInvalid("nothing to change: give weight, capacity, warn or critical")
+            try:
+                new = replace(spec, **changes)
+            except ConfigError as exc:
+                raise AdminInvalid(str(exc)) from None
+            config = self._with_pools([new if p.name == name else p for p in self.config.pools])
+            before = self.store.placement()
+            self._commit(config)
+            self.store.set_capacity(name, new.capacity)
+            self.store.set_thresholds(name, new.warn_threshold, new.critical_threshold)
+            queued = 0
+            if new.weight != spec.weight:
+                self.store.set_weight(name, new.weight)
+                why = f"pool {name} reweighted from {spec.weight:g} to {new.weight:g}"
+                queued = await self.queue_moved(before, why)
+            self._settled()
+            return {"pool": name, "changed": sorted(changes), "queued": queued}
+
+    async def drain(self, name: str) -> dict[str, Any]:
+        async with self._lock:
+            spec = self.spec(name)
+            if spec.draining:
+                return {"pool": name, "queued": 0, "drain": self.drains[name].info()}
+            placing = [p for p in self.config.pools if not p.draining and p.name != name]
+            if len(placing) < self.config.replicas:
+                raise AdminRefused(
+                    f"draining {name} would leave {len(placing)} pools to hold {self.config.replicas} replicas "
+                    "of every block; add a pool first"
+                )
+            config = self._with_pools([replace(p, draining=True) if p.name == name else p for p in self.config.pools])
+            before = self.store.placement()
+            self._commit(config)
+            self.store.set_draining(name, True)
+            self.drains[name] = Drain(time.time())
+            queued = await self.queue_moved(before, f"pool {name} draining", held_by=name)
+            self._settled()
+            self._wake.set()
+            return {"pool": name, "queued": queued, "drain": self.drains[name].info()}
+
+    async def undrain(self, name: str) -> dict[str, Any]:
+        async with self._lock:
+            spec = self.spec(name)
+            if not spec.draining:
+                raise AdminRefused(f"pool {name} is not draining")
+            config = self._with_pools([replace(p, draining=False) if p.name == name else p for p in self.config.pools])
+            before = self.store.placement()
+            self._commit(config)
+            self.store.set_draining(name, False)
+            self.drains.pop(name, None)
+            queued = await self.queue_moved(before, f"pool {name} no longer draining")
+            self._settled()
+            return {"pool": name, "queued": queued}
+
+    def clear(self, name: str) -> dict[str, Any]:
+        self.spec(name)
+        try:
+            self.health.clear(name)
+        except ValueError as exc:
+            raise AdminRefused(str(exc)) from None
+        return {"pool": name, "state": self.store.state(name).value}
+
+    async def remove(self, name: str) -> dict[str, Any]:
+        async with self._lock:
+            self.spec(name)
+            if self.store.state(name).serves:
+                await self.rescue_meta(name)
+            rest = [p for p in self.config.pools if p.name != name]
+            if len(rest) < self.config.replicas:
+                raise AdminRefused(
+                    f"removing {name} would leave {len(rest)} pools for {self.config.replicas} replicas; add one first"
+                )
+            config = self._with_pools(rest)
+            only, short = self._copies_elsewhere(name)
+            if only or short:
+                raise AdminRefused(
+                    f"pool {name} holds the only copy of {only} blocks, and {short} more would keep fewer than "
+                    f"{self.config.replicas} copies without it; drain it first (repfs-admin pools drain {name} --wait)"
+                )
+            # from here to the store's removal nothing awaits: no write can slip in between
+            self._commit(config)
+            pool = self.store.remove_pool(name)
+            self.health.remove_pool(name)
+            self.opened.pools.pop(name, None)
+            self.drains.pop(name, None)
+            stripped = await self._strip(name)
+            self._settled()
+            await self.store.idle(name)
+            try:
+                await pool.close()
+            except (StorageError, OSError) as exc:
+                log.warning("error closing pool %s: %s", name, exc)
+            log.warning("pool %s removed; %d block records no longer name it", name, stripped)
+            return {"pool": name, "records_updated": stripped}
+
+    def _copies_elsewhere(self, name: str) -> tuple[int, int]:
+        """(blocks whose only copy `name` holds, blocks that would keep fewer than
+        `replicas` trusted copies without it)."""
+        rest = [n for n in self.store.pool_names if n != name]
+        trusted = {n for n in rest if self.store.state(n) != PoolState.FAILED}
+        need = min(self.config.replicas, len(rest))
+        only = short = 0
+        with self.meta.read() as t:
+            for _, raw in t.scan("blocks", b""):
+                rec = BlockRecord.unpack(raw)
+                if name not in rec.pools or rec.refcount <= 0:
+                    continue
+                others = [p for p in rec.pools if p in trusted]
+                if not others:
+                    only += 1
+                elif len(others) < need:
+                    short += 1
+        return only, short
+
+    async def _strip(self, name: str) -> int:
+        stripped = 0
+
+        def visit(block_id: bytes, rec: BlockRecord, t: Any) -> None:
+            nonlocal stripped
+            if name not in rec.pools:
+                return
+            rec.pools = tuple(p for p in rec.pools if p != name)
+            t.put_block_record(block_id, rec)
+            stripped += 1
+            if rec.refcount > 0 and set(rec.pools) != set(self.store.targets(block_id)):
+                t.put("deficit", block_id, b"")
+
+        await self._scan(visit)
+        self.repairer.wake()
+        return stripped
+
+    async def rescue_meta(self, name: str) -> int:
+        """Copy metadata objects (journal segments, snapshots) that only `name` holds to
+        the pools that take new objects; returns how many."""
+        copied = 0
+        for prefix in (JOURNAL_PREFIX, SNAPSHOT_PREFIX):
+            held = await self.store.list_meta(prefix, every_pool=True)
+            for key, holders in held.items():
+                if [h for h in holders if h != name and not self.store.draining(h)]:
+                    continue
+                try:
+                    data = await self.store.get_from(name, key)
+                    await self.store.put_meta(key, data)
+                except StorageError as exc:
+                    raise AdminRefused(f"cannot copy {key} from pool {name} to the other pools: {exc}") from None
+                copied += 1
+        if copied:
+            log.warning("pool %s: copied %d metadata objects only it held to the other pools", name, copied)
+        return copied
+
+    # --- progress ----------------------------------------------------------------------------
+
+    def _held(self, names: list[str]) -> dict[str, int]:
+        counts = dict.fromkeys(names, 0)
+        with self.meta.read() as t:
+            for _, raw in t.scan("blocks", b""):
+                for p in BlockRecord.unpack(raw).pools:
+                    if p in counts:
+                        counts[p] += 1
+        return counts
+
+    async def track(self) -> None:
+        """Count what draining pools still hold; a pool that holds nothing is drained."""
+        names = [n for n in self.drains if n in self.store.pool_names]
+        if not names:
+            return
+        counts = self._held(names)
+        for name in names:
+            d = self.drains[name]
+            d.remaining = counts[name]
+            d.total = max(d.total or 0, counts[name])
+            if d.remaining == 0 and not d.done and self.store.state(name).serves:
+                try:
+                    await self.rescue_meta(name)
+                except AdminRefused as exc:
+                    log.warning("pool %s holds no blocks any more, but: %s", name, exc)
+                    continue
+                d.done, d.finished = True, time.time()
+                log.warning("pool %s is drained: it holds no blocks; remove it with: repfs-admin pools remove %s",
+                            name, name)  # fmt: skip
+            elif d.remaining > 0:
+                d.done = False
+
+    def deficit(self) -> int:
+        return count_entries(self.meta, "deficit")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Service: finish a change a crash cut short, then follow draining pools."""
+        task_status.started()
+        if self.pending.exists():
+            await self.reconcile()
+        elif self.deficit():
+            self.repairer.wake()  # a rebalance or drain a restart cut short goes on now
+        while True:
+            self._wake = trio.Event()
+            await self.track()
+            if self.drains:
+                with trio.move_on_after(self.track_interval):
+                    await self._wake.wait()
+            else:
+                await self._wake.wait()
+
+
+def pool_spec_from(body: dict[str, Any]) -> PoolSpec:
+    """A new pool from an admin request. Inline S3 secrets are refused: name a
+    credentials_file (mode 0600), or let the daemon's environment provide them."""
+    from repfs.config import parse_pool
+
+    if not isinstance(body.get("name"), str):
+        raise AdminInvalid("give the new pool's name")
+    if "access_key" in body or "secret_key" in body:
+        raise AdminInvalid("secrets do not travel over the admin socket: give credentials_file instead")
+    try:
+        return parse_pool(body, 0, source="request")
+    except ConfigError as exc:
+        raise AdminInvalid(str(exc)) from None
+

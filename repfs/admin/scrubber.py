@@ -1,0 +1,111 @@
+"""Scrub of the mounted filesystem, run inside the daemon (`repfs-admin scrub`).
+
+The same `repfs.fs.scrub.scrub` as `repfs scrub` (resume from its saved position unless
+restarted, reads paced by a rate limit, repairs through the repairer), started in the
+background; `info()` is its progress for the admin API and metrics. One at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import trio
+
+from repfs.admin.pools import AdminRefused
+from repfs.errors import RepfsError
+from repfs.fs.ratelimit import RateLimit
+from repfs.fs.repair import Repairer
+from repfs.fs.scrub import ScrubReport, scrub
+from repfs.meta.store import MetaStore
+
+log = logging.getLogger(__name__)
+
+
+class OnlineScrub:
+    def __init__(self, meta: MetaStore, repairer: Repairer) -> None:
+        self.meta = meta
+        self.repairer = repairer
+        self.running = False
+        self.done = 0
+        self.total = 0
+        self.first = 0
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.rate: float | None = None
+        self.report: ScrubReport | None = None
+        self.error: str | None = None
+        self.runs = 0
+        self._scope: trio.CancelScope | None = None
+
+    def start(self, nursery: trio.Nursery, *, restart: bool = False, rate: float | None = None) -> None:
+        if self.running:
+            raise AdminRefused("a scrub is running already; see its progress, or cancel it")
+        self.running = True
+        self.done = self.total = self.first = 0
+        self.started, self.finished = time.time(), None
+        self.rate, self.report, self.error = rate, None, None
+        self.runs += 1
+        nursery.start_soon(self._run, restart, rate)
+
+    def cancel(self) -> bool:
+        if self._scope is None:
+            return False
+        self._scope.cancel()
+        return True
+
+    def _progress(self, done: int, total: int) -> None:
+        if self.done == 0 and self.total == 0:
+            self.first = done
+        self.done, self.total = done, total
+
+    async def _run(self, restart: bool, rate: float | None) -> None:
+        scope = trio.CancelScope()
+        self._scope = scope
+        try:
+            with scope:
+                log.info("scrub started by an administrator%s", " from the first block" if restart else "")
+                self.report = await scrub(
+                    self.meta, self.repairer, restart=restart, reads=RateLimit(rate), progress=self._progress
+                )
+            if scope.cancelled_caught:
+                self.error = "cancelled by an administrator (the next scrub resumes where this one stopped)"
+                log.info("scrub cancelled after %d of %d blocks", self.done, self.total)
+        except RepfsError as exc:
+            self.error = str(exc)
+            log.warning("scrub stopped: %s", exc)
+        finally:
+            self._scope = None
+            self.running = False
+            self.finished = time.time()
+
+    def info(self) -> dict[str, Any]:
+        elapsed = ((self.finished or time.time()) - self.started) if self.started else 0.0
+        speed = (self.done - self.first) / elapsed if elapsed > 0 else 0.0
+        left = (self.total - self.done) / speed if speed > 0 and self.running else None
+        report = self.report
+        return {
+            "running": self.running,
+            "runs": self.runs,
+            "done": self.done,
+            "total": self.total,
+            "started": self.started,
+            "finished": self.finished,
+            "blocks_per_second": round(speed, 2),
+            "eta_seconds": round(left, 1) if left is not None else None,
+            "rate_limit": self.rate,
+            "error": self.error,
+            "report": None
+            if report is None
+            else {
+                "blocks": report.blocks,
+                "copies": report.copies,
+                "repaired": report.repaired,
+                "removed": report.removed,
+                "incomplete": report.incomplete,
+                "unrecoverable": report.unrecoverable,
+                "resumed": report.resumed,
+                "summary": report.summary(),
+            },
+        }

@@ -1,0 +1,358 @@
+"""The admin API of a running mount (HTTP/1.1 + JSON on a Unix socket) and its metrics
+endpoint: endpoints, what each answers, and the service that serves them.
+
+Every endpoint is listed in docs/ADMIN.md. Errors are JSON {"error": message}: 400 bad
+input, 403 not an administrator, 404 unknown pool or endpoint, 405 wrong method, 409
+refused (e.g. removing a pool that holds the only copy of a block), 500 a bug.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from repfs import __version__
+from repfs.admin.auth import Gate, bind_socket, remove_socket, resolve_group
+from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
+from repfs.admin.metrics import Metrics
+from repfs.admin.pools import AdminInvalid, AdminRefused, AdminUnknown, PoolManager, pool_spec_from
+from repfs.admin.scrubber import OnlineScrub
+from repfs.config import parse_ratio, parse_size, redact_url
+from repfs.errors import ConfigError, SetupError
+
+if TYPE_CHECKING:
+    from repfs.mount import Layers
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "admin.sock"
+
+
+@dataclass(frozen=True)
+class AdminOptions:
+    socket: Path | None = None  # None: FS_DIR/admin.sock
+    group: str | None = None  # None: repfs-admin if it exists
+    metrics: tuple[str, int] | None = None  # (address, port) or off
+    enabled: bool = True
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`ADDR:PORT`, `[V6]:PORT` or `:PORT` (all addresses) → (address, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{text!r} is not ADDR:PORT (e.g. 127.0.0.1:9108)")
+    host = host.strip("[]")
+    return host or "0.0.0.0", int(port)
+
+
+def _number(body: dict[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AdminInvalid(f"{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _size(body: dict[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            raise AdminInvalid(f"{key}: {exc}") from None
+    raise AdminInvalid(f"{key} must be a size in bytes or like '500G', got {value!r}")
+
+
+def _ratio(body: dict[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    try:
+        return parse_ratio(value, key)
+    except ConfigError as exc:
+        raise AdminInvalid(str(exc)) from None
+
+
+class Daemon:
+    """A mounted filesystem as the admin API and the metrics see it."""
+
+    def __init__(self, layers: Layers, mountpoint: Path, options: AdminOptions, metrics: Metrics) -> None:
+        self.layers = layers
+        self.mountpoint = mountpoint
+        self.options = options
+        self.metrics = metrics
+        self.pools: PoolManager = layers.pools
+        self.scrub = OnlineScrub(layers.meta, layers.repairer)
+        self.started = time.time()
+        self.socket_path = options.socket or layers.opened.paths.root / SOCKET_NAME
+        self.admin: HttpServer | None = None
+        self._nursery: trio.Nursery | None = None
+        self.router = self._routes()
+        metrics.bind(self)
+
+    def admin_requests(self) -> int:
+        return self.admin.requests if self.admin is not None else 0
+
+    # --- the service ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the admin socket (and metrics) until cancelled; the socket is removed after."""
+        opts = self.options
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            links: list[Path] = []
+            ino: int | None = None
+            if opts.enabled:
+                gid = resolve_group(opts.group)
+                sock = bind_socket(self.socket_path, gid)
+                ino = self.socket_path.lstat().st_ino
+                links = self._link()
+                gate = Gate(gid)
+                self.admin = HttpServer(self._app, identify=gate.identify, name="admin socket")
+                await nursery.start(self.admin.serve, [trio.SocketListener(sock)])
+                log.info("admin socket at %s (group %s)", self.socket_path, gid if gid is not None else "none")
+            if opts.metrics is not None:
+                host, port = opts.metrics
+                try:
+                    listeners = await trio.open_tcp_listeners(port, host=host)
+                except OSError as exc:
+                    raise SetupError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+                server = HttpServer(self._metrics_app, name="metrics", max_body=0)
+                await nursery.start(server.serve, listeners)
+                log.info("metrics at http://%s:%d/metrics", host, port)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                if opts.enabled:
+                    remove_socket(self.socket_path, ino)
+                    for link in links:
+                        with contextlib.suppress(OSError):
+                            if link.is_symlink() and Path(os.readlink(link)) == self.socket_path:
+                                link.unlink()
+
+    def _link(self) -> list[Path]:
+        """FS_DIR/admin.sock leads to the socket when it lives elsewhere (repfs-admin -m finds it)."""
+        default = self.layers.opened.paths.root / SOCKET_NAME
+        if default == self.socket_path:
+            return []
+        with contextlib.suppress(FileNotFoundError):
+            if default.is_symlink() or default.is_socket():
+                default.unlink()
+        try:
+            default.symlink_to(self.socket_path)
+        except OSError as exc:
+            log.warning("cannot link %s to the admin socket: %s", default, exc.strerror)
+            return []
+        return [default]
+
+    async def _metrics_app(self, request: Request) -> Response:
+        if request.method != "GET":
+            raise HttpError(405, "only GET is served here")
+        if request.path == "/metrics":
+            return Response(200, self.metrics.render(), CONTENT_TYPE_LATEST)
+        if request.path == "/":
+            return Response(200, b"repfs metrics: see /metrics\n", "text/plain")
+        raise HttpError(404, f"no such endpoint: {request.path}")
+
+    async def _app(self, request: Request) -> Response:
+        try:
+            return await self.router(request)
+        except AdminUnknown as exc:
+            raise HttpError(404, str(exc)) from None
+        except AdminInvalid as exc:
+            raise HttpError(400, str(exc)) from None
+        except AdminRefused as exc:
+            raise HttpError(409, str(exc)) from None
+
+    def _routes(self) -> Router:
+        r = Router()
+        r.add("GET", "/v1/health", self.get_health)
+        r.add("GET", "/v1/status", self.get_status)
+        r.add("GET", "/v1/pools", self.get_pools)
+        r.add("POST", "/v1/pools", self.post_pool)
+        r.add("GET", "/v1/pools/{name}", self.get_pool)
+        r.add("PATCH", "/v1/pools/{name}", self.patch_pool)
+        r.add("DELETE", "/v1/pools/{name}", self.delete_pool)
+        r.add("POST", "/v1/pools/{name}/drain", self.post_drain)
+        r.add("POST", "/v1/pools/{name}/undrain", self.post_undrain)
+        r.add("POST", "/v1/pools/{name}/clear", self.post_clear)
+        r.add("GET", "/v1/repair", self.get_repair)
+        r.add("GET", "/v1/scrub", self.get_scrub)
+        r.add("POST", "/v1/scrub", self.post_scrub)
+        r.add("DELETE", "/v1/scrub", self.delete_scrub)
+        return r
+
+    # --- what the endpoints say --------------------------------------------------------------
+
+    def pool_info(self, name: str) -> dict[str, Any]:
+        spec = self.pools.spec(name)
+        store = self.layers.store
+        space = store.space(name)
+        drain = self.pools.drains.get(name)
+        return {
+            "name": name,
+            "url": redact_url(spec.url),
+            "kind": spec.kind,
+            "state": store.state(name).value,
+            "weight": store.weight(name),
+            "draining": store.draining(name),
+            "capacity": space.capacity,
+            "used": space.used,
+            "total": space.total,
+            "free": space.free,
+            "usage_ratio": round(space.ratio, 6) if space.ratio is not None else None,
+            "warn_threshold": space.warn,
+            "critical_threshold": space.critical,
+            "level": space.level,
+            "full": space.full,
+            "usage_measured": self.layers.usage.measured.get(name),
+            "drain": drain.info() if drain is not None else None,
+        }
+
+    def alerts(self) -> list[str]:
+        out = []
+        store = self.layers.store
+        for name in store.pool_names:
+            state = store.state(name)
+            if state.value in ("down", "failed", "verifying"):
+                out.append(f"pool {name} is {state.value}")
+            space = store.space(name)
+            if space.level in ("warn", "critical"):
+                out.append(
+                    f"pool {name} is over its {space.level} threshold: {(space.ratio or 0) * 100:.1f}% used "
+                    f"(warn {space.warn * 100:g}%, critical {space.critical * 100:g}%)"
+                    + ("; it takes no new blocks" if space.level == "critical" else "")
+                )
+        return out
+
+    def repair_info(self) -> dict[str, Any]:
+        layers = self.layers
+        stats = layers.repairer.stats
+        return {
+            "deficit": self.pools.deficit(),
+            "repaired": stats["repaired"],
+            "removed": stats["removed"],
+            "unrecoverable": stats["unrecoverable"],
+            "read_repairs": layers.store.repairs,
+            "rate_limit": layers.repairer.rate.rate,
+            "rebalance": {
+                "queued_total": self.pools.queued_total,
+                "recent": [job.info() for job in self.pools.rebalances],
+                "pending": self.pools.pending.exists(),
+            },
+            "drains": {name: d.info() for name, d in self.pools.drains.items()},
+        }
+
+    async def get_health(self, request: Request) -> Response:
+        return Response.json(200, {"ok": True, "pid": os.getpid(), "mountpoint": str(self.mountpoint)})
+
+    async def get_status(self, request: Request) -> Response:
+        layers = self.layers
+        config = layers.opened.config
+        cache = layers.cache
+        seq = layers.meta.seq
+        stored = int(getattr(layers.journal, "stored", seq))
+        return Response.json(
+            200,
+            {
+                "version": __version__,
+                "fs_uuid": layers.opened.superblock.fs_uuid,
+                "fs_dir": str(layers.opened.paths.root),
+                "mountpoint": str(self.mountpoint),
+                "pid": os.getpid(),
+                "uptime_seconds": round(time.time() - self.started, 1),
+                "replicas": config.replicas,
+                "write_quorum": config.write_quorum,
+                "block_size": config.block_size,
+                "pools": [self.pool_info(n) for n in layers.store.pool_names],
+                "alerts": self.alerts(),
+                "repair": self.repair_info(),
+                "scrub": self.scrub.info(),
+                "cache": {
+                    "dirty_bytes": cache.dirty_bytes,
+                    "clean_bytes": cache.clean_bytes,
+                    "limit_bytes": cache.max_bytes,
+                    "dirty_limit_bytes": cache.max_dirty,
+                    "upload_queue": cache.dirty_blocks(),
+                },
+                "journal": {"seq": seq, "stored": stored, "lag": max(0, seq - stored)},
+            },
+        )
+
+    async def get_pools(self, request: Request) -> Response:
+        return Response.json(200, {"pools": [self.pool_info(n) for n in self.layers.store.pool_names]})
+
+    async def get_pool(self, request: Request) -> Response:
+        return Response.json(200, self.pool_info(request.params["name"]))
+
+    async def post_pool(self, request: Request) -> Response:
+        spec = pool_spec_from(request.json())
+        result = await self.pools.add(spec)
+        return Response.json(201, {**result, "info": self.pool_info(spec.name)})
+
+    async def patch_pool(self, request: Request) -> Response:
+        body = request.json()
+        unknown = set(body) - {"weight", "capacity", "warn", "critical"}
+        if unknown:
+            raise AdminInvalid(f"unknown setting(s) {sorted(unknown)}; known: capacity, critical, warn, weight")
+        result = await self.pools.set(
+            request.params["name"],
+            weight=_number(body, "weight"),
+            capacity=_size(body, "capacity"),
+            warn=_ratio(body, "warn"),
+            critical=_ratio(body, "critical"),
+        )
+        if body.get("capacity") is not None:
+            await self.layers.usage.measure_now()
+        return Response.json(200, {**result, "info": self.pool_info(request.params["name"])})
+
+    async def delete_pool(self, request: Request) -> Response:
+        return Response.json(200, await self.pools.remove(request.params["name"]))
+
+    async def post_drain(self, request: Request) -> Response:
+        result = await self.pools.drain(request.params["name"])
+        return Response.json(202, result)
+
+    async def post_undrain(self, request: Request) -> Response:
+        return Response.json(200, await self.pools.undrain(request.params["name"]))
+
+    async def post_clear(self, request: Request) -> Response:
+        return Response.json(202, self.pools.clear(request.params["name"]))
+
+    async def get_repair(self, request: Request) -> Response:
+        return Response.json(200, self.repair_info())
+
+    async def get_scrub(self, request: Request) -> Response:
+        return Response.json(200, self.scrub.info())
+
+    async def post_scrub(self, request: Request) -> Response:
+        body = request.json()
+        unknown = set(body) - {"restart", "rate"}
+        if unknown:
+            raise AdminInvalid(f"unknown setting(s) {sorted(unknown)}; known: rate, restart")
+        restart = body.get("restart", False)
+        if not isinstance(restart, bool):
+            raise AdminInvalid("restart must be true or false")
+        rate = _size(body, "rate")
+        assert self._nursery is not None
+        self.scrub.start(self._nursery, restart=restart, rate=rate or None)
+        return Response.json(202, self.scrub.info())
+
+    async def delete_scrub(self, request: Request) -> Response:
+        if not self.scrub.cancel():
+            raise AdminRefused("no scrub is running")
+        return Response.json(200, {"cancelled": True})

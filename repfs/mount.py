@@ -170,7 +170,7 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         draining=[p.name for p in config.pools if p.draining],
     )
     meta = MetaStore(opened.paths.meta)
-    journal = JournalWriter(meta, store, codec, cpu=cpu)
+    journal = JournalWriter(meta, store, codec, cpu=cpu, copies=config.replicas)
     meta.sink = journal.append
     blocks = BlockManager(meta, codec, store, block_size=config.block_size, cpu=cpu, durable=journal.wait_stored)
     blocks.on_mapped = journal.kick

@@ -470,20 +470,16 @@ class ReplicatedStore:
 
     # --- blocks -----------------------------------------------------------------------
 
-    async def put_block(self, block_id: bytes, obj: bytes) -> list[str]:
-        """Store `obj` on up to `replicas` pools; return the pools that hold it, in rank order.
-
-        Raises NoSpace if fewer than `write_quorum` pools stored it and every pool that
-        failed was full, QuorumNotReached otherwise.
-        """
-        key = block_key(block_id)
-        ranked = self.ranked(block_id)
-        candidates: Iterator[str] = iter([n for n in ranked if self.writable(n)])
+    async def _put_ranked(
+        self, key: str, obj: bytes, candidates: list[str], copies: int, what: str
+    ) -> tuple[set[str], dict[str, Exception]]:
+        """Put `obj` on the first `copies` candidates at once; a pool that fails hands its
+        place to the next candidate. Returns (pools that stored it, failures)."""
+        pending: Iterator[str] = iter(candidates)
         stored: set[str] = set()
         failures: dict[str, Exception] = {}
 
         async def store(name: str | None) -> None:
-            # Put on `name`; on failure, take the next candidate, until one works or none is left.
             while name is not None:
                 try:
                     await self._call(name, f"put {key}", lambda pool: pool.put(key, obj))
@@ -491,10 +487,10 @@ class ReplicatedStore:
                     failures[name] = exc
                     if isinstance(exc, PoolFull):
                         self._mark_full(name, exc)
-                    stand_in = next(candidates, None)
+                    stand_in = next(pending, None)
                     log.warning(
-                        "cannot store block %s on pool %s (%s); %s",
-                        block_id.hex()[:12],
+                        "cannot store %s on pool %s (%s); %s",
+                        what,
                         name,
                         _reason(exc),
                         f"trying pool {stand_in}" if stand_in else "no pool left to try",
@@ -506,12 +502,24 @@ class ReplicatedStore:
                     return
 
         async with trio.open_nursery() as nursery:
-            for _ in range(self.replicas):
-                first = next(candidates, None)
+            for _ in range(copies):
+                first = next(pending, None)
                 if first is None:
                     break
                 nursery.start_soon(store, first)
+        return stored, failures
 
+    async def put_block(self, block_id: bytes, obj: bytes) -> list[str]:
+        """Store `obj` on up to `replicas` pools; return the pools that hold it, in rank order.
+
+        Raises NoSpace if fewer than `write_quorum` pools stored it and every pool that
+        failed was full, QuorumNotReached otherwise.
+        """
+        key = block_key(block_id)
+        ranked = self.ranked(block_id)
+        stored, failures = await self._put_ranked(
+            key, obj, [n for n in ranked if self.writable(n)], self.replicas, f"block {block_id.hex()[:12]}"
+        )
         holders = [n for n in ranked if n in stored and n in self._pools]  # removed meanwhile: not a holder
         if len(holders) >= self.write_quorum:
             return holders
@@ -694,25 +702,16 @@ class ReplicatedStore:
             raise NoSpace(msg)
         raise QuorumNotReached(msg)
 
-    async def put_meta(self, key: str, data: bytes) -> list[str]:
-        """Store a metadata object (journal segment, snapshot, lease) on every pool that serves
-        (a draining one too: it is read back from every pool), at
-        once; return the pools that took it. Raises QuorumNotReached (NoSpace if they
-        were all full) when fewer than `write_quorum` did."""
-        stored: list[str] = []
-        failures: dict[str, Exception] = {}
-
-        async def put_one(name: str) -> None:
-            try:
-                await self._call(name, f"put {key}", lambda pool: pool.put(key, data))
-                stored.append(name)
-            except StorageError as exc:
-                failures[name] = exc
-
-        async with trio.open_nursery() as nursery:
-            for name in self._pools:
-                if self._state[name].serves:
-                    nursery.start_soon(put_one, name)
+    async def put_meta(self, key: str, data: bytes, *, copies: int | None = None) -> list[str]:
+        """Store a metadata object (journal segment, snapshot, lease) at once on `copies`
+        pools that serve, chosen by rendezvous hashing of its key (stand-ins for those that
+        fail), or on every pool that serves when `copies` is None (a draining one too:
+        metadata is read back from every pool). Returns the pools that took it; raises
+        QuorumNotReached (NoSpace if they were all full) when fewer than `write_quorum` did."""
+        serving = [n for n in rank_pools(key.encode(), list(self._weights.items())) if self._state[n].serves]
+        stored, failures = await self._put_ranked(
+            key, data, serving, len(serving) if copies is None else copies, key
+        )
         if len(stored) >= self.write_quorum:
             return [n for n in self._pools if n in stored]
         reasons = {n: _reason(e) for n, e in failures.items()}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -70,6 +71,7 @@ class BlockManager:
         self.on_mapped: Callable[[], None] | None = None  # a block map changed: journal it now
         self.stored_seq: Callable[[], int] | None = None  # the last change set on the pools
         self.data_seq: dict[int, int] = {}  # inode → the change set that last mapped one of its blocks
+        self.syncing: Counter[int] = Counter()  # inode → fsyncs in progress
         self.codec = codec
         self.store = store
         self.block_size = block_size
@@ -155,7 +157,7 @@ class BlockManager:
             # The block map is committed first and its journal upload starts now, while the
             # object is stored: fsync waits for both, in parallel. Until the object is stored
             # the record names no pool (recovery checks such blocks; see journal.replay).
-            if self.on_mapped is not None:
+            if self.on_mapped is not None and self.syncing[ino]:  # someone waits: no grouping delay
                 self.on_mapped()
             pools = await self.store.put_block(block_id, obj)
             self.stats["stored"] += 1

@@ -374,7 +374,13 @@ class Filesystem:
         which pools took them, which recovery can find out again."""
         ino = self.handle(fh).ino
         start = self.meta.seq
-        await self.cache.flush(ino)
+        self.blocks.syncing[ino] += 1
+        try:
+            await self.cache.flush(ino)
+        finally:
+            self.blocks.syncing[ino] -= 1
+            if not self.blocks.syncing[ino]:
+                del self.blocks.syncing[ino]
         target = max(start, self.blocks.data_seq.get(ino, 0))
         await self._durable(target)
         if self.blocks.data_seq.get(ino, 0) <= target:

@@ -2,8 +2,8 @@
 
 `JournalWriter.append` is the metadata store's sink: it is called right after each
 commit, on the trio thread, and only queues. The `run` service uploads what is queued
-as one segment, encrypted and bound to its object key, to every pool that serves; a
-segment counts once `write_quorum` pools hold it. Uploads are grouped: a segment goes
+as one segment, encrypted and bound to its object key, to `copies` pools (as many as a
+block's replicas); a segment counts once `write_quorum` pools hold it. Uploads are grouped: a segment goes
 out at once when someone waits for it (fsync), else `delay` seconds after the first
 queued change, and everything that arrived meanwhile shares it. `wait_stored(seq)` returns
 when every change set up to `seq` is on the pools: fsync waits for it, and so does
@@ -48,7 +48,7 @@ class MetaCodec(Protocol):
 
 
 class MetaObjects(Protocol):
-    async def put_meta(self, key: str, data: bytes) -> list[str]: ...
+    async def put_meta(self, key: str, data: bytes, *, copies: int | None = None) -> list[str]: ...
     async def list_meta(self, prefix: str, *, every_pool: bool = False) -> dict[str, list[str]]: ...
     async def delete_meta(self, key: str, holders: list[str]) -> None: ...
 
@@ -68,6 +68,7 @@ class JournalWriter:
         snapshot_every: int = 20_000,
         keep_snapshots: int = 3,
         delay: float = 1.0,
+        copies: int | None = None,
     ) -> None:
         self.meta = meta
         self.store = store
@@ -76,6 +77,7 @@ class JournalWriter:
         self.snapshot_every = snapshot_every
         self.keep_snapshots = keep_snapshots
         self.delay = delay
+        self.copies = copies  # pools each segment and snapshot goes to (None: every pool)
         self.queue: list[ChangeSet] = []
         self.queued_bytes = 0
         with meta.read() as t:
@@ -180,7 +182,7 @@ class JournalWriter:
         key = journal_key(batch[0].seq, batch[-1].seq)
         try:
             obj = await trio.to_thread.run_sync(self._encode, key, batch, limiter=self.cpu)
-            await self.store.put_meta(key, obj)
+            await self.store.put_meta(key, obj, copies=self.copies)
         except StorageError as exc:
             if self.error is None:
                 log.error("cannot store metadata journal %s, will retry: %s", key, exc)
@@ -226,7 +228,7 @@ class JournalWriter:
         seq, data = await trio.to_thread.run_sync(snapshot.take, self.meta, limiter=self.cpu)
         key = snapshot_key(seq)
         obj = await trio.to_thread.run_sync(self.codec.encode_meta, key, data, limiter=self.cpu)
-        await self.store.put_meta(key, obj)
+        await self.store.put_meta(key, obj, copies=self.copies)
         self.snapshot_seq = seq
         self.stats["snapshots"] += 1
         log.info("metadata snapshot %d stored (%d bytes)", seq, len(obj))

@@ -318,7 +318,24 @@ class WeedServer:
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         self.launch()
-        self.wait_ready(timeout)
+        self.ready_or_relaunch(timeout)
+
+    def ready_or_relaunch(self, timeout: float = START_TIMEOUT, tries: int = 3) -> None:
+        """`wait_ready`; if the server died because another process took one of its ports
+        between `free_ports` and its bind, pick new ports and start again. The S3 port is
+        kept after a first start: repfs pool URLs name it."""
+        for attempt in range(tries):
+            try:
+                self.wait_ready(timeout)
+                return
+            except RuntimeError:
+                if attempt + 1 == tries or "address already in use" not in self.log_tail():
+                    raise
+                self.stop()
+                keep = {"s3": self.ports["s3"]} if self.starts > 1 else {}
+                fresh = dict(zip(self.ports, free_ports(len(self.ports)), strict=True))
+                self.ports = {**fresh, **keep}
+                self.launch()
 
     def stop(self, grace: float = STOP_GRACE) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds; wait for the process to end."""
@@ -424,7 +441,7 @@ def start_all(servers: Iterable[WeedServer], timeout: float = START_TIMEOUT) -> 
         for s in todo:
             s.launch()
         for s in todo:
-            s.wait_ready(timeout)
+            s.ready_or_relaunch(timeout)
     except BaseException:
         for s in todo:
             s.stop()

@@ -280,6 +280,18 @@ def adopt_leftovers(layers: Layers) -> None:
         log.info("freed %d files that were deleted while open before an unclean stop", freed)
 
 
+async def open_layers(opts: MountOptions, secret: bytes) -> Layers:
+    """`build_layers` then `prepare`; closes what was opened if preparing fails."""
+    layers = await build_layers(opts, secret)
+    try:
+        await prepare(layers, opts)
+    except BaseException:
+        layers.meta.close()
+        await layers.store.close()
+        raise
+    return layers
+
+
 async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | None = None) -> None:
     """Mount and serve until unmounted or signalled; flushes everything before returning."""
     paths = FsPaths(opts.fs_dir)
@@ -289,13 +301,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
         resolve_group(opts.admin.group)  # an unknown group is refused before anything starts
     lock_fd = lock_fs_dir(paths)
     try:
-        layers = await build_layers(opts, secret)
-        try:
-            await prepare(layers, opts)
-        except BaseException:
-            layers.meta.close()
-            await layers.store.close()
-            raise
+        layers = await open_layers(opts, secret)
         metrics = Metrics()
         layers.store.observer = metrics.observe_pool
         ops = RepfsOperations(layers.fs, observe=metrics.observe_fuse, audit=opts.audit)
@@ -367,13 +373,7 @@ async def run_unmounted(
     paths = FsPaths(opts.fs_dir)
     lock_fd = lock_fs_dir(paths)
     try:
-        layers = await build_layers(opts, secret)
-        try:
-            await prepare(layers, opts)
-        except BaseException:
-            layers.meta.close()
-            await layers.store.close()
-            raise
+        layers = await open_layers(opts, secret)
         async with trio.open_nursery() as nursery:
             await nursery.start(layers.cache.run)
             await nursery.start(layers.journal.run)

@@ -678,30 +678,6 @@ class ReplicatedStore:
 
     # --- small metadata objects (superblock, ...) --------------------------------------
 
-    async def put_all(self, key: str, data: bytes) -> None:
-        """Store `data` under `key` on every pool at once; raise unless all of them took it
-        (NoSpace if every failure was a full pool, QuorumNotReached otherwise)."""
-        failures: dict[str, Exception] = {}
-
-        async def put_one(name: str) -> None:
-            try:
-                await self._call(name, f"put {key}", lambda pool: pool.put(key, data))
-            except StorageError as exc:
-                failures[name] = exc
-
-        async with trio.open_nursery() as nursery:
-            for name in self._pools:
-                if self._state[name].serves:
-                    nursery.start_soon(put_one, name)
-        unusable = [n for n in self._pools if not self._state[n].serves]
-        if not failures and not unusable:
-            return
-        reasons = {n: _reason(e) for n, e in failures.items()} | {n: self._state[n].value for n in unusable}
-        msg = f"cannot store {key} on every pool; failed: {_summary(reasons)}"
-        if not unusable and all(isinstance(e, PoolFull) for e in failures.values()):
-            raise NoSpace(msg)
-        raise QuorumNotReached(msg)
-
     async def put_meta(self, key: str, data: bytes, *, copies: int | None = None) -> list[str]:
         """Store a metadata object (journal segment, snapshot, lease) at once on `copies`
         pools that serve, chosen by rendezvous hashing of its key (stand-ins for those that

@@ -306,9 +306,9 @@ async def test_delete_block(caplog: pytest.LogCaptureFixture) -> None:
 
 
 @pytest.mark.trio
-async def test_put_all_to_every_pool_and_get_from_one() -> None:
+async def test_put_meta_to_every_pool_or_some_and_get_from_one() -> None:
     store, pools, _ = make_store(3)
-    await store.put_all(SUPERBLOCK_KEY, b"sb")
+    assert await store.put_meta(SUPERBLOCK_KEY, b"sb") == list(pools)
     assert holding(pools, SUPERBLOCK_KEY) == set(pools)
     assert await store.get_from("p2", SUPERBLOCK_KEY) == b"sb"
     del pools["p1"].objects[SUPERBLOCK_KEY]
@@ -319,12 +319,12 @@ async def test_put_all_to_every_pool_and_get_from_one() -> None:
         await store.get_from("p0", SUPERBLOCK_KEY)
     store.set_state("p0", PoolState.UP)
     pools["p1"].down = True
-    with pytest.raises(QuorumNotReached, match=r"p1 \(unavailable"):
-        await store.put_all(SUPERBLOCK_KEY, b"sb")
+    assert await store.put_meta("journal/x", b"j") == ["p0", "p2"]  # the write quorum is 1
+    assert len(await store.put_meta("journal/y", b"j", copies=2)) == 2  # p1 down: a stand-in
     for p in pools.values():
         p.down, p.full = False, True
-    with pytest.raises(NoSpace, match="superblock"):
-        await store.put_all(SUPERBLOCK_KEY, b"sb")
+    with pytest.raises(NoSpace, match="journal/z"):
+        await store.put_meta("journal/z", b"j")
 
 
 @pytest.mark.trio

@@ -73,6 +73,10 @@ class BlockCache:
         self.idle_seconds = idle_seconds
         self.upload_limiter = trio.CapacityLimiter(uploads)
         self.entries: OrderedDict[Key, Entry] = OrderedDict()  # LRU order, oldest first
+        # The dirty entries, least recently written first, and the full ones among them
+        # (uploaded at once): write-back looks at these, never at the whole cache.
+        self.dirty: OrderedDict[Key, Entry] = OrderedDict()
+        self._full: dict[Key, Entry] = {}
         self.by_ino: dict[int, set[int]] = {}
         self.dirty_bytes = 0
         self.clean_bytes = 0
@@ -95,6 +99,7 @@ class BlockCache:
         self.by_ino.setdefault(e.ino, set()).add(e.index)
         if e.dirty:
             self.dirty_bytes += e.size
+            self.dirty[(e.ino, e.index)] = e
         else:
             self.clean_bytes += e.size
 
@@ -107,6 +112,9 @@ class BlockCache:
                 idx.discard(e.index)
                 if not idx:
                     del self.by_ino[e.ino]
+        if self.dirty.get(key) is e:
+            del self.dirty[key]
+            self._full.pop(key, None)
         if e.dirty:
             self.dirty_bytes -= e.size
         else:
@@ -128,6 +136,9 @@ class BlockCache:
             e.dirty = True
         e.generation += 1
         e.last_write = time.monotonic()
+        key = (e.ino, e.index)
+        self.dirty[key] = e
+        self.dirty.move_to_end(key)
 
     def cached(self, ino: int, index: int) -> bool:
         return (ino, index) in self.entries
@@ -137,7 +148,7 @@ class BlockCache:
 
     def dirty_blocks(self) -> int:
         """How many blocks are waiting to be stored."""
-        return sum(1 for e in self.entries.values() if e.dirty)
+        return len(self.dirty)
 
     def has_dirty(self, ino: int) -> bool:
         return any(self.entries[(ino, i)].dirty for i in self.by_ino.get(ino, ()))
@@ -235,7 +246,10 @@ class BlockCache:
             os.close(fd)
         self._resize(e, max(e.size, offset + len(data)))
         self.entries.move_to_end(key)
-        if self.dirty_bytes > self.max_dirty // 2:
+        if e.size >= self.block_size:  # a full block will not grow: store it now
+            self._full[key] = e
+            self._wake_writeback.set()
+        elif self.dirty_bytes > self.max_dirty // 2:
             self._wake_writeback.set()
 
     async def truncate(self, ino: int, index: int, length: int, *, stored: int) -> None:
@@ -306,6 +320,9 @@ class BlockCache:
                     self.dirty_bytes -= e.size
                     self.clean_bytes += e.size
                     e.dirty = False
+                    key = (e.ino, e.index)
+                    del self.dirty[key]
+                    self._full.pop(key, None)
                     self._evict()
         finally:
             ev, e.uploading = e.uploading, None
@@ -350,12 +367,17 @@ class BlockCache:
                 self._nursery = None
 
     def _start_uploads(self, nursery: trio.Nursery) -> None:
-        now = time.monotonic()
+        """Upload full blocks, blocks idle for `idle_seconds`, and everything under pressure."""
+        full, self._full = list(self._full.values()), {}
+        for e in full:
+            if e.uploading is None:
+                nursery.start_soon(self._upload_logged, e)
         pressure = self.dirty_bytes > self.max_dirty // 2
-        for e in list(self.entries.values()):
-            if not e.dirty or e.uploading is not None:
-                continue
-            if pressure or now - e.last_write >= self.idle_seconds or e.size >= self.block_size:
+        idle_before = time.monotonic() - self.idle_seconds
+        for e in list(self.dirty.values()):  # least recently written first
+            if not pressure and e.last_write > idle_before:
+                break
+            if e.uploading is None:
                 nursery.start_soon(self._upload_logged, e)
 
     async def _upload_logged(self, e: Entry) -> None:

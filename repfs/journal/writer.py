@@ -83,6 +83,7 @@ class JournalWriter:
         with meta.read() as t:
             raw = t.get("meta", s.META_JOURNAL_STORED)
         self.stored = s.from_u64(raw) if raw else 0
+        self.sending = 0  # the last change set of the segment being uploaded
         self.snapshot_seq = 0  # of the last snapshot this daemon stored
         self.error: StorageError | None = None
         self.running = False
@@ -121,7 +122,8 @@ class JournalWriter:
             await self.flush()
             return
         while self.stored < target:
-            self._urgent.set()
+            if target > self.sending:  # not in the segment on its way: ask for another
+                self._urgent.set()
             await self._next_progress()
             if self.stored < target and self.error is not None:
                 raise self.error
@@ -146,16 +148,20 @@ class JournalWriter:
         task_status.started()
         while True:
             await self._wake.wait()
-            with trio.move_on_after(self.delay):
-                await self._urgent.wait()
+            if not self.congested:
+                with trio.move_on_after(self.delay):
+                    await self._urgent.wait()
             self._wake = trio.Event()
             self._urgent = trio.Event()
-            while self.queue:
-                if not await self.upload_once():
-                    with trio.move_on_after(RETRY_DELAY):  # back off; a new fsync asks again
-                        await trio.sleep_forever()
-                elif self.meta.seq - self.snapshot_seq >= self.snapshot_every:
-                    await self._snapshot_logged()
+            # One segment per round: what is queued after it waits for the next fsync (or the
+            # delay) and shares its segment, rather than holding the next fsync's upload up.
+            if not await self.upload_once():
+                with trio.move_on_after(RETRY_DELAY):  # back off; a new fsync asks again
+                    await trio.sleep_forever()
+            elif self.meta.seq - self.snapshot_seq >= self.snapshot_every:
+                await self._snapshot_logged()
+            if self.queue:
+                self._wake.set()
 
     async def _snapshot_logged(self) -> None:
         try:
@@ -180,6 +186,7 @@ class JournalWriter:
             if size >= MAX_SEGMENT_BYTES:
                 break
         key = journal_key(batch[0].seq, batch[-1].seq)
+        self.sending = batch[-1].seq
         try:
             obj = await trio.to_thread.run_sync(self._encode, key, batch, limiter=self.cpu)
             await self.store.put_meta(key, obj, copies=self.copies)

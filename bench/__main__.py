@@ -24,7 +24,7 @@ from typing import Any
 from bench import install
 from bench.ceilings import CeilingSizes
 from bench.ceilings import measure as measure_ceilings
-from bench.plan import GiB, Sizes, steps
+from bench.plan import GiB, Sizes, select, steps
 from bench.proc import BenchError, run
 from bench.report import machine_info, render, targets
 from bench.runner import Progress, Runner
@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="small sizes: the whole run in under 3 minutes")
     ap.add_argument("--systems", default=",".join(s.name for s in SYSTEMS),
                     help="comma-separated systems to run, in order [default: all]")  # fmt: skip
+    ap.add_argument("--workloads", default="",
+                    help="comma-separated workloads to run (e.g. seq_read,packets), with the steps they "
+                         "need first [default: all]")  # fmt: skip
     ap.add_argument("--s3-servers", type=int, choices=(1, 3), default=1,
                     help="1: repfs's 3 pools are 3 buckets on one SeaweedFS server, shared with the peers; "
                          "3: one server per repfs pool (peers use the first) [default: 1]")  # fmt: skip
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress.say(f"starting SeaweedFS ({args.s3_servers} server{'s' * (args.s3_servers > 1)})")
                 stack.enter_context(site)
             env = Env(work, site)
-            plan = steps(sizes, seed, str(src))
+            plan = select(steps(sizes, seed, str(src)), [w for w in args.workloads.split(",") if w])
             if site is not None and classes:
                 progress.say("S3 ceilings: aggregate PUT/GET, small PUTs")
                 try:

@@ -109,3 +109,19 @@ def steps(sz: Sizes, seed: str, rsync_src: str) -> list[Step]:
         Step("randread", "randread", {"path": "{root}/rand.bin", "size": sz.rand_bytes, "runtime": sz.rand_runtime,
                                       "jobs": sz.rand_jobs}, sz.rand_runtime * 2 + 60),
     ]  # fmt: skip
+
+
+# What a workload reads was written by an earlier step.
+NEEDS = {"seq_read": "seq_write", "randread": "make_rand"}
+
+
+def select(plan: list[Step], wanted: list[str]) -> list[Step]:
+    """The steps of `wanted` workloads (all if empty) and those they need, in plan order."""
+    if not wanted:
+        return plan
+    known = {st.key for st in plan}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise SystemExit(f"bench: unknown workload(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    keep = set(wanted) | {NEEDS[w] for w in wanted if w in NEEDS}
+    return [st for st in plan if st.key in keep]

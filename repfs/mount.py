@@ -32,6 +32,7 @@ from repfs.fs.core import Filesystem
 from repfs.fs.ratelimit import RateLimit
 from repfs.fs.repair import Repairer
 from repfs.fuse.ops import RepfsOperations
+from repfs.heap import tame_allocator
 from repfs.journal.replay import catch_up
 from repfs.journal.writer import JournalWriter
 from repfs.lease import MountLease
@@ -228,7 +229,7 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         on_failed=repairer.queue_pool,
         initially_down=opened.unreachable,
     )
-    lease = MountLease(store, codec, str(opened.paths.root))
+    lease = MountLease(store, codec, os.path.abspath(opened.paths.root))
     usage = UsageMonitor(store, interval=opts.usage_interval)
     pools = PoolManager(opened, meta, store, health, repairer, usage)
     return Layers(opened, meta, store, blocks, cache, fs, health, repairer, journal, lease, usage, pools)
@@ -294,6 +295,7 @@ async def open_layers(opts: MountOptions, secret: bytes) -> Layers:
 
 async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | None = None) -> None:
     """Mount and serve until unmounted or signalled; flushes everything before returning."""
+    tame_allocator()
     paths = FsPaths(opts.fs_dir)
     if not opts.mountpoint.is_dir():
         raise SetupError(f"mount point {opts.mountpoint} is not a directory; create it first")

@@ -177,11 +177,16 @@ class BlockCache:
                 return self.entries[key]
             if data is None and not holes:
                 return None
-            e = Entry(ino, index, 0)
-            with open(self._path(key, False), "wb") as f:
-                if data:
-                    f.write(data)
-            e.size = len(data) if data else 0
+            # Written beside its place in a worker thread (megabytes: not on the event loop),
+            # then put in place unless a writer made the block meanwhile.
+            path = self._path(key, False)
+            temp = path.with_name(f".fetch-{path.name}")
+            await trio.to_thread.run_sync(_write_file, temp, data or b"")
+            if key in self.entries:
+                temp.unlink(missing_ok=True)
+                return self.entries[key]
+            os.replace(temp, path)
+            e = Entry(ino, index, len(data) if data else 0)
             self._add(e)
             self._evict()
             return e
@@ -199,8 +204,8 @@ class BlockCache:
         key = (ino, index)
         if key in self.entries or key in self._fetching or self._nursery is None:
             return
-        if self.clean_bytes + self.dirty_bytes + self.block_size > self.max_bytes:
-            return
+        if self.dirty_bytes + (len(self._fetching) + 1) * self.block_size > self.max_bytes:
+            return  # clean blocks make room (they are evicted); dirty ones and fetches do not
         self._nursery.start_soon(self._prefetch, ino, index)
 
     async def _prefetch(self, ino: int, index: int) -> None:
@@ -410,6 +415,11 @@ class BlockCache:
             self._add(e)
             adopted += 1
         return adopted
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def _read_file(path: Path) -> bytes | None:

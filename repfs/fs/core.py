@@ -47,6 +47,7 @@ class Handle:
     ino: int
     flags: int
     written: bool = False
+    read_end: int = -1  # where the last read ended: the next one starting there is sequential
 
     @property
     def writable(self) -> bool:
@@ -55,6 +56,10 @@ class Handle:
     @property
     def readable(self) -> bool:
         return (self.flags & os.O_ACCMODE) in (os.O_RDONLY, os.O_RDWR)
+
+
+# Blocks fetched ahead of a sequential reader: enough to keep several pools streaming.
+READ_AHEAD_BLOCKS = 4
 
 
 @dataclass(frozen=True)
@@ -316,16 +321,25 @@ class Filesystem:
         end = min(offset + size, inode.size)
         if offset < 0:
             raise InvalidArgument()
+        sequential = offset == h.read_end
+        h.read_end = end
         parts = []
         pos = offset
         while pos < end:
             index, boff = divmod(pos, self.bs)
             n = min(self.bs - boff, end - pos)
+            # Read-ahead: a sequential reader gets the next `READ_AHEAD_BLOCKS` blocks on
+            # their way; any other reader the next block once it is half way through this one.
+            if sequential:
+                ahead = range(index + 1, index + 1 + READ_AHEAD_BLOCKS)
+            else:
+                ahead = range(index + 1, index + 2 if boff + n >= self.bs // 2 else index + 1)
+            for i in ahead:
+                if i * self.bs >= inode.size:
+                    break
+                self.cache.prefetch(h.ino, i)
             parts.append(await self.cache.read(h.ino, index, boff, n))
             pos += n
-            next_start = (index + 1) * self.bs
-            if boff + n >= self.bs // 2 and next_start < inode.size:
-                self.cache.prefetch(h.ino, index + 1)
         return b"".join(parts)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:

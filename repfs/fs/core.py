@@ -4,9 +4,9 @@ Called by the thin FUSE layer (repfs/fuse/ops.py) and directly by tests. Every m
 takes plain values (inode numbers, names as bytes, the `Caller`) and returns `Inode`
 records or bytes; errors are `repfs.errors.FsError` subclasses carrying their errno.
 
-Inode lifetime: an inode whose last name is removed stays (in the `orphans` table)
-while the kernel still knows it (lookup count > 0, e.g. an open file), and is freed at
-the last `forget`, at unmount, or at the next mount after a crash.
+Inode lifetime: an inode whose last name is removed is freed at once unless it is open
+or a directory the kernel still knows; such an inode stays (in the `orphans` table) and is
+freed at the last `forget`, at unmount, or at the next mount after a crash.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ class Filesystem:
         self.replicas = replicas
         self.lookups: dict[int, int] = {}
         self.handles: dict[int, Handle] = {}
+        self.open_count: dict[int, int] = {}  # open handles per inode
         self._next_fh = 1
 
     # --- lifetime ---------------------------------------------------------------------
@@ -116,13 +117,20 @@ class Filesystem:
         self._count(ino)
 
     def forget(self, items: list[tuple[int, int]]) -> None:
-        with self.meta.write() as t:
-            for ino, n in items:
-                left = self.lookups.get(ino, 0) - n
-                if left > 0:
-                    self.lookups[ino] = left
-                    continue
+        gone = []
+        for ino, n in items:
+            left = self.lookups.get(ino, 0) - n
+            if left > 0:
+                self.lookups[ino] = left
+            else:
                 self.lookups.pop(ino, None)
+                gone.append(ino)
+        with self.meta.read() as t:  # most forgotten inodes still have names: no write
+            orphans = [ino for ino in gone if t.get("orphans", s.inode_key(ino)) is not None]
+        if not orphans:
+            return
+        with self.meta.write() as t:
+            for ino in orphans:
                 inode = t.inode_or_none(ino)
                 if inode is not None and inode.nlink == 0 and ino != s.ROOT_INO:
                     self._purge(t, ino)
@@ -136,7 +144,9 @@ class Filesystem:
     def _unlinked(self, t: Txn, inode: Inode) -> None:
         if inode.nlink > 0:
             return
-        if self.lookups.get(inode.ino, 0) > 0:
+        # An open file must stay readable through its handles; a directory the kernel
+        # knows may be some process's working directory. Anything else nobody can reach.
+        if self.open_count.get(inode.ino, 0) or (inode.is_dir and self.lookups.get(inode.ino, 0) > 0):
             t.put("orphans", s.inode_key(inode.ino), b"")
         else:
             self._purge(t, inode.ino)
@@ -288,6 +298,7 @@ class Filesystem:
         fh = self._next_fh
         self._next_fh += 1
         self.handles[fh] = Handle(ino, flags)
+        self.open_count[ino] = self.open_count.get(ino, 0) + 1
         return fh
 
     def handle(self, fh: int) -> Handle:
@@ -406,7 +417,14 @@ class Filesystem:
 
     def release(self, fh: int) -> None:
         h = self.handles.pop(fh, None)
-        if h is not None and h.written:
+        if h is None:
+            return
+        left = self.open_count.get(h.ino, 0) - 1
+        if left > 0:
+            self.open_count[h.ino] = left
+        else:
+            self.open_count.pop(h.ino, None)
+        if h.written:
             self.cache.kick()
 
     async def fsyncdir(self) -> None:

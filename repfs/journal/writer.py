@@ -79,6 +79,7 @@ class JournalWriter:
         self.delay = delay
         self.copies = copies  # pools each segment and snapshot goes to (None: every pool)
         self.queue: list[ChangeSet] = []
+        self._sizes: list[int] = []  # of each queued change set, as `_size` counts it
         self.queued_bytes = 0
         with meta.read() as t:
             raw = t.get("meta", s.META_JOURNAL_STORED)
@@ -97,8 +98,10 @@ class JournalWriter:
 
     def append(self, seq: int, changes: list[Change]) -> None:
         """Queue a committed change set (called by MetaStore after each commit)."""
+        size = _size(changes)
         self.queue.append(ChangeSet(seq, changes))
-        self.queued_bytes += _size(changes)
+        self._sizes.append(size)
+        self.queued_bytes += size
         self._wake.set()
 
     def kick(self) -> None:
@@ -180,9 +183,9 @@ class JournalWriter:
     async def _upload_locked(self) -> bool:
         batch: list[ChangeSet] = []
         size = 0
-        for cs in self.queue:
+        for cs, cs_size in zip(self.queue, self._sizes, strict=True):
             batch.append(cs)
-            size += _size(cs.changes)
+            size += cs_size
             if size >= MAX_SEGMENT_BYTES:
                 break
         key = journal_key(batch[0].seq, batch[-1].seq)
@@ -209,8 +212,9 @@ class JournalWriter:
     def _drop_through(self, seq: int) -> None:
         """Forget queued change sets up to `seq`: they are on the pools."""
         n = next((i for i, cs in enumerate(self.queue) if cs.seq > seq), len(self.queue))
-        self.queued_bytes = max(0, self.queued_bytes - sum(_size(cs.changes) for cs in self.queue[:n]))
+        self.queued_bytes = max(0, self.queued_bytes - sum(self._sizes[:n]))
         del self.queue[:n]
+        del self._sizes[:n]
 
     def _encode(self, key: str, batch: list[ChangeSet]) -> bytes:
         return self.codec.encode_meta(key, encode_segment(batch))

@@ -103,6 +103,20 @@ async def test_unlinked_open_file_lives_until_forget(rig: Rig) -> None:
     assert rig.objects() == set()
 
 
+async def test_unlinked_file_nobody_has_open_is_freed_at_once(rig: Rig) -> None:
+    ino = await write_file(rig, b"gone", os.urandom(BS))
+    assert rig.fs.lookups[ino] > 0  # the kernel still knows it, but nothing has it open
+    rig.fs.unlink(ROOT, ROOT_INO, b"gone")
+    with pytest.raises(FsError) as e:
+        rig.fs.getattr(ino)
+    assert errno_of(e) == errno.ENOENT
+    with rig.meta.read() as t:
+        assert list(t.scan("orphans", b"")) == []
+    rig.fs.forget([(ino, rig.fs.lookups[ino])])  # the kernel's forget finds nothing to do
+    await rig.blocks.collect()
+    assert rig.objects() == set()
+
+
 async def test_rename_flags_and_cycles(rig: Rig) -> None:
     a = rig.fs.mkdir(ROOT, ROOT_INO, b"a", 0o755)
     b = rig.fs.mkdir(ROOT, a.ino, b"b", 0o755)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import pyfuse3
 
-from repfs.errors import InvalidArgument
+from repfs.errors import InvalidArgument, NotFound
 from repfs.fs.access import Caller
 from repfs.fs.core import AttrChange, Filesystem
 from repfs.fuse.boundary import fuse_op
@@ -94,7 +94,19 @@ class RepfsOperations(pyfuse3.Operations):
 
     @fuse_op
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._entry_in(parent_inode, self.fs.lookup(caller_of(ctx), parent_inode, name))
+        try:
+            inode = self.fs.lookup(caller_of(ctx), parent_inode, name)
+        except NotFound:
+            if not self.fs.names_cacheable(parent_inode):
+                raise
+            # A negative entry: the kernel remembers that the name is not there (rsync,
+            # compilers and shells look for many missing names, often the same ones).
+            # Only this mount changes the tree, and the kernel forgets it when it makes the name.
+            missing = pyfuse3.EntryAttributes()
+            missing.st_ino = pyfuse3.InodeT(0)
+            missing.entry_timeout = ENTRY_TIMEOUT
+            return missing
+        return self._entry_in(parent_inode, inode)
 
     @fuse_op
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:

@@ -30,6 +30,7 @@ from repfs.meta.records import BlockRecord, Inode
 
 INITIAL_MAP_SIZE = 256 * 1024 * 1024
 GROW_WHEN_USED = 0.5
+GROW_CHECK_EVERY = 16
 
 # One change of a write transaction: (database, key, new value or None for a delete).
 Change = tuple[str, bytes, bytes | None]
@@ -187,6 +188,9 @@ class MetaStore:
             lock=True,
             max_readers=64,
         )
+        self._page = self.env.stat()["psize"]
+        self._writes = 0
+        self._tight = True
         self._grow_if_needed()
         self.dbs = {name: self.env.open_db(name.encode()) for name in s.DATABASES}
         self.sink: ChangeSink | None = None
@@ -195,12 +199,17 @@ class MetaStore:
         self.seq = s.from_u64(raw) if raw else 0
 
     def _grow_if_needed(self) -> None:
+        # Looked at before every write once a quarter of the map is used, else every
+        # GROW_CHECK_EVERY writes: a few transactions are far from filling three quarters.
+        self._writes += 1
+        if self._writes % GROW_CHECK_EVERY != 1 and not self._tight:
+            return
         info = self.env.info()
-        page = self.env.stat()["psize"]
-        used = (info["last_pgno"] + 1) * page
+        used = (info["last_pgno"] + 1) * self._page
         size = info["map_size"]
         if used > size * GROW_WHEN_USED:
-            self.env.set_mapsize(max(size * 2, used * 4))
+            self.env.set_mapsize(size := max(size * 2, used * 4))
+        self._tight = used > size * GROW_WHEN_USED / 2
 
     @contextmanager
     def write(self) -> Iterator[Txn]:

@@ -9,6 +9,7 @@ use a mount of their own.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import random
 import re
@@ -116,6 +117,35 @@ def test_hard_links(env: Env) -> None:
     expect_errno(errno.EEXIST, lambda: os.link(d / "b", d / "sub"))
     expect_errno(errno.ENOENT, lambda: os.link(d / "missing", d / "x"))
     assert os.stat(d).st_nlink == 3  # ".", its name, and sub's ".."
+
+
+def test_names_looked_up_while_missing_appear_when_made(env: Env) -> None:
+    """The kernel caches "no such name" (negative entries); every way of making a name
+    must still show it at once, and removing it must hide it again."""
+    d = env.d
+    os.mkdir(d / "other")
+    (d / "other" / "src").write_bytes(b"moved")
+    (d / "linked").write_bytes(b"linked")
+    makers: dict[str, Callable[[Path], Any]] = {
+        "created": lambda p: p.write_bytes(b"x"),
+        "dir": os.mkdir,
+        "symlink": lambda p: os.symlink("target", p),
+        "hardlink": lambda p: os.link(d / "linked", p),
+        "renamed": lambda p: os.rename(d / "other" / "src", p),
+        "fifo": os.mkfifo,
+    }
+    for name, make in makers.items():
+        path = d / name
+        for _ in range(3):  # looked up again and again while missing
+            expect_errno(errno.ENOENT, functools.partial(os.lstat, path))
+        make(path)
+        assert os.lstat(path).st_ino > 0, name
+    assert (d / "renamed").read_bytes() == b"moved"
+    expect_errno(errno.ENOENT, lambda: os.lstat(d / "other" / "src"))
+    os.unlink(d / "created")
+    expect_errno(errno.ENOENT, lambda: os.lstat(d / "created"))
+    (d / "created").write_bytes(b"again")
+    assert (d / "created").read_bytes() == b"again"
 
 
 def test_symlinks(env: Env) -> None:

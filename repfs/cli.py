@@ -1,4 +1,5 @@
-"""`repfs`: create, mount, unmount a filesystem and change its passphrase.
+"""`repfs`: create, mount and unmount a filesystem; the commands for an unmounted one
+(passwd, scrub, recover, fsck) are in cli_maintenance.py.
 
 Exit codes: 0 success, 1 a runtime failure (pools, I/O), 2 bad usage or configuration,
 3 wrong passphrase or key file, 4 a pool that is not part of this filesystem,
@@ -7,138 +8,23 @@ Exit codes: 0 success, 1 a runtime failure (pools, I/O), 2 bad usage or configur
 
 from __future__ import annotations
 
-import datetime
 import fcntl
 import logging
 import os
-import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 import trio
 
 from repfs import __version__
+from repfs.cli_common import fail, get_secret, parse_count, parse_size, read_fd, secret_options
+from repfs.cli_maintenance import fsck, passwd, recover, scrub
 from repfs.config import DEFAULT_BLOCK_SIZE, DEFAULT_REPLICAS, FsConfig, PoolSpec, pool_from_url
-from repfs.errors import (
-    ConfigError,
-    FilesystemExists,
-    ForeignPool,
-    RepfsError,
-    SetupError,
-    WrongPassphrase,
-)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_CODES: list[tuple[type[RepfsError], int]] = [
-    (WrongPassphrase, 3),
-    (ForeignPool, 4),
-    (FilesystemExists, 5),
-    (ConfigError, 2),
-    (SetupError, 2),
-]
-
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.I)
-
-
-def parse_size(text: str) -> int:
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise click.BadParameter(f"{text!r} is not a size; write e.g. 4M, 512K or 2G")
-    exponent = "_kmgt".index((m.group(2) or "_").lower())
-    return int(m.group(1)) * (1 << (10 * exponent))
-
-
-def parse_count(text: str, option: str) -> int | None:
-    """A positive count, or None for `all`."""
-    if text.strip().lower() == "all":
-        return None
-    if not text.strip().isdigit() or int(text) < 1:
-        raise click.BadParameter(f"{text!r} is not a positive number or 'all'", param_hint=option)
-    return int(text)
-
-
-def fail(exc: RepfsError) -> None:
-    code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
-    click.echo(f"repfs: error: {exc}", err=True)
-    sys.exit(code)
-
-
-def setup_logging(log_file: str | None, debug: bool) -> None:
-    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-    logging.getLogger("pyfuse3").setLevel(logging.INFO)
-
-
-# --- secrets -----------------------------------------------------------------------
-
-
-def _read_fd(fd: int, *, strip: bool = True) -> bytes:
-    """Everything up to end of file; a typed passphrase loses its trailing newline."""
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    os.close(fd)
-    data = b"".join(chunks)
-    return data.rstrip(b"\r\n") if strip else data
-
-
-def read_key_file(path: Path) -> bytes:
-    try:
-        st = path.stat()
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SetupError(f"cannot read key file {path}: {exc.strerror}") from None
-    if st.st_mode & 0o077:
-        raise SetupError(f"key file {path} is readable by other users; run: chmod 600 {path}")
-    if len(data) < 16:
-        raise SetupError(f"key file {path} is too short: use at least 16 random bytes")
-    return data
-
-
-def get_secret(passphrase_fd: int | None, key_file: Path | None, *, confirm: bool, what: str = "Passphrase") -> bytes:
-    if passphrase_fd is not None and key_file is not None:
-        raise ConfigError("give either --passphrase-fd or --key-file, not both")
-    if key_file is not None:
-        return read_key_file(key_file)
-    if passphrase_fd is not None:
-        try:
-            secret = _read_fd(passphrase_fd)
-        except OSError as exc:
-            raise SetupError(
-                f"cannot read the passphrase from file descriptor {passphrase_fd}: {exc.strerror}"
-            ) from None
-    else:
-        if not sys.stdin.isatty():
-            raise SetupError("no passphrase: standard input is not a terminal; use --passphrase-fd or --key-file")
-        secret = click.prompt(what, hide_input=True, confirmation_prompt=confirm).encode()
-    if not secret:
-        raise SetupError("the passphrase is empty")
-    return secret
-
-
-def secret_options(fn: F) -> F:
-    fn = click.option(
-        "--key-file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Read the secret from this file (mode 0600) instead of asking for a passphrase.",
-    )(fn)
-    fn = click.option(
-        "--passphrase-fd",
-        type=int,
-        help="Read the passphrase from this open file descriptor (for scripts), up to end of file.",
-    )(fn)
-    return fn
-
+from repfs.errors import ConfigError, RepfsError
 
 # --- commands ----------------------------------------------------------------------
 
@@ -352,10 +238,15 @@ def _s3_defaults(
     metavar="SECONDS",
     help="How often the space each pool uses is measured (for thresholds; can be costly on large S3 pools).",
 )
-@click.option("--heartbeat", default=10.0, show_default=True, metavar="SECONDS",
-              help="How often each pool is checked.")
-@click.option("--down-after", default=3, show_default=True, type=click.IntRange(1, 100), metavar="N",
-              help="Missed heartbeats in a row after which a pool is taken out of use.")
+@click.option("--heartbeat", default=10.0, show_default=True, metavar="SECONDS", help="How often each pool is checked.")
+@click.option(
+    "--down-after",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    metavar="N",
+    help="Missed heartbeats in a row after which a pool is taken out of use.",
+)
 @click.option(
     "--challenge-size",
     default="32",
@@ -444,7 +335,7 @@ def mount(
             ),
         )
         if secret_fd is not None:  # from the parent of a background mount: exact bytes
-            secret = _read_fd(secret_fd, strip=False)
+            secret = read_fd(secret_fd, strip=False)
         else:
             secret = get_secret(passphrase_fd, key_file, confirm=False)
         if not foreground:
@@ -515,7 +406,7 @@ def _mount_in_background(fs_dir: Path, mountpoint: Path, secret: bytes, log_file
     os.close(secret_r)
     os.write(secret_w, secret)
     os.close(secret_w)
-    answer = _read_fd(ready_r).decode(errors="replace").strip()
+    answer = read_fd(ready_r).decode(errors="replace").strip()
     if answer == "ok":
         click.echo(f"mounted {fs_dir} on {mountpoint} (daemon pid {proc.pid}, log {log_path})")
         return
@@ -588,193 +479,8 @@ def umount(mountpoint: Path, timeout: float) -> None:
     click.echo(f"unmounted {mountpoint}")
 
 
-@main.command()
-@click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@secret_options
-@click.option("--new-passphrase-fd", type=int, help="Read the new passphrase from this file descriptor.")
-@click.option(
-    "--new-key-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Use the contents of this file (mode 0600) as the new secret.",
-)
-def passwd(
-    fs_dir: Path,
-    passphrase_fd: int | None,
-    key_file: Path | None,
-    new_passphrase_fd: int | None,
-    new_key_file: Path | None,
-) -> None:
-    """Change the passphrase (or key file) of FS_DIR. No data is rewritten: only the
-    data key is wrapped anew, on every pool."""
-    from repfs.volume import passwd as do_passwd
-
-    try:
-        old = get_secret(passphrase_fd, key_file, confirm=False, what="Current passphrase")
-        new = get_secret(new_passphrase_fd, new_key_file, confirm=True, what="New passphrase")
-        trio.run(do_passwd, fs_dir.absolute(), old, new)
-    except RepfsError as exc:
-        fail(exc)
-    click.echo(f"passphrase of {fs_dir} changed")
-
-
-@main.command()
-@click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@secret_options
-@click.option(
-    "--rate",
-    default="64M",
-    show_default=True,
-    metavar="SIZE",
-    help="Read at most this many bytes a second from the pools (and write as much for repairs); 0: no limit.",
-)
-@click.option("--restart", is_flag=True, help="Start from the first block, not where an interrupted scrub stopped.")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="As for mount.")
-@click.option("--log-file", type=click.Path(dir_okay=False), help="Log here instead of standard error.")
-def scrub(
-    fs_dir: Path,
-    passphrase_fd: int | None,
-    key_file: Path | None,
-    rate: str,
-    restart: bool,
-    cache_dir: Path | None,
-    log_file: str | None,
-) -> None:
-    """Read and verify every copy of every block of FS_DIR, and repair what is bad or missing.
-
-    The filesystem must not be mounted. An interrupted scrub resumes where it stopped.
-    Exit status: 0 when every block has all its copies, 1 when some could not be
-    completed (a pool is down), 6 when some block has no good copy left.
-    """
-    from repfs.fs.ratelimit import RateLimit
-    from repfs.fs.scrub import ScrubReport
-    from repfs.fs.scrub import scrub as run_scrub
-    from repfs.mount import Layers, MountOptions, run_unmounted
-
-    setup_logging(log_file, False)
-    logging.getLogger().setLevel(logging.WARNING if log_file is None else logging.INFO)
-    try:
-        secret = get_secret(passphrase_fd, key_file, confirm=False)
-        limit = parse_size(rate) or None
-        fs_dir = fs_dir.absolute()
-        opts = MountOptions(
-            fs_dir=fs_dir,
-            mountpoint=fs_dir,
-            cache_dir=cache_dir.absolute() if cache_dir else None,
-            repair_rate=limit,
-        )
-        with click.progressbar(length=1, label="scrub", show_eta=True, show_pos=True) as bar:
-            started = time.monotonic()
-            first: list[int] = []
-
-            def progress(done: int, total: int) -> None:
-                if not first:
-                    first.append(done)
-                bar.length = max(total, 1)
-                elapsed = time.monotonic() - started
-                bar.label = f"scrub {(done - first[0]) / elapsed if elapsed > 0 else 0:7.1f} blocks/s"
-                bar.update(done - bar.pos)
-
-            async def work(layers: Layers) -> ScrubReport:
-                return await run_scrub(
-                    layers.meta, layers.repairer, restart=restart, reads=RateLimit(limit), progress=progress
-                )
-
-            report = trio.run(run_unmounted, opts, secret, work)
-    except RepfsError as exc:
-        fail(exc)
-    click.echo(("resumed: " if report.resumed else "") + report.summary())
-    if report.unrecoverable:
-        sys.exit(6)
-    if report.incomplete:
-        sys.exit(1)
-
-
-@main.command()
-@click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@secret_options
-@click.option("--force", is_flag=True, help="Replace metadata that is already in FS_DIR.")
-def recover(fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, force: bool) -> None:
-    """Rebuild the metadata of FS_DIR from its pools (on a new host, or after losing it).
-
-    FS_DIR needs only its repfs.toml (the pool configuration). The newest metadata
-    snapshot that reads is taken, then every journal segment after it is applied.
-    """
-    from repfs.recovery import recover as run_recover
-
-    setup_logging(None, False)
-    logging.getLogger().setLevel(logging.WARNING)
-    try:
-        secret = get_secret(passphrase_fd, key_file, confirm=False)
-        with click.progressbar(length=1, label="recover", show_eta=True, show_pos=True) as bar:
-
-            def progress(done: int, total: int) -> None:
-                bar.length = max(total, 1)
-                bar.update(done - bar.pos)
-
-            out = trio.run(lambda: run_recover(fs_dir.absolute(), secret, force=force, progress=progress))
-    except RepfsError as exc:
-        fail(exc)
-    when = (
-        datetime.datetime.fromtimestamp(out.written_ns / 1e9).astimezone().isoformat(timespec="seconds")
-        if out.written_ns
-        else "the snapshot's time"
-    )
-    click.echo(
-        f"recovered {fs_dir} up to change {out.last_seq} (written {when}): snapshot {out.snapshot_seq} "
-        f"and {out.change_sets} change sets from {out.segments} journal segments"
-    )
-    for what in out.damaged:
-        click.echo(f"repfs: warning: damaged on every pool, skipped: {what}", err=True)
-    if out.gap_after is not None:
-        click.echo(
-            f"repfs: warning: the journal has a gap after change {out.gap_after}; later changes are lost",
-            err=True,
-        )
-        sys.exit(1)
-
-
-@main.command()
-@click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@secret_options
-@click.option("--repair", is_flag=True, help="Fix what can be fixed without losing data, then check again.")
-def fsck(fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, repair: bool) -> None:
-    """Check the metadata of FS_DIR against itself and against its pools (unmounted).
-
-    Exit status: 0 nothing wrong (or everything repaired), 1 problems found (or left
-    after --repair).
-    """
-    from repfs.fsck import FsckReport
-    from repfs.fsck import fsck as run_fsck
-    from repfs.mount import Layers, MountOptions, run_unmounted
-
-    setup_logging(None, False)
-    logging.getLogger().setLevel(logging.WARNING)
-    try:
-        secret = get_secret(passphrase_fd, key_file, confirm=False)
-        fs_dir = fs_dir.absolute()
-        opts = MountOptions(fs_dir=fs_dir, mountpoint=fs_dir)
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if done == 0:
-                click.echo(f"checking {phase} ...", err=True)
-
-        async def work(layers: Layers) -> tuple[FsckReport, FsckReport | None]:
-            first = await run_fsck(layers, repair=repair, progress=progress)
-            again = await run_fsck(layers, progress=progress) if first.repaired else None
-            return first, again
-
-        first, again = trio.run(lambda: run_unmounted(opts, secret, work, upkeep=False))
-    except RepfsError as exc:
-        fail(exc)
-    for line in first.lines():
-        click.echo(line)
-    if again is not None:
-        click.echo(f"repaired; checked again: {again.problems} problems left")
-        for line in again.lines() if again.problems else []:
-            click.echo(line)
-        sys.exit(1 if again.problems else 0)
-    click.echo(f"{first.problems} problems found" + (" (run with --repair to fix them)" if first.problems else ""))
-    sys.exit(1 if first.problems else 0)
+for command in (passwd, scrub, recover, fsck):
+    main.add_command(command)
 
 
 if __name__ == "__main__":

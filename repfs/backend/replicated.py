@@ -16,7 +16,7 @@ pool gets reads and writes; a `draining` one (an administrator's decision, kept 
 the health state) serves reads and deletes but takes nothing new and has no place in
 placement. A pool that reports itself full takes no new blocks for a while but still
 serves reads; so does a pool used past its critical threshold (a share of its configured
-`capacity`, else of the total it reports; see `space`). Usage is measured now and then
+`capacity`, else of the total it reports; the bookkeeping is in space.py). Usage is measured now and then
 (backend/usage.py) and kept up to date in between from the store's own writes; crossing
 a threshold is logged. A pool call that fails as unavailable is reported through
 `on_trouble`, so the health monitor looks at that pool at once instead of at its next
@@ -45,6 +45,7 @@ from repfs.backend.base import Pool, PoolUsage
 from repfs.backend.keys import block_key
 from repfs.backend.placement import rank_pools
 from repfs.backend.retry import DEFAULT_ATTEMPTS, DEFAULT_BASE_DELAY, retry
+from repfs.backend.space import DEFAULT_THRESHOLDS, PoolSpace, SpaceBook
 from repfs.backend.state import PoolState, object_digest
 from repfs.errors import (
     CorruptObject,
@@ -62,7 +63,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_OP_TIMEOUT = 60.0
-FULL_BACKOFF = 60.0  # seconds a pool that said "full" gets no new blocks before it is tried again
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -88,35 +88,8 @@ def _summary(failures: Mapping[str, str]) -> str:
     return "; ".join(f"{name} ({why})" for name, why in failures.items()) or "none"
 
 
-DEFAULT_THRESHOLDS = (0.80, 0.90)  # warn, critical: shares of a pool's capacity
-
-
 def _kind(exc: Exception) -> str:
     return next((word for cls, word in _KINDS if isinstance(exc, cls)), "error")
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
-
-
-@dataclass(frozen=True)
-class PoolSpace:
-    """A pool's space as the store knows it (None: not measured yet)."""
-
-    used: int | None
-    total: int | None  # the capacity thresholds apply to: configured, else reported
-    reported_total: int | None
-    free: int | None
-    capacity: int  # configured; 0 = none
-    ratio: float | None
-    warn: float
-    critical: float
-    level: str  # unknown, ok, warn, critical
-    full: bool
 
 
 @dataclass(frozen=True)
@@ -157,11 +130,7 @@ class ReplicatedStore:
         self._pools: dict[str, Pool] = {}
         self._weights: dict[str, float] = {}
         self._state: dict[str, PoolState] = {}
-        self._full_until: dict[str, float] = {}
-        self._capacity: dict[str, int] = {}
-        self._thresholds: dict[str, tuple[float, float]] = {}
-        self._space: dict[str, PoolUsage | None] = {}
-        self._level: dict[str, str] = {}
+        self.space_book = SpaceBook()
         self._draining: set[str] = set()
         self._inflight: dict[str, int] = {}
         self._idle_events: dict[str, trio.Event] = {}
@@ -262,11 +231,7 @@ class ReplicatedStore:
         self._pools[name] = pool
         self._weights[name] = float(weight)
         self._state[name] = PoolState.UP
-        self._full_until[name] = 0.0
-        self._capacity[name] = int(capacity)
-        self._thresholds[name] = thresholds
-        self._space[name] = None
-        self._level[name] = "unknown"
+        self.space_book.add(name, capacity, thresholds)
         self._inflight[name] = 0
 
     def add_pool(
@@ -292,10 +257,9 @@ class ReplicatedStore:
         if len(self._pools) == 1:
             raise ValueError("cannot remove the last pool")
         pool = self._pools.pop(name)
-        for table in (self._weights, self._state, self._full_until, self._capacity, self._thresholds):
-            table.pop(name, None)
-        self._space.pop(name, None)
-        self._level.pop(name, None)
+        self._weights.pop(name, None)
+        self._state.pop(name, None)
+        self.space_book.remove(name)
         self._draining.discard(name)
         log.warning("pool %s (%s) removed", name, pool.url)
         return pool
@@ -313,14 +277,11 @@ class ReplicatedStore:
         rank_pools(b"", [*((n, w) for n, w in self._weights.items() if n != name), (name, float(weight))])
         self._weights[name] = float(weight)
 
-    # --- space ------------------------------------------------------------------------
+    # --- space (see space.py) -----------------------------------------------------------
 
     def full(self, name: str) -> bool:
-        """Whether `name` takes no new blocks now: it said so lately, or it is used past
-        its critical threshold."""
-        if time.monotonic() < self._full_until[name]:
-            return True
-        return self._level_of(name) == "critical"
+        """Whether `name` takes no new blocks now (it said so lately, or is past critical)."""
+        return self.space_book.full(name)
 
     def writable(self, name: str) -> bool:
         return self._state[name].takes_blocks and name not in self._draining and not self.full(name)
@@ -332,97 +293,20 @@ class ReplicatedStore:
 
     def set_capacity(self, name: str, capacity: int) -> None:
         self._check_name(name)
-        self._capacity[name] = int(capacity)
-        self._check_level(name)
+        self.space_book.set_capacity(name, capacity)
 
     def set_thresholds(self, name: str, warn: float, critical: float) -> None:
         self._check_name(name)
-        if not 0 < warn <= critical <= 1:
-            raise ValueError(f"need 0 < warn ({warn}) <= critical ({critical}) <= 1")
-        self._thresholds[name] = (warn, critical)
-        self._check_level(name)
+        self.space_book.set_thresholds(name, warn, critical)
 
     def note_usage(self, name: str, used: int, total: int = 0, free: int = 0) -> None:
         """The bytes a pool holds and has, as measured (the store keeps `used` up to date
         from there as it writes)."""
-        if name not in self._pools:
-            return
-        self._space[name] = PoolUsage(used=used, total=total, free=free)
-        self._check_level(name)
+        self.space_book.note_usage(name, used, total, free)
 
     def space(self, name: str) -> PoolSpace:
-        """What is known of a pool's space now, against its capacity and thresholds."""
         self._check_name(name)
-        u = self._space[name]
-        warn, critical = self._thresholds[name]
-        return PoolSpace(
-            used=u.used if u else None,
-            total=self._effective_total(name),
-            reported_total=u.total if u else None,
-            free=u.free if u else None,
-            capacity=self._capacity[name],
-            ratio=self._ratio(name),
-            warn=warn,
-            critical=critical,
-            level=self._level_of(name),
-            full=self.full(name),
-        )
-
-    def _effective_total(self, name: str) -> int | None:
-        if self._capacity[name] > 0:
-            return self._capacity[name]
-        u = self._space[name]
-        return u.total if u is not None and u.total > 0 else None
-
-    def _ratio(self, name: str) -> float | None:
-        """Used share of the capacity (configured, else the pool's own total: then what the
-        whole disk has in use, whoever wrote it); None when unknown."""
-        u = self._space[name]
-        if u is None:
-            return None
-        cap = self._capacity[name]
-        if cap > 0:
-            return u.used / cap
-        if u.total > 0:
-            return (u.total - u.free) / u.total
-        return None
-
-    def _level_of(self, name: str) -> str:
-        ratio = self._ratio(name)
-        if ratio is None:
-            return "unknown"
-        warn, critical = self._thresholds[name]
-        return "critical" if ratio >= critical else "warn" if ratio >= warn else "ok"
-
-    def _check_level(self, name: str) -> None:
-        level = self._level_of(name)
-        was, self._level[name] = self._level[name], level
-        if level == was or (was == "unknown" and level == "ok"):
-            return
-        space = self.space(name)
-        pct = f"{(space.ratio or 0) * 100:.1f}% of {_size(space.total or 0)} used"
-        if level == "critical":
-            log.warning(
-                "pool %s is over its critical threshold (%s, critical at %g%%): it takes no new blocks",
-                name, pct, space.critical * 100,
-            )  # fmt: skip
-        elif level == "warn":
-            log.warning("pool %s is over its warn threshold (%s, warn at %g%%)", name, pct, space.warn * 100)
-        else:
-            log.info("pool %s is back under its thresholds (%s)", name, pct)
-
-    def _mark_full(self, name: str, exc: Exception) -> None:
-        if not self.full(name):
-            log.warning("pool %s is full and takes no new blocks for %g s: %s", name, FULL_BACKOFF, exc)
-        self._full_until[name] = time.monotonic() + FULL_BACKOFF
-
-    def _count(self, name: str, delta: int) -> None:
-        u = self._space.get(name)
-        if u is not None:
-            free = max(0, u.free - delta) if u.total > 0 else u.free
-            self._space[name] = PoolUsage(used=max(0, u.used + delta), total=u.total, free=free)
-            if self._level[name] != self._level_of(name):
-                self._check_level(name)
+        return self.space_book.space(name)
 
     def _check_name(self, name: str) -> None:
         if name not in self._pools:
@@ -486,7 +370,7 @@ class ReplicatedStore:
                 except StorageError as exc:
                     failures[name] = exc
                     if isinstance(exc, PoolFull):
-                        self._mark_full(name, exc)
+                        self.space_book.mark_full(name, exc)
                     stand_in = next(pending, None)
                     log.warning(
                         "cannot store %s on pool %s (%s); %s",
@@ -498,7 +382,7 @@ class ReplicatedStore:
                     name = stand_in
                 else:
                     stored.add(name)
-                    self._count(name, len(obj))
+                    self.space_book.count(name, len(obj))
                     return
 
         async with trio.open_nursery() as nursery:
@@ -606,7 +490,7 @@ class ReplicatedStore:
             except StorageError as exc:
                 log.warning("cannot repair block %s on pool %s (was %s): %s", short, name, why, exc)
                 return
-            self._count(name, len(obj))
+            self.space_book.count(name, len(obj))
             self.repairs += 1
             log.warning("repaired block %s on pool %s: was %s", short, name, why)
 
@@ -667,9 +551,9 @@ class ReplicatedStore:
         try:
             await self._call(name, f"put {key}", lambda pool: pool.put(key, obj))
         except PoolFull as exc:
-            self._mark_full(name, exc)
+            self.space_book.mark_full(name, exc)
             raise
-        self._count(name, len(obj))
+        self.space_book.count(name, len(obj))
 
     async def delete_copy(self, name: str, block_id: bytes) -> None:
         """Delete one pool's copy of a block (an extra copy after repair); raises StorageError."""

@@ -320,6 +320,9 @@ class BlockCache:
                 if data is None:  # dropped while we waited
                     return
                 await self._store(e.ino, e.index, data, lambda: not e.dropped)
+                if e.generation != generation and not e.dropped and e.size >= self.block_size:
+                    self._full[(e.ino, e.index)] = e  # written again while stored: store it again
+                    self._wake_writeback.set()
                 if e.generation == generation and not e.dropped:
                     os.replace(self._path(e, True), self._path(e, False))
                     self.dirty_bytes -= e.size

@@ -197,6 +197,7 @@ class JournalWriter:
             if self.error is None:
                 log.error("cannot store metadata journal %s, will retry: %s", key, exc)
             self.error = exc
+            self.sending = self.stored  # nothing is on its way: a waiting fsync asks again
             self._announce()
             return False
         if self.error is not None:

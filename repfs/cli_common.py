@@ -1,0 +1,127 @@
+"""What every `repfs` command shares: sizes, exit codes, logging, and the secret."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from repfs.errors import (
+    ConfigError,
+    FilesystemExists,
+    ForeignPool,
+    RepfsError,
+    SetupError,
+    WrongPassphrase,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CODES: list[tuple[type[RepfsError], int]] = [
+    (WrongPassphrase, 3),
+    (ForeignPool, 4),
+    (FilesystemExists, 5),
+    (ConfigError, 2),
+    (SetupError, 2),
+]
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.I)
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a size; write e.g. 4M, 512K or 2G")
+    exponent = "_kmgt".index((m.group(2) or "_").lower())
+    return int(m.group(1)) * (1 << (10 * exponent))
+
+
+def parse_count(text: str, option: str) -> int | None:
+    """A positive count, or None for `all`."""
+    if text.strip().lower() == "all":
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise click.BadParameter(f"{text!r} is not a positive number or 'all'", param_hint=option)
+    return int(text)
+
+
+def fail(exc: RepfsError) -> None:
+    code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
+    click.echo(f"repfs: error: {exc}", err=True)
+    sys.exit(code)
+
+
+def setup_logging(log_file: str | None, debug: bool) -> None:
+    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger("pyfuse3").setLevel(logging.INFO)
+
+
+# --- secrets -----------------------------------------------------------------------
+
+
+def read_fd(fd: int, *, strip: bool = True) -> bytes:
+    """Everything up to end of file; a typed passphrase loses its trailing newline."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    data = b"".join(chunks)
+    return data.rstrip(b"\r\n") if strip else data
+
+
+def read_key_file(path: Path) -> bytes:
+    try:
+        st = path.stat()
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SetupError(f"cannot read key file {path}: {exc.strerror}") from None
+    if st.st_mode & 0o077:
+        raise SetupError(f"key file {path} is readable by other users; run: chmod 600 {path}")
+    if len(data) < 16:
+        raise SetupError(f"key file {path} is too short: use at least 16 random bytes")
+    return data
+
+
+def get_secret(passphrase_fd: int | None, key_file: Path | None, *, confirm: bool, what: str = "Passphrase") -> bytes:
+    if passphrase_fd is not None and key_file is not None:
+        raise ConfigError("give either --passphrase-fd or --key-file, not both")
+    if key_file is not None:
+        return read_key_file(key_file)
+    if passphrase_fd is not None:
+        try:
+            secret = read_fd(passphrase_fd)
+        except OSError as exc:
+            raise SetupError(
+                f"cannot read the passphrase from file descriptor {passphrase_fd}: {exc.strerror}"
+            ) from None
+    else:
+        if not sys.stdin.isatty():
+            raise SetupError("no passphrase: standard input is not a terminal; use --passphrase-fd or --key-file")
+        secret = click.prompt(what, hide_input=True, confirmation_prompt=confirm).encode()
+    if not secret:
+        raise SetupError("the passphrase is empty")
+    return secret
+
+
+def secret_options(fn: F) -> F:
+    fn = click.option(
+        "--key-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Read the secret from this file (mode 0600) instead of asking for a passphrase.",
+    )(fn)
+    fn = click.option(
+        "--passphrase-fd",
+        type=int,
+        help="Read the passphrase from this open file descriptor (for scripts), up to end of file.",
+    )(fn)
+    return fn

@@ -1,0 +1,204 @@
+"""`repfs passwd`, `scrub`, `recover` and `fsck`: work on a filesystem that is not mounted."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+import trio
+
+from repfs.cli_common import fail, get_secret, parse_size, secret_options, setup_logging
+from repfs.errors import RepfsError
+
+
+@click.command()
+@click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@secret_options
+@click.option("--new-passphrase-fd", type=int, help="Read the new passphrase from this file descriptor.")
+@click.option(
+    "--new-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Use the contents of this file (mode 0600) as the new secret.",
+)
+def passwd(
+    fs_dir: Path,
+    passphrase_fd: int | None,
+    key_file: Path | None,
+    new_passphrase_fd: int | None,
+    new_key_file: Path | None,
+) -> None:
+    """Change the passphrase (or key file) of FS_DIR. No data is rewritten: only the
+    data key is wrapped anew, on every pool."""
+    from repfs.volume import passwd as do_passwd
+
+    try:
+        old = get_secret(passphrase_fd, key_file, confirm=False, what="Current passphrase")
+        new = get_secret(new_passphrase_fd, new_key_file, confirm=True, what="New passphrase")
+        trio.run(do_passwd, fs_dir.absolute(), old, new)
+    except RepfsError as exc:
+        fail(exc)
+    click.echo(f"passphrase of {fs_dir} changed")
+
+
+@click.command()
+@click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@secret_options
+@click.option(
+    "--rate",
+    default="64M",
+    show_default=True,
+    metavar="SIZE",
+    help="Read at most this many bytes a second from the pools (and write as much for repairs); 0: no limit.",
+)
+@click.option("--restart", is_flag=True, help="Start from the first block, not where an interrupted scrub stopped.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="As for mount.")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Log here instead of standard error.")
+def scrub(
+    fs_dir: Path,
+    passphrase_fd: int | None,
+    key_file: Path | None,
+    rate: str,
+    restart: bool,
+    cache_dir: Path | None,
+    log_file: str | None,
+) -> None:
+    """Read and verify every copy of every block of FS_DIR, and repair what is bad or missing.
+
+    The filesystem must not be mounted. An interrupted scrub resumes where it stopped.
+    Exit status: 0 when every block has all its copies, 1 when some could not be
+    completed (a pool is down), 6 when some block has no good copy left.
+    """
+    from repfs.fs.ratelimit import RateLimit
+    from repfs.fs.scrub import ScrubReport
+    from repfs.fs.scrub import scrub as run_scrub
+    from repfs.mount import Layers, MountOptions, run_unmounted
+
+    setup_logging(log_file, False)
+    logging.getLogger().setLevel(logging.WARNING if log_file is None else logging.INFO)
+    try:
+        secret = get_secret(passphrase_fd, key_file, confirm=False)
+        limit = parse_size(rate) or None
+        fs_dir = fs_dir.absolute()
+        opts = MountOptions(
+            fs_dir=fs_dir,
+            mountpoint=fs_dir,
+            cache_dir=cache_dir.absolute() if cache_dir else None,
+            repair_rate=limit,
+        )
+        with click.progressbar(length=1, label="scrub", show_eta=True, show_pos=True) as bar:
+            started = time.monotonic()
+            first: list[int] = []
+
+            def progress(done: int, total: int) -> None:
+                if not first:
+                    first.append(done)
+                bar.length = max(total, 1)
+                elapsed = time.monotonic() - started
+                bar.label = f"scrub {(done - first[0]) / elapsed if elapsed > 0 else 0:7.1f} blocks/s"
+                bar.update(done - bar.pos)
+
+            async def work(layers: Layers) -> ScrubReport:
+                return await run_scrub(
+                    layers.meta, layers.repairer, restart=restart, reads=RateLimit(limit), progress=progress
+                )
+
+            report = trio.run(run_unmounted, opts, secret, work)
+    except RepfsError as exc:
+        fail(exc)
+    click.echo(("resumed: " if report.resumed else "") + report.summary())
+    if report.unrecoverable:
+        sys.exit(6)
+    if report.incomplete:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@secret_options
+@click.option("--force", is_flag=True, help="Replace metadata that is already in FS_DIR.")
+def recover(fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, force: bool) -> None:
+    """Rebuild the metadata of FS_DIR from its pools (on a new host, or after losing it).
+
+    FS_DIR needs only its repfs.toml (the pool configuration). The newest metadata
+    snapshot that reads is taken, then every journal segment after it is applied.
+    """
+    from repfs.recovery import recover as run_recover
+
+    setup_logging(None, False)
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        secret = get_secret(passphrase_fd, key_file, confirm=False)
+        with click.progressbar(length=1, label="recover", show_eta=True, show_pos=True) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.length = max(total, 1)
+                bar.update(done - bar.pos)
+
+            out = trio.run(lambda: run_recover(fs_dir.absolute(), secret, force=force, progress=progress))
+    except RepfsError as exc:
+        fail(exc)
+    when = (
+        datetime.datetime.fromtimestamp(out.written_ns / 1e9).astimezone().isoformat(timespec="seconds")
+        if out.written_ns
+        else "the snapshot's time"
+    )
+    click.echo(
+        f"recovered {fs_dir} up to change {out.last_seq} (written {when}): snapshot {out.snapshot_seq} "
+        f"and {out.change_sets} change sets from {out.segments} journal segments"
+    )
+    for what in out.damaged:
+        click.echo(f"repfs: warning: damaged on every pool, skipped: {what}", err=True)
+    if out.gap_after is not None:
+        click.echo(
+            f"repfs: warning: the journal has a gap after change {out.gap_after}; later changes are lost",
+            err=True,
+        )
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@secret_options
+@click.option("--repair", is_flag=True, help="Fix what can be fixed without losing data, then check again.")
+def fsck(fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, repair: bool) -> None:
+    """Check the metadata of FS_DIR against itself and against its pools (unmounted).
+
+    Exit status: 0 nothing wrong (or everything repaired), 1 problems found (or left
+    after --repair).
+    """
+    from repfs.fsck import FsckReport
+    from repfs.fsck import fsck as run_fsck
+    from repfs.mount import Layers, MountOptions, run_unmounted
+
+    setup_logging(None, False)
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        secret = get_secret(passphrase_fd, key_file, confirm=False)
+        fs_dir = fs_dir.absolute()
+        opts = MountOptions(fs_dir=fs_dir, mountpoint=fs_dir)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if done == 0:
+                click.echo(f"checking {phase} ...", err=True)
+
+        async def work(layers: Layers) -> tuple[FsckReport, FsckReport | None]:
+            first = await run_fsck(layers, repair=repair, progress=progress)
+            again = await run_fsck(layers, progress=progress) if first.repaired else None
+            return first, again
+
+        first, again = trio.run(lambda: run_unmounted(opts, secret, work, upkeep=False))
+    except RepfsError as exc:
+        fail(exc)
+    for line in first.lines():
+        click.echo(line)
+    if again is not None:
+        click.echo(f"repaired; checked again: {again.problems} problems left")
+        for line in again.lines() if again.problems else []:
+            click.echo(line)
+        sys.exit(1 if again.problems else 0)
+    click.echo(f"{first.problems} problems found" + (" (run with --repair to fix them)" if first.problems else ""))
+    sys.exit(1 if first.problems else 0)

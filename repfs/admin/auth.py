@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ADMIN_GROUP = "repfs-admin"
 SOCKET_MODE = 0o660
+LISTEN_BACKLOG = 128
 # sockaddr_un holds 108 bytes; longer paths are reached through /proc/self/fd/N/NAME
 _MAX_SUN_PATH = 100
 _PEERCRED = struct.Struct("3i")
@@ -166,7 +167,9 @@ def bind_socket(path: Path, admin_gid: int | None) -> trio.socket.SocketType:
         except OSError as exc:
             log.warning("admin socket %s: cannot give it to group %d: %s", path, admin_gid, exc.strerror)
     os.chmod(path, SOCKET_MODE)
-    sock.listen(16)
+    # A burst of callers (monitoring, scripts) waits in the backlog rather than being refused
+    # (a non-blocking connect to a full Unix socket backlog fails at once with EAGAIN).
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return trio.socket.from_stdlib_socket(sock)
 

@@ -134,23 +134,26 @@ def test_an_object_overwritten_behind_repfs_is_repaired_and_a_pool_failing_its_c
     servers = weed_factory(3)
     fs = s3fs_factory(servers)
     fs.mount("--heartbeat", "1", "--challenge-size", "all")
-    data = os.urandom(6 * 64 * 1024)
+    data = os.urandom(24 * 64 * 1024)  # enough blocks that every pool is first for one, second for another
     write_synced(fs.mnt / "f", data)
     fs.remount("--heartbeat", "1", "--challenge-size", "all")  # a cold cache: reads go to the pools
     weights = [(n, 1.0) for n in pool_names(fs)]
     by_pool = dict(zip(pool_names(fs), zip(servers, fs.buckets, strict=True), strict=True))
     keys = sorted(block_holders(fs))
-    first_pool = rank_pools(block_id_from_key(keys[0]), weights)[0]
+    ranks = {k: rank_pools(block_id_from_key(k), weights) for k in keys}
+    # a pool that reads try first for one block (`read_key`) and second for another
+    first_pool = next(r[0] for r in ranks.values() if any(o[1] == r[0] for o in ranks.values()))
+    read_key = next(k for k in keys if ranks[k][0] == first_pool)
     server, bucket = by_pool[first_pool]
-    name = f"{fs.prefix}/{keys[0]}"
+    name = f"{fs.prefix}/{read_key}"
     good = server.get_object(bucket, name)
     server.put_object(bucket, name, b"written behind repfs's back")
-    fs.expect_log(rf"block {block_id_from_key(keys[0]).hex()[:12]}")
+    fs.expect_log(rf"block {block_id_from_key(read_key).hex()[:12]}")
     assert (fs.mnt / "f").read_bytes() == data
     assert wait_for(lambda: server.get_object(bucket, name) == good, 30), "the damaged copy was not repaired"
 
     # damage a copy that reads never touch (second in its order), then take that pool down and back
-    key = next(k for k in keys if rank_pools(block_id_from_key(k), weights)[1] == first_pool)
+    key = next(k for k in keys if ranks[k][1] == first_pool)
     server.put_object(bucket, f"{fs.prefix}/{key}", b"damaged while nobody looked")
     fs.expect_log(rf"pool {first_pool}|Connection refused|Max retries")
     server.stop()

@@ -38,6 +38,12 @@ FetchFn = Callable[[int, int], Awaitable[bytes | None]]
 StoreFn = Callable[[int, int, bytes, Callable[[], bool]], Awaitable[None]]
 
 
+@dataclass
+class _Drops:
+    count: int = 0  # drops of the inode's blocks since its first fetch in flight began
+    fetching: int = 0
+
+
 @dataclass(eq=False)
 class Entry:
     ino: int
@@ -82,6 +88,7 @@ class BlockCache:
         self.clean_bytes = 0
         self.upload_errors = 0
         self._fetching: dict[Key, trio.Event] = {}
+        self._drops: dict[int, _Drops] = {}  # inodes with fetches in flight: drops meanwhile
         self._room = trio.Event()
         self._wake_writeback = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -171,26 +178,38 @@ class BlockCache:
                 break
             await pending.wait()
         done = self._fetching[key] = trio.Event()
+        drops = self._drops.setdefault(ino, _Drops())
+        drops.fetching += 1
         try:
-            data = await self._fetch(ino, index)
-            if key in self.entries:  # a writer created it meanwhile: theirs is newer
-                return self.entries[key]
-            if data is None and not holes:
-                return None
-            # Written beside its place in a worker thread (megabytes: not on the event loop),
-            # then put in place unless a writer made the block meanwhile.
-            path = self._path(key, False)
-            temp = path.with_name(f".fetch-{path.name}")
-            await trio.to_thread.run_sync(_write_file, temp, data or b"")
-            if key in self.entries:
-                temp.unlink(missing_ok=True)
-                return self.entries[key]
-            os.replace(temp, path)
-            e = Entry(ino, index, len(data) if data else 0)
-            self._add(e)
-            self._evict()
-            return e
+            while True:
+                seen = drops.count
+                data = await self._fetch(ino, index)
+                if key in self.entries:  # a writer created it meanwhile: theirs is newer
+                    return self.entries[key]
+                if drops.count != seen:  # truncated or deleted meanwhile: what we got may be gone
+                    continue
+                if data is None and not holes:
+                    return None
+                # Written beside its place in a worker thread (megabytes: not on the event
+                # loop), then put in place unless a writer made the block meanwhile.
+                path = self._path(key, False)
+                temp = path.with_name(f".fetch-{path.name}")
+                await trio.to_thread.run_sync(_write_file, temp, data or b"")
+                if key in self.entries:
+                    temp.unlink(missing_ok=True)
+                    return self.entries[key]
+                if drops.count != seen:
+                    temp.unlink(missing_ok=True)
+                    continue
+                os.replace(temp, path)
+                e = Entry(ino, index, len(data) if data else 0)
+                self._add(e)
+                self._evict()
+                return e
         finally:
+            drops.fetching -= 1
+            if not drops.fetching:
+                del self._drops[ino]
             del self._fetching[key]
             done.set()
 
@@ -249,9 +268,10 @@ class BlockCache:
             os.pwrite(fd, data, offset)
         finally:
             os.close(fd)
+        before = e.size
         self._resize(e, max(e.size, offset + len(data)))
         self.entries.move_to_end(key)
-        if e.size >= self.block_size:  # a full block will not grow: store it now
+        if before < self.block_size <= e.size:  # just filled (a writer moving on): store it now
             self._full[key] = e
             self._wake_writeback.set()
         elif self.dirty_bytes > self.max_dirty // 2:
@@ -272,7 +292,11 @@ class BlockCache:
         self._resize(e, length)
 
     def drop(self, ino: int, first_index: int = 0) -> None:
-        """Forget the cached blocks of `ino` from `first_index` on, dirty or not."""
+        """Forget the cached blocks of `ino` from `first_index` on, dirty or not (and what
+        fetches of its blocks bring back, which may be the dropped content)."""
+        drops = self._drops.get(ino)
+        if drops is not None:
+            drops.count += 1
         for index in [i for i in self.by_ino.get(ino, ()) if i >= first_index]:
             e = self.entries[(ino, index)]
             path = self._path(e)
@@ -320,9 +344,6 @@ class BlockCache:
                 if data is None:  # dropped while we waited
                     return
                 await self._store(e.ino, e.index, data, lambda: not e.dropped)
-                if e.generation != generation and not e.dropped and e.size >= self.block_size:
-                    self._full[(e.ino, e.index)] = e  # written again while stored: store it again
-                    self._wake_writeback.set()
                 if e.generation == generation and not e.dropped:
                     os.replace(self._path(e, True), self._path(e, False))
                     self.dirty_bytes -= e.size

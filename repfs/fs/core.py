@@ -4,9 +4,9 @@ Called by the thin FUSE layer (repfs/fuse/ops.py) and directly by tests. Every m
 takes plain values (inode numbers, names as bytes, the `Caller`) and returns `Inode`
 records or bytes; errors are `repfs.errors.FsError` subclasses carrying their errno.
 
-Inode lifetime: an inode whose last name is removed is freed at once unless it is open
-or a directory the kernel still knows; such an inode stays (in the `orphans` table) and is
-freed at the last `forget`, at unmount, or at the next mount after a crash.
+Inode lifetime: an inode whose last name is removed stays (in the `orphans` table)
+while the kernel still knows it (lookup count > 0, e.g. an open file), and is freed at
+the last `forget`, at unmount, or at the next mount after a crash.
 """
 
 from __future__ import annotations
@@ -105,7 +105,6 @@ class Filesystem:
         self.replicas = replicas
         self.lookups: dict[int, int] = {}
         self.handles: dict[int, Handle] = {}
-        self.open_count: dict[int, int] = {}  # open handles per inode
         self._next_fh = 1
 
     # --- lifetime ---------------------------------------------------------------------
@@ -144,9 +143,10 @@ class Filesystem:
     def _unlinked(self, t: Txn, inode: Inode) -> None:
         if inode.nlink > 0:
             return
-        # An open file must stay readable through its handles; a directory the kernel
-        # knows may be some process's working directory. Anything else nobody can reach.
-        if self.open_count.get(inode.ino, 0) or (inode.is_dir and self.lookups.get(inode.ino, 0) > 0):
+        # The kernel may still use an inode it knows without its name: a process that
+        # resolved the path just before (an open racing a rename over the file), an open
+        # FIFO (opened without asking us), a working directory. It is freed at `forget`.
+        if self.lookups.get(inode.ino, 0) > 0:
             t.put("orphans", s.inode_key(inode.ino), b"")
         else:
             self._purge(t, inode.ino)
@@ -298,7 +298,6 @@ class Filesystem:
         fh = self._next_fh
         self._next_fh += 1
         self.handles[fh] = Handle(ino, flags)
-        self.open_count[ino] = self.open_count.get(ino, 0) + 1
         return fh
 
     def handle(self, fh: int) -> Handle:
@@ -417,14 +416,7 @@ class Filesystem:
 
     def release(self, fh: int) -> None:
         h = self.handles.pop(fh, None)
-        if h is None:
-            return
-        left = self.open_count.get(h.ino, 0) - 1
-        if left > 0:
-            self.open_count[h.ino] = left
-        else:
-            self.open_count.pop(h.ino, None)
-        if h.written:
+        if h is not None and h.written:
             self.cache.kick()
 
     async def fsyncdir(self) -> None:

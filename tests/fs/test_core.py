@@ -11,6 +11,8 @@ import os
 import stat
 
 import pytest
+import trio
+import trio.testing
 
 from repfs.backend.keys import block_id_from_key
 from repfs.errors import FsError
@@ -103,18 +105,43 @@ async def test_unlinked_open_file_lives_until_forget(rig: Rig) -> None:
     assert rig.objects() == set()
 
 
-async def test_unlinked_file_nobody_has_open_is_freed_at_once(rig: Rig) -> None:
-    ino = await write_file(rig, b"gone", os.urandom(BS))
-    assert rig.fs.lookups[ino] > 0  # the kernel still knows it, but nothing has it open
-    rig.fs.unlink(ROOT, ROOT_INO, b"gone")
+async def test_a_file_replaced_while_the_kernel_knows_it_stays_until_forget(rig: Rig) -> None:
+    # A reader resolved the name (the kernel holds the inode) and opens it after a writer
+    # renamed a new file over it: the open must find the old file, as on a local disk.
+    data = os.urandom(BS)
+    old = await write_file(rig, b"config", data)
+    await write_file(rig, b"config.new", b"new")
+    rig.fs.rename(ROOT, ROOT_INO, b"config.new", ROOT_INO, b"config", 0)
+    fh = await rig.fs.open(ROOT, old, os.O_RDONLY)
+    assert await rig.fs.read(fh, 0, BS) == data
+    rig.fs.release(fh)
+    rig.fs.forget([(old, rig.fs.lookups[old])])
     with pytest.raises(FsError) as e:
-        rig.fs.getattr(ino)
+        rig.fs.getattr(old)
     assert errno_of(e) == errno.ENOENT
-    with rig.meta.read() as t:
-        assert list(t.scan("orphans", b"")) == []
-    rig.fs.forget([(ino, rig.fs.lookups[ino])])  # the kernel's forget finds nothing to do
-    await rig.blocks.collect()
-    assert rig.objects() == set()
+
+
+async def test_a_block_fetched_while_its_file_is_truncated_does_not_come_back(rig: Rig) -> None:
+    ino = await write_file(rig, b"t", os.urandom(3 * BS))
+    rig.cache.drop(ino)  # a cold cache: block 1 must come from the pools
+    fetched, go_on = trio.Event(), trio.Event()
+    fetch = rig.cache._fetch
+
+    async def held_fetch(i: int, index: int) -> bytes | None:
+        data = await fetch(i, index)  # the old content, read before the truncate
+        fetched.set()
+        await go_on.wait()
+        return data
+
+    rig.cache._fetch = held_fetch
+    rig.cache.prefetch(ino, 1)  # read-ahead, as for a sequential reader
+    await fetched.wait()
+    await rig.fs.setattr(ROOT, ino, AttrChange(size=0))
+    rig.cache._fetch = fetch
+    go_on.set()
+    await trio.testing.wait_all_tasks_blocked()
+    await rig.fs.setattr(ROOT, ino, AttrChange(size=3 * BS))  # whole blocks: nothing to cut
+    assert await read_file(rig, ino) == bytes(3 * BS)
 
 
 async def test_rename_flags_and_cycles(rig: Rig) -> None:

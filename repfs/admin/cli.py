@@ -66,6 +66,14 @@ def emit(value: Any) -> None:
     click.echo(json.dumps(value, indent=2))
 
 
+def show(value: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    """An answer: as JSON with --json, else `text(value)` for people."""
+    if as_json:
+        emit(value)
+    else:
+        click.echo(text(value))
+
+
 def size(n: int | float | None) -> str:
     if n is None:
         return "-"
@@ -174,11 +182,7 @@ def pools() -> None:
 @click.pass_context
 def pools_list(ctx: click.Context, as_json: bool) -> None:
     """Every pool: state, weight, usage against thresholds, drain progress."""
-    answer = call(ctx, "GET", "/v1/pools")
-    if as_json:
-        emit(answer)
-    else:
-        click.echo(pool_rows(answer["pools"]))
+    show(call(ctx, "GET", "/v1/pools"), as_json, lambda a: pool_rows(a["pools"]))
 
 
 @pools.command("show")
@@ -317,16 +321,11 @@ def pools_drain(ctx: click.Context, name: str, wait: bool, timeout: float | None
     answer = call(ctx, "POST", f"/v1/pools/{name}/drain")
     if wait:
         info = _wait_drain(ctx, name, timeout, as_json)
-        if as_json:
-            emit(info)
-        else:
-            click.echo(f"pool {name} is drained: it holds no blocks; remove it with: repfs-admin pools remove {name}")
+        show(info, as_json, lambda _: f"pool {name} is drained: it holds no blocks; "
+                                      f"remove it with: repfs-admin pools remove {name}")  # fmt: skip
         return
-    if as_json:
-        emit(answer)
-    else:
-        click.echo(f"pool {name} is draining: {answer['queued']} blocks to move; follow it with: "
-                   f"repfs-admin pools drain {name} --wait")  # fmt: skip
+    show(answer, as_json, lambda a: f"pool {name} is draining: {a['queued']} blocks to move; "
+                                    f"follow it with: repfs-admin pools drain {name} --wait")  # fmt: skip
 
 
 @pools.command("undrain")
@@ -336,10 +335,7 @@ def pools_drain(ctx: click.Context, name: str, wait: bool, timeout: float | None
 def pools_undrain(ctx: click.Context, name: str, as_json: bool) -> None:
     """Stop draining pool NAME: it takes its place in placement again."""
     answer = call(ctx, "POST", f"/v1/pools/{name}/undrain")
-    if as_json:
-        emit(answer)
-    else:
-        click.echo(f"pool {name} is no longer draining; {answer['queued']} blocks to move back")
+    show(answer, as_json, lambda a: f"pool {name} is no longer draining; {a['queued']} blocks to move back")
 
 
 @pools.command("remove")
@@ -351,10 +347,7 @@ def pools_remove(ctx: click.Context, name: str, as_json: bool) -> None:
     block, or while a block would keep fewer than `replicas` copies without it: drain it
     first). Its objects stay where they are; delete them yourself."""
     answer = call(ctx, "DELETE", f"/v1/pools/{name}")
-    if as_json:
-        emit(answer)
-    else:
-        click.echo(f"pool {name} removed; its objects are left in place")
+    show(answer, as_json, lambda _: f"pool {name} removed; its objects are left in place")
 
 
 @pools.command("clear")
@@ -364,10 +357,7 @@ def pools_remove(ctx: click.Context, name: str, as_json: bool) -> None:
 def pools_clear(ctx: click.Context, name: str, as_json: bool) -> None:
     """Clear a `failed` pool: it is challenged again and back in use if it passes."""
     answer = call(ctx, "POST", f"/v1/pools/{name}/clear")
-    if as_json:
-        emit(answer)
-    else:
-        click.echo(f"pool {name} is {answer['state']}: being challenged again")
+    show(answer, as_json, lambda a: f"pool {name} is {a['state']}: being challenged again")
 
 
 @main.command()

@@ -88,6 +88,12 @@ class NoAttribute(FsError):
     errno = _errno.ENODATA
 
 
+class NotSupported(FsError):
+    """Operation not supported."""
+
+    errno = _errno.EOPNOTSUPP
+
+
 class FileTooLarge(FsError):
     """File too large."""
 

@@ -307,8 +307,9 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
         metrics = Metrics()
         layers.store.observer = metrics.observe_pool
         ops = RepfsOperations(layers.fs, observe=metrics.observe_fuse, audit=opts.audit)
-        fuse_opts = set(opts.fuse_options) | {f"fsname=repfs:{paths.root}", "subtype=repfs"}
-        fuse_opts.discard("default_permissions")
+        # The kernel checks permissions (and, with enable_acl, POSIX ACLs): no cached name
+        # or kernel-handled open (a FIFO) can get past them. See repfs/fs/access.py.
+        fuse_opts = set(opts.fuse_options) | {f"fsname=repfs:{paths.root}", "subtype=repfs", "default_permissions"}
         try:
             pyfuse3.init(ops, str(opts.mountpoint), fuse_opts)
         except RuntimeError as exc:

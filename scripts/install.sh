@@ -35,7 +35,7 @@ done
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${REPFS_VENV:-$REPO/.venv}"
 PYTHON="${REPFS_PYTHON:-python3}"
-APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev rsync attr curl ca-certificates)
+APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev rsync attr acl tar curl ca-certificates)
 # The tests also check contrib/: the alert rules with promtool (package prometheus) and the
 # systemd unit with systemd-analyze (package systemd).
 if [[ "$MODE" == dev ]]; then

@@ -17,10 +17,13 @@ import errno
 import fcntl
 import hashlib
 import os
+import pickle
 import re
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -403,3 +406,85 @@ def opened(path: Path | str, flags: int, mode: int = 0o644) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+# --- callers as other users -------------------------------------------------------------
+
+
+def run_as(uid: int, gid: int, fn: Callable[[], Any], groups: Iterable[int] = (), umask: int = 0o022) -> Any:
+    """Run `fn()` in a forked child with the given uid, gid and supplementary groups (as
+    setresuid/setresgid set them: real, effective and saved, so the kernel's checks see
+    exactly that caller). Returns what `fn` returned (picklable), or the OSError's errno
+    as `Errno(n)`."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(r)
+        try:
+            os.setgroups(list(groups))
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            os.umask(umask)
+            try:
+                result: Any = fn()
+            except OSError as exc:
+                result = Errno(exc.errno or 0)
+            payload = pickle.dumps(result)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            payload = pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
+        with os.fdopen(w, "wb") as out:
+            out.write(payload)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as inp:
+        data = inp.read()
+    os.waitpid(pid, 0)
+    result = pickle.loads(data)
+    if isinstance(result, RuntimeError):
+        raise AssertionError(f"the child as uid {uid} failed: {result}")
+    return result
+
+
+class Errno(int):
+    """An errno returned by `run_as` (an int, printed by name)."""
+
+    def __repr__(self) -> str:
+        return errno.errorcode.get(int(self), str(int(self)))
+
+
+def outcome(fn: Callable[[], Any]) -> str:
+    """"ok" or the errno name of `fn()`: for tables of results to compare."""
+    return errno_name(oserror(fn))
+
+
+@contextlib.contextmanager
+def public_filesystem(node: pytest.Item | None = None, *extra: str) -> Iterator[Repfs]:
+    """A filesystem mounted with `-o allow_other` under a directory every user may reach
+    (pytest's tmp_path is private to root), unmounted and removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="repfs-public-"))
+    base.chmod(0o755)
+    fs = Repfs(base / "fs")
+    fs.base.chmod(0o755)
+    if node is not None:
+        register(node, fs)
+    try:
+        fs.mkfs()
+        fs.mount("-o", "allow_other", *extra)
+        yield fs
+    finally:
+        try:
+            fs.cleanup()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+    check_logs(fs)
+
+
+@contextlib.contextmanager
+def public_dir(prefix: str = "repfs-ref-") -> Iterator[Path]:
+    """A directory on the local disk every user may reach: the reference for "what Linux does"."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

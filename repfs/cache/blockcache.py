@@ -153,6 +153,10 @@ class BlockCache:
     def indexes(self, ino: int) -> list[int]:
         return sorted(self.by_ino.get(ino, ()))
 
+    def dirty_indexes(self, ino: int) -> list[int]:
+        """The indexes of the inode's blocks written here and not stored yet."""
+        return [i for i in self.by_ino.get(ino, ()) if self.entries[(ino, i)].dirty]
+
     def dirty_blocks(self) -> int:
         """How many blocks are waiting to be stored."""
         return len(self.dirty)

@@ -46,6 +46,7 @@ MAX_FILE_SIZE = 1 << 50  # 1 PiB
 class Handle:
     ino: int
     flags: int
+    caller: Caller  # who opened it: a write through it clears setuid/setgid by their rights
     written: bool = False
     read_end: int = -1  # where the last read ended: the next one starting there is sequential
 
@@ -80,6 +81,7 @@ class AttrChange:
     size: int | None = None
     atime_ns: int | None = None
     mtime_ns: int | None = None
+    times_now: bool = False  # both times are "now" (UTIME_NOW), not explicit values
 
 
 class Filesystem:
@@ -167,10 +169,15 @@ class Filesystem:
         with self.meta.read() as t:
             return t.inode(ino)
 
-    def names_cacheable(self, directory: int) -> bool:
-        """May the kernel cache the names in `directory` (see access.names_cacheable)?"""
+    def allocated(self, inode: Inode) -> int:
+        """Bytes of the file's blocks that are not holes (what st_blocks counts): logical
+        bytes, before compression, counted once whatever the number of replicas."""
+        if not inode.is_reg or inode.size == 0:
+            return 0
+        indexes = set(self.cache.dirty_indexes(inode.ino))
         with self.meta.read() as t:
-            return access.names_cacheable(t.inode(directory))
+            indexes.update(t.mapped_indexes(inode.ino))
+        return sum(max(0, min(self.bs, inode.size - i * self.bs)) for i in indexes)
 
     def lookup(self, caller: Caller, parent: int, name: bytes) -> Inode:
         with self.meta.read() as t:
@@ -185,14 +192,11 @@ class Filesystem:
                 inode.mode = stat.S_IFMT(inode.mode) | access.chmod_mode(caller, inode, ch.mode)
             if ch.uid is not None or ch.gid is not None:
                 access.check_chown(caller, inode, ch.uid, ch.gid)
-                changed = (ch.uid is not None and ch.uid != inode.uid) or (ch.gid is not None and ch.gid != inode.gid)
+                inode.mode = access.mode_after_chown(caller, inode)
                 inode.uid = inode.uid if ch.uid is None else ch.uid
                 inode.gid = inode.gid if ch.gid is None else ch.gid
-                if changed and not inode.is_dir:
-                    inode.mode &= ~(stat.S_ISUID | stat.S_ISGID)
             if ch.atime_ns is not None or ch.mtime_ns is not None:
-                if caller.uid != inode.uid and not caller.is_root:
-                    access.check(caller, inode, access.W_OK)
+                access.check_times(t, caller, inode, explicit=not ch.times_now)
                 inode.atime_ns = inode.atime_ns if ch.atime_ns is None else ch.atime_ns
                 inode.mtime_ns = inode.mtime_ns if ch.mtime_ns is None else ch.mtime_ns
             if ch.size is not None:
@@ -202,15 +206,23 @@ class Filesystem:
                     raise InvalidArgument("only regular files have a size to change")
                 handle = self.handles.get(fh) if fh is not None else None
                 if handle is None or not handle.writable:
-                    access.check(caller, inode, access.W_OK)
+                    access.check(t, caller, inode, access.W_OK)
                 if ch.size > MAX_FILE_SIZE:
                     raise FileTooLarge()
+                inode.mode = access.killed_privileges(caller, inode)
             inode.ctime_ns = ns.now_ns()
             t.put_inode(inode)
         if ch.size is not None:
             await self._set_size(ino, ch.size)
             inode = self.getattr(ino)
         return inode
+
+    def _set_mode(self, ino: int, mode: int) -> None:
+        with self.meta.write() as t:
+            inode = t.inode(ino)
+            inode.mode = mode
+            inode.ctime_ns = ns.now_ns()
+            t.put_inode(inode)
 
     async def _set_size(self, ino: int, new: int) -> None:
         with self.meta.write() as t:
@@ -240,10 +252,10 @@ class Filesystem:
         kind = stat.S_IFMT(mode) or stat.S_IFREG
         if kind == stat.S_IFDIR or kind == stat.S_IFLNK:
             raise InvalidArgument("use mkdir or symlink")
-        return self._create(caller, parent, name, kind | (stat.S_IMODE(mode) & ~caller.umask), rdev)
+        return self._create(caller, parent, name, kind | stat.S_IMODE(mode), rdev)
 
     def mkdir(self, caller: Caller, parent: int, name: bytes, mode: int) -> Inode:
-        return self._create(caller, parent, name, stat.S_IFDIR | (stat.S_IMODE(mode) & ~caller.umask))
+        return self._create(caller, parent, name, stat.S_IFDIR | stat.S_IMODE(mode))
 
     def symlink(self, caller: Caller, parent: int, name: bytes, target: bytes) -> Inode:
         return self._create(caller, parent, name, stat.S_IFLNK | 0o777, target=target)
@@ -284,7 +296,7 @@ class Filesystem:
             inode = t.inode(ino)
             if not inode.is_dir:
                 raise NotADirectory()
-            access.check(caller, inode, access.R_OK)
+            access.check(t, caller, inode, access.R_OK)
         return ino
 
     def readdir(self, ino: int, start: int) -> Iterator[tuple[int, bytes, Inode]]:
@@ -294,10 +306,10 @@ class Filesystem:
                 yield cookie + 1, name, t.inode(child)
 
     # --- files ------------------------------------------------------------------------
-    def _new_handle(self, ino: int, flags: int) -> int:
+    def _new_handle(self, ino: int, flags: int, caller: Caller) -> int:
         fh = self._next_fh
         self._next_fh += 1
-        self.handles[fh] = Handle(ino, flags)
+        self.handles[fh] = Handle(ino, flags, caller)
         return fh
 
     def handle(self, fh: int) -> Handle:
@@ -311,15 +323,18 @@ class Filesystem:
             inode = t.inode(ino)
             if inode.is_dir and (flags & os.O_ACCMODE) != os.O_RDONLY:
                 raise IsADirectory()
-            access.check(caller, inode, access.open_access(flags))
+            access.check(t, caller, inode, access.open_access(flags))
         # The kernel hands O_TRUNC to open (atomic_o_trunc) instead of a separate setattr.
-        if flags & os.O_TRUNC and inode.is_reg and (flags & os.O_ACCMODE) != os.O_RDONLY and inode.size:
-            await self._set_size(ino, 0)
-        return self._new_handle(ino, flags)
+        if flags & os.O_TRUNC and inode.is_reg and (flags & os.O_ACCMODE) != os.O_RDONLY:
+            if access.killed_privileges(caller, inode) != inode.mode:
+                self._set_mode(ino, access.killed_privileges(caller, inode))
+            if inode.size:
+                await self._set_size(ino, 0)
+        return self._new_handle(ino, flags, caller)
 
     def create(self, caller: Caller, parent: int, name: bytes, mode: int, flags: int) -> tuple[int, Inode]:
-        inode = self._create(caller, parent, name, stat.S_IFREG | (stat.S_IMODE(mode) & ~caller.umask))
-        return self._new_handle(inode.ino, flags), inode
+        inode = self._create(caller, parent, name, stat.S_IFREG | stat.S_IMODE(mode))
+        return self._new_handle(inode.ino, flags, caller), inode
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         h = self.handle(fh)
@@ -373,8 +388,7 @@ class Filesystem:
             inode = t.inode(h.ino)
             inode.size = max(inode.size, end)
             inode.mtime_ns = inode.ctime_ns = ns.now_ns()
-            if inode.mode & (stat.S_ISUID | stat.S_ISGID):
-                inode.mode &= ~(stat.S_ISUID | stat.S_ISGID)
+            inode.mode = access.killed_privileges(h.caller, inode)
             t.put_inode(inode)
         view = memoryview(data)
         pos = offset
@@ -445,9 +459,9 @@ class Filesystem:
 
     # --- misc -------------------------------------------------------------------------
     def access(self, caller: Caller, ino: int, mode: int) -> None:
-        inode = self.getattr(ino)
-        if mode and not access.allowed(caller, inode, mode):
-            raise AccessDenied()
+        with self.meta.read() as t:
+            if mode and not access.permitted(t, caller, t.inode(ino), mode):
+                raise AccessDenied()
 
     async def statfs(self) -> FsStats:
         usage = await self._usage()

@@ -34,7 +34,8 @@ def caller_of(ctx: pyfuse3.RequestContext) -> Caller:
             groups = frozenset(pyfuse3.get_sup_groups(ctx.pid))
         except (OSError, ValueError):  # the process is gone: primary group only
             groups = frozenset()
-    return Caller(ctx.uid, ctx.gid, groups, ctx.umask)
+    # The kernel has checked POSIX permissions and ACLs (default_permissions, enable_acl).
+    return Caller(ctx.uid, ctx.gid, groups, ctx.umask, kernel_checked=True)
 
 
 def _name(name: bytes) -> str:
@@ -42,12 +43,13 @@ def _name(name: bytes) -> str:
     return repr(os.fsdecode(name))
 
 
-def entry(inode: Inode, block_size: int, *, cacheable: bool = True) -> pyfuse3.EntryAttributes:
-    """Attributes for the kernel; `cacheable`: may it cache the name that led here."""
+def entry(inode: Inode, block_size: int, allocated: int) -> pyfuse3.EntryAttributes:
+    """Attributes for the kernel, which may cache them and the name that led here: it
+    checks permissions itself, also on cached names. `allocated`: bytes not in holes."""
     a = pyfuse3.EntryAttributes()
     a.st_ino = pyfuse3.InodeT(inode.ino)
     a.generation = 0
-    a.entry_timeout = ENTRY_TIMEOUT if cacheable else 0.0
+    a.entry_timeout = ENTRY_TIMEOUT
     a.attr_timeout = ATTR_TIMEOUT
     a.st_mode = pyfuse3.ModeT(inode.mode)
     a.st_nlink = inode.nlink
@@ -56,7 +58,7 @@ def entry(inode: Inode, block_size: int, *, cacheable: bool = True) -> pyfuse3.E
     a.st_rdev = inode.rdev
     a.st_size = inode.size
     a.st_blksize = min(block_size, 1 << 20)
-    a.st_blocks = (inode.size + 511) // 512
+    a.st_blocks = (allocated + 511) // 512
     a.st_atime_ns = inode.atime_ns
     a.st_mtime_ns = inode.mtime_ns
     a.st_ctime_ns = inode.ctime_ns
@@ -66,7 +68,7 @@ def entry(inode: Inode, block_size: int, *, cacheable: bool = True) -> pyfuse3.E
 class RepfsOperations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
-    enable_acl = False
+    enable_acl = True  # the kernel caches and enforces POSIX ACLs (and default_permissions)
 
     def __init__(
         self,
@@ -86,19 +88,13 @@ class RepfsOperations(pyfuse3.Operations):
             audit_log.info("uid=%d gid=%d pid=%d %s %s", ctx.uid, ctx.gid, ctx.pid, what, " ".join(map(str, args)))
 
     def _entry(self, inode: Inode) -> pyfuse3.EntryAttributes:
-        return entry(inode, self.bs)
-
-    def _entry_in(self, parent: int, inode: Inode) -> pyfuse3.EntryAttributes:
-        """Attributes of a name found or made in directory `parent`."""
-        return entry(inode, self.bs, cacheable=self.fs.names_cacheable(parent))
+        return entry(inode, self.bs, self.fs.allocated(inode))
 
     @fuse_op
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         try:
             inode = self.fs.lookup(caller_of(ctx), parent_inode, name)
         except NotFound:
-            if not self.fs.names_cacheable(parent_inode):
-                raise
             # A negative entry: the kernel remembers that the name is not there (rsync,
             # compilers and shells look for many missing names, often the same ones).
             # Only this mount changes the tree, and the kernel forgets it when it makes the name.
@@ -106,7 +102,7 @@ class RepfsOperations(pyfuse3.Operations):
             missing.st_ino = pyfuse3.InodeT(0)
             missing.entry_timeout = ENTRY_TIMEOUT
             return missing
-        return self._entry_in(parent_inode, inode)
+        return self._entry(inode)
 
     @fuse_op
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -143,13 +139,13 @@ class RepfsOperations(pyfuse3.Operations):
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry_in(parent_inode, self.fs.mknod(caller_of(ctx), parent_inode, name, mode, rdev))
+        return self._entry(self.fs.mknod(caller_of(ctx), parent_inode, name, mode, rdev))
 
     @fuse_op
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry_in(parent_inode, self.fs.mkdir(caller_of(ctx), parent_inode, name, mode))
+        return self._entry(self.fs.mkdir(caller_of(ctx), parent_inode, name, mode))
 
     @fuse_op
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -165,7 +161,7 @@ class RepfsOperations(pyfuse3.Operations):
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry_in(parent_inode, self.fs.symlink(caller_of(ctx), parent_inode, name, target))
+        return self._entry(self.fs.symlink(caller_of(ctx), parent_inode, name, target))
 
     @fuse_op
     async def rename(
@@ -187,7 +183,7 @@ class RepfsOperations(pyfuse3.Operations):
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry_in(new_parent_inode, self.fs.link(caller_of(ctx), inode, new_parent_inode, new_name))
+        return self._entry(self.fs.link(caller_of(ctx), inode, new_parent_inode, new_name))
 
     @fuse_op
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
@@ -201,7 +197,7 @@ class RepfsOperations(pyfuse3.Operations):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         self._audit(ctx, "create", f"parent={parent_inode}", f"name={_name(name)}", f"mode={mode:#o}")
         fh, inode = self.fs.create(caller_of(ctx), parent_inode, name, mode, flags & ~os.O_DIRECT)
-        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False), self._entry_in(parent_inode, inode)
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False), self._entry(inode)
 
     @fuse_op
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -229,9 +225,8 @@ class RepfsOperations(pyfuse3.Operations):
 
     @fuse_op
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        cacheable = self.fs.names_cacheable(fh)
         for next_id, name, inode in self.fs.readdir(fh, start_id):
-            attrs = entry(inode, self.bs, cacheable=cacheable)
+            attrs = self._entry(inode)
             if not pyfuse3.readdir_reply(token, name, attrs, next_id):
                 break
             self.fs.count_lookup(inode.ino)

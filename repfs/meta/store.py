@@ -139,6 +139,17 @@ class Txn:
         for k, v in self.scan("blockmap", s.u64(ino), s.blockmap_key(ino, first_index)):
             yield s.parse_blockmap_key(k)[1], v
 
+    def mapped_indexes(self, ino: int) -> Iterator[int]:
+        """The indexes of the inode's mapped (non-hole) blocks, in order."""
+        prefix = s.u64(ino)
+        cur = self.txn.cursor(db=self.db["blockmap"])
+        if not cur.set_range(prefix):
+            return
+        for k in cur.iternext(values=False):
+            if k[:8] != prefix:
+                return
+            yield s.parse_blockmap_key(bytes(k))[1]
+
     def block_record(self, block_id: bytes) -> BlockRecord | None:
         raw = self.get("blocks", block_id)
         return None if raw is None else BlockRecord.unpack(raw)

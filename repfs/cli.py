@@ -21,7 +21,7 @@ import click
 import trio
 
 from repfs import __version__
-from repfs.cli_common import fail, get_secret, parse_count, parse_size, read_fd, secret_options
+from repfs.cli_common import exit_code, fail, get_secret, parse_count, parse_size, read_fd, secret_options
 from repfs.cli_maintenance import fsck, passwd, recover, scrub
 from repfs.config import DEFAULT_BLOCK_SIZE, DEFAULT_REPLICAS, FsConfig, PoolSpec, pool_from_url
 from repfs.errors import ConfigError, RepfsError
@@ -200,7 +200,19 @@ def _s3_defaults(
     metavar="SIZE",
     help="Most written-but-not-yet-stored bytes; writers wait beyond this.",
 )
-@click.option("-o", "fuse_options", multiple=True, metavar="OPT[,OPT]", help="FUSE mount options, e.g. -o allow_other.")
+@click.option(
+    "-o",
+    "fuse_options",
+    multiple=True,
+    metavar="OPT[,OPT]",
+    help="Mount options: allow_other, allow_root, auto_unmount, ro, noexec, nosuid, nodev, noatime, ... "
+    "(see docs/OPERATIONS.md).",
+)
+@click.option(
+    "--allow-non-empty",
+    is_flag=True,
+    help="Mount over a directory that is not empty (its files are hidden while mounted).",
+)
 @click.option(
     "--log",
     "log_file",
@@ -279,6 +291,7 @@ def mount(
     cache_size: str,
     max_dirty: str,
     fuse_options: tuple[str, ...],
+    allow_non_empty: bool,
     log_file: str | None,
     audit: bool,
     admin_socket: Path | None,
@@ -303,7 +316,7 @@ def mount(
     The daemon serves the admin API on a Unix socket (see `repfs-admin`) and, with
     --metrics, Prometheus metrics. Under systemd (Type=notify) it reports readiness.
     """
-    from repfs.admin import logs
+    from repfs import logs, mountopts
     from repfs.admin.service import AdminOptions, parse_address
     from repfs.mount import MountOptions, serve
 
@@ -311,7 +324,7 @@ def mount(
     try:
         if "," in str(fs_dir):
             raise ConfigError("the filesystem directory's path must not contain a comma")
-        options = frozenset(o.strip() for opt in fuse_options for o in opt.split(",") if o.strip())
+        options = mountopts.fuse_options(fuse_options)
         opts = MountOptions(
             fs_dir=fs_dir,
             mountpoint=mountpoint,
@@ -319,6 +332,7 @@ def mount(
             cache_size=parse_size(cache_size),
             max_dirty=parse_size(max_dirty),
             fuse_options=options,
+            allow_non_empty=allow_non_empty,
             heartbeat=heartbeat,
             down_after=down_after,
             challenge_size=parse_count(challenge_size, "--challenge-size"),
@@ -349,6 +363,7 @@ def mount(
             extra += [f"--admin-socket={opts.admin.socket}"] if opts.admin.socket else []
             extra += [f"--admin-group={admin_group}"] if admin_group else []
             extra += ["--no-admin"] if no_admin else []
+            extra += ["--allow-non-empty"] if allow_non_empty else []
             extra += [f"--metrics={metrics}"] if metrics else []
             _mount_in_background(fs_dir, mountpoint, secret, log_file, extra)
             return
@@ -361,13 +376,16 @@ def mount(
 
         trio.run(serve, opts, secret, ready)
     except RepfsError as exc:
-        if ready_fd is not None:
-            try:
-                os.write(ready_fd, f"{exc}\n".encode())
-            except OSError:
-                pass
+        if ready_fd is None:
+            fail(exc)  # one line on the terminal (or the journal, under systemd)
+        # A daemon started for someone who waits on the ready pipe: they print the message;
+        # it goes to the log once.
+        try:
+            os.write(ready_fd, f"{exc}\n".encode())
+        except OSError:
+            pass
         logging.getLogger("repfs").error("%s", exc)
-        fail(exc)
+        sys.exit(exit_code(exc))
 
 
 def _mount_in_background(fs_dir: Path, mountpoint: Path, secret: bytes, log_file: str | None, extra: list[str]) -> None:
@@ -415,17 +433,6 @@ def _mount_in_background(fs_dir: Path, mountpoint: Path, secret: bytes, log_file
     sys.exit(code or 1)
 
 
-def _fs_dir_of(mountpoint: Path) -> Path | None:
-    target = str(mountpoint.absolute())
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            if fields[4] == target and fields[sep + 2].startswith("repfs:"):
-                return Path(fields[sep + 2][len("repfs:") :])
-    return None
-
-
 @main.command()
 @click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
@@ -436,7 +443,9 @@ def _fs_dir_of(mountpoint: Path) -> Path | None:
 )
 def umount(mountpoint: Path, timeout: float) -> None:
     """Unmount MOUNTPOINT and wait until the daemon has stored everything and exited."""
-    fs_dir = _fs_dir_of(mountpoint)
+    from repfs.mountinfo import fs_dir_of
+
+    fs_dir = fs_dir_of(mountpoint)
     if fs_dir is None:
         click.echo(f"repfs: error: {mountpoint} is not a mounted repfs filesystem", err=True)
         sys.exit(2)

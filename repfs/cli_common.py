@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import logging
+import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
+from repfs.config import parse_size as config_size
 from repfs.errors import (
     ConfigError,
     FilesystemExists,
@@ -31,15 +31,12 @@ EXIT_CODES: list[tuple[type[RepfsError], int]] = [
     (SetupError, 2),
 ]
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.I)
-
-
 def parse_size(text: str) -> int:
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise click.BadParameter(f"{text!r} is not a size; write e.g. 4M, 512K or 2G")
-    exponent = "_kmgt".index((m.group(2) or "_").lower())
-    return int(m.group(1)) * (1 << (10 * exponent))
+    """The one size syntax of every option and config key (see config.parse_size)."""
+    try:
+        return config_size(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def parse_count(text: str, option: str) -> int | None:
@@ -51,19 +48,35 @@ def parse_count(text: str, option: str) -> int | None:
     return int(text)
 
 
-def fail(exc: RepfsError) -> None:
-    code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
-    click.echo(f"repfs: error: {exc}", err=True)
+# How fast a scrub reads, mounted (repfs-admin scrub) or not (repfs scrub): one default.
+DEFAULT_SCRUB_RATE = "64M"
+
+
+def exit_code(exc: RepfsError) -> int:
+    return next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
+
+
+def fail(exc: RepfsError, *, as_json: bool = False) -> NoReturn:
+    """One line naming what is wrong (as JSON with --json, on standard output), then exit."""
+    code = exit_code(exc)
+    if as_json:
+        click.echo(json.dumps({"error": type(exc).__name__, "message": str(exc), "exit": code}))
+    else:
+        click.echo(f"repfs: error: {exc}", err=True)
     sys.exit(code)
 
 
-def setup_logging(log_file: str | None, debug: bool) -> None:
-    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-    logging.getLogger("pyfuse3").setLevel(logging.INFO)
+def log_option(fn: F) -> F:
+    return click.option(
+        "--log",
+        "log_file",
+        metavar="PATH|syslog",
+        help="Log to this file, or `syslog` for the local syslog [default: warnings to standard error].",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")(fn)
 
 
 # --- secrets -----------------------------------------------------------------------

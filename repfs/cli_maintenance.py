@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import click
 import trio
 
-from repfs.cli_common import fail, get_secret, parse_size, secret_options, setup_logging
+from repfs import logs
+from repfs.cli_common import DEFAULT_SCRUB_RATE, fail, get_secret, json_option, log_option, parse_size, secret_options
 from repfs.errors import RepfsError
+from repfs.progress import Progress
 
 
 @click.command()
@@ -44,19 +47,24 @@ def passwd(
     click.echo(f"passphrase of {fs_dir} changed")
 
 
+def _when(ns: int) -> str:
+    return datetime.datetime.fromtimestamp(ns / 1e9).astimezone().isoformat(timespec="seconds")
+
+
 @click.command()
 @click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @secret_options
 @click.option(
     "--rate",
-    default="64M",
+    default=DEFAULT_SCRUB_RATE,
     show_default=True,
     metavar="SIZE",
     help="Read at most this many bytes a second from the pools (and write as much for repairs); 0: no limit.",
 )
 @click.option("--restart", is_flag=True, help="Start from the first block, not where an interrupted scrub stopped.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="As for mount.")
-@click.option("--log-file", type=click.Path(dir_okay=False), help="Log here instead of standard error.")
+@log_option
+@json_option
 def scrub(
     fs_dir: Path,
     passphrase_fd: int | None,
@@ -65,6 +73,7 @@ def scrub(
     restart: bool,
     cache_dir: Path | None,
     log_file: str | None,
+    as_json: bool,
 ) -> None:
     """Read and verify every copy of every block of FS_DIR, and repair what is bad or missing.
 
@@ -77,9 +86,8 @@ def scrub(
     from repfs.fs.scrub import scrub as run_scrub
     from repfs.mount import Layers, MountOptions, run_unmounted
 
-    setup_logging(log_file, False)
-    logging.getLogger().setLevel(logging.WARNING if log_file is None else logging.INFO)
     try:
+        logs.setup(log_file, level=logging.WARNING if log_file is None else logging.INFO)
         secret = get_secret(passphrase_fd, key_file, confirm=False)
         limit = parse_size(rate) or None
         fs_dir = fs_dir.absolute()
@@ -89,27 +97,20 @@ def scrub(
             cache_dir=cache_dir.absolute() if cache_dir else None,
             repair_rate=limit,
         )
-        with click.progressbar(length=1, label="scrub", show_eta=True, show_pos=True) as bar:
-            started = time.monotonic()
-            first: list[int] = []
-
-            def progress(done: int, total: int) -> None:
-                if not first:
-                    first.append(done)
-                bar.length = max(total, 1)
-                elapsed = time.monotonic() - started
-                bar.label = f"scrub {(done - first[0]) / elapsed if elapsed > 0 else 0:7.1f} blocks/s"
-                bar.update(done - bar.pos)
+        with Progress("scrub", "blocks") as bar:
 
             async def work(layers: Layers) -> ScrubReport:
                 return await run_scrub(
-                    layers.meta, layers.repairer, restart=restart, reads=RateLimit(limit), progress=progress
+                    layers.meta, layers.repairer, restart=restart, reads=RateLimit(limit), progress=bar.update
                 )
 
             report = trio.run(run_unmounted, opts, secret, work)
     except RepfsError as exc:
-        fail(exc)
-    click.echo(("resumed: " if report.resumed else "") + report.summary())
+        fail(exc, as_json=as_json)
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(report), "summary": report.summary()}))
+    else:
+        click.echo(("resumed: " if report.resumed else "") + report.summary())
     if report.unrecoverable:
         sys.exit(6)
     if report.incomplete:
@@ -120,7 +121,11 @@ def scrub(
 @click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @secret_options
 @click.option("--force", is_flag=True, help="Replace metadata that is already in FS_DIR.")
-def recover(fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, force: bool) -> None:
+@log_option
+@json_option
+def recover(
+    fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, force: bool, log_file: str | None, as_json: bool
+) -> None:
     """Rebuild the metadata of FS_DIR from its pools (on a new host, or after losing it).
 
     FS_DIR needs only its repfs.toml (the pool configuration). The newest metadata
@@ -128,35 +133,31 @@ def recover(fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, forc
     """
     from repfs.recovery import recover as run_recover
 
-    setup_logging(None, False)
-    logging.getLogger().setLevel(logging.WARNING)
     try:
+        logs.setup(log_file, level=logging.WARNING if log_file is None else logging.INFO)
         secret = get_secret(passphrase_fd, key_file, confirm=False)
-        with click.progressbar(length=1, label="recover", show_eta=True, show_pos=True) as bar:
-
-            def progress(done: int, total: int) -> None:
-                bar.length = max(total, 1)
-                bar.update(done - bar.pos)
-
-            out = trio.run(lambda: run_recover(fs_dir.absolute(), secret, force=force, progress=progress))
+        with Progress("recover", "segments") as bar:
+            out = trio.run(lambda: run_recover(fs_dir.absolute(), secret, force=force, progress=bar.update))
     except RepfsError as exc:
-        fail(exc)
-    when = (
-        datetime.datetime.fromtimestamp(out.written_ns / 1e9).astimezone().isoformat(timespec="seconds")
-        if out.written_ns
-        else "the snapshot's time"
-    )
-    click.echo(
-        f"recovered {fs_dir} up to change {out.last_seq} (written {when}): snapshot {out.snapshot_seq} "
-        f"and {out.change_sets} change sets from {out.segments} journal segments"
-    )
-    for what in out.damaged:
-        click.echo(f"repfs: warning: damaged on every pool, skipped: {what}", err=True)
-    if out.gap_after is not None:
-        click.echo(
-            f"repfs: warning: the journal has a gap after change {out.gap_after}; later changes are lost",
-            err=True,
+        fail(exc, as_json=as_json)
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(out), "fs_dir": str(fs_dir)}))
+    else:
+        journal = (
+            f"and {out.change_sets} change sets from {out.segments} journal segments, "
+            f"the last written {_when(out.written_ns)}"
+            if out.written_ns
+            else "with no journal segment after it"
         )
+        click.echo(f"recovered {fs_dir} up to change {out.last_seq}: snapshot {out.snapshot_seq} {journal}")
+        for what in out.damaged:
+            click.echo(f"repfs: warning: damaged on every pool, skipped: {what}", err=True)
+        if out.gap_after is not None:
+            click.echo(
+                f"repfs: warning: the journal has a gap after change {out.gap_after}; later changes are lost",
+                err=True,
+            )
+    if out.gap_after is not None:
         sys.exit(1)
 
 
@@ -164,7 +165,11 @@ def recover(fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, forc
 @click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @secret_options
 @click.option("--repair", is_flag=True, help="Fix what can be fixed without losing data, then check again.")
-def fsck(fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, repair: bool) -> None:
+@log_option
+@json_option
+def fsck(
+    fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, repair: bool, log_file: str | None, as_json: bool
+) -> None:
     """Check the metadata of FS_DIR against itself and against its pools (unmounted).
 
     Exit status: 0 nothing wrong (or everything repaired), 1 problems found (or left
@@ -174,15 +179,14 @@ def fsck(fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, repair:
     from repfs.fsck import fsck as run_fsck
     from repfs.mount import Layers, MountOptions, run_unmounted
 
-    setup_logging(None, False)
-    logging.getLogger().setLevel(logging.WARNING)
     try:
+        logs.setup(log_file, level=logging.WARNING if log_file is None else logging.INFO)
         secret = get_secret(passphrase_fd, key_file, confirm=False)
         fs_dir = fs_dir.absolute()
         opts = MountOptions(fs_dir=fs_dir, mountpoint=fs_dir)
 
         def progress(phase: str, done: int, total: int) -> None:
-            if done == 0:
+            if done == 0 and not as_json:
                 click.echo(f"checking {phase} ...", err=True)
 
         async def work(layers: Layers) -> tuple[FsckReport, FsckReport | None]:
@@ -192,7 +196,20 @@ def fsck(fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, repair:
 
         first, again = trio.run(lambda: run_unmounted(opts, secret, work, upkeep=False))
     except RepfsError as exc:
-        fail(exc)
+        fail(exc, as_json=as_json)
+    left = again.problems if again is not None else first.problems
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "problems": first.problems,
+                    "found": dataclasses.asdict(first),
+                    "left": left,
+                    "after_repair": dataclasses.asdict(again) if again is not None else None,
+                }
+            )
+        )
+        sys.exit(1 if left else 0)
     for line in first.lines():
         click.echo(line)
     if again is not None:

@@ -6,6 +6,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import TypeVar
 import pyfuse3
 import trio
 
+from repfs import logs, mountinfo
 from repfs.admin.auth import resolve_group
 from repfs.admin.metrics import Metrics
 from repfs.admin.pools import PoolManager
@@ -52,7 +54,8 @@ class MountOptions:
     cache_dir: Path | None = None
     cache_size: int = 2 << 30
     max_dirty: int = 512 << 20
-    fuse_options: frozenset[str] = field(default_factory=frozenset)
+    fuse_options: frozenset[str] = field(default_factory=frozenset)  # checked by repfs.mountopts
+    allow_non_empty: bool = False  # mount over a directory that holds files
     uploads: int = 8
     idle_seconds: float = 1.0
     heartbeat: float = 10.0
@@ -149,7 +152,12 @@ def lock_fs_dir(paths: FsPaths) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise SetupError(f"{paths.root} is already mounted by another repfs process") from None
+        pid = paths.lock.read_text().split("\n", 1)[0].strip() or "?"
+        where = ", ".join(mountinfo.mountpoints_of(paths.root)) or "no mount point (a scrub or fsck?)"
+        raise SetupError(
+            f"{paths.root} is in use by another repfs process (pid {pid}, mounted on {where}); "
+            "unmount it first with: repfs umount MOUNTPOINT"
+        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
@@ -297,10 +305,13 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
     """Mount and serve until unmounted or signalled; flushes everything before returning."""
     tame_allocator()
     paths = FsPaths(opts.fs_dir)
-    if not opts.mountpoint.is_dir():
-        raise SetupError(f"mount point {opts.mountpoint} is not a directory; create it first")
+    # Everything that can be checked is checked before the pools are touched (no lease,
+    # no snapshot for a typo): the mount point, the admin group, the metrics address.
+    mountinfo.check_mountpoint(opts.mountpoint, allow_non_empty=opts.allow_non_empty)
     if opts.admin.enabled:
-        resolve_group(opts.admin.group)  # an unknown group is refused before anything starts
+        resolve_group(opts.admin.group)
+        if opts.admin.metrics is not None:
+            check_bindable(*opts.admin.metrics)
     lock_fd = lock_fs_dir(paths)
     try:
         layers = await open_layers(opts, secret)
@@ -394,8 +405,30 @@ async def run_unmounted(
         os.close(lock_fd)
 
 
+def check_bindable(host: str, port: int) -> None:
+    """Refuse a metrics address nobody can listen on (in use, not ours) before mounting."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise SetupError(f"--metrics {host}:{port}: cannot resolve the address: {exc}") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            raise SetupError(
+                f"--metrics {host}:{port}: cannot listen there ({exc.strerror}); choose another port"
+            ) from None
+
+
 async def _terminate_on_signal() -> None:
+    """SIGTERM and SIGINT unmount cleanly (everything stored); SIGHUP reopens the log file."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
-            log.info("signal %d: unmounting", signum)
+            if signum == signal.SIGHUP:
+                logs.reopen()
+                log.info("signal SIGHUP: log file reopened")
+                continue
+            log.info("signal %s: unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()

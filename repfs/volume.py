@@ -14,9 +14,11 @@ data key wrapped by a key derived from the passphrase.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +27,11 @@ from typing import TypeVar
 import trio
 
 from repfs.backend.base import Pool
-from repfs.backend.keys import SUPERBLOCK_KEY
+from repfs.backend.keys import LEASE_KEY, SUPERBLOCK_KEY
 from repfs.backend.local import LocalPool
 from repfs.backend.s3 import S3Pool
+from repfs.codec.codec import BlockCodec
+from repfs.codec.keys import derive_keys
 from repfs.codec.superblock import Superblock
 from repfs.config import CONFIG_NAME, FILE_SCHEME, FsConfig, PoolSpec, load_config
 from repfs.errors import (
@@ -42,6 +46,7 @@ from repfs.errors import (
     WrongPassphrase,
 )
 from repfs.fs import namespace as ns
+from repfs.lease import DEFAULT_TTL as LEASE_TTL
 from repfs.meta import schema as s
 from repfs.meta.store import MetaStore
 
@@ -150,6 +155,26 @@ async def _wipe(pool: Pool) -> None:
         await pool.delete(key)
 
 
+async def _refuse_live_lease(pool: Pool, renewed: float | None, sb: Superblock | None, secret: bytes) -> None:
+    """A mounted filesystem renews its lease every ttl/3 seconds: a lease written less
+    than a ttl ago means the pool is in use, whoever's key wrote it. Never wipe it."""
+    if renewed is None or time.time() - renewed > LEASE_TTL:
+        return
+    holder = ""
+    if sb is not None:
+        try:  # the same key: the lease says who holds it
+            data_key = await trio.to_thread.run_sync(sb.unlock, secret)
+            obj = await pool.get(LEASE_KEY)
+            lease = json.loads(BlockCodec(derive_keys(data_key)).decode_meta(LEASE_KEY, obj))
+            holder = f" by host {lease['host']} (pid {lease['pid']}, {lease['fs_dir']})"
+        except (RepfsError, ValueError, KeyError, TypeError):
+            holder = f" by filesystem {sb.fs_uuid}"
+    raise FilesystemExists(
+        f"pool {pool.name} ({pool.url}) is in use: a mounted filesystem renewed its lease there "
+        f"{time.time() - renewed:.0f} s ago{holder}; unmount that filesystem before making a new one here"
+    )
+
+
 async def mkfs(
     fs_dir: Path,
     config: FsConfig,
@@ -196,6 +221,10 @@ async def mkfs(
                     "use --force to wipe it"
                 )
         if force:
+            leases, errors = await _each(pools, lambda p: p.modified(LEASE_KEY))
+            _raise_any(pools, errors)
+            for pool in pools:
+                await _refuse_live_lease(pool, leases[pool.name], existing[pool.name], secret)
             _, errors = await _each(pools, _wipe)
             _raise_any(pools, errors)
         sb, _ = await trio.to_thread.run_sync(Superblock.create, secret, config.block_size)
@@ -336,26 +365,36 @@ def _unlock_any(candidates: list[Superblock], secret: bytes) -> tuple[Superblock
     raise WrongPassphrase("wrong passphrase or key file: it does not unlock this filesystem")
 
 
+async def rewrap(
+    pools: Sequence[Pool], superblock: Superblock, meta: MetaStore, old_secret: bytes, new_secret: bytes
+) -> tuple[Superblock, list[str]]:
+    """Wrap the data key under a new secret: the superblock on every pool and in the
+    metadata. No data is rewritten. Returns the new superblock and the pools (with why)
+    that still hold the old one. WrongPassphrase when `old_secret` does not unlock it."""
+    sb = await trio.to_thread.run_sync(superblock.rewrap, old_secret, new_secret)
+    failed: list[str] = []
+
+    async def put(pool: Pool) -> None:
+        try:
+            await pool.put(SUPERBLOCK_KEY, sb.to_bytes())
+        except StorageError as exc:
+            failed.append(f"{pool.name}: {exc}")
+
+    async with trio.open_nursery() as n:
+        for pool in pools:
+            n.start_soon(put, pool)
+    with meta.write() as t:
+        t.put("meta", s.META_SUPERBLOCK, sb.to_bytes())
+    return sb, failed
+
+
 async def passwd(fs_dir: Path, old_secret: bytes, new_secret: bytes) -> Superblock:
     """Rewrap the data key under a new passphrase on every pool; no data is rewritten."""
     opened = await open_fs(fs_dir, old_secret)
     try:
-        sb = await trio.to_thread.run_sync(opened.superblock.rewrap, old_secret, new_secret)
-        failed: list[str] = []
-
-        async def put(pool: Pool) -> None:
-            try:
-                await pool.put(SUPERBLOCK_KEY, sb.to_bytes())
-            except PoolUnavailable as exc:
-                failed.append(f"{pool.name}: {exc}")
-
-        async with trio.open_nursery() as n:
-            for pool in opened.pools.values():
-                n.start_soon(put, pool)
         meta = MetaStore(opened.paths.meta)
         try:
-            with meta.write() as t:
-                t.put("meta", s.META_SUPERBLOCK, sb.to_bytes())
+            sb, failed = await rewrap(list(opened.pools.values()), opened.superblock, meta, old_secret, new_secret)
         finally:
             meta.close()
         if failed:

@@ -31,6 +31,9 @@ import click
 
 from repfs import __version__
 from repfs.admin.client import AdminClient, AdminError, Unreachable, find_socket
+from repfs.cli_common import DEFAULT_SCRUB_RATE, get_secret, secret_options
+from repfs.errors import RepfsError
+from repfs.progress import Progress, duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,7 +45,12 @@ POLL = 0.5  # seconds between progress questions to the daemon
 
 
 def die(message: str, code: int) -> NoReturn:
-    click.echo(f"repfs-admin: error: {message}", err=True)
+    """One line naming what is wrong, then exit; as JSON on standard output with --json."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("as_json"):
+        click.echo(json.dumps({"error": message, "exit": code}))
+    else:
+        click.echo(f"repfs-admin: error: {message}", err=True)
     sys.exit(code)
 
 
@@ -87,6 +95,41 @@ def size(n: int | float | None) -> str:
 
 def pct(r: float | None) -> str:
     return "-" if r is None else f"{r * 100:.1f}%"
+
+
+def when(t: float | None) -> str:
+    return "-" if not t else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+SIZES = frozenset({"used", "total", "free", "capacity", "dirty_bytes", "clean_bytes"})
+TIMES = frozenset({"started", "finished", "usage_measured", "since", "last_seen", "changed"})
+
+
+def human(key: str, value: Any, sizes: frozenset[str] = SIZES) -> str:
+    """A field of an answer as a person reads it: sizes, times, percentages, yes/no."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key in sizes and isinstance(value, int | float):
+        return "none" if key == "capacity" and not value else size(value)
+    if key in TIMES and isinstance(value, int | float):
+        return when(value)
+    if (key.endswith("_ratio") or key.endswith("_threshold")) and isinstance(value, int | float):
+        return pct(value)
+    if key == "rate_limit" and isinstance(value, int | float):
+        return f"{size(value)}/s"
+    if key == "eta_seconds" and isinstance(value, int | float):
+        return duration(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def fields(info: dict[str, Any], skip: Sequence[str] = (), sizes: frozenset[str] = SIZES) -> str:
+    return table([[k, human(k, v, sizes)] for k, v in info.items() if k not in skip], ["FIELD", "VALUE"])
 
 
 def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
@@ -195,8 +238,7 @@ def pools_show(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         emit(info)
         return
-    rows = [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in info.items()]
-    click.echo(table(rows, ["FIELD", "VALUE"]))
+    click.echo(fields(info))
 
 
 @pools.command("add")
@@ -209,6 +251,7 @@ def pools_show(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.option("--credentials-file", type=click.Path(dir_okay=False, path_type=Path), help="S3 credentials (0600).")
 @click.option("--ca-bundle", type=click.Path(dir_okay=False, path_type=Path), help="CAs to trust (s3:// pools).")
 @click.option("--region", help="The bucket's region (S3).")
+@click.option("--create", is_flag=True, help="Make the directory of a file:// pool if it does not exist.")
 @json_option
 @click.pass_context
 def pools_add(
@@ -222,13 +265,14 @@ def pools_add(
     credentials_file: Path | None,
     ca_bundle: Path | None,
     region: str | None,
+    create: bool,
     as_json: bool,
 ) -> None:
     """Add pool NAME at URL (file:///DIR, s3://HOST/BUCKET[/PREFIX], s3+http://...).
 
     An empty pool gets the filesystem's superblock; a pool of another filesystem is
     refused. The blocks whose placement changes are moved in the background."""
-    body: dict[str, Any] = {"name": name, "url": url, "weight": weight}
+    body: dict[str, Any] = {"name": name, "url": url, "weight": weight, "create": create}
     for key, value in (("capacity", capacity), ("warn_threshold", warn), ("critical_threshold", critical),
                        ("region", region)):  # fmt: skip
         if value is not None:
@@ -283,20 +327,12 @@ def pools_set(
 def _wait_drain(ctx: click.Context, name: str, timeout: float | None, as_json: bool) -> dict[str, Any]:
     deadline = time.monotonic() + timeout if timeout else None
     info = call(ctx, "GET", f"/v1/pools/{name}")
-    started = time.monotonic()
-    first: int | None = None
-    with click.progressbar(length=1, label=f"draining {name}", show_eta=True, show_pos=True,
-                           file=sys.stderr if not as_json else io.StringIO()) as bar:
+    with Progress(f"draining {name}", "blocks", stream=io.StringIO() if as_json else None) as bar:
         while True:
             drain = info.get("drain") or {}
             total, remaining = drain.get("total"), drain.get("remaining")
             if total is not None and remaining is not None:
-                first = remaining if first is None else first
-                bar.length = max(total, 1)
-                elapsed = time.monotonic() - started
-                speed = (first - remaining) / elapsed if elapsed > 0 else 0.0
-                bar.label = f"draining {name} {speed:7.1f} blocks/s"
-                bar.update(total - remaining - bar.pos)
+                bar.update(total - remaining, total)
             if drain.get("done"):
                 return dict(info)
             if not info.get("draining"):
@@ -362,14 +398,20 @@ def pools_clear(ctx: click.Context, name: str, as_json: bool) -> None:
 
 @main.command()
 @click.option("--restart", is_flag=True, help="Start from the first block, not where the last scrub stopped.")
-@click.option("--rate", metavar="SIZE", help="Read at most this many bytes a second [default: no limit].")
+@click.option(
+    "--rate",
+    default=DEFAULT_SCRUB_RATE,
+    show_default=True,
+    metavar="SIZE",
+    help="Read at most this many bytes a second (and write as much for repairs); 0: no limit.",
+)
 @click.option("--detach", is_flag=True, help="Start it and return at once.")
 @click.option("--status", "show_status", is_flag=True, help="Show the progress of the running (or last) scrub.")
 @click.option("--cancel", is_flag=True, help="Cancel the running scrub (the next one resumes where it stopped).")
 @json_option
 @click.pass_context
 def scrub(
-    ctx: click.Context, restart: bool, rate: str | None, detach: bool, show_status: bool, cancel: bool, as_json: bool
+    ctx: click.Context, restart: bool, rate: str, detach: bool, show_status: bool, cancel: bool, as_json: bool
 ) -> None:
     """Scrub the mounted filesystem: read every copy of every block, check its digest,
     repair what is bad. Waits with a progress bar unless --detach. Exit 0 all good,
@@ -383,24 +425,19 @@ def scrub(
         if as_json:
             emit(info)
         else:
-            click.echo(table([[k, v] for k, v in info.items() if k != "report"], ["FIELD", "VALUE"]))
+            click.echo(fields(info, skip=("report",), sizes=frozenset()))  # done/total count blocks
             if info["report"]:
                 click.echo(f"last: {info['report']['summary']}")
         return
-    body: dict[str, Any] = {"restart": restart}
-    if rate is not None:
-        body["rate"] = rate
+    body: dict[str, Any] = {"restart": restart, "rate": rate}
     info = call(ctx, "POST", "/v1/scrub", body)
     if detach:
         emit(info) if as_json else click.echo("scrub started; follow it with: repfs-admin scrub --status")
         return
-    with click.progressbar(length=1, label="scrub", show_eta=True, show_pos=True,
-                           file=sys.stderr if not as_json else io.StringIO()) as bar:
+    with Progress("scrub", "blocks", stream=io.StringIO() if as_json else None) as bar:
         while True:
             info = call(ctx, "GET", "/v1/scrub")
-            bar.length = max(info["total"], 1)
-            bar.label = f"scrub {info['blocks_per_second']:7.1f} blocks/s"
-            bar.update(info["done"] - bar.pos)
+            bar.update(info["done"], info["total"])
             if not info["running"]:
                 break
             time.sleep(POLL)
@@ -414,6 +451,49 @@ def scrub(
     if report["unrecoverable"]:
         sys.exit(EXIT_UNRECOVERABLE)
     if report["incomplete"]:
+        sys.exit(1)
+
+
+@main.group()
+def keys() -> None:
+    """The secret that unlocks the filesystem."""
+
+
+@keys.command("passwd")
+@secret_options
+@click.option("--new-passphrase-fd", type=int, help="Read the new passphrase from this file descriptor.")
+@click.option(
+    "--new-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Use the contents of this file (mode 0600) as the new secret.",
+)
+@json_option
+@click.pass_context
+def keys_passwd(
+    ctx: click.Context,
+    passphrase_fd: int | None,
+    key_file: Path | None,
+    new_passphrase_fd: int | None,
+    new_key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Change the passphrase or key file of the mounted filesystem. Only the data key is
+    wrapped again (on every pool); no data is rewritten and the mount goes on."""
+    try:
+        old = get_secret(passphrase_fd, key_file, confirm=False, what="Current passphrase")
+        new = get_secret(new_passphrase_fd, new_key_file, confirm=True, what="New passphrase")
+    except RepfsError as exc:
+        die(str(exc), 2)
+    answer = call(ctx, "POST", "/v1/keys/passwd", {"old_secret": old.hex(), "new_secret": new.hex()})
+    if as_json:
+        emit(answer)
+    elif answer["stale_pools"]:
+        click.echo(
+            "the new secret is set; these pools still hold the old superblock: " + "; ".join(answer["stale_pools"])
+        )
+    else:
+        click.echo(f"the new secret unlocks filesystem {answer['fs_uuid']} on every pool")
+    if answer["stale_pools"]:
         sys.exit(1)
 
 

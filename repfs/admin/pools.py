@@ -240,15 +240,22 @@ class PoolManager:
 
     # --- the changes -------------------------------------------------------------------------
 
-    async def add(self, spec: PoolSpec) -> dict[str, Any]:
+    async def add(self, spec: PoolSpec, *, create: bool = False) -> dict[str, Any]:
+        """Add a pool; a local pool's directory must exist unless `create` (as at mount:
+        a missing directory is a disk that is not there, never something to make)."""
         async with self._lock:
             if spec.name in self.store.pool_names:
                 raise AdminRefused(f"a pool named {spec.name} exists already")
             if spec.draining:
                 raise AdminInvalid("a new pool cannot start out draining")
             config = self._with_pools([*self.config.pools, spec])
+            if spec.kind == "file" and not create and not spec.path.is_dir():
+                raise AdminInvalid(
+                    f"pool {spec.name}: directory {spec.path} does not exist; create it first, or ask for it "
+                    "to be made (repfs-admin pools add --create)"
+                )
             try:
-                pool = open_pool(spec, create=spec.kind == "file")
+                pool = open_pool(spec, create=spec.kind == "file" and create)
             except RepfsError as exc:
                 raise AdminInvalid(f"cannot open pool {spec.name}: {exc}") from None
             try:

@@ -26,7 +26,8 @@ from repfs.admin.metrics import Metrics
 from repfs.admin.pools import AdminInvalid, AdminRefused, AdminUnknown, PoolManager, pool_spec_from
 from repfs.admin.scrubber import OnlineScrub
 from repfs.config import parse_ratio, parse_size, redact_url
-from repfs.errors import ConfigError, SetupError
+from repfs.errors import ConfigError, SetupError, WrongPassphrase
+from repfs.volume import rewrap
 
 if TYPE_CHECKING:
     from repfs.mount import Layers
@@ -48,7 +49,7 @@ def parse_address(text: str) -> tuple[str, int]:
     """`ADDR:PORT`, `[V6]:PORT` or `:PORT` (all addresses) → (address, port)."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{text!r} is not ADDR:PORT (e.g. 127.0.0.1:9108)")
+        raise ConfigError(f"--metrics {text!r} is not ADDR:PORT (e.g. 127.0.0.1:9108)")
     host = host.strip("[]")
     return host or "0.0.0.0", int(port)
 
@@ -194,6 +195,7 @@ class Daemon:
         r.add("GET", "/v1/scrub", self.get_scrub)
         r.add("POST", "/v1/scrub", self.post_scrub)
         r.add("DELETE", "/v1/scrub", self.delete_scrub)
+        r.add("POST", "/v1/keys/passwd", self.post_passwd)
         return r
 
     # --- what the endpoints say --------------------------------------------------------------
@@ -300,8 +302,12 @@ class Daemon:
         return Response.json(200, self.pool_info(request.params["name"]))
 
     async def post_pool(self, request: Request) -> Response:
-        spec = pool_spec_from(request.json())
-        result = await self.pools.add(spec)
+        body = dict(request.json())
+        create = body.pop("create", False)
+        if not isinstance(create, bool):
+            raise AdminInvalid("create must be true or false")
+        spec = pool_spec_from(body)
+        result = await self.pools.add(spec, create=create)
         return Response.json(201, {**result, "info": self.pool_info(spec.name)})
 
     async def patch_pool(self, request: Request) -> Response:
@@ -322,6 +328,30 @@ class Daemon:
 
     async def delete_pool(self, request: Request) -> Response:
         return Response.json(200, await self.pools.remove(request.params["name"]))
+
+    async def post_passwd(self, request: Request) -> Response:
+        """Wrap the data key under a new secret while mounted (the body's secrets, hex, are
+        never logged or answered)."""
+        body = request.json()
+        try:
+            old, new = bytes.fromhex(body["old_secret"]), bytes.fromhex(body["new_secret"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise AdminInvalid("give old_secret and new_secret, each as hex") from None
+        if set(body) - {"old_secret", "new_secret"}:
+            raise AdminInvalid("only old_secret and new_secret are known here")
+        layers = self.layers
+        try:
+            sb, failed = await rewrap(
+                list(layers.opened.pools.values()), layers.health.superblock, layers.meta, old, new
+            )
+        except WrongPassphrase as exc:
+            raise HttpError(403, str(exc)) from None
+        except SetupError as exc:  # the new secret is not acceptable (empty, too short)
+            raise AdminInvalid(str(exc)) from None
+        layers.health.superblock = sb  # what a wiped pool gets back from now on
+        layers.opened.superblock = sb
+        log.info("the data key is wrapped under a new secret (%d pools still hold the old one)", len(failed))
+        return Response.json(200, {"fs_uuid": sb.fs_uuid, "stale_pools": failed})
 
     async def post_drain(self, request: Request) -> Response:
         result = await self.pools.drain(request.params["name"])

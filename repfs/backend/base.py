@@ -28,6 +28,9 @@ class PoolUsage:
     used: int
     total: int
     free: int
+    # What holds the space: pools with the same non-empty `device` share it (local pools
+    # on one disk), so a sum of space counts it once. Empty: the pool's own (S3).
+    device: str = ""
 
 
 @runtime_checkable
@@ -58,6 +61,13 @@ class Pool(Protocol):
 
     async def exists(self, key: str) -> bool:
         """Whether an object is stored under `key`."""
+        ...
+
+    async def modified(self, key: str) -> float | None:
+        """When the object under `key` was last written (unix time), None if there is none.
+
+        Local mtime or S3 LastModified: it tells whether a renewed object (the mount
+        lease) is live without reading it, whoever's key it was written under."""
         ...
 
     def list(self, prefix: str = "") -> AsyncIterator[str]:

@@ -247,6 +247,23 @@ class LocalPool:
         except OSError as exc:
             raise self._error(exc, f"cannot look up {key}") from None
 
+    async def modified(self, key: str) -> float | None:
+        path = self._path(key)
+        try:
+            return await self._run(self._modified_sync, path)
+        except OSError as exc:
+            raise self._error(exc, f"cannot look up {key}") from None
+
+    def _modified_sync(self, path: Path) -> float | None:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            if exc.errno not in _ABSENT_ERRNOS:
+                raise
+            self._check_root()
+            return None
+        return st.st_mtime if stat.S_ISREG(st.st_mode) else None
+
     def _exists_sync(self, path: Path) -> bool:
         try:
             return stat.S_ISREG(os.stat(path).st_mode)
@@ -296,10 +313,14 @@ class LocalPool:
                         with self._lock:
                             self._used = used
             st = await self._run(os.statvfs, self._root)
+            dev = (await self._run(os.stat, self._root)).st_dev
         except OSError as exc:
             raise self._error(exc, "cannot read usage") from None
         return PoolUsage(
-            used=max(self._used or 0, 0), total=st.f_blocks * st.f_frsize, free=st.f_bavail * st.f_frsize
+            used=max(self._used or 0, 0),
+            total=st.f_blocks * st.f_frsize,
+            free=st.f_bavail * st.f_frsize,
+            device=f"local:{dev}",
         )
 
     async def ping(self) -> None:

@@ -9,6 +9,7 @@ It passes the same conformance suite as the real pools. Never use it outside tes
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import trio
@@ -23,6 +24,7 @@ class MemoryPool:
         self._name = name
         self.capacity = capacity
         self.objects: dict[str, bytes] = {}
+        self.written: dict[str, float] = {}  # key → when it was last put (unix time)
         self.down = False
         self.full = False
 
@@ -61,6 +63,7 @@ class MemoryPool:
         if used + len(data) > self.capacity:
             raise PoolFull(f"pool {self._name} is full: cannot store {key}")
         self.objects[key] = bytes(data)
+        self.written[key] = time.time()
 
     async def get(self, key: str) -> bytes:
         await self._enter(key)
@@ -76,6 +79,10 @@ class MemoryPool:
     async def exists(self, key: str) -> bool:
         await self._enter(key)
         return key in self.objects
+
+    async def modified(self, key: str) -> float | None:
+        await self._enter(key)
+        return self.written.get(key) if key in self.objects else None
 
     async def list(self, prefix: str = "") -> AsyncIterator[str]:
         await self._enter()

@@ -359,6 +359,16 @@ class S3Pool:
             raise PoolUnavailable(self._no_bucket())
         return False
 
+    async def modified(self, key: str) -> float | None:
+        name = self._object(key)
+        try:
+            st = await self._call(f"cannot look up {key}", key, self._client.stat_object, self._loc.bucket, name)
+        except ObjectNotFound:
+            if not await self.bucket_exists():
+                raise PoolUnavailable(self._no_bucket()) from None
+            return None
+        return st.last_modified.timestamp() if st.last_modified is not None else None
+
     async def _listing(self, prefix: str) -> AsyncIterator[tuple[str, int]]:
         """(key, size) of every object under the pool's prefix + `prefix`, a page at a time.
 

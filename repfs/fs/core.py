@@ -464,9 +464,17 @@ class Filesystem:
                 raise AccessDenied()
 
     async def statfs(self) -> FsStats:
-        usage = await self._usage()
-        total = sum(u.total for u in usage.values()) // self.replicas
-        free = sum(u.free for u in usage.values()) // self.replicas
+        # Pools on one disk share its space: each disk is counted once.
+        shared: dict[str, PoolUsage] = {}
+        own: list[PoolUsage] = []
+        for u in (await self._usage()).values():
+            if u.device:
+                shared[u.device] = u
+            else:
+                own.append(u)
+        spaces = [*shared.values(), *own]
+        total = sum(u.total for u in spaces) // self.replicas
+        free = sum(u.free for u in spaces) // self.replicas
         with self.meta.read() as t:
             files = t.txn.stat(t.db["inodes"])["entries"]
         return FsStats(block_size=self.bs, total=total, free=free, files=int(files))

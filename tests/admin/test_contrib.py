@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from repfs.admin.metrics import HELP
-from tests.admin.rig import curl
 from tests.helpers import REPFS, Repfs, is_mounted, run_repfs
 
 pytestmark = pytest.mark.timeout(120)
@@ -116,29 +115,3 @@ def test_sd_notify_says_ready_once_mounted_and_stopping_at_unmount(repfs_factory
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-
-
-def test_the_mount_helper_mounts_like_mount_t_fuse_repfs(repfs_factory: Callable[..., Repfs], sockdir: Path) -> None:
-    fs = repfs_factory()
-    helper = CONTRIB / "mount.fuse.repfs"
-    env = {**os.environ, "REPFS": str(REPFS_BIN)}
-    sock = sockdir / "h.sock"
-    opts = f"rw,noauto,_netdev,x-systemd.automount,key_file={fs.key},cache_size=64M,admin_socket={sock}"
-    opts += ",default_permissions"
-    fake = subprocess.run([str(helper), str(fs.fs_dir), str(fs.mnt), "-f", "-o", opts],
-                          capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
-    assert fake.returncode == 0 and not is_mounted(fs.mnt)
-    assert f"--key-file {fs.key} --cache-size 64M --admin-socket {sock} -o default_permissions" in fake.stderr
-    assert "_netdev" not in fake.stderr and "noauto" not in fake.stderr
-    res = subprocess.run([str(helper), str(fs.fs_dir), str(fs.mnt), "-o", opts.replace(",default_permissions", "")],
-                         capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
-    assert res.returncode == 0, res.stdout + res.stderr
-    fs.logs.append(fs.fs_dir / "repfs.log")
-    assert is_mounted(fs.mnt)
-    (fs.mnt / "via-helper").write_bytes(b"x" * 1000)
-    assert curl(sock, "GET", "/v1/health")[0] == 200
-    bad = subprocess.run([str(helper), str(fs.fs_dir), str(fs.mnt), "-o", "key_file"],
-                         capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
-    assert bad.returncode == 2 and "needs a value" in bad.stderr
-    assert run_repfs("umount", str(fs.mnt)).returncode == 0
-    assert not is_mounted(fs.mnt)

@@ -631,6 +631,10 @@ def test_statfs(env: Env) -> None:
     assert st.f_blocks > 0 and st.f_bsize > 0 and st.f_frsize > 0
     assert 0 < st.f_bavail <= st.f_blocks
     assert st.f_namemax == 255
+    # the three pools are directories on one disk: its space is counted once, not three times
+    disk = os.statvfs(env.fs.pools[0])
+    want = disk.f_blocks * disk.f_frsize // env.fs.replicas
+    assert abs(st.f_blocks * st.f_frsize - want) <= 4096 * 4, (st.f_blocks * st.f_frsize, want)
 
 
 # --- tests with a mount of their own (they measure the pools) ---------------------------

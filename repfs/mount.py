@@ -155,7 +155,7 @@ def lock_fs_dir(paths: FsPaths) -> int:
         pid = paths.lock.read_text().split("\n", 1)[0].strip() or "?"
         where = ", ".join(mountinfo.mountpoints_of(paths.root)) or "no mount point (a scrub or fsck?)"
         raise SetupError(
-            f"{paths.root} is in use by another repfs process (pid {pid}, mounted on {where}); "
+            f"{paths.root} is already mounted by another repfs process (pid {pid}, on {where}); "
             "unmount it first with: repfs umount MOUNTPOINT"
         ) from None
     os.ftruncate(fd, 0)

@@ -215,7 +215,7 @@ class PoolManager:
         await self._scan(visit)
         job.finished_queueing = True
         self.queued_total += job.queued
-        log.warning("%s: %d blocks queued to move", reason, job.queued)
+        log.info("%s: %d blocks queued to move", reason, job.queued)
         self.repairer.wake()
         return job.queued
 
@@ -417,7 +417,7 @@ class PoolManager:
                 await pool.close()
             except (StorageError, OSError) as exc:
                 log.warning("error closing pool %s: %s", name, exc)
-            log.warning("pool %s removed; %d block records no longer name it", name, stripped)
+            log.info("pool %s removed; %d block records no longer name it", name, stripped)
             return {"pool": name, "records_updated": stripped}
 
     def _copies_elsewhere(self, name: str) -> tuple[int, int]:
@@ -503,7 +503,7 @@ class PoolManager:
                     log.warning("pool %s holds no blocks any more, but: %s", name, exc)
                     continue
                 d.done, d.finished = True, time.time()
-                log.warning("pool %s is drained: it holds no blocks; remove it with: repfs-admin pools remove %s",
+                log.info("pool %s is drained: it holds no blocks; remove it with: repfs-admin pools remove %s",
                             name, name)  # fmt: skip
             elif d.remaining > 0:
                 d.done = False

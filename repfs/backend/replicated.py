@@ -248,7 +248,7 @@ class ReplicatedStore:
             raise ValueError(f"a pool named {pool.name!r} exists already")
         rank_pools(b"", [*self._weights.items(), (pool.name, float(weight))])  # validates
         self._register(pool, weight, capacity=capacity, thresholds=thresholds)
-        log.warning("pool %s (%s) added, weight %g", pool.name, pool.url, weight)
+        log.debug("pool %s (%s) added, weight %g", pool.name, pool.url, weight)
 
     def remove_pool(self, name: str) -> Pool:
         """Take a pool out of the store: no read or write reaches it any more (calls in
@@ -261,7 +261,7 @@ class ReplicatedStore:
         self._state.pop(name, None)
         self.space_book.remove(name)
         self._draining.discard(name)
-        log.warning("pool %s (%s) removed", name, pool.url)
+        log.debug("pool %s (%s) removed", name, pool.url)
         return pool
 
     async def idle(self, name: str) -> None:

@@ -55,6 +55,7 @@ class Outcome:
 
     copies_checked: int = 0
     repaired: int = 0  # copies written
+    moved: int = 0  # of those, copies placed on a pool that never held one (rebalance, catch-up)
     removed: int = 0  # extra or damaged copies deleted
     complete: bool = True  # every target holds a good copy
     unrecoverable: bool = False  # no good copy anywhere that serves, and none that might
@@ -164,7 +165,11 @@ class Repairer:
                     why = bad.pop(name, "missing")
                     good.add(name)
                     out.repaired += 1
-                    log.info("repaired block %s on pool %s (was %s)", short, name, why)
+                    if name in holders:  # a copy that should have been there: real damage
+                        log.info("repaired block %s on pool %s (was %s)", short, name, why)
+                    else:  # a new home (placement changed, or written while the pool was away)
+                        out.moved += 1
+                        log.debug("copied block %s to pool %s", short, name)
             out.complete = all(n in good for n in targets)
             extras = [n for n in good | set(bad) if n not in targets] if out.complete else []
             keep = set(targets) if out.complete else good
@@ -209,11 +214,11 @@ class Repairer:
         """One pass over the deficit list; returns how many blocks are complete now."""
         with self.meta.read() as t:
             pending = [k for k, _ in t.scan("deficit", b"")]
-        done = 0
+        done = moved = rewritten = 0
         limiter = trio.CapacityLimiter(self.concurrency)
 
         async def one(block_id: bytes) -> None:
-            nonlocal done
+            nonlocal done, moved, rewritten
             async with limiter:
                 try:
                     out = await self.repair_block(block_id)
@@ -221,13 +226,22 @@ class Repairer:
                     log.warning("repair of block %s failed, will retry: %s", block_id.hex()[:12], exc)
                     return
             done += out.complete
+            moved += out.moved
+            rewritten += out.repaired - out.moved
 
         for i in range(0, len(pending), BATCH):
             async with trio.open_nursery() as nursery:
                 for block_id in pending[i : i + BATCH]:
                     nursery.start_soon(one, block_id)
         if pending:
-            log.info("repair pass: %d of %d blocks short of copies are complete now", done, len(pending))
+            log.info(
+                "repair pass: %d of %d blocks are complete now (%d copies placed on new pools, %d damaged or "
+                "missing copies rewritten)",
+                done,
+                len(pending),
+                moved,
+                rewritten,
+            )
         return done
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.admin.conftest import sockdir
 from tests.admin.rig import ADMIN, curl
-from tests.helpers import Repfs, is_mounted, make_key, run_repfs, tree_digest, wait_for
+from tests.helpers import Repfs, is_mounted, make_key, run_repfs, wait_for
 
 __all__ = ["sockdir"]
 
@@ -36,19 +36,29 @@ def admin(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_mkfs_force_refuses_a_pool_with_a_live_lease(repfs: Repfs, repfs_factory: Factory) -> None:
-    (repfs.mnt / "precious").write_bytes(b"keep me")
-    before = tree_digest(repfs.pools[0])
+    with open(repfs.mnt / "precious", "wb") as f:
+        f.write(b"keep me")
+        f.flush()
+        os.fsync(f.fileno())
+
+    target = next(p for p in repfs.pools if repfs.pool_keys(p))  # a pool holding a copy
+
+    def pool_state() -> tuple[set[str], bytes]:  # (the lease object changes: it is renewed)
+        return repfs.pool_keys(target), (target / "superblock").read_bytes()
+
+    before = pool_state()
+    assert before[0]
     other = repfs_factory("other", mkfs=False)
     for key in (repfs.key, other.key):  # the same key names the holder; another key still refuses
         res = run_repfs(
-            "mkfs", str(other.fs_dir), "--pool", f"file://{repfs.pools[0]}", "--replicas", "1",
+            "mkfs", str(other.fs_dir), "--pool", f"file://{target}", "--replicas", "1",
             "--key-file", str(key), "--force",
         )  # fmt: skip
         assert res.returncode == 5, res.stderr
         assert res.stderr.count("\n") == 1 and "is in use" in res.stderr and "--force" not in res.stderr
         if key == repfs.key:
             assert f"pid {repfs.proc.pid if repfs.proc else 0}" in res.stderr and str(repfs.fs_dir) in res.stderr
-    assert tree_digest(repfs.pools[0]) == before
+    assert pool_state() == before
     assert (repfs.mnt / "precious").read_bytes() == b"keep me"
     assert not (other.fs_dir / "repfs.toml").exists()
 
@@ -214,9 +224,18 @@ def test_pools_add_never_makes_a_directory_unless_asked(repfs_factory: Factory, 
     assert code == 400 and "does not exist" in err["error"] and not missing.exists()
     res = admin("--socket", str(sock), "pools", "add", "extra", f"file://{missing}", "--json")
     assert res.returncode == 2 and json.loads(res.stdout)["exit"] == 2 and not missing.exists()  # errors as JSON
+    for i in range(12):
+        (fs.mnt / f"f{i}").write_bytes(os.urandom(100_000))
     res = admin("--socket", str(sock), "pools", "add", "extra", f"file://{missing}", "--create")
     assert res.returncode == 0, res.stderr
     assert (missing / "superblock").exists()
+    log = fs.logs[-1]
+    assert wait_for(lambda: "copies placed on new pools" in log.read_text(), timeout=60)
+    text = log.read_text()
+    added = [line for line in text.splitlines() if "pool extra" in line and "added" in line]
+    assert len(added) == 1 and " INFO " in added[0], added  # one line, not a warning
+    assert "repaired block" not in text  # moves are summed up, not reported as damage
+    assert fs.pool_keys(missing)  # and the blocks did move
 
 
 def test_a_new_secret_while_mounted(repfs_factory: Factory, sockdir: Path) -> None:

@@ -563,6 +563,7 @@ def test_du_counts_data_not_holes(fs: Repfs) -> None:
     with open(f, "r+b") as out:
         out.seek(5 << 20)
         out.write(b"x" * 1000)
+        out.flush()
         os.fsync(out.fileno())
     # one 64 KiB block holds data: counted as the logical bytes of that block, not as 1 GiB
     assert os.stat(f).st_blocks * 512 == fs.block_bytes

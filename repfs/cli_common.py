@@ -126,6 +126,17 @@ def get_secret(passphrase_fd: int | None, key_file: Path | None, *, confirm: boo
     return secret
 
 
+def new_secret_options(fn: F) -> F:
+    """Where a new secret comes from (passwd): a descriptor, a key file, or a prompt (twice)."""
+    fn = click.option(
+        "--new-key-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Use the contents of this file (mode 0600) as the new secret.",
+    )(fn)
+    fn = click.option("--new-passphrase-fd", type=int, help="Read the new passphrase from this file descriptor.")(fn)
+    return fn
+
+
 def secret_options(fn: F) -> F:
     fn = click.option(
         "--key-file",

@@ -13,7 +13,16 @@ import click
 import trio
 
 from repfs import logs
-from repfs.cli_common import DEFAULT_SCRUB_RATE, fail, get_secret, json_option, log_option, parse_size, secret_options
+from repfs.cli_common import (
+    DEFAULT_SCRUB_RATE,
+    fail,
+    get_secret,
+    json_option,
+    log_option,
+    new_secret_options,
+    parse_size,
+    secret_options,
+)
 from repfs.errors import RepfsError
 from repfs.progress import Progress
 
@@ -21,12 +30,7 @@ from repfs.progress import Progress
 @click.command()
 @click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @secret_options
-@click.option("--new-passphrase-fd", type=int, help="Read the new passphrase from this file descriptor.")
-@click.option(
-    "--new-key-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Use the contents of this file (mode 0600) as the new secret.",
-)
+@new_secret_options
 def passwd(
     fs_dir: Path,
     passphrase_fd: int | None,

@@ -31,7 +31,7 @@ import click
 
 from repfs import __version__
 from repfs.admin.client import AdminClient, AdminError, Unreachable, find_socket
-from repfs.cli_common import DEFAULT_SCRUB_RATE, get_secret, secret_options
+from repfs.cli_common import DEFAULT_SCRUB_RATE, get_secret, new_secret_options, secret_options
 from repfs.errors import RepfsError
 from repfs.progress import Progress, duration
 
@@ -461,12 +461,7 @@ def keys() -> None:
 
 @keys.command("passwd")
 @secret_options
-@click.option("--new-passphrase-fd", type=int, help="Read the new passphrase from this file descriptor.")
-@click.option(
-    "--new-key-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Use the contents of this file (mode 0600) as the new secret.",
-)
+@new_secret_options
 @json_option
 @click.pass_context
 def keys_passwd(

@@ -3,7 +3,7 @@
     magic "RJSG" | version u8 | first seq u64 | last seq u64 | change sets u32
     | written at (ns since the epoch) u64
     per change set:  seq u64 | changes u32
-    per change:      database u8 (index in schema.DATABASES) | put u8 (1) or delete (0)
+    per change:      database u8 (its id in schema.DATABASE_IDS) | put u8 (1) or delete (0)
                      | key length u32 | key | [value length u32 | value]   (puts only)
 
 All integers are little-endian. A segment holds every change set from `first` to
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from repfs.errors import CorruptObject
-from repfs.meta.schema import DATABASES
+from repfs.meta.schema import DATABASE_BY_ID, DATABASE_IDS
 from repfs.meta.store import Change
 
 MAGIC = b"RJSG"
@@ -30,7 +30,6 @@ _HEAD = struct.Struct("<4sBQQIQ")
 _SET = struct.Struct("<QI")
 _CHANGE = struct.Struct("<BBI")
 _LEN = struct.Struct("<I")
-_DB_INDEX = {name: i for i, name in enumerate(DATABASES)}
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def encode_segment(sets: Sequence[ChangeSet], written_ns: int | None = None) -> 
     for cs in sets:
         out.append(_SET.pack(cs.seq, len(cs.changes)))
         for db, key, value in cs.changes:
-            out.append(_CHANGE.pack(_DB_INDEX[db], value is not None, len(key)))
+            out.append(_CHANGE.pack(DATABASE_IDS[db], value is not None, len(key)))
             out.append(key)
             if value is not None:
                 out.append(_LEN.pack(len(value)))
@@ -81,7 +80,7 @@ def decode_segment(data: bytes, *, where: str = "journal segment") -> Segment:
                 raise ValueError(f"change set {seq} where {expected} belongs")
             changes: list[Change] = []
             for _ in range(n):
-                db_index, is_put, klen = _CHANGE.unpack_from(view, pos)
+                db_id, is_put, klen = _CHANGE.unpack_from(view, pos)
                 pos += _CHANGE.size
                 key = bytes(view[pos : pos + klen])
                 pos += klen
@@ -93,7 +92,10 @@ def decode_segment(data: bytes, *, where: str = "journal segment") -> Segment:
                     pos += vlen
                 if len(key) != klen or (value is not None and len(value) != vlen):
                     raise ValueError("cut short")
-                changes.append((DATABASES[db_index], key, value))
+                db = DATABASE_BY_ID.get(db_id)
+                if db is None:
+                    raise ValueError(f"unknown database id {db_id} (written by a newer repfs?)")
+                changes.append((db, key, value))
             sets.append(ChangeSet(seq, changes))
         if pos != len(view):
             raise ValueError("trailing bytes")

@@ -24,20 +24,26 @@ from __future__ import annotations
 
 import struct
 
-DATABASES = (
-    "inodes",
-    "dirents",
-    "dircookie",
-    "parents",
-    "symlinks",
-    "blockmap",
-    "blocks",
-    "xattrs",
-    "orphans",
-    "gc",
-    "deficit",
-    "meta",
-)
+# Every database with its id: the journal names a database by this number (segment.py),
+# so an id is never changed or reused; a new database takes the next free number. The
+# first twelve are the positions the journal used before ids were pinned, so segments
+# written then read the same (tests/unit/test_journal_format.py holds golden vectors).
+DATABASE_IDS: dict[str, int] = {
+    "inodes": 0,
+    "dirents": 1,
+    "dircookie": 2,
+    "parents": 3,
+    "symlinks": 4,
+    "blockmap": 5,
+    "blocks": 6,
+    "xattrs": 7,
+    "orphans": 8,
+    "gc": 9,
+    "deficit": 10,
+    "meta": 11,
+}
+DATABASES = tuple(DATABASE_IDS)
+DATABASE_BY_ID = {i: name for name, i in DATABASE_IDS.items()}
 
 SCHEMA_VERSION = 1
 ROOT_INO = 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -107,16 +108,26 @@ async def _read_superblock(pool: Pool) -> Superblock | None:
         return None
 
 
+# How long a pool may take to answer when a filesystem is opened: a pool that hangs (a
+# frozen server, a hung disk) is then unreachable and starts out down; it never holds up
+# a mount, recover or fsck for longer.
+OPEN_TIMEOUT = 10.0
+
+
 async def _each(
-    pools: Sequence[Pool], fn: Callable[[Pool], Awaitable[T]]
+    pools: Sequence[Pool], fn: Callable[[Pool], Awaitable[T]], *, timeout: float = OPEN_TIMEOUT
 ) -> tuple[dict[str, T], dict[str, RepfsError]]:
-    """Run `fn` on every pool at once: (results, repfs errors), each by pool name."""
+    """Run `fn` on every pool at once: (results, repfs errors), each by pool name. A pool
+    that has not answered within `timeout` seconds gets PoolUnavailable."""
     results: dict[str, T] = {}
     errors: dict[str, RepfsError] = {}
 
     async def one(pool: Pool) -> None:
         try:
-            results[pool.name] = await fn(pool)
+            with trio.move_on_after(timeout):
+                results[pool.name] = await fn(pool)
+                return
+            errors[pool.name] = PoolUnavailable(f"pool {pool.name} ({pool.url}) did not answer within {timeout:g} s")
         except RepfsError as exc:
             errors[pool.name] = exc
 
@@ -225,7 +236,7 @@ async def mkfs(
             _raise_any(pools, errors)
             for pool in pools:
                 await _refuse_live_lease(pool, leases[pool.name], existing[pool.name], secret)
-            _, errors = await _each(pools, _wipe)
+            _, errors = await _each(pools, _wipe, timeout=math.inf)  # as long as a big pool takes
             _raise_any(pools, errors)
         sb, _ = await trio.to_thread.run_sync(Superblock.create, secret, config.block_size)
         _, errors = await _each(pools, lambda p: p.put(SUPERBLOCK_KEY, sb.to_bytes()))

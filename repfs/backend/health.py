@@ -52,7 +52,8 @@ class HealthMonitor:
         superblock: Superblock,
         *,
         interval: float = 10.0,
-        quick_interval: float = 1.0,
+        quick_interval: float = 0.2,
+        ping_timeout: float = 2.0,
         down_after: int = 3,
         sample: int | None = 32,
         challenge_timeout: float = 120.0,
@@ -67,6 +68,10 @@ class HealthMonitor:
         self.superblock = superblock
         self.interval = interval
         self.quick_interval = min(quick_interval, interval)
+        # A heartbeat has a short deadline of its own: a pool that is alive but does not
+        # answer (frozen, overloaded, partitioned) misses it like a dead one, and after a
+        # miss the next probe comes almost at once, so it is down in a few seconds.
+        self.ping_timeout = min(ping_timeout, interval)
         self.down_after = down_after
         self.sample = sample
         self.challenge_timeout = challenge_timeout
@@ -130,15 +135,16 @@ class HealthMonitor:
         """One heartbeat of one pool."""
         pool = self.pools[name]
         try:
-            with trio.fail_after(max(self.interval, 5.0)):
+            with trio.fail_after(self.ping_timeout):
                 await pool.ping()
+            with trio.fail_after(self.ping_timeout):
                 sb = await self._superblock(name, pool)
         except CorruptObject as exc:
             self._set(name, PoolState.FAILED, f"unreadable superblock: {exc}")
             return
         except (StorageError, trio.TooSlowError) as exc:
             self.missed[name] += 1
-            why = str(exc) or "heartbeat timed out"
+            why = str(exc) or f"no answer within {self.ping_timeout:g} s"
             if self.state(name) in (PoolState.UP, PoolState.VERIFYING, PoolState.DRAINING):
                 if self.missed[name] >= self.down_after:
                     self._stop_verify(name)
@@ -148,6 +154,8 @@ class HealthMonitor:
             return
         self.missed[name] = 0
         self._suspect[name] = False
+        if sb is None:
+            return
         if sb.fs_uuid != self.superblock.fs_uuid:
             self._stop_verify(name)
             self._set(name, PoolState.FAILED, f"it now belongs to filesystem {sb.fs_uuid}")
@@ -155,10 +163,14 @@ class HealthMonitor:
         if self.state(name) == PoolState.DOWN:
             self._start_verify(name, "it answers again")
 
-    async def _superblock(self, name: str, pool: Pool) -> Superblock:
+    async def _superblock(self, name: str, pool: Pool) -> Superblock | None:
+        """The pool's superblock; a pool that lost it gets it back (and its blocks), unless
+        it is failed: a failed pool is left alone until an administrator acts (None)."""
         try:
             return Superblock.from_bytes(await pool.get(SUPERBLOCK_KEY))
         except ObjectNotFound:
+            if self.state(name) == PoolState.FAILED:
+                return None
             log.warning("pool %s lost its superblock; writing it again and restoring its blocks", name)
             await pool.put(SUPERBLOCK_KEY, self.superblock.to_bytes())
             if self.on_wiped is not None and self._nursery is not None:

@@ -127,7 +127,12 @@ class LocalPool:
     # --- helpers ------------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        """`fn(*args)` in one of the pool's worker threads. A caller that gives up (a missed
+        deadline) abandons the thread: a hung disk (an NFS server gone, a frozen FUSE mount
+        underneath) stalls only its own threads, at most the limiter's count of them, and
+        later calls wait for one of those within their own deadline. Every write is a
+        temporary file renamed into place, so an abandoned one leaves no partial object."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter, abandon_on_cancel=True)
 
     def _path(self, key: str) -> Path:
         return self._root / check_key(key)

@@ -42,6 +42,7 @@ from typing import TypeVar
 import trio
 
 from repfs.backend.base import Pool, PoolUsage
+from repfs.backend.deadline import PoolDeadline
 from repfs.backend.keys import block_key
 from repfs.backend.placement import rank_pools
 from repfs.backend.retry import DEFAULT_ATTEMPTS, DEFAULT_BASE_DELAY, retry
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_OP_TIMEOUT = 60.0
+LIST_DEADLINE = 10.0  # seconds a listing of metadata objects may take at least
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -134,6 +136,9 @@ class ReplicatedStore:
         self._draining: set[str] = set()
         self._inflight: dict[str, int] = {}
         self._idle_events: dict[str, trio.Event] = {}
+        self._op_timeout = op_timeout
+        self._deadlines: dict[str, PoolDeadline] = {}
+        self.suspected: set[str] = set()  # missed a deadline: last choice for reads until it answers
         self.replicas = replicas
         self.write_quorum = write_quorum
         for name, pool in pools.items():
@@ -150,7 +155,6 @@ class ReplicatedStore:
         # (pool, operation, seconds, None or the kind of failure) after every pool call
         self.observer: Callable[[str, str, float, str | None], None] | None = None
         self._cpu_limiter = cpu_limiter if cpu_limiter is not None else trio.CapacityLimiter(2)
-        self._op_timeout = op_timeout
         self._attempts = retry_attempts
         self._base_delay = retry_base_delay
         self.repairs = 0
@@ -233,6 +237,8 @@ class ReplicatedStore:
         self._state[name] = PoolState.UP
         self.space_book.add(name, capacity, thresholds)
         self._inflight[name] = 0
+        ceiling = self._op_timeout if self._op_timeout is not None else math.inf
+        self._deadlines[name] = PoolDeadline(ceiling=ceiling)
 
     def add_pool(
         self,
@@ -312,18 +318,37 @@ class ReplicatedStore:
         if name not in self._pools:
             raise ValueError(f"no pool named {name!r}; pools are {sorted(self._pools)}")
 
+    def deadline(self, name: str, nbytes: int = 0) -> float:
+        """Seconds a request moving `nbytes` to or from pool `name` may take now."""
+        return self._deadlines[name].deadline(nbytes, self._inflight.get(name, 0) + 1)
+
     async def _call(
-        self, name: str, what: str, op: Callable[[Pool], Awaitable[T]], *, attempts: int | None = None
+        self,
+        name: str,
+        what: str,
+        op: Callable[[Pool], Awaitable[T]],
+        *,
+        attempts: int | None = None,
+        nbytes: int | None = None,
+        limit: float | None = None,
     ) -> T:
-        """`op(pool)` with retries of PoolUnavailable, bounded by `op_timeout` in all."""
+        """`op(pool)` with retries of PoolUnavailable, bounded in all by the pool's deadline
+        for `nbytes` (deadline.py), or by `op_timeout` when the size of the work is unknown.
+        A pool that misses its deadline is suspected and reported as in trouble."""
         pool = self._pools.get(name)
         if pool is None:
             raise PoolUnavailable(f"pool {name} is not part of this filesystem any more")
-        timeout = self._op_timeout if self._op_timeout is not None else math.inf
+        concurrent = self._inflight.get(name, 0) + 1
+        if limit is not None:
+            timeout = limit
+        elif nbytes is not None:
+            timeout = self._deadlines[name].deadline(nbytes, concurrent)
+        else:
+            timeout = self._op_timeout if self._op_timeout is not None else math.inf
         deadline = trio.current_time() + timeout
         started = time.monotonic()
         failure: str | None = "error"
-        self._inflight[name] = self._inflight.get(name, 0) + 1
+        self._inflight[name] = concurrent
         try:
             with trio.move_on_at(deadline):
                 result = await retry(
@@ -334,9 +359,15 @@ class ReplicatedStore:
                     is_transient=_is_transient,
                 )
                 failure = None
+                self.suspected.discard(name)
+                if nbytes is not None:
+                    self._deadlines[name].observe(time.monotonic() - started, nbytes, concurrent)
                 return result
             failure = "timeout"
-            raise PoolUnavailable(f"pool {name}: {what} timed out after {timeout:g} s")
+            self.suspected.add(name)
+            if self.on_trouble is not None:
+                self.on_trouble(name)
+            raise PoolUnavailable(f"pool {name}: {what} missed its deadline of {timeout:.3g} s")
         except ObjectNotFound:
             failure = None  # an answer, not a failure of the pool
             raise
@@ -366,7 +397,7 @@ class ReplicatedStore:
         async def store(name: str | None) -> None:
             while name is not None:
                 try:
-                    await self._call(name, f"put {key}", lambda pool: pool.put(key, obj))
+                    await self._call(name, f"put {key}", lambda pool: pool.put(key, obj), nbytes=len(obj))
                 except StorageError as exc:
                     failures[name] = exc
                     if isinstance(exc, PoolFull):
@@ -420,13 +451,23 @@ class ReplicatedStore:
         raise QuorumNotReached(msg)
 
     async def get_block(
-        self, block_id: bytes, holders: Sequence[str], decode: Callable[[bytes], bytes]
+        self,
+        block_id: bytes,
+        holders: Sequence[str],
+        decode: Callable[[bytes], bytes],
+        *,
+        size_hint: int | None = None,
     ) -> bytes:
-        """The plaintext of a block: holders first, then any other usable pool, in rank order.
+        """The plaintext of a block: holders first, then any other usable pool, in rank order
+        (suspected pools last).
 
-        `decode(obj)` turns an object into plaintext or raises CorruptObject; it runs in a
-        worker thread. Holders that lacked the block or held a corrupt copy get the good
-        object back (read repair). Raises ReadFailed when no pool has a good copy.
+        The reads are hedged: when a pool has not answered within its deadline for
+        `size_hint` bytes (the stored size), the next pool is asked as well, and the first
+        good answer wins; a pool that fails asks the next at once. The slow request is
+        cancelled then, never waited for. `decode(obj)` turns an object into plaintext or
+        raises CorruptObject; it runs in a worker thread. Holders that lacked the block or
+        held a corrupt copy get the good object back (read repair). Raises ReadFailed when
+        no pool has a good copy.
         """
         key = block_key(block_id)
         short = block_id.hex()[:12]
@@ -439,34 +480,53 @@ class ReplicatedStore:
                 order.append(name)
             elif name in held:
                 failures[name] = self._state[name].value
+        order.sort(key=lambda n: n in self.suspected)  # stable: rank order within each group
         to_repair: dict[str, str] = {}
-        for i, name in enumerate(order):
-            # with another copy to try, fail over at once rather than retry a pool that fails
-            attempts = 1 if i + 1 < len(order) else None
+        found: list[tuple[str, bytes, bytes]] = []  # (pool, object, plaintext) of the first good copy
+
+        async def attempt(name: str, last: bool, gave_up: trio.Event) -> None:
             try:
-                obj = await self._call(name, f"get {key}", lambda pool: pool.get(key), attempts=attempts)
+                # with another copy to try, fail over at once rather than retry a failing pool
+                obj = await self._call(name, f"get {key}", lambda pool: pool.get(key), attempts=None if last else 1)
                 data = await trio.to_thread.run_sync(decode, obj, limiter=self._cpu_limiter)
             except (ObjectNotFound, CorruptObject) as exc:
                 failures[name] = _reason(exc)
                 if name in held:
                     to_repair[name] = "missing" if isinstance(exc, ObjectNotFound) else "corrupt"
-                continue
+                gave_up.set()
+                return
             except StorageError as exc:
                 failures[name] = _reason(exc)
-                continue
-            if name not in held:
-                log.info("block %s found on pool %s, which is not a recorded holder", short, name)
-            if to_repair:
-                await self._repair(block_id, obj, to_repair)
-            return data
-        raise ReadFailed(f"block {short}: no readable copy; tried: {_summary(failures)}")
+                gave_up.set()
+                return
+            if not found:
+                found.append((name, obj, data))
+                nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for i, name in enumerate(order):
+                gave_up = trio.Event()
+                nursery.start_soon(attempt, name, i + 1 == len(order), gave_up)
+                if i + 1 < len(order):
+                    with trio.move_on_after(self.deadline(name, size_hint or 0)):
+                        await gave_up.wait()
+                    if not gave_up.is_set():
+                        log.info("block %s: pool %s is slow to answer; asking pool %s too", short, name, order[i + 1])
+        if not found:
+            raise ReadFailed(f"block {short}: no readable copy; tried: {_summary(failures)}")
+        name, obj, data = found[0]
+        if name not in held:
+            log.info("block %s found on pool %s, which is not a recorded holder", short, name)
+        if to_repair:
+            await self._repair(block_id, obj, to_repair)
+        return data
 
     async def restore_copy(
         self, block_id: bytes, target: str, holders: Sequence[str], decode: Callable[[bytes], bytes]
     ) -> bool:
         """Put a verified copy of a block back on `target` if it lost it; True if it did."""
         key = block_key(block_id)
-        if await self._call(target, f"check {key}", lambda pool: pool.exists(key)):
+        if await self._call(target, f"check {key}", lambda pool: pool.exists(key), nbytes=0):
             return False
         ranked = self.ranked(block_id)
         sources = [n for n in ranked if n in set(holders) and n != target and self._state[n].serves]
@@ -507,7 +567,7 @@ class ReplicatedStore:
 
         async def delete_one(name: str) -> None:
             try:
-                await self._call(name, f"delete {key}", lambda pool: pool.delete(key))
+                await self._call(name, f"delete {key}", lambda pool: pool.delete(key), nbytes=0)
             except StorageError as exc:
                 log.warning("cannot delete block %s from pool %s: %s", short, name, exc)
                 failed.append(name)
@@ -549,7 +609,7 @@ class ReplicatedStore:
         """Store one copy of a block on `name` (repair and rebalance); raises StorageError."""
         key = block_key(block_id)
         try:
-            await self._call(name, f"put {key}", lambda pool: pool.put(key, obj))
+            await self._call(name, f"put {key}", lambda pool: pool.put(key, obj), nbytes=len(obj))
         except PoolFull as exc:
             self.space_book.mark_full(name, exc)
             raise
@@ -558,7 +618,7 @@ class ReplicatedStore:
     async def delete_copy(self, name: str, block_id: bytes) -> None:
         """Delete one pool's copy of a block (an extra copy after repair); raises StorageError."""
         key = block_key(block_id)
-        await self._call(name, f"delete {key}", lambda pool: pool.delete(key))
+        await self._call(name, f"delete {key}", lambda pool: pool.delete(key), nbytes=0)
 
     # --- small metadata objects (superblock, ...) --------------------------------------
 
@@ -594,7 +654,10 @@ class ReplicatedStore:
                 return [k async for k in pool.list(prefix)]
 
             try:
-                for key in await self._call(name, f"list {prefix}", keys):
+                # a listing's size is unknown: a generous multiple of the pool's deadline,
+                # but a suspected pool (it just missed one) gets no more than a small request
+                limit = self.deadline(name) if name in self.suspected else max(LIST_DEADLINE, 20 * self.deadline(name))
+                for key in await self._call(name, f"list {prefix}", keys, limit=limit):
                     found.setdefault(key, []).append(name)
             except StorageError as exc:
                 log.warning("cannot list %s on pool %s: %s", prefix, name, exc)
@@ -625,7 +688,8 @@ class ReplicatedStore:
 
         async def get_one(name: str) -> None:
             try:
-                found[name] = await self._call(name, f"get {key}", lambda pool: pool.get(key), attempts=1)
+                # small objects (the lease): a pool that hangs misses a short deadline
+                found[name] = await self._call(name, f"get {key}", lambda pool: pool.get(key), attempts=1, nbytes=0)
             except StorageError:
                 pass
 
@@ -639,7 +703,7 @@ class ReplicatedStore:
 
         async def delete_one(name: str) -> None:
             try:
-                await self._call(name, f"delete {key}", lambda pool: pool.delete(key))
+                await self._call(name, f"delete {key}", lambda pool: pool.delete(key), nbytes=0)
             except StorageError as exc:
                 log.warning("cannot delete %s from pool %s: %s", key, name, exc)
 

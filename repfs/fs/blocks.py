@@ -54,7 +54,9 @@ class Store(Protocol):
 
     def targets(self, block_id: bytes) -> list[str]: ...
     async def put_block(self, block_id: bytes, obj: bytes) -> list[str]: ...
-    async def get_block(self, block_id: bytes, holders: Sequence[str], decode: DecodeFn) -> bytes: ...
+    async def get_block(
+        self, block_id: bytes, holders: Sequence[str], decode: DecodeFn, *, size_hint: int | None = None
+    ) -> bytes: ...
     async def delete_block(self, block_id: bytes, holders: Sequence[str]) -> list[str]: ...
     async def restore_copy(
         self, block_id: bytes, target: str, holders: Sequence[str], decode: DecodeFn
@@ -101,7 +103,9 @@ class BlockManager:
         holders = rec.pools if rec is not None else ()
         async with self.locks(block_id):
             decode = functools.partial(self.codec.decode, block_id)
-            data = await self.store.get_block(block_id, holders, decode)
+            data = await self.store.get_block(
+                block_id, holders, decode, size_hint=rec.stored_size if rec is not None else None
+            )
         self.stats["fetched"] += 1
         return data
 

@@ -242,14 +242,55 @@ async def test_down_holder_is_passed_over_and_not_repaired() -> None:
     assert KEY not in pools[holders[0]].objects
 
 
+@pytest.fixture
+def patient_clock() -> trio.testing.MockClock:
+    """Virtual time that jumps only when every task has waited 50 ms of real time (so a
+    worker thread, such as decode's, finishes before the clock moves on)."""
+    return trio.testing.MockClock(autojump_threshold=0.05)
+
+
 @pytest.mark.trio
-async def test_hung_pool_times_out_and_the_next_answers(autojump_clock: trio.testing.MockClock) -> None:
-    store, pools, _ = make_store(3, op_timeout=5.0)
+async def test_a_hung_pool_is_hedged_and_then_suspected(patient_clock: trio.testing.MockClock) -> None:
+    store, pools, _ = make_store(3, op_timeout=30.0)
     holders = await store.put_block(BID, OBJ)
     pools[holders[0]].hang = True
+    hedge = store.deadline(holders[0], len(OBJ))
+    assert hedge < 5.0  # sized to the work, far below op_timeout
     start = trio.current_time()
-    assert await store.get_block(BID, holders, decode) == SECRET
-    assert 5.0 <= trio.current_time() - start < 6.0
+    assert await store.get_block(BID, holders, decode, size_hint=len(OBJ)) == SECRET
+    took = trio.current_time() - start
+    assert hedge <= took < hedge + 1.0  # the next pool was asked at the deadline; the slow read was not awaited
+    # the hung pool missed nothing yet (its request was cancelled, not timed out): it is asked first again,
+    # until a request to it misses its own deadline
+    with pytest.raises(QuorumNotReached):  # a write to the hung pool misses its deadline (quorum 2 of 2)
+        await make_quorum_write(store, pools, holders[0])
+    assert holders[0] in store.suspected
+    start = trio.current_time()
+    assert await store.get_block(BID, holders, decode, size_hint=len(OBJ)) == SECRET
+    assert trio.current_time() - start < 1.0  # a suspected pool is the last choice
+    pools[holders[0]].hang = False
+    await store.put_copy(holders[0], BID, OBJ)
+    assert holders[0] not in store.suspected  # answering again clears it
+
+
+async def make_quorum_write(store: ReplicatedStore, pools: dict[str, MemoryPool], name: str) -> None:
+    """A put of another block whose targets include `name`, with write quorum 2."""
+    store.write_quorum = 2
+    try:
+        for i in range(200):
+            bid = bytes([i]) * 32
+            if name in store.targets(bid)[:2]:
+                others = [n for n in store.ranked(bid) if n not in store.targets(bid)[:2]]
+                for other in others:  # no stand-in left: the write must miss its quorum
+                    pools[other].down = True
+                try:
+                    await store.put_block(bid, OBJ)
+                finally:
+                    for other in others:
+                        pools[other].down = False
+                return
+    finally:
+        store.write_quorum = 1
 
 
 @pytest.mark.trio

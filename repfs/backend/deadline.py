@@ -1,0 +1,70 @@
+"""How long a request to one pool may take before repfs stops waiting for it.
+
+A fixed timeout is wrong both ways: a minute is far too long for a frozen server (every
+read and fsync stalls for it) and too short for a 64 MiB block to a busy but healthy one.
+So each pool's deadline is sized to the work, from what that pool has shown lately:
+
+    deadline = max(floor, FACTOR × p99 latency of its small requests)
+               + bytes × requests in flight ÷ (a low estimate of its aggregate throughput)
+
+capped at the store's `op_timeout`. Throughput is counted for the pool as a whole (a
+request's rate times the requests in flight beside it), so eight parallel writers get
+eight times the time each, and a burst after a quiet spell is not taken for a hang.
+Until a pool has answered a few requests, generous defaults apply. Only successful
+requests teach the model: a pool that hangs does not make its own deadline longer.
+
+A read that misses its pool's deadline asks the next pool as well (a hedged request);
+a write that misses it goes to a stand-in. Either way the pool becomes *suspected*: it
+stops being first choice for reads until it answers again (see replicated.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+FACTOR = 4.0  # how many times its p99 latency a pool may take for a small request
+FLOOR = 0.5  # seconds: never less, so that a scheduler hiccup is not a suspicion
+SMALL = 256 << 10  # requests up to this size measure latency; larger ones throughput
+DEFAULT_LATENCY = 0.125  # seconds, before a pool has shown its own
+DEFAULT_THROUGHPUT = 4 << 20  # bytes/s, before a pool has shown its own (a slow WAN link)
+MIN_THROUGHPUT = 1 << 20  # bytes/s: a deadline never assumes slower than this
+WINDOW = 64  # requests remembered per kind
+MIN_SAMPLES = 8  # requests before the pool's own figures are used
+
+
+class PoolDeadline:
+    """The deadline model of one pool (cheap: called around every request)."""
+
+    def __init__(self, *, ceiling: float = math.inf) -> None:
+        self.ceiling = ceiling
+        self._latency: deque[float] = deque(maxlen=WINDOW)
+        self._throughput: deque[float] = deque(maxlen=WINDOW)
+
+    def observe(self, seconds: float, nbytes: int, concurrent: int = 1) -> None:
+        """A request of `nbytes` that succeeded in `seconds`, with `concurrent` requests
+        (itself included) in flight to the pool when it started."""
+        if nbytes <= SMALL:
+            self._latency.append(seconds)
+        elif seconds > 0:
+            self._throughput.append(nbytes * max(1, concurrent) / seconds)
+
+    def latency(self) -> float:
+        """The p99 latency of small requests (a default until there are enough)."""
+        if len(self._latency) < MIN_SAMPLES:
+            return DEFAULT_LATENCY
+        ordered = sorted(self._latency)
+        return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+
+    def throughput(self) -> float:
+        """A low estimate of the pool's aggregate throughput (the 10th percentile)."""
+        if len(self._throughput) < MIN_SAMPLES:
+            return DEFAULT_THROUGHPUT
+        ordered = sorted(self._throughput)
+        return max(MIN_THROUGHPUT, ordered[len(ordered) // 10])
+
+    def deadline(self, nbytes: int = 0, concurrent: int = 1) -> float:
+        """Seconds a request moving `nbytes` may take on this pool, with `concurrent`
+        requests (itself included) in flight to it."""
+        transfer = nbytes * max(1, concurrent) / self.throughput()
+        return min(self.ceiling, max(FLOOR, FACTOR * self.latency()) + transfer)

@@ -156,3 +156,11 @@ def test_readme_set_up_commands_work_as_root_without_sudo() -> None:
     usage = (ROOT / "scripts" / "quickstart.sh").read_text().split("set -euo")[0]
     assert "#   bash scripts/quickstart.sh" in usage
 
+
+def test_the_test_scripts_header_gives_the_defaults_the_code_uses() -> None:
+    script = (ROOT / "scripts" / "test.sh").read_text()
+    header = script.split("set -euo")[0]
+    for var in ("REPFS_TEST_TIMEOUT", "REPFS_SUITE_TIMEOUT"):
+        said = re.search(rf"^#\s+{var}\s.*\[default: (\d+)\]$", header, re.M)
+        used = set(re.findall(rf"\$\{{{var}:-(\d+)\}}", script))
+        assert said and used == {said[1]}, f"{var}: header says {said[1] if said else None}, code uses {used}"

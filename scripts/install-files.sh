@@ -6,7 +6,8 @@
 #   bash scripts/install-files.sh
 #
 # What it puts under PREFIX (each from the virtualenv's repfs, never written by hand):
-#   bin/repfs, bin/repfs-admin                       links to the virtualenv's commands
+#   bin/repfs, bin/repfs-admin, bin/mount.fuse.repfs links to the virtualenv's commands
+#   /sbin/mount.fuse.repfs (REPFS_SBIN)              the same link where mount(8) looks for it
 #   share/man/man1/repfs.1, repfs-*.1                one man page per command: man repfs-mount
 #   share/bash-completion/completions/repfs,         bash completion, loaded by the bash-completion
 #     share/bash-completion/completions/repfs-admin  package at the first TAB (a new shell)
@@ -15,12 +16,13 @@
 # Environment:
 #   REPFS_VENV    the virtualenv with repfs installed   [default: <repo>/.venv]
 #   REPFS_PREFIX  where the files go                    [default: /usr/local]
+#   REPFS_SBIN    where mount(8) finds mount helpers    [default: /sbin]
 set -euo pipefail
 
 case "${1:-}" in
     "") ;;
     -h | --help)
-        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -32,7 +34,9 @@ esac
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${REPFS_VENV:-$REPO/.venv}"
 PREFIX="${REPFS_PREFIX:-/usr/local}"
-COMMANDS=(repfs repfs-admin)
+SBIN="${REPFS_SBIN:-/sbin}"
+COMMANDS=(repfs repfs-admin)            # the click commands: man pages and completion
+LINKS=(repfs repfs-admin mount.fuse.repfs)
 MANDIR="$PREFIX/share/man/man1"
 COMPDIR="$PREFIX/share/bash-completion/completions"
 DOCDIR="$PREFIX/share/doc/repfs"
@@ -40,7 +44,7 @@ DOCDIR="$PREFIX/share/doc/repfs"
 say() { printf '==> %s\n' "$*"; }
 note() { printf 'install-files.sh: note: %s\n' "$*" >&2; }
 
-for cmd in "${COMMANDS[@]}"; do
+for cmd in "${LINKS[@]}"; do
     [[ -x "$VENV/bin/$cmd" ]] || {
         echo "install-files.sh: error: $VENV/bin/$cmd is missing; run scripts/install.sh first" >&2
         exit 1
@@ -64,17 +68,25 @@ if [[ $EUID -ne 0 ]]; then
 fi
 as_root() { "${SUDO[@]}" "$@"; }
 
-# --- the commands on PATH ------------------------------------------------------------------
-as_root mkdir -p "$PREFIX/bin"
-for cmd in "${COMMANDS[@]}"; do
-    link="$PREFIX/bin/$cmd"
+# --- the commands on PATH, and the mount(8) helper -------------------------------------------
+link_to() { # LINK TARGET: make LINK point to TARGET, unless LINK is a file of someone else's
+    local link="$1" target="$2"
     if [[ -e "$link" && ! -L "$link" ]]; then
-        note "$link exists and is not a link; left alone (use $VENV/bin/$cmd)"
-    elif [[ "$(readlink "$link" 2>/dev/null || true)" != "$VENV/bin/$cmd" ]]; then
-        as_root ln -sfn "$VENV/bin/$cmd" "$link"
-        say "linked $link -> $VENV/bin/$cmd"
+        note "$link exists and is not a link; left alone (use $target)"
+    elif [[ "$(readlink "$link" 2>/dev/null || true)" != "$target" ]]; then
+        as_root mkdir -p "$(dirname "$link")"
+        as_root ln -sfn "$target" "$link"
+        say "linked $link -> $target"
     fi
+}
+for cmd in "${LINKS[@]}"; do
+    link_to "$PREFIX/bin/$cmd" "$VENV/bin/$cmd"
 done
+if [[ $EUID -eq 0 || ${#SUDO[@]} -gt 0 || -w "$SBIN" ]]; then
+    link_to "$SBIN/mount.fuse.repfs" "$VENV/bin/mount.fuse.repfs"
+else
+    note "cannot write to $SBIN: mount -t fuse.repfs needs $SBIN/mount.fuse.repfs (a link to $VENV/bin/mount.fuse.repfs)"
+fi
 
 # --- man pages -------------------------------------------------------------------------------
 as_root "$VENV/bin/python" -m repfs.manpages "$MANDIR" | sed 's/^/==> /'

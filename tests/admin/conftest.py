@@ -32,13 +32,14 @@ VENV = Path(sys.prefix)
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A PREFIX with what the user install puts in /usr/local: the commands linked, man pages,
-    bash completion and documents (scripts/install-files.sh, run for real)."""
+    """A PREFIX with what the user install puts in /usr/local (and /sbin, as PREFIX/sbin): the
+    commands linked, man pages, bash completion and documents (scripts/install-files.sh, run
+    for real)."""
     prefix = tmp_path_factory.mktemp("prefix")
     res = subprocess.run(
         ["bash", str(ROOT / "scripts" / "install-files.sh")],
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-        env={**os.environ, "REPFS_PREFIX": str(prefix), "REPFS_VENV": str(VENV)},
+        env={**os.environ, "REPFS_PREFIX": str(prefix), "REPFS_SBIN": str(prefix / "sbin"), "REPFS_VENV": str(VENV)},
     )  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
     return prefix

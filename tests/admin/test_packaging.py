@@ -52,6 +52,12 @@ def test_install_files_links_both_commands_and_is_safe_to_run_again(installed: P
         assert link.is_symlink() and Path(os.readlink(link)) == VENV / "bin" / cmd
         res = subprocess.run([str(link), "--version"], capture_output=True, text=True, timeout=60)
         assert res.returncode == 0 and cmd in res.stdout, res.stdout + res.stderr
+    # the mount(8) helper, beside the commands and where mount(8) looks (/sbin)
+    for link in (installed / "bin" / "mount.fuse.repfs", installed / "sbin" / "mount.fuse.repfs"):
+        assert Path(os.readlink(link)) == VENV / "bin" / "mount.fuse.repfs"
+        res = subprocess.run([str(link), "/srv/fs", "/mnt/x", "-f", "-o", "key_file=/k,noauto"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert res.returncode == 0 and "would run: repfs mount /srv/fs /mnt/x --key-file /k" in res.stderr, res.stderr
     # the user install is what runs it (the dev install puts nothing in /usr/local)
     install = (ROOT / "scripts" / "install.sh").read_text()
     user_branch = install[install.index('if [[ "$MODE" == dev ]]; then\n    say "pip') :]
@@ -60,7 +66,7 @@ def test_install_files_links_both_commands_and_is_safe_to_run_again(installed: P
     prefix = tmp_path / "again"
     (prefix / "bin").mkdir(parents=True)
     (prefix / "bin" / "repfs-admin").write_text("#!/bin/sh\necho mine\n")
-    env = {**os.environ, "REPFS_PREFIX": str(prefix), "REPFS_VENV": str(VENV)}
+    env = {**os.environ, "REPFS_PREFIX": str(prefix), "REPFS_SBIN": str(prefix / "sbin"), "REPFS_VENV": str(VENV)}
     script = str(ROOT / "scripts" / "install-files.sh")
     for _ in range(2):
         res = subprocess.run(["bash", script], capture_output=True, text=True, timeout=120, env=env,

@@ -57,10 +57,11 @@ if [[ $EUID -ne 0 ]]; then
     probe="$PREFIX"
     while [[ ! -e "$probe" ]]; do probe="$(dirname "$probe")"; done
     if [[ ! -w "$probe" ]]; then
-        if command -v sudo >/dev/null 2>&1; then
+        # sudo only if it can run: without a password, or with a terminal to ask for one
+        if command -v sudo >/dev/null 2>&1 && { sudo -n true 2>/dev/null || { : </dev/tty; } 2>/dev/null; }; then
             SUDO=(sudo)
         else
-            note "cannot write to $PREFIX (not root, and no sudo): no links, man pages or completion;"
+            note "cannot write to $PREFIX (not root, and no usable sudo): no links, man pages or completion;"
             note "use $VENV/bin/repfs, or run this script as root, or set REPFS_PREFIX to a folder of yours"
             exit 0
         fi

@@ -2,10 +2,16 @@
 # Install repfs and everything it needs on Debian 12 (or another apt-based system).
 #
 #   bash scripts/install.sh          the user install: system packages, a virtualenv, repfs,
-#                                    and /usr/local/bin/repfs linked to the virtualenv's repfs
-#   bash scripts/install.sh --dev    the developer install: the same with `pip install -e .[dev]`
-#                                    (pytest, hypothesis, ruff, mypy), promtool and
-#                                    systemd-analyze (to check contrib/), and no link
+#                                    then scripts/install-files.sh: /usr/local/bin/repfs and
+#                                    repfs-admin linked to the virtualenv's, a man page per
+#                                    command (man repfs-mount), bash completion, the documents
+#   bash scripts/install.sh --dev    the developer install: the same packages and virtualenv
+#                                    with `pip install -e .[dev]` (pytest, hypothesis, ruff,
+#                                    mypy), promtool and systemd-analyze (to check contrib/),
+#                                    and nothing in /usr/local (run install-files.sh for that)
+#
+# Run it as root (no sudo needed), or as a user with sudo, which is then used for apt-get
+# and /usr/local.
 #
 # Safe to run again: packages already installed are not installed again, an existing
 # virtualenv is reused.
@@ -14,6 +20,7 @@
 #   REPFS_VENV        where the virtualenv lives            [default: <repo>/.venv]
 #   REPFS_PYTHON      the Python to build it with (>= 3.11) [default: python3 on PATH]
 #   REPFS_APT_UPDATE  1 = always run apt-get update/install, even when every package is there
+#   REPFS_PREFIX      where the user install puts links, man pages, completion [default: /usr/local]
 set -euo pipefail
 
 MODE=user
@@ -22,7 +29,7 @@ for arg in "$@"; do
         --dev | dev) MODE=dev ;;
         --user | user) MODE=user ;;
         -h | --help)
-            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -35,9 +42,12 @@ done
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${REPFS_VENV:-$REPO/.venv}"
 PYTHON="${REPFS_PYTHON:-python3}"
-APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev rsync attr acl tar curl ca-certificates)
+# man-db and bash-completion read the man pages and completion scripts install-files.sh writes.
+APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev rsync attr acl tar curl ca-certificates
+    man-db bash-completion)
 # The tests also check contrib/: the alert rules with promtool (package prometheus) and the
-# systemd unit with systemd-analyze (package systemd).
+# systemd unit with systemd-analyze (package systemd; setpriv, which applies the unit's
+# privileges to a real mount, is in util-linux, always installed).
 if [[ "$MODE" == dev ]]; then
     APT_PACKAGES+=(prometheus systemd)
 fi
@@ -135,19 +145,8 @@ else
         say "pip: installing repfs from $REPO"
         "$VENV/bin/python" -m pip install -q .
     fi
-    # Put `repfs` on PATH, unless something other than our own link is already there.
-    link=/usr/local/bin/repfs
-    if [[ ! -e "$link" || -L "$link" ]]; then
-        if [[ "$(readlink "$link" 2>/dev/null || true)" != "$VENV/bin/repfs" ]]; then
-            if [[ -z "${NEED_ROOT:-}" ]] && as_root ln -sfn "$VENV/bin/repfs" "$link" 2>/dev/null; then
-                say "linked $link -> $VENV/bin/repfs"
-            else
-                echo "install.sh: note: could not link $link; use $VENV/bin/repfs" >&2
-            fi
-        fi
-    else
-        echo "install.sh: note: $link exists and is not a link; left alone (use $VENV/bin/repfs)" >&2
-    fi
+    # The commands on PATH, man pages, bash completion and documents under /usr/local.
+    bash "$REPO/scripts/install-files.sh" </dev/null
 fi
 
 say "installed: $("$VENV/bin/repfs" --version) in $VENV"

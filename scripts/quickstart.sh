@@ -3,7 +3,7 @@
 # pools under one data folder, 2 replicas of every block, a random key file, mounted in
 # the background.
 #
-#   sudo bash scripts/quickstart.sh
+#   bash scripts/quickstart.sh       as root (not root: sudo bash scripts/quickstart.sh)
 #
 # Safe to run again: the key and the filesystem are made once; a filesystem that is
 # already mounted is left as it is.
@@ -43,8 +43,10 @@ REPFS="$REPFS_VENV/bin/repfs"
   start it with --device /dev/fuse --cap-add SYS_ADMIN"
 
 summary() {
-    local cmd=repfs
+    local cmd=repfs admin=repfs-admin
     [[ "$(command -v repfs 2>/dev/null || true)" -ef "$REPFS" ]] || cmd="$REPFS"
+    [[ "$(command -v repfs-admin 2>/dev/null || true)" -ef "$REPFS_VENV/bin/repfs-admin" ]] ||
+        admin="$REPFS_VENV/bin/repfs-admin"
     cat <<EOF
 
 repfs is mounted on $MNT
@@ -55,6 +57,7 @@ repfs is mounted on $MNT
     metadata:   $FS/meta (LMDB) and $FS/repfs.toml (configuration)
     cache:      $FS/cache (writes staged here until they are on the pools)
     key:        $KEY (keep a copy elsewhere: without it the data cannot be read)
+  status:       $admin -m $MNT status      (pools, alerts, repair; man repfs-admin)
   unmount:      $cmd umount $MNT
   mount again:  $cmd mount $FS $MNT --key-file $KEY
 EOF
@@ -79,7 +82,7 @@ if [[ -n "$src" ]]; then
 fi
 
 # --- data folder, pools, key -------------------------------------------------------------
-mkdir -p "$DATA" 2>/dev/null || die "cannot create $DATA; run as root (sudo) or set REPFS_DATA to a folder you own"
+mkdir -p "$DATA" 2>/dev/null || die "cannot create $DATA; run as root (or with sudo) or set REPFS_DATA to a folder you own"
 chmod 700 "$DATA"
 mkdir -p "$DATA/pools/pool1" "$DATA/pools/pool2" "$DATA/pools/pool3"
 

@@ -10,7 +10,7 @@
 #   REPFS_VENV            the virtualenv                          [default: <repo>/.venv]
 #   REPFS_SKIP_INSTALL=1  skip scripts/install.sh (the venv must exist already)
 #   REPFS_TEST_TIMEOUT    seconds one test may take               [default: 300]
-#   REPFS_SUITE_TIMEOUT   seconds the whole pytest run may take   [default: 3600]
+#   REPFS_SUITE_TIMEOUT   seconds the whole pytest run may take   [default: 1500]
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -37,9 +37,11 @@ VENV="${REPFS_VENV:-$REPO/.venv}"
 PYTHON="${REPFS_PYTHON:-python3}"
 APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev rsync attr acl tar curl ca-certificates)
 # The tests also check contrib/: the alert rules with promtool (package prometheus) and the
-# systemd unit with systemd-analyze (package systemd).
+# systemd unit with systemd-analyze (package systemd). They run S3 pools on Ceph RGW too, a
+# single-node cluster started by tests/ceph.py (ceph-mon, ceph-osd, radosgw; the ceph and
+# monmaptool commands are in ceph-common and ceph-base).
 if [[ "$MODE" == dev ]]; then
-    APT_PACKAGES+=(prometheus systemd)
+    APT_PACKAGES+=(prometheus systemd ceph-mon ceph-osd radosgw ceph-common)
 fi
 
 say() { printf '==> %s\n' "$*"; }

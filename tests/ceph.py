@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import io
 import json
 import os
@@ -82,6 +83,10 @@ RGW_POOLS = {
 
 class CephError(RuntimeError):
     """The cluster could not be made, started or asked something; the message says why."""
+
+
+class PortTaken(CephError):
+    """A daemon could not bind its port: another process took it after `free_ports`."""
 
 
 def ceph_binaries() -> dict[str, str]:
@@ -276,8 +281,12 @@ rgw thread pool size = 64
 
     def _failed(self, name: str, what: str) -> CephError:
         proc = self.procs.get(name)
-        state = f"exited with status {proc.returncode}" if proc is not None and proc.poll() is not None else "running"
-        return CephError(f"Ceph in {self.dir}: {what} ({name} {state})\n{self.log_tail(name)}")
+        status = proc.poll() if proc is not None else None
+        state = "running" if status is None else f"exited with status {status}"
+        tail = self.log_tail(name)
+        # radosgw exits with EADDRINUSE, sometimes before its log says so; the mon only logs it
+        taken = status == errno.EADDRINUSE or "Address already in use" in tail
+        return (PortTaken if taken else CephError)(f"Ceph in {self.dir}: {what} ({name} {state})\n{tail}")
 
     def _wait(self, name: str, what: str, ready: Callable[[], bool], deadline: float) -> None:
         """Poll `ready()` until it is true; fail if daemon `name` dies or time runs out."""
@@ -313,19 +322,23 @@ rgw thread pool size = 64
         for attempt in range(PORT_TRIES):
             try:
                 self._start(deadline)
-                break
-            except BaseException as exc:
+            except PortTaken:  # another process took a port after `free_ports`
                 self.stop()
-                # Another process took a port between `free_ports` and the daemon's bind: again,
-                # from nothing, on new ports.
-                if not isinstance(exc, CephError) or "Address already in use" not in str(exc):
-                    raise
                 if attempt + 1 == PORT_TRIES:
                     raise
-                for path in self.dir.iterdir():  # the failed attempt's logs included
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
-                self.ports = dict(zip(("mon", "rgw"), free_ports(2), strict=True))
-                self.timings["total"] = time.monotonic() - began
+            except BaseException:
+                self.stop()
+                raise
+            else:
+                break
+            # Again from nothing, on new ports.
+            for path in self.dir.iterdir():  # the failed attempt's logs included
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            self.ports = dict(zip(("mon", "rgw"), free_ports(2), strict=True))
+        self.timings["total"] = time.monotonic() - began
 
     def _step(self, name: str, since: float) -> float:
         now = time.monotonic()

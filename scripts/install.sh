@@ -47,9 +47,11 @@ APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev
     man-db bash-completion)
 # The tests also check contrib/: the alert rules with promtool (package prometheus) and the
 # systemd unit with systemd-analyze (package systemd; setpriv, which applies the unit's
-# privileges to a real mount, is in util-linux, always installed).
+# privileges to a real mount, is in util-linux, always installed). They run S3 pools on
+# Ceph RGW too, a single-node cluster started by tests/ceph.py (ceph-mon, ceph-osd,
+# radosgw; the ceph and monmaptool commands are in ceph-common and ceph-base).
 if [[ "$MODE" == dev ]]; then
-    APT_PACKAGES+=(prometheus systemd)
+    APT_PACKAGES+=(prometheus systemd ceph-mon ceph-osd radosgw ceph-common)
 fi
 
 say() { printf '==> %s\n' "$*"; }

@@ -1,10 +1,16 @@
-"""Fixtures for tests against real SeaweedFS servers (see tests/seaweed.py).
+"""Fixtures for tests against real S3 servers: SeaweedFS (tests/seaweed.py), and Ceph RGW
+(tests/ceph.py) where a test asks for it.
 
 - `weeds`: 3 plain-HTTP servers shared by the whole session (one identity); each test
   makes its own buckets, so tests never see each other's objects, and they are deleted
   after the test.
 - `tls_weed`: one shared server that speaks HTTPS only, with a certificate of its own CA.
-- `weed_factory`: servers of a test's own (function scope), for tests that stop them.
+- `ceph`: a single-node Ceph cluster with radosgw, started once per session; a test that
+  stops its radosgw starts it again (else the next test that asks does).
+- `s3_server`: each test that takes it runs twice, on a shared SeaweedFS server and on
+  the shared Ceph RGW.
+- `weed_factory`: servers of a test's own (function scope), for tests that stop them;
+  `like=server` gives them that server's identity.
 - `s3fs_factory`: `S3Repfs` filesystems over buckets on given servers; like
   `repfs_factory`, everything is unmounted at teardown and daemon logs are checked.
 """
@@ -16,9 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.ceph import CephCluster, shared_cluster
 from tests.helpers import check_logs, register
-from tests.s3.rig import S3Repfs
+from tests.s3.rig import S3Repfs, S3Server
 from tests.seaweed import WeedServer, server_set, shared_servers, start_all, stop_all
+
+S3_SERVERS = ["seaweed", "ceph"]
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +39,10 @@ def weeds(tmp_path_factory: pytest.TempPathFactory) -> list[WeedServer]:
 def _drop_buckets(request: pytest.FixtureRequest) -> Iterator[None]:
     """Each test's buckets on the shared servers are deleted after it (torn down last)."""
     yield
-    for name in ("weeds", "tls_weed"):
-        if name in request.fixturenames:
-            value = request.getfixturevalue(name)
+    values = getattr(request.node, "funcargs", {})  # the test's fixture values, still there
+    for name in ("weeds", "tls_weed", "ceph", "s3_server"):
+        if name in values:
+            value = values[name]
             for server in value if isinstance(value, list) else [value]:
                 server.drop_buckets()
 
@@ -43,11 +53,28 @@ def tls_weed(tmp_path_factory: pytest.TempPathFactory) -> WeedServer:
 
 
 @pytest.fixture
+def ceph(tmp_path_factory: pytest.TempPathFactory) -> CephCluster:
+    return shared_cluster(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(params=S3_SERVERS)
+def s3_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> S3Server:
+    if request.param == "ceph":
+        return shared_cluster(tmp_path_factory.getbasetemp())
+    return shared_servers(tmp_path_factory.getbasetemp(), 3)[0]
+
+
+@pytest.fixture
 def weed_factory(tmp_path: Path) -> Iterator[Callable[..., list[WeedServer]]]:
     made: list[WeedServer] = []
 
-    def make(count: int = 3, *, tls: bool = False) -> list[WeedServer]:
-        servers = server_set(tmp_path / f"own{len(made)}", count, tls=tls)
+    def make(count: int = 3, *, tls: bool = False, like: S3Server | None = None) -> list[WeedServer]:
+        base = tmp_path / f"own{len(made)}"
+        if like is None:
+            servers = server_set(base, count, tls=tls)
+        else:
+            keys = {"access_key": like.access_key, "secret_key": like.secret_key}
+            servers = [WeedServer(base / f"weed{i + 1}", tls=tls, **keys) for i in range(count)]
         made.extend(servers)
         start_all(servers)
         return servers
@@ -60,7 +87,7 @@ def weed_factory(tmp_path: Path) -> Iterator[Callable[..., list[WeedServer]]]:
 def s3fs_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., S3Repfs]]:
     made: list[S3Repfs] = []
 
-    def make(servers: Sequence[WeedServer], name: str = "fs", *, mkfs: bool = True, **kwargs: object) -> S3Repfs:
+    def make(servers: Sequence[S3Server], name: str = "fs", *, mkfs: bool = True, **kwargs: object) -> S3Repfs:
         fs = S3Repfs(tmp_path / name, servers, **kwargs)  # type: ignore[arg-type]
         made.append(fs)
         register(request.node, fs)

@@ -1,5 +1,6 @@
-"""Tools the S3 tests share: credentials files, the repfs CLI with a chosen environment,
-and `S3Repfs`, a real mount whose pools are buckets on SeaweedFS servers."""
+"""Tools the S3 tests share: `S3Server` (what a test needs of an S3 server, SeaweedFS or
+Ceph RGW), credentials files, the repfs CLI with a chosen environment, and `S3Repfs`, a
+real mount whose pools are buckets on such servers."""
 
 from __future__ import annotations
 
@@ -7,17 +8,39 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from repfs.backend.credentials import ENV_PAIRS, Credentials
 from tests.helpers import REPFS, Repfs, run_repfs
-from tests.seaweed import WeedServer
 
 
-def credentials_of(server: WeedServer) -> Credentials:
+class S3Server(Protocol):
+    """An S3 server with one identity and tools to look behind repfs's back:
+    `tests.seaweed.WeedServer` and `tests.ceph.CephCluster` (its radosgw) both are one."""
+
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def endpoint(self) -> str: ...  # host:port
+    @property
+    def access_key(self) -> str: ...
+    @property
+    def secret_key(self) -> str: ...
+    def url(self, bucket: str, prefix: str = "") -> str: ...  # the repfs pool URL
+    def make_bucket(self, name: str | None = None) -> str: ...
+    def drop_buckets(self) -> None: ...
+    def bucket_exists(self, name: str) -> bool: ...
+    def put_object(self, bucket: str, name: str, data: bytes) -> None: ...
+    def get_object(self, bucket: str, name: str) -> bytes: ...
+    def remove_object(self, bucket: str, name: str) -> None: ...
+    def objects(self, bucket: str, prefix: str = "") -> dict[str, int]: ...
+
+
+def credentials_of(server: S3Server) -> Credentials:
     return Credentials(server.access_key, server.secret_key, "test")
 
 
-def write_credentials(path: Path, server: WeedServer, *, mode: int = 0o600, secret: str | None = None) -> Path:
+def write_credentials(path: Path, server: S3Server, *, mode: int = 0o600, secret: str | None = None) -> Path:
     """A repfs credentials file for `server` (with another secret key if `secret` is given)."""
     path.write_text(f'access_key = "{server.access_key}"\nsecret_key = "{secret or server.secret_key}"\n')
     path.chmod(mode)
@@ -32,7 +55,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def s3_env(server: WeedServer, *, secret: str | None = None) -> dict[str, str]:
+def s3_env(server: S3Server, *, secret: str | None = None) -> dict[str, str]:
     return clean_env(REPFS_S3_ACCESS_KEY=server.access_key, REPFS_S3_SECRET_KEY=secret or server.secret_key)
 
 
@@ -45,12 +68,13 @@ def repfs_cli(*args: str, env: Mapping[str, str], timeout: float = 120.0) -> sub
 
 class S3Repfs(Repfs):
     """A repfs filesystem whose pools are a fresh bucket on each of `servers` (keys under
-    `prefix`), with the servers' credentials in a file that repfs.toml names."""
+    `prefix`), with the servers' credentials in a file that repfs.toml names (one file for
+    all pools: the servers must share one identity)."""
 
     def __init__(
         self,
         base: Path,
-        servers: Sequence[WeedServer],
+        servers: Sequence[S3Server],
         *,
         replicas: int = 2,
         block_size: str = "64K",

@@ -1,5 +1,5 @@
-"""Failover on real SeaweedFS servers: a stopped server is a down pool, an object written
-behind repfs's back is a damaged replica."""
+"""Failover on real S3 servers (SeaweedFS, and Ceph RGW in one test): a stopped server is a
+down pool, an object written behind repfs's back is a damaged replica."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 from repfs.backend.keys import block_id_from_key
 from repfs.backend.placement import rank_pools
+from tests.ceph import CephCluster
 from tests.helpers import wait_for
 from tests.s3.rig import S3Repfs
 from tests.seaweed import WeedServer
@@ -117,6 +118,67 @@ def test_a_server_stopped_while_writing_200_mb_loses_nothing_and_is_verified_bac
         assert (fs.mnt / name).read_bytes() == data
 
     victim.start()
+    assert wait_for(lambda: logged(fs, rf"pool {victim_pool} is now up: challenge passed"), 90), fs.log_tail()
+    text = fs.log_text()
+    assert text.index(f"pool {victim_pool} is now verifying") < text.index(f"pool {victim_pool} is now up")
+    assert wait_for(lambda: not misplaced(fs), 120, interval=1.0), f"{len(misplaced(fs))} blocks not home"
+    assert all(len(held) == 2 for held in block_holders(fs).values())
+    fs.remount()
+    assert digest(fs.mnt / "big") == want.hexdigest()
+    for name, data in small.items():
+        assert (fs.mnt / name).read_bytes() == data
+
+
+def test_a_ceph_rgw_pool_whose_gateway_stops_while_writing_loses_nothing_and_is_verified_back(
+    ceph: CephCluster, weed_factory: Servers, s3fs_factory: Factory
+) -> None:
+    weeds = weed_factory(2, like=ceph)  # one identity for the three pools
+    fs = s3fs_factory([weeds[0], ceph, weeds[1]], block_size="1M")
+    victim_pool = "s3p2"  # a bucket on Ceph RGW
+    fs.mount("--heartbeat", "1")
+    small = {f"small{i}": random.Random(i).randbytes(200_000 + i) for i in range(4)}
+    for name, data in small.items():
+        write_synced(fs.mnt / name, data)
+    assert any(victim_pool in held for held in block_holders(fs).values())
+    fs.expect_log(rf"{victim_pool}|Connection refused|Max retries")
+
+    rng = random.Random(48)
+    want = hashlib.sha256()
+    written = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with open(fs.mnt / "big", "wb") as f:
+                for i in range(48):
+                    chunk = rng.randbytes(MB)
+                    want.update(chunk)
+                    f.write(chunk)
+                    if i == 12:
+                        written.set()
+                f.flush()
+                os.fsync(f.fileno())  # must succeed with the gateway stopped
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+            written.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert written.wait(60)
+        ceph.stop_rgw()
+        thread.join(120)
+        assert not thread.is_alive() and not errors, errors
+        assert wait_for(lambda: logged(fs, rf"pool {victim_pool} is now down") is not None, 60), fs.log_tail()
+        assert logged(fs, rf"cannot store block \w+ on pool {victim_pool}"), "the gateway stopped after the writes"
+        assert digest(fs.mnt / "big") == want.hexdigest()  # everything reads while it is down
+        for name, data in small.items():
+            assert (fs.mnt / name).read_bytes() == data
+    finally:
+        thread.join(120)
+        if not ceph.rgw_running:
+            ceph.start_rgw()  # the cluster is shared by the session
+
     assert wait_for(lambda: logged(fs, rf"pool {victim_pool} is now up: challenge passed"), 90), fs.log_tail()
     text = fs.log_text()
     assert text.index(f"pool {victim_pool} is now verifying") < text.index(f"pool {victim_pool} is now up")

@@ -1,5 +1,6 @@
-"""S3Pool against real SeaweedFS: layout under the prefix, paging, error mapping, TLS.
+"""S3Pool against real servers: layout under the prefix, paging, error mapping, TLS.
 
+Tests that take `s3_server` run on SeaweedFS and on Ceph RGW; the TLS tests use SeaweedFS.
 The common `Pool` contract runs over S3Pool in tests/unit/test_pool_conformance.py.
 """
 
@@ -24,20 +25,20 @@ from repfs.backend.replicated import ReplicatedStore
 from repfs.backend.s3 import S3Pool
 from repfs.config import PoolSpec
 from repfs.errors import ConfigError, CorruptObject, ObjectNotFound, PoolUnavailable
-from tests.s3.rig import credentials_of
+from tests.s3.rig import S3Server, credentials_of
 from tests.seaweed import WeedServer, free_ports
 
 KEY = block_key(bytes(range(32)))
 
 
-def pool_on(server: WeedServer, bucket: str, prefix: str = "", *, secret: str | None = None, **kw: object) -> S3Pool:
+def pool_on(server: S3Server, bucket: str, prefix: str = "", *, secret: str | None = None, **kw: object) -> S3Pool:
     spec = PoolSpec("p1", server.url(bucket, prefix), **kw)  # type: ignore[arg-type]
     return S3Pool.from_spec(spec, Credentials(server.access_key, secret or server.secret_key, "test"))
 
 
 @pytest.mark.trio
-async def test_objects_live_under_the_prefix_and_foreign_ones_are_ignored(weeds: list[WeedServer]) -> None:
-    server = weeds[0]
+async def test_objects_live_under_the_prefix_and_foreign_ones_are_ignored(s3_server: S3Server) -> None:
+    server = s3_server
     bucket = server.make_bucket()
     server.put_object(bucket, "other/app/file", b"not ours")
     server.put_object(bucket, "fs/one/blocks/.repfs-tmp-x", b"odd key")  # not a valid repfs key
@@ -58,9 +59,9 @@ async def test_objects_live_under_the_prefix_and_foreign_ones_are_ignored(weeds:
 
 
 @pytest.mark.trio
-async def test_list_pages_through_many_keys(weeds: list[WeedServer], monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_list_pages_through_many_keys(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(s3mod, "LIST_BATCH", 7)
-    server = weeds[1]
+    server = s3_server
     pool = pool_on(server, server.make_bucket(), "p")
     keys = {block_key(bytes([i]) * 32) for i in range(23)}
     async with trio.open_nursery() as nursery:
@@ -73,8 +74,8 @@ async def test_list_pages_through_many_keys(weeds: list[WeedServer], monkeypatch
 
 
 @pytest.mark.trio
-async def test_unknown_capacity_is_zero(weeds: list[WeedServer]) -> None:
-    pool = pool_on(weeds[0], weeds[0].make_bucket())
+async def test_unknown_capacity_is_zero(s3_server: S3Server) -> None:
+    pool = pool_on(s3_server, s3_server.make_bucket())
     await pool.put(KEY, b"abc")
     assert (await pool.usage()).used == 3
     assert (await pool.usage()).total == 0
@@ -82,8 +83,8 @@ async def test_unknown_capacity_is_zero(weeds: list[WeedServer]) -> None:
 
 
 @pytest.mark.trio
-async def test_wrong_secret_is_credentials_rejected_without_the_secret(weeds: list[WeedServer]) -> None:
-    server = weeds[0]
+async def test_wrong_secret_is_credentials_rejected_without_the_secret(s3_server: S3Server) -> None:
+    server = s3_server
     bucket = server.make_bucket()
     wrong = "Wr0ng-S3cret-" + "q" * 20
     pool = pool_on(server, bucket, secret=wrong)
@@ -97,8 +98,8 @@ async def test_wrong_secret_is_credentials_rejected_without_the_secret(weeds: li
 
 
 @pytest.mark.trio
-async def test_unknown_access_key_is_credentials_rejected(weeds: list[WeedServer]) -> None:
-    server = weeds[0]
+async def test_unknown_access_key_is_credentials_rejected(s3_server: S3Server) -> None:
+    server = s3_server
     spec = PoolSpec("p1", server.url(server.make_bucket()))
     pool = S3Pool.from_spec(spec, Credentials("AKNOBODY", "whatever-secret", "test"))
     with pytest.raises(PoolUnavailable, match=r"credentials rejected .*InvalidAccessKeyId"):
@@ -107,8 +108,8 @@ async def test_unknown_access_key_is_credentials_rejected(weeds: list[WeedServer
 
 
 @pytest.mark.trio
-async def test_missing_bucket_is_unavailable_not_empty(weeds: list[WeedServer]) -> None:
-    server = weeds[0]
+async def test_missing_bucket_is_unavailable_not_empty(s3_server: S3Server) -> None:
+    server = s3_server
     pool = pool_on(server, "no-such-bucket-here")
     for call in (pool.ping(), pool.get(KEY), pool.exists(KEY), pool.put(KEY, b"x")):
         with pytest.raises(PoolUnavailable, match="bucket no-such-bucket-here does not exist on pool p1"):
@@ -131,10 +132,8 @@ async def test_nothing_listening_is_unavailable_after_quick_retries() -> None:
 
 
 @pytest.mark.trio
-async def test_a_put_that_failed_midway_is_retried_whole(
-    weeds: list[WeedServer], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    server = weeds[0]
+async def test_a_put_that_failed_midway_is_retried_whole(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = s3_server
     bucket = server.make_bucket()
     pool = pool_on(server, bucket)
     real_put = pool._client.put_object
@@ -156,8 +155,8 @@ async def test_a_put_that_failed_midway_is_retried_whole(
 
 
 @pytest.mark.trio
-async def test_a_cancelled_call_returns_at_once(weeds: list[WeedServer]) -> None:
-    pool = pool_on(weeds[0], weeds[0].make_bucket())
+async def test_a_cancelled_call_returns_at_once(s3_server: S3Server) -> None:
+    pool = pool_on(s3_server, s3_server.make_bucket())
     with trio.move_on_after(0.001) as scope:
         await pool.put(KEY, b"x" * 1_000_000)
     assert scope.cancelled_caught
@@ -185,8 +184,8 @@ async def test_tls_with_the_servers_ca_works(tls_weed: WeedServer) -> None:
 
 
 @pytest.mark.trio
-async def test_https_to_a_plain_http_server_says_so(weeds: list[WeedServer]) -> None:
-    server = weeds[0]
+async def test_https_to_a_plain_http_server_says_so(s3_server: S3Server) -> None:
+    server = s3_server
     spec = PoolSpec("p1", f"s3://{server.endpoint}/{server.make_bucket()}")
     pool = S3Pool.from_spec(spec, credentials_of(server))
     with pytest.raises(PoolUnavailable, match=r"TLS with https://.* failed.*s3\+http://"):
@@ -217,12 +216,13 @@ def test_repr_shows_no_secret(weeds: list[WeedServer]) -> None:
 
 @pytest.mark.trio
 async def test_a_replica_overwritten_behind_our_back_is_repaired(
-    weeds: list[WeedServer], caplog: pytest.LogCaptureFixture
+    s3_server: S3Server, caplog: pytest.LogCaptureFixture
 ) -> None:
-    buckets = [s.make_bucket() for s in weeds]
+    server = s3_server
+    buckets = [server.make_bucket() for _ in range(3)]  # three pools on one server
     pools: dict[str, Pool] = {
-        f"s{i}": S3Pool.from_spec(PoolSpec(f"s{i}", s.url(b, "fs")), credentials_of(s))
-        for i, (s, b) in enumerate(zip(weeds, buckets, strict=True))
+        f"s{i}": S3Pool.from_spec(PoolSpec(f"s{i}", server.url(b, "fs")), credentials_of(server))
+        for i, b in enumerate(buckets)
     }
     store = ReplicatedStore(pools, dict.fromkeys(pools, 1.0), replicas=2, write_quorum=2)
     bid = bytes(range(32))
@@ -233,12 +233,12 @@ async def test_a_replica_overwritten_behind_our_back_is_repaired(
         return obj
 
     holders = await store.put_block(bid, b"good")
-    index = int(holders[0][1:])
-    weeds[index].put_object(buckets[index], f"fs/{block_key(bid)}", b"evil")
+    bucket = buckets[int(holders[0][1:])]
+    server.put_object(bucket, f"fs/{block_key(bid)}", b"evil")
     with caplog.at_level(logging.WARNING):
         assert await store.get_block(bid, holders, decode) == b"good"
-    assert weeds[index].get_object(buckets[index], f"fs/{block_key(bid)}") == b"good"
-    weeds[index].remove_object(buckets[index], f"fs/{block_key(bid)}")
+    assert server.get_object(bucket, f"fs/{block_key(bid)}") == b"good"
+    server.remove_object(bucket, f"fs/{block_key(bid)}")
     with pytest.raises(ObjectNotFound):
         await pools[holders[0]].get(block_key(bid))
     await store.close()

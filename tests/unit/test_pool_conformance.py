@@ -2,8 +2,8 @@
 
 A new pool type joins by adding a branch to the `pool` fixture; tests specific to one
 implementation (fault knobs, directory layout) follow the common suite. The S3 pool runs
-against a real SeaweedFS server (shared by the session, a fresh bucket per test, keys
-under a prefix); its own tests are in tests/s3/.
+against two real servers, SeaweedFS and Ceph RGW (each shared by the session, a fresh
+bucket per test, keys under a prefix); its own tests are in tests/s3/.
 """
 
 from __future__ import annotations
@@ -26,30 +26,34 @@ from repfs.backend.replicated import ReplicatedStore
 from repfs.backend.s3 import S3Pool
 from repfs.config import PoolSpec
 from repfs.errors import CorruptObject, ObjectNotFound, PoolFull, PoolUnavailable
+from tests.ceph import shared_cluster
+from tests.s3.rig import S3Server
 from tests.seaweed import shared_servers
 
 KEY = block_key(bytes(range(32)))
 OTHER = block_key(b"\xff" * 32)
 
 
-@pytest.fixture(params=["local", "memory", "s3"])
+@pytest.fixture(params=["local", "memory", "s3-seaweed", "s3-ceph"])
 async def pool(
     request: pytest.FixtureRequest, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Pool]:
     p: Pool
+    server: S3Server | None = None
     if request.param == "local":
         root = tmp_path / "pool"
         root.mkdir()
         p = LocalPool("p1", root)
-    elif request.param == "s3":
-        server = shared_servers(tmp_path_factory.getbasetemp())[0]
+    elif request.param.startswith("s3-"):
+        base = tmp_path_factory.getbasetemp()
+        server = shared_cluster(base) if request.param == "s3-ceph" else shared_servers(base)[0]
         spec = PoolSpec("p1", server.url(server.make_bucket(), "fs/one"), capacity=1 << 30)
         p = S3Pool.from_spec(spec, Credentials(server.access_key, server.secret_key, "test"))
     else:
         p = MemoryPool("p1")
     yield p
     await p.close()
-    if request.param == "s3":
+    if server is not None:
         server.drop_buckets()
 
 

@@ -156,6 +156,8 @@ class Metrics:
             _base("repfs_fuse_op_negative_answers_total"), HELP["repfs_fuse_op_negative_answers_total"],
             ["op", "errno"], registry=r,
         )  # fmt: skip
+        for op, code in ROUTINE:  # served at 0 from the start, so that rate() and alerts see them
+            self.fuse_negative.labels(op, errno.errorcode.get(code, str(code)))
         self.read_bytes = Counter(_base("repfs_read_bytes_total"), HELP["repfs_read_bytes_total"], registry=r)
         self.written_bytes = Counter(_base("repfs_written_bytes_total"), HELP["repfs_written_bytes_total"], registry=r)
         ProcessCollector(registry=r)

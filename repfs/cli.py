@@ -330,18 +330,12 @@ def mount(
     from repfs.mount import MountOptions, serve
 
     fs_dir, mountpoint = fs_dir.absolute(), mountpoint.absolute()
-    metrics_web = None
-    if metrics_web_config is not None:  # checked first, and told in one line (no log is set up yet)
-        try:
-            if not metrics:
-                raise ConfigError("--metrics-web-config needs --metrics ADDR:PORT")
-            metrics_web_config = metrics_web_config.absolute()
-            metrics_web = load_web_config(metrics_web_config)
-        except ConfigError as exc:
-            fail(exc)
     try:
         if "," in str(fs_dir):
             raise ConfigError("the filesystem directory's path must not contain a comma")
+        if metrics_web_config is not None and not metrics:
+            raise ConfigError("--metrics-web-config needs --metrics ADDR:PORT")
+        metrics_web_config = metrics_web_config.absolute() if metrics_web_config else None
         options = mountopts.fuse_options(fuse_options)
         opts = MountOptions(
             fs_dir=fs_dir,
@@ -363,7 +357,7 @@ def mount(
                 socket=admin_socket.absolute() if admin_socket else None,
                 group=admin_group,
                 metrics=parse_address(metrics) if metrics else None,
-                metrics_web=metrics_web,
+                metrics_web=load_web_config(metrics_web_config) if metrics_web_config else None,
                 enabled=not no_admin,
             ),
         )

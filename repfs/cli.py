@@ -243,6 +243,13 @@ def _s3_defaults(
     help="Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9108) [default: off].",
 )
 @click.option(
+    "--metrics-web-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="TLS and basic auth for --metrics: a YAML (or .toml) file shaped like a Prometheus exporter's "
+    "web config (tls_server_config, basic_auth_users with bcrypt or argon2 hashes); see docs/METRICS.md.",
+)
+@click.option(
     "--usage-interval",
     default=60.0,
     show_default=True,
@@ -298,6 +305,7 @@ def mount(
     admin_group: str | None,
     no_admin: bool,
     metrics: str | None,
+    metrics_web_config: Path | None,
     usage_interval: float,
     heartbeat: float,
     down_after: int,
@@ -318,12 +326,16 @@ def mount(
     """
     from repfs import logs, mountopts
     from repfs.admin.service import AdminOptions, parse_address
+    from repfs.admin.webconfig import load_web_config
     from repfs.mount import MountOptions, serve
 
     fs_dir, mountpoint = fs_dir.absolute(), mountpoint.absolute()
     try:
         if "," in str(fs_dir):
             raise ConfigError("the filesystem directory's path must not contain a comma")
+        if metrics_web_config is not None and not metrics:
+            raise ConfigError("--metrics-web-config needs --metrics ADDR:PORT")
+        metrics_web_config = metrics_web_config.absolute() if metrics_web_config else None
         options = mountopts.fuse_options(fuse_options)
         opts = MountOptions(
             fs_dir=fs_dir,
@@ -345,6 +357,7 @@ def mount(
                 socket=admin_socket.absolute() if admin_socket else None,
                 group=admin_group,
                 metrics=parse_address(metrics) if metrics else None,
+                metrics_web=load_web_config(metrics_web_config) if metrics_web_config else None,
                 enabled=not no_admin,
             ),
         )
@@ -365,6 +378,7 @@ def mount(
             extra += ["--no-admin"] if no_admin else []
             extra += ["--allow-non-empty"] if allow_non_empty else []
             extra += [f"--metrics={metrics}"] if metrics else []
+            extra += [f"--metrics-web-config={metrics_web_config}"] if metrics_web_config else []
             _mount_in_background(fs_dir, mountpoint, secret, log_file, extra)
             return
         logs.setup(log_file, debug=debug, audit=audit)

@@ -85,6 +85,7 @@ def scrub(
     Exit status: 0 when every block has all its copies, 1 when some could not be
     completed (a pool is down), 6 when some block has no good copy left.
     """
+    from repfs.admin.scrubber import record_finished
     from repfs.fs.ratelimit import RateLimit
     from repfs.fs.scrub import ScrubReport
     from repfs.fs.scrub import scrub as run_scrub
@@ -104,9 +105,11 @@ def scrub(
         with Progress("scrub", "blocks") as bar:
 
             async def work(layers: Layers) -> ScrubReport:
-                return await run_scrub(
+                report = await run_scrub(
                     layers.meta, layers.repairer, restart=restart, reads=RateLimit(limit), progress=bar.update
                 )
+                record_finished(layers.meta)
+                return report
 
             report = trio.run(run_unmounted, opts, secret, work)
     except RepfsError as exc:

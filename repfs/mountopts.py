@@ -41,6 +41,7 @@ HELPER_VALUED = {
     "admin_socket": "--admin-socket",
     "admin_group": "--admin-group",
     "metrics": "--metrics",
+    "metrics_web_config": "--metrics-web-config",
     "heartbeat": "--heartbeat",
     "repair_rate": "--repair-rate",
     "usage_interval": "--usage-interval",

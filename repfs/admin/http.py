@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,7 +33,8 @@ DEFAULT_MAX_CONNECTIONS = 16
 SERVER_NAME = b"repfs"
 
 REASONS = {
-    200: "OK", 201: "Created", 202: "Accepted", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+    200: "OK", 201: "Created", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+    404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
     413: "Content Too Large", 415: "Unsupported Media Type", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 503: "Service Unavailable",
@@ -84,6 +85,7 @@ class Response:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()  # more headers (Content-Encoding, WWW-Authenticate, ...)
 
     @classmethod
     def json(cls, status: int, value: object) -> Response:
@@ -152,14 +154,17 @@ class HttpServer:
         self.rejected = 0
 
     async def serve(
-        self, listeners: list[trio.SocketListener], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async with trio.open_nursery() as nursery:
             for listener in listeners:
                 nursery.start_soon(self._accept_loop, listener, nursery)
             task_status.started()
 
-    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+    async def _accept_loop(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
         async with listener:
             while True:
                 try:
@@ -170,7 +175,7 @@ class HttpServer:
                     continue
                 nursery.start_soon(self._connection, stream)
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def _connection(self, stream: trio.abc.Stream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
         try:
             try:
@@ -184,13 +189,13 @@ class HttpServer:
             finally:
                 self._slots.release()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, trio.TooSlowError):
-            pass  # the client went away or is too slow: nothing to tell it
+            pass  # the client went away, is too slow, or failed the TLS handshake: nothing to tell it
         finally:
             with trio.move_on_after(1) as cs:
                 cs.shield = True
                 await stream.aclose()
 
-    async def _answer_once(self, stream: trio.SocketStream, conn: h11.Connection, response: Response) -> None:
+    async def _answer_once(self, stream: trio.abc.Stream, conn: h11.Connection, response: Response) -> None:
         """Answer without reading a request (503), then close."""
         with trio.fail_after(self.timeout):
             try:
@@ -198,7 +203,7 @@ class HttpServer:
                     event = conn.next_event()
                     if event is h11.NEED_DATA:
                         with trio.move_on_after(0.5):
-                            conn.receive_data(await stream.receive_some(MAX_HEADER))
+                            conn.receive_data(bytes(await stream.receive_some(MAX_HEADER)))
                             continue
                         break
                     if isinstance(event, h11.Request | h11.ConnectionClosed):
@@ -207,7 +212,7 @@ class HttpServer:
                 pass
             await self._send(stream, conn, response, close=True)
 
-    async def _serve_connection(self, stream: trio.SocketStream, conn: h11.Connection) -> None:
+    async def _serve_connection(self, stream: trio.abc.Stream, conn: h11.Connection) -> None:
         peer: Any = None
         refused: HttpError | None = None
         if self.identify is not None:
@@ -254,13 +259,13 @@ class HttpServer:
             log.error("%s: %s %s failed", self.name, request.method, request.path, exc_info=exc)
             return Response.error(500, f"internal error: {type(exc).__name__}: {exc}")
 
-    async def _read_request(self, stream: trio.SocketStream, conn: h11.Connection) -> Request | None:
+    async def _read_request(self, stream: trio.abc.Stream, conn: h11.Connection) -> Request | None:
         request: h11.Request | None = None
         body = bytearray()
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                data = await stream.receive_some(65536)
+                data = bytes(await stream.receive_some(65536))
                 conn.receive_data(data)
                 continue
             if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
@@ -282,17 +287,18 @@ class HttpServer:
                 return Request(request.method.decode("ascii", "replace"), request.target.decode("latin-1"), headers,
                                bytes(body))  # fmt: skip
 
-    async def _send_error(self, stream: trio.SocketStream, conn: h11.Connection, status: int, message: str) -> None:
+    async def _send_error(self, stream: trio.abc.Stream, conn: h11.Connection, status: int, message: str) -> None:
         if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             with trio.move_on_after(self.timeout):
                 await self._send(stream, conn, Response.error(status, message), close=True)
 
-    async def _send(self, stream: trio.SocketStream, conn: h11.Connection, response: Response, *, close: bool) -> None:
+    async def _send(self, stream: trio.abc.Stream, conn: h11.Connection, response: Response, *, close: bool) -> None:
         headers = [
             (b"Content-Type", response.content_type.encode()),
             (b"Content-Length", str(len(response.body)).encode()),
             (b"Server", SERVER_NAME),
         ]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
         if close:
             headers.append((b"Connection", b"close"))
         reason = REASONS.get(response.status, "").encode()

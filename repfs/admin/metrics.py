@@ -1,31 +1,44 @@
 """Prometheus metrics: every metric name of repfs is in this module (see docs/METRICS.md).
 
-Two kinds:
+Three kinds:
 - observed as things happen (histograms and counters in `Metrics`): pool request
   latency and errors, FUSE operation latency, errors and bytes; fed by the store's
   `observer` hook and the FUSE boundary's;
 - read at scrape time from the live daemon (`LiveCollector`): pool space, thresholds and
   states, replica deficit, repair, rebalance, drain and scrub progress, cache, upload
-  queue, journal lag.
+  queue, journal lag;
+- the standard process metrics of prometheus_client (`STANDARD`: CPU, memory, open
+  files, start time; the Python version).
 
 Each daemon has a registry of its own (never the global one), served inside the trio
 loop at `--metrics ADDR:PORT` (`/metrics`), so collection reads the daemon's state on its
-own thread. Nothing here ever holds a secret: labels are pool names, operation names and
-errno names.
+own thread. `render` speaks what the scraper asks for (Prometheus text or OpenMetrics,
+gzip or not) through prometheus_client's own exposition helpers. Series labelled with a
+pool that is no longer one of the filesystem's are dropped at the next scrape.
+
+A FUSE answer that only says something is not there (`ROUTINE`: ENOENT from lookup,
+ENODATA for an absent extended attribute, ...) is not an error: `ls -l` alone asks for
+absent ACLs on every file. Those answers are counted apart, in
+`repfs_fuse_op_negative_answers_total`, and never in `repfs_fuse_op_errors_total`.
+
+Nothing here ever holds a secret: labels are pool names, operation names and errno names.
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
+import gzip
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
 
 from repfs import __version__
 from repfs.backend.state import PoolState
+from repfs.meta import schema
 
 if TYPE_CHECKING:
     from repfs.admin.service import Daemon
@@ -48,7 +61,7 @@ HELP: dict[str, str] = {
     "repfs_pool_request_seconds": "Time of requests to a pool, retries included, by operation",
     "repfs_pool_request_errors_total": "Failed requests to a pool, by operation and kind (unavailable, full, ...)",
     "repfs_replica_deficit_blocks": "Blocks not exactly on their placement pools (missing copies, or to be moved)",
-    "repfs_stored_blocks": "Block records in the metadata",
+    "repfs_block_records": "Distinct blocks the filesystem holds (block records in the metadata, one per block id)",
     "repfs_repair_copies_total": "Copies written by the repairer (repair, rebalance, drain)",
     "repfs_repair_removed_copies_total": "Extra or damaged copies deleted by the repairer",
     "repfs_repair_unrecoverable_blocks_total": "Blocks the repairer found with no good copy",
@@ -60,8 +73,17 @@ HELP: dict[str, str] = {
     "repfs_scrub_running": "1 while an online scrub runs",
     "repfs_scrub_done_blocks": "Blocks the current (or last) online scrub has checked",
     "repfs_scrub_total_blocks": "Blocks the current (or last) online scrub is to check",
+    "repfs_scrub_last_finished_timestamp_seconds": (
+        "When a scrub (online or repfs scrub) last went through every block (unix time); "
+        "when the filesystem was made, if never"
+    ),
     "repfs_fuse_op_seconds": "Time of FUSE operations, by operation (its _count is the number of operations)",
-    "repfs_fuse_op_errors_total": "FUSE operations answered with an error, by operation and errno",
+    "repfs_fuse_op_errors_total": (
+        "FUSE operations answered with an error, by operation and errno (negative answers are counted apart)"
+    ),
+    "repfs_fuse_op_negative_answers_total": (
+        "FUSE operations answered that a name or attribute is not there: normal answers, not errors"
+    ),
     "repfs_read_bytes_total": "Bytes read through the mount",
     "repfs_written_bytes_total": "Bytes written through the mount",
     "repfs_cache_dirty_bytes": "Bytes written and not yet stored on the pools",
@@ -80,6 +102,27 @@ HELP: dict[str, str] = {
     "repfs_journal_queued_bytes": "Bytes of metadata changes waiting for the journal",
     "repfs_admin_requests_total": "Requests served on the admin socket",
 }
+
+# The standard metrics of prometheus_client's ProcessCollector and PlatformCollector, served
+# beside repfs's own (names fixed by the Prometheus conventions, not by repfs).
+STANDARD: dict[str, str] = {
+    "process_cpu_seconds_total": "CPU time of the daemon, user and system (seconds)",
+    "process_resident_memory_bytes": "Resident memory of the daemon",
+    "process_virtual_memory_bytes": "Virtual memory of the daemon",
+    "process_open_fds": "File descriptors the daemon has open",
+    "process_max_fds": "The daemon's limit of open file descriptors",
+    "process_start_time_seconds": "When the daemon's process started (unix time)",
+    "python_info": "Always 1; labels: the Python implementation and version",
+}
+
+# (operation, errno) answers that say only that something is not there: not errors.
+ROUTINE: frozenset[tuple[str, int]] = frozenset({
+    ("lookup", errno.ENOENT),  # a name that is not there (normally a negative entry, not an error)
+    ("getxattr", errno.ENODATA),  # an absent attribute: ls -l asks for ACLs, cp -a and rsync -X for more
+    ("getxattr", errno.EOPNOTSUPP),  # an attribute of a namespace repfs does not hold (system.nfs4_acl, ...)
+    ("listxattr", errno.ENODATA),
+    ("removexattr", errno.ENODATA),  # removing an attribute that is not there (setfacl -b, setfattr -x)
+})  # fmt: skip
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 LEVELS = {"ok": 0, "warn": 1, "critical": 2}
@@ -109,18 +152,36 @@ class Metrics:
         self.fuse_errors = Counter(
             _base("repfs_fuse_op_errors_total"), HELP["repfs_fuse_op_errors_total"], ["op", "errno"], registry=r
         )
+        self.fuse_negative = Counter(
+            _base("repfs_fuse_op_negative_answers_total"), HELP["repfs_fuse_op_negative_answers_total"],
+            ["op", "errno"], registry=r,
+        )  # fmt: skip
+        for op, code in ROUTINE:  # served at 0 from the start, so that rate() and alerts see them
+            self.fuse_negative.labels(op, errno.errorcode.get(code, str(code)))
         self.read_bytes = Counter(_base("repfs_read_bytes_total"), HELP["repfs_read_bytes_total"], registry=r)
         self.written_bytes = Counter(_base("repfs_written_bytes_total"), HELP["repfs_written_bytes_total"], registry=r)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        # the label values of the series observed per pool, to drop those of removed pools
+        self._pool_series: set[tuple[str, str]] = set()
+        self._pool_error_series: set[tuple[str, str, str]] = set()
+        self._pools: Callable[[], Iterable[str]] | None = None
 
     def observe_pool(self, pool: str, op: str, seconds: float, failure: str | None) -> None:
         self.pool_seconds.labels(pool, op).observe(seconds)
+        self._pool_series.add((pool, op))
         if failure is not None:
             self.pool_errors.labels(pool, op, failure).inc()
+            self._pool_error_series.add((pool, op, failure))
 
     def observe_fuse(self, op: str, seconds: float, error: int | None, nbytes: int = 0) -> None:
         self.fuse_seconds.labels(op).observe(seconds)
         if error is not None:
-            self.fuse_errors.labels(op, errno.errorcode.get(error, str(error))).inc()
+            name = errno.errorcode.get(error, str(error))
+            if (op, error) in ROUTINE:
+                self.fuse_negative.labels(op, name).inc()
+            else:
+                self.fuse_errors.labels(op, name).inc()
         elif op == "read":
             self.read_bytes.inc(nbytes)
         elif op == "write":
@@ -129,9 +190,29 @@ class Metrics:
     def bind(self, daemon: Daemon) -> None:
         """Read the live daemon at every scrape."""
         self.registry.register(LiveCollector(daemon))
+        self._pools = lambda: daemon.layers.store.pool_names
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def forget_removed_pools(self) -> None:
+        """Drop the observed series of pools that are no longer the filesystem's."""
+        if self._pools is None:
+            return
+        current = set(self._pools())
+        for labels in [t for t in list(self._pool_series) if t[0] not in current]:
+            self.pool_seconds.remove(*labels)
+            self._pool_series.discard(labels)
+        for labels3 in [t for t in list(self._pool_error_series) if t[0] not in current]:
+            self.pool_errors.remove(*labels3)
+            self._pool_error_series.discard(labels3)
+
+    def render(self, accept: str = "", accept_encoding: str = "") -> tuple[bytes, str, str | None]:
+        """(body, content type, content encoding or None) of one scrape: OpenMetrics when
+        `accept` asks for it, else the Prometheus text format; gzip when accepted."""
+        self.forget_removed_pools()
+        encoder, content_type = choose_encoder(accept)
+        body = encoder(self.registry)
+        if gzip_accepted(accept_encoding):
+            return gzip.compress(body), content_type, "gzip"
+        return body, content_type, None
 
 
 class LiveCollector(Collector):
@@ -160,7 +241,7 @@ class LiveCollector(Collector):
         yield deficit
         from repfs.admin.pools import count_entries
 
-        blocks = self._gauge("repfs_stored_blocks")
+        blocks = self._gauge("repfs_block_records")
         blocks.add_metric([], count_entries(layers.meta, "blocks"))
         yield blocks
         stats = layers.repairer.stats
@@ -187,6 +268,12 @@ class LiveCollector(Collector):
             g = self._gauge(name)
             g.add_metric([], value)
             yield g
+        with layers.meta.read() as t:
+            finished = t.get("meta", schema.META_SCRUB_FINISHED)
+        scrubbed = self._gauge("repfs_scrub_last_finished_timestamp_seconds")
+        ns = schema.from_u64(finished) if finished is not None else layers.opened.superblock.created_ns
+        scrubbed.add_metric([], ns / 1e9)
+        yield scrubbed
         cache = layers.cache
         for name, value in (
             ("repfs_cache_dirty_bytes", cache.dirty_bytes),

@@ -18,9 +18,17 @@ from repfs.errors import RepfsError
 from repfs.fs.ratelimit import RateLimit
 from repfs.fs.repair import Repairer
 from repfs.fs.scrub import ScrubReport, scrub
+from repfs.meta import schema
 from repfs.meta.store import MetaStore
 
 log = logging.getLogger(__name__)
+
+
+def record_finished(meta: MetaStore, when: float | None = None) -> None:
+    """Remember that a scrub went through every block (metric
+    repfs_scrub_last_finished_timestamp_seconds; journaled, so a new host knows it too)."""
+    with meta.write() as t:
+        t.put("meta", schema.META_SCRUB_FINISHED, schema.u64(int((time.time() if when is None else when) * 1e9)))
 
 
 class OnlineScrub:
@@ -69,6 +77,7 @@ class OnlineScrub:
                 self.report = await scrub(
                     self.meta, self.repairer, restart=restart, reads=RateLimit(rate), progress=self._progress
                 )
+                record_finished(self.meta)
             if scope.cancelled_caught:
                 self.error = "cancelled by an administrator (the next scrub resumes where this one stopped)"
                 log.info("scrub cancelled after %d of %d blocks", self.done, self.total)

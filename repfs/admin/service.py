@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from repfs import __version__
 from repfs.admin.auth import Gate, bind_socket, remove_socket, resolve_group
@@ -25,6 +24,7 @@ from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
 from repfs.admin.metrics import Metrics
 from repfs.admin.pools import AdminInvalid, AdminRefused, AdminUnknown, PoolManager, pool_spec_from
 from repfs.admin.scrubber import OnlineScrub
+from repfs.admin.webconfig import REALM, BasicAuth, TlsContexts, TlsListener, WebConfig
 from repfs.config import parse_ratio, parse_size, redact_url
 from repfs.errors import ConfigError, SetupError, WrongPassphrase
 from repfs.volume import rewrap
@@ -42,6 +42,7 @@ class AdminOptions:
     socket: Path | None = None  # None: FS_DIR/admin.sock
     group: str | None = None  # None: repfs-admin if it exists
     metrics: tuple[str, int] | None = None  # (address, port) or off
+    metrics_web: WebConfig | None = None  # TLS and basic auth of the metrics endpoint
     enabled: bool = True
 
 
@@ -100,6 +101,8 @@ class Daemon:
         self.started = time.time()
         self.socket_path = options.socket or layers.opened.paths.root / SOCKET_NAME
         self.admin: HttpServer | None = None
+        web = options.metrics_web
+        self.metrics_auth = BasicAuth(web.users) if web is not None and web.users else None
         self._nursery: trio.Nursery | None = None
         self.router = self._routes()
         metrics.bind(self)
@@ -131,9 +134,16 @@ class Daemon:
                     listeners = await trio.open_tcp_listeners(port, host=host)
                 except OSError as exc:
                     raise SetupError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+                web = opts.metrics_web
+                served: list[trio.abc.Listener[Any]] = list(listeners)
+                if web is not None and web.tls is not None:
+                    contexts = TlsContexts(web.tls)
+                    served = [TlsListener(listener, contexts) for listener in listeners]
                 server = HttpServer(self._metrics_app, name="metrics", max_body=0)
-                await nursery.start(server.serve, listeners)
-                log.info("metrics at http://%s:%d/metrics", host, port)
+                await nursery.start(server.serve, served)
+                scheme = "https" if web is not None and web.tls is not None else "http"
+                users = f", basic auth for {len(web.users)} user(s)" if web is not None and web.users else ""
+                log.info("metrics at %s://%s:%d/metrics%s", scheme, host, port, users)
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -161,10 +171,18 @@ class Daemon:
         return [default]
 
     async def _metrics_app(self, request: Request) -> Response:
+        auth = self.metrics_auth
+        if auth is not None and await auth.check(request.headers.get("authorization")) is None:
+            return Response(401, b"401 Unauthorized: this endpoint needs a user name and password\n", "text/plain",
+                            headers=(("WWW-Authenticate", REALM),))  # fmt: skip
         if request.method != "GET":
             raise HttpError(405, "only GET is served here")
         if request.path == "/metrics":
-            return Response(200, self.metrics.render(), CONTENT_TYPE_LATEST)
+            body, content_type, encoding = self.metrics.render(
+                request.headers.get("accept", ""), request.headers.get("accept-encoding", "")
+            )
+            headers = (("Content-Encoding", encoding), ("Vary", "Accept-Encoding")) if encoding else ()
+            return Response(200, body, content_type, headers=headers)
         if request.path == "/":
             return Response(200, b"repfs metrics: see /metrics\n", "text/plain")
         raise HttpError(404, f"no such endpoint: {request.path}")

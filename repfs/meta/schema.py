@@ -60,6 +60,7 @@ META_FS_UUID = b"fs_uuid"
 META_CLEAN = b"clean_unmount"
 META_CACHE_DIR = b"cache_dir"
 META_SCRUB_CURSOR = b"scrub_cursor"
+META_SCRUB_FINISHED = b"scrub_finished"  # u64 unix ns: when a scrub last went through every block
 META_JOURNAL_SEQ = b"journal_seq"  # the sequence number of the last committed change set
 META_JOURNAL_STORED = b"journal_stored"  # the last sequence number known to be on the pools
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from repfs.admin.metrics import HELP
+from repfs.admin.metrics import HELP, STANDARD
 from tests.admin.rig import curl
 from tests.helpers import REPFS, Repfs, is_mounted, run_repfs
 
@@ -44,7 +44,7 @@ def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
     promtool = tool("promtool")
     rules = CONTRIB / "prometheus" / "repfs-alerts.yml"
     res = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0 and "SUCCESS: 7 rules found" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 0 and "SUCCESS: 11 rules found" in res.stdout, res.stdout + res.stderr
     res = subprocess.run(
         [promtool, "test", "rules", "repfs-alerts.test.yml"], capture_output=True, text=True, timeout=60,
         cwd=CONTRIB / "prometheus",
@@ -55,7 +55,13 @@ def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     alerts = set(re.findall(r"- alert: (\w+)", rules.read_text()))
     assert {"RepfsPoolOverWarn", "RepfsPoolOverCritical", "RepfsPoolDown", "RepfsPoolFailed",
-            "RepfsReplicaDeficitNotShrinking", "RepfsMountUnreachable"} <= alerts  # fmt: skip
+            "RepfsReplicaDeficitNotShrinking", "RepfsMountUnreachable", "RepfsJournalLagging",
+            "RepfsBlocksUnrecoverable", "RepfsUploadsFailing", "RepfsScrubOverdue",
+            "RepfsMountIOErrors"} <= alerts  # fmt: skip
+    # every rule has a unit test that expects it to fire
+    tests = (CONTRIB / "prometheus" / "repfs-alerts.test.yml").read_text()
+    fired = set(re.findall(r"alertname: (\w+)\n\s+exp_alerts:\n\s+- exp_labels", tests))
+    assert alerts == fired, alerts ^ fired
     # a broken rule is refused: the check above means something
     broken = rules.parent / "broken.tmp.yml"
     try:
@@ -73,9 +79,14 @@ def test_dashboard_and_rules_name_only_metrics_the_daemon_serves_and_the_docs_li
     for source in ("\n".join(exprs), (CONTRIB / "prometheus" / "repfs-alerts.yml").read_text()):
         unknown = names_in(source) - known
         assert not unknown, unknown
-    documented = names_in((ROOT / "docs" / "METRICS.md").read_text())
+    docs = (ROOT / "docs" / "METRICS.md").read_text()
+    documented = names_in(docs)
     assert set(HELP) <= documented | {n for n in HELP if n.removesuffix("_total") in documented}
     assert not documented - known, documented - known
+    # the standard process metrics are listed too, and no name of the past is left
+    standard = set(re.findall(r"`((?:process|python)_[a-z_]+)`", docs))
+    assert standard == set(STANDARD), standard ^ set(STANDARD)
+    assert "repfs_stored_blocks" not in docs
 
 
 def unit_for(prefix: Path) -> str:

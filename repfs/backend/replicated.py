@@ -90,6 +90,12 @@ def _summary(failures: Mapping[str, str]) -> str:
     return "; ".join(f"{name} ({why})" for name, why in failures.items()) or "none"
 
 
+async def _set_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    """Cancel `scope` once `event` is set (to wait for the first of several events)."""
+    await event.wait()
+    scope.cancel()
+
+
 def _kind(exc: Exception) -> str:
     return next((word for cls, word in _KINDS if isinstance(exc, cls)), "error")
 
@@ -388,40 +394,91 @@ class ReplicatedStore:
     async def _put_ranked(
         self, key: str, obj: bytes, candidates: list[str], copies: int, what: str
     ) -> tuple[set[str], dict[str, Exception]]:
-        """Put `obj` on the first `copies` candidates at once; a pool that fails hands its
-        place to the next candidate. Returns (pools that stored it, failures)."""
+        """Put `obj` on the first `copies` candidates at once; each is a slot that the next
+        candidate takes over. A pool that fails hands its slot over at once. A pool that
+        misses its deadline (deadline.py) is suspected and hedged: the next candidate is
+        asked as well and the first to store it fills the slot; the other is cancelled.
+        A slow request with no candidate left to hedge it is waited for only until the
+        write quorum is met elsewhere (then it becomes a deficit, never a stalled fsync).
+        Returns (pools that stored it, failures)."""
         pending: Iterator[str] = iter(candidates)
         stored: set[str] = set()
         failures: dict[str, Exception] = {}
+        quorum = trio.Event()  # enough copies for the write to count (write_quorum, or every slot)
+        need = min(self.write_quorum, copies)
 
-        async def store(name: str | None) -> None:
-            while name is not None:
+        async def slot(first: str) -> None:
+            running = 0
+            changed = trio.Event()
+            filled = False
+
+            async def attempt(name: str, finished: trio.Event) -> None:
+                nonlocal running, changed, filled
                 try:
-                    await self._call(name, f"put {key}", lambda pool: pool.put(key, obj), nbytes=len(obj))
+                    # bounded by op_timeout only: this slot's deadline decides when to hedge
+                    await self._call(
+                        name, f"put {key}", lambda pool: pool.put(key, obj), nbytes=len(obj), limit=self._op_timeout
+                    )
                 except StorageError as exc:
                     failures[name] = exc
                     if isinstance(exc, PoolFull):
                         self.space_book.mark_full(name, exc)
-                    stand_in = next(pending, None)
-                    log.warning(
-                        "cannot store %s on pool %s (%s); %s",
-                        what,
-                        name,
-                        _reason(exc),
-                        f"trying pool {stand_in}" if stand_in else "no pool left to try",
-                    )
-                    name = stand_in
                 else:
-                    stored.add(name)
-                    self.space_book.count(name, len(obj))
-                    return
+                    if not filled:
+                        filled = True
+                        stored.add(name)
+                        self.space_book.count(name, len(obj))
+                        if len(stored) >= need:
+                            quorum.set()
+                        nursery.cancel_scope.cancel()  # the hedge (or the slow original) is not needed
+                finally:
+                    running -= 1
+                    finished.set()
+                    changed.set()
+
+            async with trio.open_nursery() as nursery:
+                name: str | None = first
+                while name is not None:
+                    finished = trio.Event()
+                    running += 1
+                    nursery.start_soon(attempt, name, finished)
+                    with trio.move_on_after(self.deadline(name, len(obj))):
+                        await finished.wait()
+                    nxt = next(pending, None)
+                    if finished.is_set():  # it failed (a success cancels this loop)
+                        log.warning(
+                            "cannot store %s on pool %s (%s); %s",
+                            what,
+                            name,
+                            _reason(failures[name]) if name in failures else "error",
+                            f"trying pool {nxt}" if nxt else "no pool left to try",
+                        )
+                    else:  # slow: suspected, and hedged by the next candidate
+                        self.suspected.add(name)
+                        if self.on_trouble is not None:
+                            self.on_trouble(name)
+                        log.warning(
+                            "pool %s has not stored %s within %.3g s; %s",
+                            name,
+                            what,
+                            self.deadline(name, len(obj)),
+                            f"trying pool {nxt} as well" if nxt else "waiting for it only until the quorum is met",
+                        )
+                    name = nxt
+                # nothing left to ask: wait for what still runs, but not past the quorum
+                while running and not quorum.is_set():
+                    changed = trio.Event()
+                    async with trio.open_nursery() as waiter:
+                        waiter.start_soon(_set_when, changed, waiter.cancel_scope)
+                        waiter.start_soon(_set_when, quorum, waiter.cancel_scope)
+                nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:
             for _ in range(copies):
                 first = next(pending, None)
                 if first is None:
                     break
-                nursery.start_soon(store, first)
+                nursery.start_soon(slot, first)
         return stored, failures
 
     async def put_block(self, block_id: bytes, obj: bytes) -> list[str]:

@@ -386,6 +386,29 @@ def pools_remove(ctx: click.Context, name: str, as_json: bool) -> None:
     show(answer, as_json, lambda _: f"pool {name} removed; its objects are left in place")
 
 
+@pools.command("offline")
+@click.argument("name")
+@json_option
+@click.pass_context
+def pools_offline(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Take pool NAME out on purpose (to fix it by hand): no reads, writes or heartbeats go
+    to it and it raises no alarm; the next pools stand in and what it misses is repaired
+    once it is back. A failed pool may be taken offline too."""
+    answer = call(ctx, "POST", f"/v1/pools/{name}/offline")
+    show(answer, as_json, lambda a: f"pool {name} is {a['state']}: put it back with repfs-admin pools online {name}")
+
+
+@pools.command("online")
+@click.argument("name")
+@json_option
+@click.pass_context
+def pools_online(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Put offline pool NAME back: it is challenged (verifying) before it is used again; a
+    failed challenge, or one it stops answering during, fails it."""
+    answer = call(ctx, "POST", f"/v1/pools/{name}/online")
+    show(answer, as_json, lambda a: f"pool {name} is {a['state']}: being challenged")
+
+
 @pools.command("clear")
 @click.argument("name")
 @json_option

@@ -379,6 +379,23 @@ class PoolManager:
             self._settled()
             return {"pool": name, "queued": queued}
 
+    def offline(self, name: str) -> dict[str, Any]:
+        """Take a pool out on purpose (to fix it by hand): no traffic, no alarms."""
+        self.spec(name)
+        if self.store.draining(name):
+            raise AdminRefused(f"pool {name} is draining; undrain it before taking it offline")
+        self.health.take_offline(name)
+        return {"pool": name, "state": self.store.state(name).value}
+
+    def online(self, name: str) -> dict[str, Any]:
+        """Put an offline pool back: it is challenged (verifying), then used again."""
+        self.spec(name)
+        try:
+            self.health.put_online(name)
+        except ValueError as exc:
+            raise AdminRefused(str(exc)) from None
+        return {"pool": name, "state": self.store.state(name).value}
+
     def clear(self, name: str) -> dict[str, Any]:
         self.spec(name)
         try:

@@ -209,6 +209,8 @@ class Daemon:
         r.add("POST", "/v1/pools/{name}/drain", self.post_drain)
         r.add("POST", "/v1/pools/{name}/undrain", self.post_undrain)
         r.add("POST", "/v1/pools/{name}/clear", self.post_clear)
+        r.add("POST", "/v1/pools/{name}/offline", self.post_offline)
+        r.add("POST", "/v1/pools/{name}/online", self.post_online)
         r.add("GET", "/v1/repair", self.get_repair)
         r.add("GET", "/v1/scrub", self.get_scrub)
         r.add("POST", "/v1/scrub", self.post_scrub)
@@ -374,6 +376,12 @@ class Daemon:
     async def post_drain(self, request: Request) -> Response:
         result = await self.pools.drain(request.params["name"])
         return Response.json(202, result)
+
+    async def post_offline(self, request: Request) -> Response:
+        return Response.json(200, self.pools.offline(request.params["name"]))
+
+    async def post_online(self, request: Request) -> Response:
+        return Response.json(202, self.pools.online(request.params["name"]))
 
     async def post_undrain(self, request: Request) -> Response:
         return Response.json(200, await self.pools.undrain(request.params["name"]))

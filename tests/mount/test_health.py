@@ -6,9 +6,14 @@ A local pool "goes down" the way a disk is unmounted: its directory disappears.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,16 @@ from tests.helpers import Repfs, wait_for
 pytestmark = pytest.mark.timeout(120)
 
 BS = 64 * 1024
+
+
+def admin(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "repfs.admin.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def targets(fs: Repfs, key: str, exclude: tuple[str, ...] = ()) -> set[str]:
@@ -102,3 +117,35 @@ def test_a_pool_that_returns_with_a_damaged_object_is_failed_and_left_alone(repf
     # the failed pool takes no new copies, and the blocks it held get a copy elsewhere
     assert wait_for(lambda: not misplaced(repfs, exclude=(victim.name,)), 30), misplaced(repfs, (victim.name,))[:5]
     assert (victim / held[0]).read_bytes() == b"not the object that was written"  # left alone
+
+
+def test_an_administrator_takes_a_pool_offline_and_puts_it_back(repfs_factory: Callable[..., Repfs]) -> None:
+    """Seed 001: take the server offline, fix it by hand, put it back online: it is verified
+    again; meanwhile it gets no traffic and raises no alarm, and what it missed is repaired."""
+    fs = repfs_factory()
+    sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
+    fs.mount("--heartbeat", "0.3", "--admin-socket", str(sock))
+    before = {f"a{i}": random.Random(i).randbytes(3 * BS + i) for i in range(6)}
+    for name, data in before.items():
+        write_synced(fs.mnt / name, data)
+    victim = fs.pools[1]
+    res = admin("--socket", str(sock), "pools", "offline", victim.name)
+    assert res.returncode == 0 and "offline" in res.stdout, res.stderr
+    keys = fs.pool_keys(victim)
+    during = {f"b{i}": random.Random(100 + i).randbytes(3 * BS + i) for i in range(6)}
+    for name, data in during.items():
+        write_synced(fs.mnt / name, data)
+    assert fs.pool_keys(victim) == keys  # no traffic: nothing new written to it
+    status = json.loads(admin("--socket", str(sock), "status", "--json").stdout)
+    assert {p["name"]: p["state"] for p in status["pools"]}[victim.name] == "offline"
+    assert not any(victim.name in alert for alert in status["alerts"]), status["alerts"]
+    for name, data in {**before, **during}.items():
+        assert (fs.mnt / name).read_bytes() == data
+    assert admin("--socket", str(sock), "pools", "online", fs.pools[0].name).returncode == 5  # not offline
+    res = admin("--socket", str(sock), "pools", "online", victim.name)
+    assert res.returncode == 0, res.stderr
+    assert wait_for(lambda: logged(fs, rf"pool {victim.name} is now up: challenge passed"), 30), fs.log_tail()
+    assert wait_for(lambda: not misplaced(fs), 60), misplaced(fs)  # what it missed was copied back
+    fs.remount()
+    for name, data in {**before, **during}.items():
+        assert (fs.mnt / name).read_bytes() == data

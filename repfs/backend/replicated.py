@@ -558,9 +558,14 @@ class ReplicatedStore:
             for name, why in bad.items():
                 nursery.start_soon(repair_one, name, why)
 
-    async def delete_block(self, block_id: bytes, holders: Sequence[str]) -> list[str]:
+    async def delete_block(
+        self, block_id: bytes, holders: Sequence[str], *, stored_size: int = 0, recorded: Sequence[str] = ()
+    ) -> list[str]:
         """Delete a block from every holder at once; return the pools where that failed
-        (unreachable, unusable or unknown: GC tries them again later)."""
+        (unreachable, unusable or unknown: GC tries them again later). The `recorded`
+        holders' usage drops by `stored_size` at once, so a pool that was past its
+        critical threshold takes blocks again as soon as deletes free it, not at the next
+        measurement."""
         key = block_key(block_id)
         short = block_id.hex()[:12]
         failed: list[str] = []
@@ -571,6 +576,9 @@ class ReplicatedStore:
             except StorageError as exc:
                 log.warning("cannot delete block %s from pool %s: %s", short, name, exc)
                 failed.append(name)
+            else:
+                if name in recorded and stored_size:
+                    self.space_book.count(name, -stored_size)
 
         async with trio.open_nursery() as nursery:
             for name in dict.fromkeys(holders):

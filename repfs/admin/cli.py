@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from repfs import __version__
+from repfs import __version__, mountinfo
 from repfs.admin.client import AdminClient, AdminError, Unreachable, find_socket
 from repfs.cli_common import DEFAULT_SCRUB_RATE, get_secret, new_secret_options, secret_options
 from repfs.errors import RepfsError
@@ -474,6 +475,46 @@ def scrub(
     if report["unrecoverable"]:
         sys.exit(EXIT_UNRECOVERABLE)
     if report["incomplete"]:
+        sys.exit(1)
+
+
+def _in_mount(path: str) -> str:
+    """PATH relative to the root of the repfs mount that holds it (or as given, when it is
+    not an absolute path under a repfs mount: then it is relative to the root already)."""
+    absolute = os.path.abspath(path) if path.startswith((".", "/")) or os.path.exists(path) else None
+    if absolute is not None:
+        targets = [m.target for m in mountinfo.mounts() if m.source.startswith(mountinfo.FSNAME_PREFIX)]
+        for target in sorted(targets, key=len, reverse=True):
+            if absolute == target or absolute.startswith(target.rstrip("/") + "/"):
+                return os.path.relpath(absolute, target)
+    return path
+
+
+@main.command()
+@click.argument("path")
+@click.option("--deep", is_flag=True, help="Read every copy and check it by digest (else: ask whether it is there).")
+@json_option
+@click.pass_context
+def check(ctx: click.Context, path: str, deep: bool, as_json: bool) -> None:
+    """Where each block of a file (or of every file under a folder) has its copies, and
+    whether they are there (or, with --deep, good). Missing or damaged copies are queued
+    for repair. Exit 0 when every block has all its copies good, 1 otherwise."""
+    answer = call(ctx, "POST", "/v1/check", {"path": _in_mount(path), "deep": deep})
+    problems = 0
+    lines = []
+    for f in answer["files"]:
+        lines.append(f"{f['path']}  ({size(f['size'])}, {len(f['blocks'])} blocks)")
+        for b in f["blocks"]:
+            copies = "  ".join(f"{pool}:{state}" for pool, state in b["copies"].items())
+            good = sum(1 for state in b["copies"].values() if state == "ok")
+            if good != len(b["copies"]):
+                problems += 1
+            lines.append(f"  block {b['index']:>6} {b['block']}  {copies}")
+    if answer["truncated"]:
+        lines.append("(cut off: too many files; check a smaller folder)")
+    lines.append(f"{problems} blocks with a copy missing or bad; {answer['queued_for_repair']} queued for repair")
+    show(answer, as_json, lambda _: "\n".join(lines))
+    if problems:
         sys.exit(1)
 
 

@@ -613,6 +613,12 @@ class ReplicatedStore:
             return None, "corrupt: digest mismatch"
         return obj, ""
 
+    async def has_copy(self, name: str, block_id: bytes) -> bool:
+        """Whether pool `name` holds an object for the block (a soft check: not its content)."""
+        self._check_name(name)
+        key = block_key(block_id)
+        return await self._call(name, f"check {key}", lambda pool: pool.exists(key), nbytes=0)
+
     async def put_copy(self, name: str, block_id: bytes, obj: bytes) -> None:
         """Store one copy of a block on `name` (repair and rebalance); raises StorageError."""
         key = block_key(block_id)

@@ -149,3 +149,37 @@ def test_an_administrator_takes_a_pool_offline_and_puts_it_back(repfs_factory: C
     fs.remount()
     for name, data in {**before, **during}.items():
         assert (fs.mnt / name).read_bytes() == data
+
+
+def test_check_path_finds_a_deleted_and_a_damaged_copy_and_queues_them(repfs_factory: Callable[..., Repfs]) -> None:
+    fs = repfs_factory()
+    sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
+    fs.mount("--admin-socket", str(sock), "--heartbeat", "0.5")
+    (fs.mnt / "dir").mkdir()
+    data = random.Random(5).randbytes(4 * BS)
+    write_synced(fs.mnt / "dir" / "f", data)
+    res = admin("--socket", str(sock), "check", str(fs.mnt / "dir"), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    answer = json.loads(res.stdout)
+    [report] = answer["files"]
+    assert report["path"] == "/dir/f" and len(report["blocks"]) == 4
+    assert all(len(b["copies"]) == 2 and set(b["copies"].values()) == {"ok"} for b in report["blocks"])
+    # delete one copy and damage another, behind repfs's back
+    first, second = report["blocks"][0], report["blocks"][1]
+    gone_pool, bad_pool = next(iter(first["copies"])), next(iter(second["copies"]))
+    keys = {p.name: fs.pool_keys(p) for p in fs.pools}
+    gone = next(k for k in keys[gone_pool] if first["block"] in k)
+    bad = next(k for k in keys[bad_pool] if second["block"] in k)
+    (fs.base / gone_pool / gone).unlink()
+    (fs.base / bad_pool / bad).write_bytes(b"garbage")
+    fs.expect_log(r"repaired block|damaged|corrupt|digest")
+    soft = admin("--socket", str(sock), "check", "dir/f")
+    assert soft.returncode == 1 and f"{gone_pool}:missing" in soft.stdout, soft.stdout
+    deep = admin("--socket", str(sock), "check", "dir/f", "--deep", "--json")
+    assert deep.returncode == 1
+    states = {b["block"]: b["copies"] for b in json.loads(deep.stdout)["files"][0]["blocks"]}
+    assert states[second["block"]][bad_pool].startswith("damaged")
+    assert wait_for(lambda: admin("--socket", str(sock), "check", "dir/f", "--deep").returncode == 0, 30)
+    fs.remount()
+    assert (fs.mnt / "dir" / "f").read_bytes() == data
+    assert admin("--socket", str(sock), "check", "nope").returncode != 0

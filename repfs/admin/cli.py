@@ -518,6 +518,25 @@ def check(ctx: click.Context, path: str, deep: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+@main.group("config")
+def config_group() -> None:
+    """Settings of the mounted filesystem (kept in repfs.toml)."""
+
+
+@config_group.command("set")
+@click.argument("setting", type=click.Choice(["replicas", "write-quorum"]))
+@click.argument("value", type=click.IntRange(1, 64))
+@json_option
+@click.pass_context
+def config_set(ctx: click.Context, setting: str, value: int, as_json: bool) -> None:
+    """Set the number of copies of every block (replicas) or of copies a write needs before
+    it succeeds (write-quorum). Copies to add or remove are made in the background: follow
+    them with repfs-admin repair status."""
+    answer = call(ctx, "PATCH", "/v1/config", {setting.replace("-", "_"): value})
+    show(answer, as_json, lambda a: f"replicas {a['replicas']}, write quorum {a['write_quorum']}; "
+                                    f"{a['queued']} blocks queued for copies to add or remove")  # fmt: skip
+
+
 @main.group()
 def keys() -> None:
     """The secret that unlocks the filesystem."""

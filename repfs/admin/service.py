@@ -212,6 +212,7 @@ class Daemon:
         r.add("POST", "/v1/pools/{name}/undrain", self.post_undrain)
         r.add("POST", "/v1/pools/{name}/clear", self.post_clear)
         r.add("POST", "/v1/check", self.post_check)
+        r.add("PATCH", "/v1/config", self.patch_config)
         r.add("POST", "/v1/pools/{name}/offline", self.post_offline)
         r.add("POST", "/v1/pools/{name}/online", self.post_online)
         r.add("GET", "/v1/repair", self.get_repair)
@@ -379,6 +380,18 @@ class Daemon:
     async def post_drain(self, request: Request) -> Response:
         result = await self.pools.drain(request.params["name"])
         return Response.json(202, result)
+
+    async def patch_config(self, request: Request) -> Response:
+        body = request.json()
+        unknown = set(body) - {"replicas", "write_quorum"}
+        if unknown or not body:
+            raise AdminInvalid("give replicas and/or write_quorum")
+        for key in body:
+            if not isinstance(body[key], int) or isinstance(body[key], bool):
+                raise AdminInvalid(f"{key} must be a whole number")
+        return Response.json(
+            200, await self.pools.set_copies(replicas=body.get("replicas"), write_quorum=body.get("write_quorum"))
+        )
 
     async def post_check(self, request: Request) -> Response:
         """Where each block of a file (or of every file under a folder) has its copies, and

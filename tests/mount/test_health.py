@@ -183,3 +183,26 @@ def test_check_path_finds_a_deleted_and_a_damaged_copy_and_queues_them(repfs_fac
     fs.remount()
     assert (fs.mnt / "dir" / "f").read_bytes() == data
     assert admin("--socket", str(sock), "check", "nope").returncode != 0
+
+
+def test_replicas_change_at_runtime_and_copies_follow(repfs_factory: Callable[..., Repfs]) -> None:
+    fs = repfs_factory()
+    sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
+    fs.mount("--admin-socket", str(sock))
+    files = {f"r{i}": random.Random(50 + i).randbytes(2 * BS + i) for i in range(6)}
+    for name, data in files.items():
+        write_synced(fs.mnt / name, data)
+    assert not misplaced(fs)
+    res = admin("--socket", str(sock), "config", "set", "replicas", "3")
+    assert res.returncode == 0 and "replicas 3" in res.stdout, res.stderr
+    assert "replicas = 3" in (fs.fs_dir / "repfs.toml").read_text()
+    fs.replicas = 3
+    assert wait_for(lambda: not misplaced(fs), 60), misplaced(fs)  # every block on all three pools
+    assert admin("--socket", str(sock), "config", "set", "write-quorum", "4").returncode == 2
+    res = admin("--socket", str(sock), "config", "set", "replicas", "2", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["queued"] > 0, res.stdout
+    fs.replicas = 2
+    assert wait_for(lambda: not misplaced(fs), 60), misplaced(fs)  # the extra copies are gone again
+    fs.remount()
+    for name, data in files.items():
+        assert (fs.mnt / name).read_bytes() == data

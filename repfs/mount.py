@@ -313,6 +313,10 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
         resolve_group(opts.admin.group)
         if opts.admin.metrics is not None:
             check_bindable(*opts.admin.metrics)
+        if opts.admin.socket is not None:  # its directory is made if missing: the nearest one there must take it
+            where = next(p for p in opts.admin.socket.parents if p.exists())
+            if not (where.is_dir() and os.access(where, os.W_OK | os.X_OK)):
+                raise SetupError(f"--admin-socket {opts.admin.socket}: cannot make it under {where}")
     lock_fd = lock_fs_dir(paths)
     try:
         layers = await open_layers(opts, secret)

@@ -182,6 +182,7 @@ def test_setup_errors_are_one_line_and_touch_nothing(repfs_factory: Factory) -> 
             "-o fsname=x": (["-o", "fsname=x"], "set by repfs itself"),
             "metrics port in use": (["--metrics", f"127.0.0.1:{port}"], "cannot listen there"),
             "bad metrics": (["--metrics", "nowhere"], "--metrics"),
+            "admin socket nowhere": (["--admin-socket", str(fs.key / "under-a-file" / "s")], "--admin-socket"),
         }
         for name, (args, why) in cases.items():
             for fg in ([], ["--foreground"]):

@@ -70,6 +70,7 @@ def test_a_frozen_server_holds_up_no_read_write_or_stat(weed_factory: Servers, s
         down_after = time.monotonic() - started
         worst["write+fsync, pool down"] = timed(lambda: write_synced(fs.mnt / "after-down", b"x" * 100_000))
         data["after-down"], want["after-down"] = b"x" * 100_000, digest(fs.mnt / "after-down")
+    print(f"frozen pool: worst {', '.join(f'{k} {v:.2f} s' for k, v in worst.items())}; down after {down_after:.1f} s")
     slow = {op: s for op, s in worst.items() if s > BOUND}
     assert not slow, f"with a frozen pool these took longer than {BOUND} s: {slow} (all: {worst})"
     assert down_after < 10.0, f"the frozen pool was marked down only after {down_after:.1f} s"
@@ -91,8 +92,10 @@ def test_umount_and_mount_with_a_frozen_server_finish_within_bounds(
     with frozen(servers[0]):
         (fs.mnt / "unsynced").write_bytes(b"u" * 400_000)
         took = timed(fs.unmount)
+        print(f"frozen pool: umount {took:.1f} s")
         assert took < 30.0, f"umount took {took:.1f} s"
         took = timed(lambda: fs.mount("--heartbeat", "2", timeout=45))
+        print(f"frozen pool: mount {took:.1f} s")
         assert took < 30.0, f"mount took {took:.1f} s"
         assert logged(fs, r"s3p1.*(did not answer|down)") is not None
         assert (fs.mnt / "kept").read_bytes() == b"k" * 500_000

@@ -240,6 +240,7 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
     lease = MountLease(store, codec, os.path.abspath(opened.paths.root))
     usage = UsageMonitor(store, interval=opts.usage_interval)
     pools = PoolManager(opened, meta, store, health, repairer, usage)
+    pools.journal = journal
     return Layers(opened, meta, store, blocks, cache, fs, health, repairer, journal, lease, usage, pools)
 
 

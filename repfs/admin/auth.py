@@ -138,11 +138,19 @@ def _in_use(path: Path) -> bool:
 def bind_socket(path: Path, admin_gid: int | None) -> trio.socket.SocketType:
     """A listening Unix socket at `path`, mode 0660, group `admin_gid`. A stale socket (one
     nobody answers on) is replaced; a live one, or anything else at the path, is refused."""
+    st: os.stat_result | None
     try:
         st = path.lstat()
     except FileNotFoundError:
-        pass
+        st = None
     else:
+        if stat.S_ISLNK(st.st_mode) and not _in_use(path):
+            # FS_DIR/admin.sock leads to a socket elsewhere (--admin-socket) of a daemon that
+            # was killed: the caller holds FS_DIR's lock, so nobody else serves it any more
+            log.info("admin socket %s: removing the link a stopped daemon left (to %s)", path, os.readlink(path))
+            path.unlink()
+            st = None
+    if st is not None:
         if not stat.S_ISSOCK(st.st_mode):
             raise SetupError(f"admin socket {path}: something other than a socket is there; remove it")
         if _in_use(path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from repfs import __version__
+from repfs import __version__, mountinfo
 from repfs.admin.client import AdminClient, AdminError, Unreachable, find_socket
 from repfs.cli_common import DEFAULT_SCRUB_RATE, get_secret, new_secret_options, secret_options
 from repfs.errors import RepfsError
@@ -386,6 +387,29 @@ def pools_remove(ctx: click.Context, name: str, as_json: bool) -> None:
     show(answer, as_json, lambda _: f"pool {name} removed; its objects are left in place")
 
 
+@pools.command("offline")
+@click.argument("name")
+@json_option
+@click.pass_context
+def pools_offline(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Take pool NAME out on purpose (to fix it by hand): no reads, writes or heartbeats go
+    to it and it raises no alarm; the next pools stand in and what it misses is repaired
+    once it is back. A failed pool may be taken offline too."""
+    answer = call(ctx, "POST", f"/v1/pools/{name}/offline")
+    show(answer, as_json, lambda a: f"pool {name} is {a['state']}: put it back with repfs-admin pools online {name}")
+
+
+@pools.command("online")
+@click.argument("name")
+@json_option
+@click.pass_context
+def pools_online(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Put offline pool NAME back: it is challenged (verifying) before it is used again; a
+    failed challenge, or one it stops answering during, fails it."""
+    answer = call(ctx, "POST", f"/v1/pools/{name}/online")
+    show(answer, as_json, lambda a: f"pool {name} is {a['state']}: being challenged")
+
+
 @pools.command("clear")
 @click.argument("name")
 @json_option
@@ -452,6 +476,65 @@ def scrub(
         sys.exit(EXIT_UNRECOVERABLE)
     if report["incomplete"]:
         sys.exit(1)
+
+
+def _in_mount(path: str) -> str:
+    """PATH relative to the root of the repfs mount that holds it (or as given, when it is
+    not an absolute path under a repfs mount: then it is relative to the root already)."""
+    absolute = os.path.abspath(path) if path.startswith((".", "/")) or os.path.exists(path) else None
+    if absolute is not None:
+        targets = [m.target for m in mountinfo.mounts() if m.source.startswith(mountinfo.FSNAME_PREFIX)]
+        for target in sorted(targets, key=len, reverse=True):
+            if absolute == target or absolute.startswith(target.rstrip("/") + "/"):
+                return os.path.relpath(absolute, target)
+    return path
+
+
+@main.command()
+@click.argument("path")
+@click.option("--deep", is_flag=True, help="Read every copy and check it by digest (else: ask whether it is there).")
+@json_option
+@click.pass_context
+def check(ctx: click.Context, path: str, deep: bool, as_json: bool) -> None:
+    """Where each block of a file (or of every file under a folder) has its copies, and
+    whether they are there (or, with --deep, good). Missing or damaged copies are queued
+    for repair. Exit 0 when every block has all its copies good, 1 otherwise."""
+    answer = call(ctx, "POST", "/v1/check", {"path": _in_mount(path), "deep": deep})
+    problems = 0
+    lines = []
+    for f in answer["files"]:
+        lines.append(f"{f['path']}  ({size(f['size'])}, {len(f['blocks'])} blocks)")
+        for b in f["blocks"]:
+            copies = "  ".join(f"{pool}:{state}" for pool, state in b["copies"].items())
+            good = sum(1 for state in b["copies"].values() if state == "ok")
+            if good != len(b["copies"]):
+                problems += 1
+            lines.append(f"  block {b['index']:>6} {b['block']}  {copies}")
+    if answer["truncated"]:
+        lines.append("(cut off: too many files; check a smaller folder)")
+    lines.append(f"{problems} blocks with a copy missing or bad; {answer['queued_for_repair']} queued for repair")
+    show(answer, as_json, lambda _: "\n".join(lines))
+    if problems:
+        sys.exit(1)
+
+
+@main.group("config")
+def config_group() -> None:
+    """Settings of the mounted filesystem (kept in repfs.toml)."""
+
+
+@config_group.command("set")
+@click.argument("setting", type=click.Choice(["replicas", "write-quorum"]))
+@click.argument("value", type=click.IntRange(1, 64))
+@json_option
+@click.pass_context
+def config_set(ctx: click.Context, setting: str, value: int, as_json: bool) -> None:
+    """Set the number of copies of every block (replicas) or of copies a write needs before
+    it succeeds (write-quorum). Copies to add or remove are made in the background: follow
+    them with repfs-admin repair status."""
+    answer = call(ctx, "PATCH", "/v1/config", {setting.replace("-", "_"): value})
+    show(answer, as_json, lambda a: f"replicas {a['replicas']}, write quorum {a['write_quorum']}; "
+                                    f"{a['queued']} blocks queued for copies to add or remove")  # fmt: skip
 
 
 @main.group()

@@ -55,7 +55,7 @@ HELP: dict[str, str] = {
     "repfs_pool_critical_ratio": "The pool's critical threshold; past it the pool takes no new blocks",
     "repfs_pool_level": "0 under both thresholds, 1 over warn, 2 over critical",
     "repfs_pool_full": "1 when the pool takes no new blocks for lack of space",
-    "repfs_pool_state": "1 for the pool's current state (up, down, verifying, failed, draining), else 0",
+    "repfs_pool_state": "1 for the pool's current state (up, down, verifying, failed, draining, offline), else 0",
     "repfs_pool_weight": "The pool's placement weight",
     "repfs_pool_usage_measured_timestamp_seconds": "When the pool's usage was last measured (unix time)",
     "repfs_pool_request_seconds": "Time of requests to a pool, retries included, by operation",

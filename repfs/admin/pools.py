@@ -119,6 +119,7 @@ class PoolManager:
         self.meta = meta
         self.store = store
         self.health = health
+        self.journal: Any = None  # the journal writer, whose `copies` follow the replicas
         self.repairer = repairer
         self.usage = usage
         self.track_interval = track_interval
@@ -378,6 +379,55 @@ class PoolManager:
             queued = await self.queue_moved(before, f"pool {name} no longer draining")
             self._settled()
             return {"pool": name, "queued": queued}
+
+    async def set_copies(self, *, replicas: int | None = None, write_quorum: int | None = None) -> dict[str, Any]:
+        """Change the number of copies of every block (and of metadata objects) or the write
+        quorum at runtime: kept in repfs.toml; the copies to add or remove are queued for the
+        repairer, which `repair status` counts down."""
+        async with self._lock:
+            old = self.config
+            try:
+                config = FsConfig(
+                    pools=old.pools,
+                    replicas=old.replicas if replicas is None else replicas,
+                    write_quorum=old.write_quorum if write_quorum is None else write_quorum,
+                    block_size=old.block_size,
+                    extra=old.extra,
+                )
+            except ConfigError as exc:
+                raise AdminInvalid(str(exc)) from None
+            placing = [n for n in self.store.pool_names if not self.store.draining(n)]
+            if config.replicas > len(placing):
+                raise AdminInvalid(f"replicas {config.replicas}: only {len(placing)} pools take blocks")
+            before = self.store.placement()
+            self._commit(config)
+            self.store.replicas, self.store.write_quorum = config.replicas, config.write_quorum
+            if self.journal is not None:
+                self.journal.copies = config.replicas
+            queued = 0
+            if config.replicas != old.replicas:
+                queued = await self.queue_moved(before, f"replicas {old.replicas} -> {config.replicas}")
+            self._settled()
+            log.info("replicas %d, write quorum %d (were %d and %d)", config.replicas, config.write_quorum,
+                     old.replicas, old.write_quorum)  # fmt: skip
+            return {"replicas": config.replicas, "write_quorum": config.write_quorum, "queued": queued}
+
+    def offline(self, name: str) -> dict[str, Any]:
+        """Take a pool out on purpose (to fix it by hand): no traffic, no alarms."""
+        self.spec(name)
+        if self.store.draining(name):
+            raise AdminRefused(f"pool {name} is draining; undrain it before taking it offline")
+        self.health.take_offline(name)
+        return {"pool": name, "state": self.store.state(name).value}
+
+    def online(self, name: str) -> dict[str, Any]:
+        """Put an offline pool back: it is challenged (verifying), then used again."""
+        self.spec(name)
+        try:
+            self.health.put_online(name)
+        except ValueError as exc:
+            raise AdminRefused(str(exc)) from None
+        return {"pool": name, "state": self.store.state(name).value}
 
     def clear(self, name: str) -> dict[str, Any]:
         self.spec(name)

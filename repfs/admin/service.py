@@ -9,6 +9,7 @@ refused (e.g. removing a pool that holds the only copy of a block), 500 a bug.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -26,7 +27,8 @@ from repfs.admin.pools import AdminInvalid, AdminRefused, AdminUnknown, PoolMana
 from repfs.admin.scrubber import OnlineScrub
 from repfs.admin.webconfig import REALM, BasicAuth, TlsContexts, TlsListener, WebConfig
 from repfs.config import parse_ratio, parse_size, redact_url
-from repfs.errors import ConfigError, SetupError, WrongPassphrase
+from repfs.errors import ConfigError, NotADirectory, NotFound, SetupError, WrongPassphrase
+from repfs.fs.check import check as check_path
 from repfs.volume import rewrap
 
 if TYPE_CHECKING:
@@ -209,6 +211,10 @@ class Daemon:
         r.add("POST", "/v1/pools/{name}/drain", self.post_drain)
         r.add("POST", "/v1/pools/{name}/undrain", self.post_undrain)
         r.add("POST", "/v1/pools/{name}/clear", self.post_clear)
+        r.add("POST", "/v1/check", self.post_check)
+        r.add("PATCH", "/v1/config", self.patch_config)
+        r.add("POST", "/v1/pools/{name}/offline", self.post_offline)
+        r.add("POST", "/v1/pools/{name}/online", self.post_online)
         r.add("GET", "/v1/repair", self.get_repair)
         r.add("GET", "/v1/scrub", self.get_scrub)
         r.add("POST", "/v1/scrub", self.post_scrub)
@@ -374,6 +380,50 @@ class Daemon:
     async def post_drain(self, request: Request) -> Response:
         result = await self.pools.drain(request.params["name"])
         return Response.json(202, result)
+
+    async def patch_config(self, request: Request) -> Response:
+        body = request.json()
+        unknown = set(body) - {"replicas", "write_quorum"}
+        if unknown or not body:
+            raise AdminInvalid("give replicas and/or write_quorum")
+        for key in body:
+            if not isinstance(body[key], int) or isinstance(body[key], bool):
+                raise AdminInvalid(f"{key} must be a whole number")
+        return Response.json(
+            200, await self.pools.set_copies(replicas=body.get("replicas"), write_quorum=body.get("write_quorum"))
+        )
+
+    async def post_check(self, request: Request) -> Response:
+        """Where each block of a file (or of every file under a folder) has its copies, and
+        whether they are there (soft) or good (deep); bad copies are queued for repair."""
+        body = request.json()
+        path, deep = body.get("path"), body.get("deep", False)
+        if not isinstance(path, str) or not isinstance(deep, bool) or set(body) - {"path", "deep"}:
+            raise AdminInvalid("give path (relative to the mount point) and, if you like, deep: true")
+        try:
+            files, cut, queued = await check_path(
+                self.layers.meta, self.layers.store, self.layers.repairer, path, deep=deep
+            )
+        except (NotFound, NotADirectory) as exc:
+            raise AdminUnknown(str(exc)) from None
+        return Response.json(
+            200,
+            {
+                "files": [
+                    {"path": f.path, "size": f.size, "blocks": [dataclasses.asdict(b) for b in f.blocks]}
+                    for f in files
+                ],
+                "truncated": cut,
+                "queued_for_repair": queued,
+                "deep": deep,
+            },
+        )
+
+    async def post_offline(self, request: Request) -> Response:
+        return Response.json(200, self.pools.offline(request.params["name"]))
+
+    async def post_online(self, request: Request) -> Response:
+        return Response.json(202, self.pools.online(request.params["name"]))
 
     async def post_undrain(self, request: Request) -> Response:
         return Response.json(200, await self.pools.undrain(request.params["name"]))

@@ -123,6 +123,19 @@ class HealthMonitor:
         for table in (self.pools, self.missed, self._wake, self._suspect):
             table.pop(name, None)
 
+    def take_offline(self, name: str) -> None:
+        """An administrator takes a pool out on purpose: no traffic, no heartbeats, no alarms."""
+        self._stop_verify(name)
+        self.missed[name] = 0
+        self._set(name, PoolState.OFFLINE, "taken offline by an administrator")
+
+    def put_online(self, name: str) -> None:
+        """An administrator puts an offline pool back: it is challenged before it is used."""
+        if self.state(name) != PoolState.OFFLINE:
+            raise ValueError(f"pool {name} is {self.state(name).value}, not offline")
+        self._start_verify(name, "put back online by an administrator")
+        self._wake[name].set()
+
     def clear(self, name: str) -> None:
         """An administrator clears a failed pool: verify it again."""
         if self.state(name) != PoolState.FAILED:
@@ -132,7 +145,9 @@ class HealthMonitor:
     # --- heartbeats ---------------------------------------------------------------------
 
     async def check(self, name: str) -> None:
-        """One heartbeat of one pool."""
+        """One heartbeat of one pool (none for a pool an administrator took offline)."""
+        if self.state(name) == PoolState.OFFLINE:
+            return
         pool = self.pools[name]
         try:
             with trio.fail_after(self.ping_timeout):
@@ -145,7 +160,11 @@ class HealthMonitor:
         except (StorageError, trio.TooSlowError) as exc:
             self.missed[name] += 1
             why = str(exc) or f"no answer within {self.ping_timeout:g} s"
-            if self.state(name) in (PoolState.UP, PoolState.VERIFYING, PoolState.DRAINING):
+            if self.state(name) == PoolState.VERIFYING and self.missed[name] >= self.down_after:
+                self._stop_verify(name)  # an interrupted verification fails the pool (seed 001)
+                why = f"verification interrupted: {self.missed[name]} missed heartbeats: {why}"
+                self._set(name, PoolState.FAILED, why)
+            elif self.state(name) in (PoolState.UP, PoolState.DRAINING):
                 if self.missed[name] >= self.down_after:
                     self._stop_verify(name)
                     self._set(name, PoolState.DOWN, f"{self.missed[name]} missed heartbeats: {why}")

@@ -615,9 +615,14 @@ class ReplicatedStore:
             for name, why in bad.items():
                 nursery.start_soon(repair_one, name, why)
 
-    async def delete_block(self, block_id: bytes, holders: Sequence[str]) -> list[str]:
+    async def delete_block(
+        self, block_id: bytes, holders: Sequence[str], *, stored_size: int = 0, recorded: Sequence[str] = ()
+    ) -> list[str]:
         """Delete a block from every holder at once; return the pools where that failed
-        (unreachable, unusable or unknown: GC tries them again later)."""
+        (unreachable, unusable or unknown: GC tries them again later). The `recorded`
+        holders' usage drops by `stored_size` at once, so a pool that was past its
+        critical threshold takes blocks again as soon as deletes free it, not at the next
+        measurement."""
         key = block_key(block_id)
         short = block_id.hex()[:12]
         failed: list[str] = []
@@ -628,6 +633,9 @@ class ReplicatedStore:
             except StorageError as exc:
                 log.warning("cannot delete block %s from pool %s: %s", short, name, exc)
                 failed.append(name)
+            else:
+                if name in recorded and stored_size:
+                    self.space_book.count(name, -stored_size)
 
         async with trio.open_nursery() as nursery:
             for name in dict.fromkeys(holders):
@@ -661,6 +669,12 @@ class ReplicatedStore:
         if got != digest:
             return None, "corrupt: digest mismatch"
         return obj, ""
+
+    async def has_copy(self, name: str, block_id: bytes) -> bool:
+        """Whether pool `name` holds an object for the block (a soft check: not its content)."""
+        self._check_name(name)
+        key = block_key(block_id)
+        return await self._call(name, f"check {key}", lambda pool: pool.exists(key), nbytes=0)
 
     async def put_copy(self, name: str, block_id: bytes, obj: bytes) -> None:
         """Store one copy of a block on `name` (repair and rebalance); raises StorageError."""

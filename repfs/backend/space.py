@@ -18,7 +18,9 @@ from repfs.backend.base import PoolUsage
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = (0.80, 0.90)  # warn, critical: shares of a pool's capacity
-FULL_BACKOFF = 60.0  # seconds a pool that said "full" gets no new blocks before it is tried again
+# Seconds a pool that said "full" gets no new blocks before it is tried again: short, so
+# that space freed on it (by repfs's deletes or by hand) is used again within seconds.
+FULL_BACKOFF = 5.0
 
 
 def human_size(n: float) -> str:
@@ -103,7 +105,7 @@ class SpaceBook:
             return
         u = book.usage
         free = max(0, u.free - delta) if u.total > 0 else u.free
-        book.usage = PoolUsage(used=max(0, u.used + delta), total=u.total, free=free)
+        book.usage = PoolUsage(used=max(0, u.used + delta), total=u.total, free=free, device=u.device)
         if book.level != self._level_of(name):
             self._check_level(name)
 

@@ -9,6 +9,8 @@
 
     up ──(an administrator drains it)──► draining ──(removed)──► (gone)
 
+    any ──(pools offline)──► offline ──(pools online)──► verifying
+
 Only an `up` pool takes new blocks. A `draining` pool still serves reads (and deletes),
 takes no new blocks and has no place in placement: the repairer copies each block it
 holds to the block's placement pools, then deletes its copy. Draining is a decision of
@@ -17,6 +19,11 @@ that goes down and comes back returns to `draining`, not `up`. A pool that is
 `verifying` is being challenged: blocks it should hold are fetched and compared with
 the digest recorded when they were written. A `failed` pool is left alone until an
 administrator clears it, and holds no place in the placement of new blocks meanwhile.
+An `offline` pool was taken out on purpose by an administrator (to fix it by hand): no
+reads, writes or heartbeats go to it and it raises no alarm; it keeps its place, so the
+next pools of each block's order stand in and the blocks it misses are recorded for
+repair. Put back online, it is challenged like a pool that returns. A verification that
+is interrupted (the pool stops answering meanwhile) fails the pool, as seed 001 asks.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class PoolState(Enum):
     VERIFYING = "verifying"
     FAILED = "failed"
     DRAINING = "draining"
+    OFFLINE = "offline"
 
     @property
     def serves(self) -> bool:

@@ -57,7 +57,9 @@ class Store(Protocol):
     async def get_block(
         self, block_id: bytes, holders: Sequence[str], decode: DecodeFn, *, size_hint: int | None = None
     ) -> bytes: ...
-    async def delete_block(self, block_id: bytes, holders: Sequence[str]) -> list[str]: ...
+    async def delete_block(
+        self, block_id: bytes, holders: Sequence[str], *, stored_size: int = 0, recorded: Sequence[str] = ()
+    ) -> list[str]: ...
     async def restore_copy(
         self, block_id: bytes, target: str, holders: Sequence[str], decode: DecodeFn
     ) -> bool: ...
@@ -265,7 +267,12 @@ class BlockManager:
                     with self.meta.write() as t:
                         t.delete("gc", block_id)
                     continue
-                failed = await self.store.delete_block(block_id, list(self.store.pool_names))
+                failed = await self.store.delete_block(
+                    block_id,
+                    list(self.store.pool_names),
+                    stored_size=rec.stored_size if rec is not None else 0,
+                    recorded=rec.pools if rec is not None else (),
+                )
                 with self.meta.write() as t:
                     if failed and rec is not None:
                         rec.pools = tuple(failed)

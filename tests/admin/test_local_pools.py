@@ -8,6 +8,7 @@ import hashlib
 import os
 import random
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -158,3 +159,34 @@ def test_a_pool_of_another_filesystem_or_with_other_files_is_refused(
     assert code == 400 and "secrets do not travel" in err["error"]
     assert [p["name"] for p in admin_json(sock, "pools", "list")["pools"]] == ["pool1", "pool2", "pool3"]
     assert not (stray / "superblock").exists()
+
+
+def test_space_freed_on_full_pools_is_used_again_at_once(repfs_factory: Callable[..., Repfs], sockdir: Path) -> None:
+    """Every pool critical, writes ENOSPC; files deleted: repfs's own deletes count at once,
+    so new writes succeed within seconds, not at the next usage measurement (60 s)."""
+    fs = repfs_factory(npools=2, replicas=1)
+    sock = sockdir / "s"
+    fs.mount("--admin-socket", str(sock), "--usage-interval", "60")
+    digests = write_files(fs, 8, 3)
+    assert wait_for(lambda: all(p["used"] for p in admin_json(sock, "pools", "list")["pools"]), 30)
+    for p in admin_json(sock, "pools", "list")["pools"]:  # each pool just past its critical threshold
+        admin_json(sock, "pools", "set", p["name"], "--capacity", str(int(p["used"] / 0.92)))
+    assert all(p["full"] for p in admin_json(sock, "pools", "list")["pools"])
+    with pytest.raises(OSError) as exc:
+        with open(fs.mnt / "no-room", "wb") as f:
+            f.write(os.urandom(200_000))
+    assert exc.value.errno == 28  # ENOSPC
+    for name in list(digests)[:6]:
+        (fs.mnt / name).unlink()
+    started = time.monotonic()
+
+    def writes() -> bool:
+        try:
+            (fs.mnt / "room-again").write_bytes(os.urandom(100_000))
+        except OSError:
+            return False
+        return True
+
+    assert wait_for(writes, timeout=20), admin_json(sock, "pools", "list")
+    assert time.monotonic() - started < 20
+    check_files(fs, dict(list(digests.items())[6:]))

@@ -6,9 +6,14 @@ A local pool "goes down" the way a disk is unmounted: its directory disappears.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,16 @@ from tests.helpers import Repfs, wait_for
 pytestmark = pytest.mark.timeout(120)
 
 BS = 64 * 1024
+
+
+def admin(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "repfs.admin.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def targets(fs: Repfs, key: str, exclude: tuple[str, ...] = ()) -> set[str]:
@@ -102,3 +117,92 @@ def test_a_pool_that_returns_with_a_damaged_object_is_failed_and_left_alone(repf
     # the failed pool takes no new copies, and the blocks it held get a copy elsewhere
     assert wait_for(lambda: not misplaced(repfs, exclude=(victim.name,)), 30), misplaced(repfs, (victim.name,))[:5]
     assert (victim / held[0]).read_bytes() == b"not the object that was written"  # left alone
+
+
+def test_an_administrator_takes_a_pool_offline_and_puts_it_back(repfs_factory: Callable[..., Repfs]) -> None:
+    """Seed 001: take the server offline, fix it by hand, put it back online: it is verified
+    again; meanwhile it gets no traffic and raises no alarm, and what it missed is repaired."""
+    fs = repfs_factory()
+    sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
+    fs.mount("--heartbeat", "0.3", "--admin-socket", str(sock))
+    before = {f"a{i}": random.Random(i).randbytes(3 * BS + i) for i in range(6)}
+    for name, data in before.items():
+        write_synced(fs.mnt / name, data)
+    victim = fs.pools[1]
+    res = admin("--socket", str(sock), "pools", "offline", victim.name)
+    assert res.returncode == 0 and "offline" in res.stdout, res.stderr
+    keys = fs.pool_keys(victim)
+    during = {f"b{i}": random.Random(100 + i).randbytes(3 * BS + i) for i in range(6)}
+    for name, data in during.items():
+        write_synced(fs.mnt / name, data)
+    assert fs.pool_keys(victim) == keys  # no traffic: nothing new written to it
+    status = json.loads(admin("--socket", str(sock), "status", "--json").stdout)
+    assert {p["name"]: p["state"] for p in status["pools"]}[victim.name] == "offline"
+    assert not any(victim.name in alert for alert in status["alerts"]), status["alerts"]
+    for name, data in {**before, **during}.items():
+        assert (fs.mnt / name).read_bytes() == data
+    assert admin("--socket", str(sock), "pools", "online", fs.pools[0].name).returncode == 5  # not offline
+    res = admin("--socket", str(sock), "pools", "online", victim.name)
+    assert res.returncode == 0, res.stderr
+    assert wait_for(lambda: logged(fs, rf"pool {victim.name} is now up: challenge passed"), 30), fs.log_tail()
+    assert wait_for(lambda: not misplaced(fs), 60), misplaced(fs)  # what it missed was copied back
+    fs.remount()
+    for name, data in {**before, **during}.items():
+        assert (fs.mnt / name).read_bytes() == data
+
+
+def test_check_path_finds_a_deleted_and_a_damaged_copy_and_queues_them(repfs_factory: Callable[..., Repfs]) -> None:
+    fs = repfs_factory()
+    sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
+    fs.mount("--admin-socket", str(sock), "--heartbeat", "0.5")
+    (fs.mnt / "dir").mkdir()
+    data = random.Random(5).randbytes(4 * BS)
+    write_synced(fs.mnt / "dir" / "f", data)
+    res = admin("--socket", str(sock), "check", str(fs.mnt / "dir"), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    answer = json.loads(res.stdout)
+    [report] = answer["files"]
+    assert report["path"] == "/dir/f" and len(report["blocks"]) == 4
+    assert all(len(b["copies"]) == 2 and set(b["copies"].values()) == {"ok"} for b in report["blocks"])
+    # delete one copy and damage another, behind repfs's back
+    first, second = report["blocks"][0], report["blocks"][1]
+    gone_pool, bad_pool = next(iter(first["copies"])), next(iter(second["copies"]))
+    keys = {p.name: fs.pool_keys(p) for p in fs.pools}
+    gone = next(k for k in keys[gone_pool] if first["block"] in k)
+    bad = next(k for k in keys[bad_pool] if second["block"] in k)
+    (fs.base / gone_pool / gone).unlink()
+    (fs.base / bad_pool / bad).write_bytes(b"garbage")
+    fs.expect_log(r"repaired block|damaged|corrupt|digest")
+    soft = admin("--socket", str(sock), "check", "dir/f")
+    assert soft.returncode == 1 and f"{gone_pool}:missing" in soft.stdout, soft.stdout
+    deep = admin("--socket", str(sock), "check", "dir/f", "--deep", "--json")
+    assert deep.returncode == 1
+    states = {b["block"]: b["copies"] for b in json.loads(deep.stdout)["files"][0]["blocks"]}
+    assert states[second["block"]][bad_pool].startswith("damaged")
+    assert wait_for(lambda: admin("--socket", str(sock), "check", "dir/f", "--deep").returncode == 0, 30)
+    fs.remount()
+    assert (fs.mnt / "dir" / "f").read_bytes() == data
+    assert admin("--socket", str(sock), "check", "nope").returncode != 0
+
+
+def test_replicas_change_at_runtime_and_copies_follow(repfs_factory: Callable[..., Repfs]) -> None:
+    fs = repfs_factory()
+    sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
+    fs.mount("--admin-socket", str(sock))
+    files = {f"r{i}": random.Random(50 + i).randbytes(2 * BS + i) for i in range(6)}
+    for name, data in files.items():
+        write_synced(fs.mnt / name, data)
+    assert not misplaced(fs)
+    res = admin("--socket", str(sock), "config", "set", "replicas", "3")
+    assert res.returncode == 0 and "replicas 3" in res.stdout, res.stderr
+    assert "replicas = 3" in (fs.fs_dir / "repfs.toml").read_text()
+    fs.replicas = 3
+    assert wait_for(lambda: not misplaced(fs), 60), misplaced(fs)  # every block on all three pools
+    assert admin("--socket", str(sock), "config", "set", "write-quorum", "4").returncode == 2
+    res = admin("--socket", str(sock), "config", "set", "replicas", "2", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["queued"] > 0, res.stdout
+    fs.replicas = 2
+    assert wait_for(lambda: not misplaced(fs), 60), misplaced(fs)  # the extra copies are gone again
+    fs.remount()
+    for name, data in files.items():
+        assert (fs.mnt / name).read_bytes() == data

@@ -45,6 +45,7 @@ class CopyStore(Protocol):
     def targets(self, block_id: bytes) -> list[str]: ...
     def state(self, name: str) -> PoolState: ...
     async def read_copy(self, name: str, block_id: bytes, digest: bytes) -> tuple[bytes | None, str]: ...
+    async def has_copy(self, name: str, block_id: bytes) -> bool: ...
     async def put_copy(self, name: str, block_id: bytes, obj: bytes) -> None: ...
     async def delete_copy(self, name: str, block_id: bytes) -> None: ...
 
@@ -101,8 +102,15 @@ class Repairer:
         self.wake()
         return len(held)
 
-    async def repair_block(self, block_id: bytes, *, deep: bool = False, reads: RateLimit | None = None) -> Outcome:
-        """Repair one block (see the module docstring); `reads` paces deep reads."""
+    async def repair_block(
+        self, block_id: bytes, *, deep: bool = False, reads: RateLimit | None = None, strays: bool = False
+    ) -> Outcome:
+        """Repair one block (see the module docstring); `reads` paces deep reads. With
+        `strays`, pools that are neither its targets nor recorded holders are asked whether
+        they hold a copy anyway (a write cancelled at its deadline may still land: its
+        thread is abandoned, not stopped), and such copies are deleted once the block is
+        complete. Only for the deficit list: a scrub of every block would pay a request
+        per pool and block."""
         out = Outcome()
         short = block_id.hex()[:12]
         async with self.locks(block_id):
@@ -172,6 +180,13 @@ class Repairer:
                         log.debug("copied block %s to pool %s", short, name)
             out.complete = all(n in good for n in targets)
             extras = [n for n in good | set(bad) if n not in targets] if out.complete else []
+            if strays and out.complete:
+                for name in [n for n in serving if n not in targets and n not in holders and n not in extras]:
+                    try:
+                        if await self.store.has_copy(name, block_id):
+                            extras.append(name)
+                    except StorageError:
+                        pass  # asked again the next time the block is repaired, or found by fsck
             keep = set(targets) if out.complete else good
             with self.meta.write() as t:
                 rec = t.block_record(block_id)
@@ -221,7 +236,7 @@ class Repairer:
             nonlocal done, moved, rewritten
             async with limiter:
                 try:
-                    out = await self.repair_block(block_id)
+                    out = await self.repair_block(block_id, strays=True)
                 except StorageError as exc:
                     log.warning("repair of block %s failed, will retry: %s", block_id.hex()[:12], exc)
                     return

@@ -11,6 +11,7 @@ the last `forget`, at unmount, or at the next mount after a crash.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import stat
@@ -58,6 +59,9 @@ class Handle:
     def readable(self) -> bool:
         return (self.flags & os.O_ACCMODE) in (os.O_RDONLY, os.O_RDWR)
 
+
+# Block map entries `allocated` reads for one stat (see there).
+ALLOCATED_SCAN = 1024
 
 # Blocks fetched ahead of a sequential reader: enough to keep several pools streaming.
 READ_AHEAD_BLOCKS = 4
@@ -171,13 +175,21 @@ class Filesystem:
 
     def allocated(self, inode: Inode) -> int:
         """Bytes of the file's blocks that are not holes (what st_blocks counts): logical
-        bytes, before compression, counted once whatever the number of replicas."""
+        bytes, before compression, counted once whatever the number of replicas.
+
+        Every stat asks, so the block map is read for at most `ALLOCATED_SCAN` blocks
+        (about a millisecond); past them a file is taken to be dense (a sparse tail of a
+        file that large counts as data)."""
         if not inode.is_reg or inode.size == 0:
             return 0
         indexes = set(self.cache.dirty_indexes(inode.ino))
+        last = (inode.size - 1) // self.bs
         with self.meta.read() as t:
-            indexes.update(t.mapped_indexes(inode.ino))
-        return sum(max(0, min(self.bs, inode.size - i * self.bs)) for i in indexes)
+            scanned = list(itertools.islice(t.mapped_indexes(inode.ino), ALLOCATED_SCAN))
+        indexes.update(scanned)
+        tail_from = scanned[-1] + 1 if len(scanned) == ALLOCATED_SCAN else last + 1  # counted as dense
+        tail = max(0, inode.size - tail_from * self.bs)
+        return tail + sum(max(0, min(self.bs, inode.size - i * self.bs)) for i in indexes if i < tail_from)
 
     def lookup(self, caller: Caller, parent: int, name: bytes) -> Inode:
         with self.meta.read() as t:

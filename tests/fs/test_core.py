@@ -272,3 +272,19 @@ async def test_a_block_truncated_away_while_being_stored_is_not_mapped(rig: Rig)
     assert rig.objects() == before  # neither mapped nor stored
     with rig.meta.read() as t:
         assert t.block_record(rig.blocks.codec.block_id(late)) is None
+
+
+async def test_st_blocks_counts_data_and_takes_a_huge_file_as_dense(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    from repfs.fs import core
+
+    fh, inode = rig.fs.create(ROOT, ROOT_INO, b"sparse", 0o644, os.O_RDWR)
+    for i in range(6):
+        await rig.fs.write(fh, i * BS, os.urandom(BS))
+    await rig.fs.setattr(ROOT, inode.ino, AttrChange(size=100 * BS), fh)
+    await rig.fs.fsync(fh)
+    assert rig.fs.allocated(rig.fs.getattr(inode.ino)) == 6 * BS  # the 94 blocks of hole count nothing
+    monkeypatch.setattr(core, "ALLOCATED_SCAN", 4)
+    assert rig.fs.allocated(rig.fs.getattr(inode.ino)) == 100 * BS  # past the scan: taken as dense
+    await rig.fs.setattr(ROOT, inode.ino, AttrChange(size=1 << 50), fh)  # 1 PiB: still one short scan
+    assert rig.fs.allocated(rig.fs.getattr(inode.ino)) == 1 << 50
+    rig.fs.release(fh)

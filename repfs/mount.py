@@ -232,7 +232,7 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         down_after=opts.down_after,
         sample=opts.challenge_size,
         challenge_source=blocks.challenge_sample,
-        on_wiped=_restorer(blocks),
+        on_accepted=_catch_up(repairer, journal),
         on_up=lambda _: repairer.wake(),
         on_failed=repairer.queue_pool,
         initially_down=opened.unreachable,
@@ -244,11 +244,15 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
     return Layers(opened, meta, store, blocks, cache, fs, health, repairer, journal, lease, usage, pools)
 
 
-def _restorer(blocks: BlockManager) -> Callable[[str], Awaitable[None]]:
-    async def restore(pool: str) -> None:
-        await blocks.restore_pool(pool)
+def _catch_up(repairer: Repairer, journal: JournalWriter) -> Callable[[str], None]:
+    """What a pool accepted as it is gets: its blocks checked and copied back, and a new
+    metadata snapshot in place of the journal objects it may have lost."""
 
-    return restore
+    def accepted(pool: str) -> None:
+        repairer.queue_return(pool)
+        journal.snapshot_soon()
+
+    return accepted
 
 
 def check_cache_dir(meta: MetaStore, cache_dir: Path) -> None:

@@ -415,9 +415,12 @@ def pools_online(ctx: click.Context, name: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def pools_clear(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Clear a `failed` pool: it is challenged again and back in use if it passes."""
+    """Accept a `failed` pool as it is: it is used again at once, its superblock written if
+    it is missing, and every block it should hold and lacks is copied back in the background
+    (follow it with repfs-admin repair status). To have it challenged again instead, take it
+    offline and put it back online."""
     answer = call(ctx, "POST", f"/v1/pools/{name}/clear")
-    show(answer, as_json, lambda a: f"pool {name} is {a['state']}: being challenged again")
+    show(answer, as_json, lambda a: f"pool {name} is {a['state']}; {a['queued']} blocks to check and copy back")
 
 
 @main.command()

@@ -429,13 +429,16 @@ class PoolManager:
             raise AdminRefused(str(exc)) from None
         return {"pool": name, "state": self.store.state(name).value}
 
-    def clear(self, name: str) -> dict[str, Any]:
+    async def clear(self, name: str) -> dict[str, Any]:
+        """Accept a failed pool as it is; what it lacks is copied back (`repair status`)."""
         self.spec(name)
         try:
-            self.health.clear(name)
+            await self.health.clear(name)
         except ValueError as exc:
             raise AdminRefused(str(exc)) from None
-        return {"pool": name, "state": self.store.state(name).value}
+        except (StorageError, trio.TooSlowError) as exc:
+            raise AdminRefused(f"pool {name} does not answer: {exc or 'no answer in time'}") from None
+        return {"pool": name, "state": self.store.state(name).value, "queued": self.deficit()}
 
     async def remove(self, name: str) -> dict[str, Any]:
         async with self._lock:

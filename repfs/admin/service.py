@@ -429,7 +429,7 @@ class Daemon:
         return Response.json(200, await self.pools.undrain(request.params["name"]))
 
     async def post_clear(self, request: Request) -> Response:
-        return Response.json(202, self.pools.clear(request.params["name"]))
+        return Response.json(202, await self.pools.clear(request.params["name"]))
 
     async def get_repair(self, request: Request) -> Response:
         return Response.json(200, self.repair_info())

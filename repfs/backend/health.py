@@ -9,16 +9,21 @@ so that a stopped server is taken out of use within seconds):
   (`sample` of them, or all) is fetched and each object's digest compared with the one
   recorded at write time. Every block good: `up`. One missing or different object, or a
   challenge that does not finish within `challenge_timeout`: `failed`;
-- a `failed` pool stays failed until an administrator calls `clear`, which verifies it
-  again;
+- a `failed` pool is left alone (no superblock, no block is written to it) until an
+  administrator acts: `clear` accepts it as it is (its superblock is written if missing, it
+  is `up`, and every block it should hold is checked and copied back where missing), or
+  `offline` and later `online` have it verified again;
 - a `draining` pool is watched like an `up` one: it goes down when it misses heartbeats,
   and comes back as `draining` (the store keeps that decision apart from health);
 - pools added or removed at runtime get (or lose) their heartbeat loop: `add_pool`,
   `remove_pool`;
-- a pool whose superblock vanished (its contents were wiped while mounted) gets it back,
-  and `on_wiped` restores its blocks; a pool whose superblock now belongs to another
-  filesystem, or cannot be read, is `failed`: repfs never writes into another
-  filesystem's pool.
+- a pool that is not failed and has no superblock (its contents were wiped while mounted,
+  or its server came back empty) gets it back, is `up`, and `on_accepted` lists every
+  block it should hold for the repair to check and copy back; a pool that comes back
+  without its superblock but with block objects is `failed` (someone tampered with it:
+  an administrator decides); a pool whose superblock now
+  belongs to another filesystem, or cannot be read, is `failed`: repfs never writes into
+  another filesystem's pool.
 
 Every state change and every challenge result is logged with the pool and the reason.
 """
@@ -26,12 +31,12 @@ Every state change and every challenge result is logged with the pool and the re
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import trio
 
 from repfs.backend.base import Pool
-from repfs.backend.keys import SUPERBLOCK_KEY
+from repfs.backend.keys import BLOCK_PREFIX, SUPERBLOCK_KEY
 from repfs.backend.replicated import ReplicatedStore
 from repfs.backend.state import PoolState
 from repfs.codec.superblock import Superblock
@@ -42,6 +47,20 @@ log = logging.getLogger(__name__)
 # (pool, how many or None for all) -> [(block id, object digest)] the pool should hold
 ChallengeSource = Callable[[str, int | None], list[tuple[bytes, bytes]]]
 CHALLENGE_PARALLEL = 4
+CLEAR_TIMEOUT = 10.0  # seconds for the superblock requests of `clear`
+
+
+async def _holds_blocks(pool: Pool) -> bool:
+    """Whether a pool holds any block object (one listing request)."""
+    listing = pool.list(BLOCK_PREFIX)
+    try:
+        async for _ in listing:
+            return True
+        return False
+    finally:
+        close = getattr(listing, "aclose", None)
+        if close is not None:
+            await close()
 
 
 class HealthMonitor:
@@ -58,9 +77,9 @@ class HealthMonitor:
         sample: int | None = 32,
         challenge_timeout: float = 120.0,
         challenge_source: ChallengeSource | None = None,
-        on_wiped: Callable[[str], Awaitable[None]] | None = None,
+        on_accepted: Callable[[str], object] | None = None,
         on_up: Callable[[str], None] | None = None,
-        on_failed: Callable[[str], object] | None = None,
+        on_failed: Callable[[str, Sequence[bytes]], object] | None = None,
         initially_down: Iterable[str] = (),
     ) -> None:
         self.store = store
@@ -76,7 +95,7 @@ class HealthMonitor:
         self.sample = sample
         self.challenge_timeout = challenge_timeout
         self.challenge_source = challenge_source
-        self.on_wiped = on_wiped
+        self.on_accepted = on_accepted
         self.on_up = on_up
         self.on_failed = on_failed
         self.missed = dict.fromkeys(self.pools, 0)
@@ -93,11 +112,11 @@ class HealthMonitor:
     def state(self, name: str) -> PoolState:
         return self.store.state(name)
 
-    def _set(self, name: str, state: PoolState, why: str) -> None:
+    def _set(self, name: str, state: PoolState, why: str, bad: Sequence[bytes] = ()) -> None:
         was = self.store.state(name)
         self.store.set_state(name, state, why)
         if state == PoolState.FAILED and was != state and self.on_failed is not None:
-            self.on_failed(name)
+            self.on_failed(name, bad)
 
     def trouble(self, name: str) -> None:
         """A request to `name` just failed as unavailable: check it now, not at the next beat."""
@@ -136,11 +155,27 @@ class HealthMonitor:
         self._start_verify(name, "put back online by an administrator")
         self._wake[name].set()
 
-    def clear(self, name: str) -> None:
-        """An administrator clears a failed pool: verify it again."""
+    async def clear(self, name: str) -> None:
+        """An administrator accepts a failed pool as it is: its superblock is written if it
+        is missing, it is `up`, and what it lacks is copied back. ValueError if the pool is
+        not failed or holds another filesystem; StorageError if it does not answer."""
         if self.state(name) != PoolState.FAILED:
             raise ValueError(f"pool {name} is {self.state(name).value}, not failed")
-        self._start_verify(name, "cleared by an administrator")
+        pool = self.pools[name]
+        with trio.fail_after(CLEAR_TIMEOUT):
+            try:
+                sb = Superblock.from_bytes(await pool.get(SUPERBLOCK_KEY))
+            except ObjectNotFound:
+                await pool.put(SUPERBLOCK_KEY, self.superblock.to_bytes())
+                sb = self.superblock
+            except CorruptObject as exc:
+                raise ValueError(f"pool {name} holds an unreadable superblock ({exc}); remove it instead") from None
+        if sb.fs_uuid != self.superblock.fs_uuid:
+            raise ValueError(f"pool {name} belongs to filesystem {sb.fs_uuid}; remove it instead")
+        if self.state(name) != PoolState.FAILED:  # it changed while we asked the pool
+            raise ValueError(f"pool {name} is {self.state(name).value}, not failed")
+        self.missed[name] = 0
+        self._accept(name, "cleared by an administrator: accepted as it is")
 
     # --- heartbeats ---------------------------------------------------------------------
 
@@ -183,18 +218,31 @@ class HealthMonitor:
             self._start_verify(name, "it answers again")
 
     async def _superblock(self, name: str, pool: Pool) -> Superblock | None:
-        """The pool's superblock; a pool that lost it gets it back (and its blocks), unless
-        it is failed: a failed pool is left alone until an administrator acts (None)."""
+        """The pool's superblock, or None if it has none: a failed pool is left alone until
+        an administrator acts; any other pool lost its contents, gets its superblock back
+        and is accepted as it is."""
         try:
             return Superblock.from_bytes(await pool.get(SUPERBLOCK_KEY))
         except ObjectNotFound:
             if self.state(name) == PoolState.FAILED:
                 return None
-            log.warning("pool %s lost its superblock; writing it again and restoring its blocks", name)
-            await pool.put(SUPERBLOCK_KEY, self.superblock.to_bytes())
-            if self.on_wiped is not None and self._nursery is not None:
-                self._nursery.start_soon(self.on_wiped, name)
-            return self.superblock
+        returning = self.state(name) in (PoolState.DOWN, PoolState.VERIFYING)
+        if returning and await _holds_blocks(pool):
+            self._stop_verify(name)
+            self._set(name, PoolState.FAILED, "it came back without its superblock but with block objects")
+            return None
+        log.warning("pool %s has no superblock (its contents were lost): writing it again", name)
+        await pool.put(SUPERBLOCK_KEY, self.superblock.to_bytes())
+        self._accept(name, "it came back empty" if returning else "its contents were wiped")
+        return None
+
+    def _accept(self, name: str, why: str) -> None:
+        """Use a pool as it is now, and have every block it should hold checked on it and
+        copied back where missing (the repair service counts them down)."""
+        self._stop_verify(name)
+        self._set(name, PoolState.UP, why)
+        if self.on_accepted is not None:
+            self.on_accepted(name)
 
     async def check_all(self) -> None:
         async with trio.open_nursery() as n:
@@ -228,6 +276,7 @@ class HealthMonitor:
         wanted = self.challenge_source(name, self.sample) if self.challenge_source else []
         checked = 0
         failure = ""
+        bad: list[bytes] = []
 
         async def check_one(block_id: bytes, digest: bytes, limiter: trio.CapacityLimiter) -> None:
             nonlocal checked, failure
@@ -236,6 +285,7 @@ class HealthMonitor:
                     return
                 obj, why = await self.store.read_copy(name, block_id, digest)
             if obj is None:
+                bad.append(block_id)
                 failure = failure or f"block {block_id.hex()[:12]} is {why}"
                 nursery.cancel_scope.cancel()
             else:
@@ -250,7 +300,7 @@ class HealthMonitor:
             failure = f"challenge timed out after {self.challenge_timeout:g} s ({checked} of {len(wanted)} checked)"
         if failure:
             log.error("pool %s failed its challenge: %s", name, failure)
-            self._set(name, PoolState.FAILED, f"challenge failed: {failure}")
+            self._set(name, PoolState.FAILED, f"challenge failed: {failure}", bad)
             return False
         log.info("pool %s passed its challenge: %d of %d blocks verified", name, checked, len(wanted))
         self._set(name, PoolState.UP, f"challenge passed ({checked} blocks verified)")

@@ -578,25 +578,6 @@ class ReplicatedStore:
             await self._repair(block_id, obj, to_repair)
         return data
 
-    async def restore_copy(
-        self, block_id: bytes, target: str, holders: Sequence[str], decode: Callable[[bytes], bytes]
-    ) -> bool:
-        """Put a verified copy of a block back on `target` if it lost it; True if it did."""
-        key = block_key(block_id)
-        if await self._call(target, f"check {key}", lambda pool: pool.exists(key), nbytes=0):
-            return False
-        ranked = self.ranked(block_id)
-        sources = [n for n in ranked if n in set(holders) and n != target and self._state[n].serves]
-        for name in sources:
-            try:
-                obj = await self._call(name, f"get {key}", lambda pool: pool.get(key))
-                await trio.to_thread.run_sync(decode, obj, limiter=self._cpu_limiter)
-            except (ObjectNotFound, CorruptObject, StorageError):
-                continue
-            await self._repair(block_id, obj, {target: "missing"})
-            return True
-        raise ReadFailed(f"block {block_id.hex()[:12]}: no good copy to restore on pool {target}")
-
     async def _repair(self, block_id: bytes, obj: bytes, bad: Mapping[str, str]) -> None:
         key = block_key(block_id)
         short = block_id.hex()[:12]

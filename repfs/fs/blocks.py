@@ -60,9 +60,6 @@ class Store(Protocol):
     async def delete_block(
         self, block_id: bytes, holders: Sequence[str], *, stored_size: int = 0, recorded: Sequence[str] = ()
     ) -> list[str]: ...
-    async def restore_copy(
-        self, block_id: bytes, target: str, holders: Sequence[str], decode: DecodeFn
-    ) -> bool: ...
 
 
 class DecodeFn(Protocol):
@@ -204,24 +201,6 @@ class BlockManager:
         for index, _ in list(t.blocks_from(ino, first_index)):
             t.unmap_block(ino, index)
         self._gc_wake.set()
-
-    async def restore_pool(self, pool: str) -> int:
-        """Give a pool that lost its objects back every block it should hold."""
-        with self.meta.read() as t:
-            wanted = [(k, BlockRecord.unpack(v)) for k, v in t.scan("blocks", b"")]
-        restored = failed = 0
-        for block_id, rec in wanted:
-            if pool not in rec.pools or rec.refcount <= 0:
-                continue
-            async with self.locks(block_id):
-                try:
-                    decode = functools.partial(self.codec.decode, block_id)
-                    restored += await self.store.restore_copy(block_id, pool, rec.pools, decode)
-                except RepfsError as exc:
-                    failed += 1
-                    log.error("cannot restore block %s on pool %s: %s", block_id.hex()[:12], pool, exc)
-        log.info("pool %s: restored %d blocks (%d could not be restored)", pool, restored, failed)
-        return restored
 
     def challenge_sample(self, pool: str, n: int | None) -> list[tuple[bytes, bytes]]:
         """Up to `n` (all if None) random live blocks `pool` should hold, with their digests."""

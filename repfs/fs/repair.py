@@ -7,7 +7,9 @@ list off in the background whenever pools come back, and at an interval; `repair
 is also what scrub calls on every block, with `deep=True`, to check each copy's digest.
 
 Per block, under the block's lock:
-1. every holder that serves is trusted (or, when deep, read and checked by digest);
+1. every holder that serves is trusted, or, for a block on the deficit list, asked whether
+   it still has the object (a pool that came back may have lost it), or, when deep, read
+   and checked by digest;
 2. each target pool that serves and lacks a good copy gets one, copied from a verified
    good copy and paced by the rate limit;
 3. once every target holds a good copy, the record lists exactly the targets, the
@@ -20,6 +22,7 @@ still hold a copy that garbage collection must delete one day.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -91,26 +94,51 @@ class Repairer:
         with self.meta.read() as t:
             return sum(1 for _ in t.scan("deficit", b""))
 
-    def queue_pool(self, pool: str) -> int:
+    def queue_pool(self, pool: str, bad: Sequence[bytes] = ()) -> int:
         """List every block `pool` holds as short of copies (the pool failed: its copies are
-        not trusted, so each of its blocks gets a copy elsewhere); returns how many."""
-        with self.meta.write() as t:
+        not trusted, so each of its blocks gets a copy elsewhere); returns how many. The
+        blocks in `bad` (its challenge found them missing or damaged) stop naming it, so
+        they are written to it again if it is ever accepted back."""
+        with self.meta.read() as t:
             held = [k for k, v in t.scan("blocks", b"") if pool in BlockRecord.unpack(v).pools]
+        with self.meta.write() as t:
             for block_id in held:
                 t.put("deficit", block_id, b"")
+            for block_id in bad:
+                rec = t.block_record(block_id)
+                if rec is not None and pool in rec.pools:
+                    rec.pools = tuple(n for n in rec.pools if n != pool)
+                    t.put_block_record(block_id, rec)
         log.warning("pool %s: %d blocks it held get a copy elsewhere", pool, len(held))
         self.wake()
         return len(held)
 
+    def queue_return(self, pool: str) -> int:
+        """A pool is back as it is (it came back empty, or an administrator accepted it):
+        list every block it holds or should hold, so that the repair asks it for each one
+        and copies back what it lacks; returns how many."""
+        with self.meta.read() as t:
+            wanted = [
+                k for k, v in t.scan("blocks", b"")
+                if pool in BlockRecord.unpack(v).pools or pool in self.store.targets(k)
+            ]  # fmt: skip
+        with self.meta.write() as t:
+            for block_id in wanted:
+                t.put("deficit", block_id, b"")
+        log.warning("pool %s: %d blocks it should hold are checked and copied back where missing", pool, len(wanted))
+        self.wake()
+        return len(wanted)
+
     async def repair_block(
-        self, block_id: bytes, *, deep: bool = False, reads: RateLimit | None = None, strays: bool = False
+        self, block_id: bytes, *, deep: bool = False, reads: RateLimit | None = None, listed: bool = False
     ) -> Outcome:
-        """Repair one block (see the module docstring); `reads` paces deep reads. With
-        `strays`, pools that are neither its targets nor recorded holders are asked whether
-        they hold a copy anyway (a write cancelled at its deadline may still land: its
-        thread is abandoned, not stopped), and such copies are deleted once the block is
-        complete. Only for the deficit list: a scrub of every block would pay a request
-        per pool and block."""
+        """Repair one block (see the module docstring); `reads` paces deep reads. A block
+        `listed` on the deficit list is in doubt: each holder that serves is asked whether
+        it still has the object (the pool may have come back empty), and pools that are
+        neither its targets nor holders whether they hold a copy anyway (a write cancelled
+        at its deadline may still land: its thread is abandoned, not stopped); such copies
+        are deleted once the block is complete. Only for the deficit list: a scrub of every
+        block would pay a request per pool and block."""
         out = Outcome()
         short = block_id.hex()[:12]
         async with self.locks(block_id):
@@ -130,7 +158,10 @@ class Repairer:
             obj: bytes | None = None
             for h in [n for n in self.store.ranked(block_id) if n in holders and n in serving]:
                 if not deep:
-                    good.add(h)
+                    if listed and not await self.store.has_copy(h, block_id):
+                        bad[h] = "missing"
+                    else:
+                        good.add(h)
                     continue
                 if reads is not None:
                     await reads.take(rec.stored_size)
@@ -180,7 +211,7 @@ class Repairer:
                         log.debug("copied block %s to pool %s", short, name)
             out.complete = all(n in good for n in targets)
             extras = [n for n in good | set(bad) if n not in targets] if out.complete else []
-            if strays and out.complete:
+            if listed and out.complete:
                 for name in [n for n in serving if n not in targets and n not in holders and n not in extras]:
                     try:
                         if await self.store.has_copy(name, block_id):
@@ -236,7 +267,7 @@ class Repairer:
             nonlocal done, moved, rewritten
             async with limiter:
                 try:
-                    out = await self.repair_block(block_id, strays=True)
+                    out = await self.repair_block(block_id, listed=True)
                 except StorageError as exc:
                     log.warning("repair of block %s failed, will retry: %s", block_id.hex()[:12], exc)
                     return

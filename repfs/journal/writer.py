@@ -93,6 +93,7 @@ class JournalWriter:
         self._urgent = trio.Event()  # someone waits for it
         self._progress = trio.Event()
         self.stats = {"segments": 0, "change_sets": 0, "bytes": 0, "snapshots": 0}
+        self._snapshot_wanted = False
 
     # --- the sink ------------------------------------------------------------------------
 
@@ -106,6 +107,13 @@ class JournalWriter:
 
     def kick(self) -> None:
         """Upload what is queued now, without waiting for the grouping delay."""
+        self._urgent.set()
+
+    def snapshot_soon(self) -> None:
+        """Store a snapshot at the next round (a pool came back without the journal objects
+        it held: a snapshot puts every piece of metadata on `copies` pools again)."""
+        self._snapshot_wanted = True
+        self._wake.set()
         self._urgent.set()
 
     @property
@@ -161,7 +169,8 @@ class JournalWriter:
             if not await self.upload_once():
                 with trio.move_on_after(RETRY_DELAY):  # back off; a new fsync asks again
                     await trio.sleep_forever()
-            elif self.meta.seq - self.snapshot_seq >= self.snapshot_every:
+            elif self._snapshot_wanted or self.meta.seq - self.snapshot_seq >= self.snapshot_every:
+                self._snapshot_wanted = False
                 await self._snapshot_logged()
             if self.queue:
                 self._wake.set()

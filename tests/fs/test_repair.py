@@ -136,6 +136,7 @@ def monitor(r: Rig, **kw: object) -> HealthMonitor:
         challenge_source=r.blocks.challenge_sample,
         on_up=lambda _: r.repairer.wake(),
         on_failed=r.repairer.queue_pool,
+        on_accepted=r.repairer.queue_return,
         **kw,  # type: ignore[arg-type]
     )
 
@@ -163,7 +164,29 @@ async def test_down_verifying_up_and_failed(rig: Rig) -> None:
         assert len(good) == 2, k
     assert "p2" not in rig.store.targets(block_id_from_key(held[0]))
     with pytest.raises(ValueError):
-        health.clear("p0")
+        await health.clear("p0")
+    # accepted as it is: up at once, and the damaged copy its challenge found is rewritten
+    await health.clear("p2")
+    assert rig.store.state("p2") == PoolState.UP
+    await rig.repairer.repair_pending()
+    assert deficit(rig) == 0
+    assert rig.pools["p2"].objects.get(held[0]) != b"something else"
+    for k in rig.objects():
+        assert {n for n in rig.pools if k in rig.pools[n].objects} >= set(rig.store.targets(block_id_from_key(k)))
+
+
+async def test_a_pool_wiped_while_up_gets_back_what_it_should_hold(rig: Rig) -> None:
+    await write_file(rig, b"f", os.urandom(6 * BS))
+    health = monitor(rig)
+    held = {k for k in rig.pools["p1"].objects if k.startswith("blocks/")}
+    assert held
+    rig.pools["p1"].objects.clear()  # the superblock too
+    await health.check("p1")
+    assert rig.store.state("p1") == PoolState.UP and "superblock" in rig.pools["p1"].objects
+    assert deficit(rig) >= len(held)
+    await rig.repairer.repair_pending()
+    assert deficit(rig) == 0
+    assert held <= set(rig.pools["p1"].objects)
 
 
 async def test_rate_limit_paces_callers(autojump_clock: trio.testing.MockClock) -> None:
@@ -173,3 +196,17 @@ async def test_rate_limit_paces_callers(autojump_clock: trio.testing.MockClock) 
         for _ in range(4):
             n.start_soon(limit.take, 500)
     assert trio.current_time() - start == pytest.approx(1.5)  # 2000 bytes at 1000 B/s, the first at once
+
+
+async def test_a_pool_back_without_its_superblock_but_with_blocks_is_failed(rig: Rig) -> None:
+    await write_file(rig, b"f", os.urandom(4 * BS))
+    health = monitor(rig)
+    rig.pools["p0"].down = True
+    for _ in range(3):
+        await health.check("p0")
+    assert rig.store.state("p0") == PoolState.DOWN
+    del rig.pools["p0"].objects["superblock"]
+    rig.pools["p0"].down = False
+    await health.check("p0")
+    assert rig.store.state("p0") == PoolState.FAILED
+    assert "superblock" not in rig.pools["p0"].objects  # left alone

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -206,3 +207,96 @@ def test_replicas_change_at_runtime_and_copies_follow(repfs_factory: Callable[..
     fs.remount()
     for name, data in files.items():
         assert (fs.mnt / name).read_bytes() == data
+
+
+def deficit(sock: Path) -> int:
+    res = admin("--socket", str(sock), "repair", "status", "--json")
+    assert res.returncode == 0, res.stderr
+    return int(json.loads(res.stdout)["deficit"])
+
+
+def caught_up(fs: Repfs, sock: Path, files: dict[str, bytes]) -> None:
+    """Every block is on its targets, nothing is left to repair, a deep scrub finds nothing
+    missing or damaged, and every file reads back after a remount."""
+    assert wait_for(lambda: not misplaced(fs) and deficit(sock) == 0, 60), (misplaced(fs)[:5], deficit(sock))
+    res = admin("--socket", str(sock), "scrub", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)["report"]
+    assert report["repaired"] == 0 and report["incomplete"] == 0 and report["blocks"] > 0, report
+    fs.remount()
+    for name, data in files.items():
+        assert (fs.mnt / name).read_bytes() == data, name
+
+
+def catch_up_rig(fs: Repfs) -> tuple[Path, dict[str, bytes]]:
+    sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
+    fs.mount("--heartbeat", "0.3", "--admin-socket", str(sock), "--challenge-size", "all")
+    files = {f"old{i}": random.Random(i).randbytes(3 * BS + i) for i in range(6)}
+    for name, data in files.items():
+        write_synced(fs.mnt / name, data)
+    return sock, files
+
+
+def write_more(fs: Repfs, files: dict[str, bytes], prefix: str) -> None:
+    for i in range(6):
+        data = random.Random(hash(prefix) + i).randbytes(2 * BS + i)
+        write_synced(fs.mnt / f"{prefix}{i}", data)
+        files[f"{prefix}{i}"] = data
+
+
+def empty(pool: Path) -> None:
+    for child in pool.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def test_a_pool_wiped_while_mounted_is_caught_up(repfs_factory: Callable[..., Repfs]) -> None:
+    fs = repfs_factory()
+    sock, files = catch_up_rig(fs)
+    victim = fs.pools[2]
+    fs.expect_log(rf"pool {victim.name} has no superblock")
+    empty(victim)
+    write_more(fs, files, "during")
+    queued = rf"pool {victim.name}: \d+ blocks it should hold are checked"
+    assert wait_for(lambda: logged(fs, queued), 30), fs.log_tail()
+    caught_up(fs, sock, files)
+
+
+def test_a_pool_that_comes_back_empty_is_caught_up(repfs_factory: Callable[..., Repfs]) -> None:
+    """A server restarted without its data: the pool goes down, then answers with nothing."""
+    fs = repfs_factory()
+    sock, files = catch_up_rig(fs)
+    victim = fs.pools[0]
+    away = take_away(fs, victim)
+    write_more(fs, files, "away")
+    fs.expect_log(rf"pool {victim.name} has no superblock")
+    victim.mkdir()
+    assert wait_for(lambda: logged(fs, rf"pool {victim.name} is now up: it came back empty"), 30), fs.log_tail()
+    shutil.rmtree(away)
+    write_more(fs, files, "after")
+    caught_up(fs, sock, files)
+
+
+def test_a_failed_pool_is_left_alone_until_cleared_then_caught_up(repfs_factory: Callable[..., Repfs]) -> None:
+    fs = repfs_factory()
+    sock, files = catch_up_rig(fs)
+    victim = fs.pools[1]
+    held = sorted(fs.pool_keys(victim))
+    away = take_away(fs, victim)
+    (away / held[0]).write_bytes(b"damaged behind repfs's back")
+    write_more(fs, files, "away")
+    fs.expect_log(rf"pool {victim.name} failed its challenge")
+    away.rename(victim)
+    assert wait_for(lambda: logged(fs, rf"pool {victim.name} is now failed"), 30), fs.log_tail()
+    write_more(fs, files, "failed")
+    keys = fs.pool_keys(victim)
+    assert fs.pool_keys(victim) == keys  # nothing written to it
+    (victim / "superblock").unlink()  # and its superblock lost too: still left alone
+    write_more(fs, files, "nosb")
+    assert not (victim / "superblock").exists() and fs.pool_keys(victim) == keys
+    res = admin("--socket", str(sock), "pools", "clear", victim.name, "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads(res.stdout)["state"] == "up"
+    assert (victim / "superblock").exists()
+    assert admin("--socket", str(sock), "pools", "clear", victim.name).returncode == 5  # not failed now
+    caught_up(fs, sock, files)
+    assert (victim / held[0]).read_bytes() != b"damaged behind repfs's back"

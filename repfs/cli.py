@@ -383,10 +383,16 @@ def mount(
             return
         logs.setup(log_file, debug=debug, audit=audit)
 
-        def ready() -> None:
-            if ready_fd is not None:
-                os.write(ready_fd, b"ok\n")
-                os.close(ready_fd)
+        def ready(notes: list[str]) -> None:
+            if ready_fd is None:
+                for note in notes:
+                    click.echo(f"repfs: warning: {note}", err=True)
+                return
+            try:  # whoever waits may have given up: the mounted daemon goes on
+                os.write(ready_fd, "".join(f"{line}\n" for line in ["ok", *notes]).encode())
+            except OSError:
+                pass
+            os.close(ready_fd)
 
         trio.run(serve, opts, secret, ready)
     except RepfsError as exc:
@@ -439,7 +445,10 @@ def _mount_in_background(fs_dir: Path, mountpoint: Path, secret: bytes, log_file
     os.write(secret_w, secret)
     os.close(secret_w)
     answer = read_fd(ready_r).decode(errors="replace").strip()
-    if answer == "ok":
+    first, *notes = answer.splitlines() or [""]
+    if first == "ok":
+        for note in notes:
+            click.echo(f"repfs: warning: {note}", err=True)
         click.echo(f"mounted {fs_dir} on {mountpoint} (daemon pid {proc.pid}, log {log_path})")
         return
     code = proc.wait()
@@ -490,16 +499,17 @@ def umount(mountpoint: Path, timeout: float) -> None:
         os.close(fd)
     from repfs.mount import read_report
 
-    status = read_report(FsPaths(fs_dir))
+    status, note = read_report(FsPaths(fs_dir))
     if status != "clean":
         why = f"the daemon {status}" if status else "the daemon stopped without a clean unmount"
+        also = f"; {note}" if note else ""
         click.echo(
-            f"repfs: error: unmounted {mountpoint}, but {why}; the next mount stores what is left "
+            f"repfs: error: unmounted {mountpoint}, but {why}; the next mount stores what is left{also} "
             f"(see {FsPaths(fs_dir).log})",
             err=True,
         )
         sys.exit(1)
-    click.echo(f"unmounted {mountpoint}")
+    click.echo(f"unmounted {mountpoint}" + (f"; {note}" if note else ""))
 
 
 for command in (passwd, scrub, recover, fsck):

@@ -32,6 +32,9 @@ Pool keys:
     critical_threshold  share past which the pool takes no new blocks     [default: 0.9]
     draining          true while the pool is being drained (written by repfs-admin
                       pools drain; a restart resumes the drain)            [default: false]
+    offline           true while an administrator has taken the pool out (written by
+                      repfs-admin pools offline/online): it is not contacted, not even
+                      at mount, until it is put back online              [default: false]
   S3 pools only:
     region            the bucket's region              [default: asked from the server]
     path_style        true: http://host/bucket/key; false: http://bucket.host/key
@@ -179,6 +182,7 @@ class PoolSpec:
     warn_threshold: float = DEFAULT_WARN_THRESHOLD
     critical_threshold: float = DEFAULT_CRITICAL_THRESHOLD
     draining: bool = False
+    offline: bool = False
     region: str | None = None
     path_style: bool | None = None
     ca_bundle: str | None = None
@@ -424,6 +428,7 @@ _POOL_TYPES = {
     "warn_threshold": parse_ratio,
     "critical_threshold": parse_ratio,
     "draining": _boolean,
+    "offline": _boolean,
     "region": _string,
     "path_style": _boolean,
     "ca_bundle": _string,

@@ -236,6 +236,7 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         on_up=lambda _: repairer.wake(),
         on_failed=repairer.queue_pool,
         initially_down=opened.unreachable,
+        initially_offline=[p.name for p in config.pools if p.offline],
     )
     lease = MountLease(store, codec, os.path.abspath(opened.paths.root))
     usage = UsageMonitor(store, interval=opts.usage_interval)
@@ -306,8 +307,10 @@ async def open_layers(opts: MountOptions, secret: bytes) -> Layers:
     return layers
 
 
-async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | None = None) -> None:
-    """Mount and serve until unmounted or signalled; flushes everything before returning."""
+async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], None] | None = None) -> None:
+    """Mount and serve until unmounted or signalled; flushes everything before returning.
+    `ready` is called once mounted, with what the person who mounted should know (a pool
+    that starts out down)."""
     tame_allocator()
     paths = FsPaths(opts.fs_dir)
     # Everything that can be checked is checked before the pools are touched (no lease,
@@ -337,6 +340,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
             raise SetupError(f"cannot mount on {opts.mountpoint}: {exc}") from None
         closed = False
         unstored = 0
+        short = ""
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(layers.cache.run)
@@ -347,7 +351,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
                     upkeep.start_soon(_terminate_on_signal)
                     log.info("mounted %s on %s", paths.root, opts.mountpoint)
                     if ready is not None:
-                        ready()
+                        ready(mount_notes(layers))
                     notify(f"READY=1\nSTATUS=mounted {paths.root} on {opts.mountpoint}")
                     await pyfuse3.main(min_tasks=4, max_tasks=64)
                     pyfuse3.close(unmount=True)
@@ -355,35 +359,58 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[], None] | N
                     notify("STOPPING=1\nSTATUS=unmounting: storing dirty blocks")
                     log.info("unmounting: storing dirty blocks")
                     unstored = await layers.store_dirty()
+                    short = unmount_note(layers)
                     upkeep.cancel_scope.cancel()
                 await layers.close()
                 nursery.cancel_scope.cancel()
         finally:
             if not closed:
                 pyfuse3.close(unmount=True)
+        if short:
+            log.warning("%s", short)
         if unstored:
             status = f"could not store {unstored} blocks (kept in {layers.cache.root})"
-            _report(lock_fd, status)
+            _report(lock_fd, status, short)
             raise UnmountIncomplete(f"unmounted, but {status}; the next mount stores them")
-        _report(lock_fd, "clean")
+        _report(lock_fd, "clean", short)
         log.info("unmounted cleanly")
     finally:
         os.close(lock_fd)
 
 
-def _report(lock_fd: int, status: str) -> None:
+def mount_notes(layers: Layers) -> list[str]:
+    """What the terminal that mounted should be told besides "mounted"."""
+    unreachable = layers.opened.unreachable.items()
+    notes = [f"pool {name} is unreachable and starts out down: {why}" for name, why in unreachable]
+    notes += [f"pool {p.name} is offline; put it back with repfs-admin pools online {p.name}"
+              for p in layers.opened.config.pools if p.offline]  # fmt: skip
+    return notes
+
+
+def unmount_note(layers: Layers) -> str:
+    """Blocks stored short of their copies (on the repair list), and the pools they wait for."""
+    short = layers.repairer.deficit()
+    if not short:
+        return ""
+    away = [n for n in layers.store.pool_names if not layers.store.state(n).serves]
+    waiting = f" (pools not in service: {', '.join(away)})" if away else ""
+    return f"{short} blocks are stored with fewer copies than wanted{waiting}; the next mount copies them"
+
+
+def _report(lock_fd: int, status: str, note: str = "") -> None:
     """Leave the outcome in the lock file, where `repfs umount` reads it once the lock is free."""
     os.ftruncate(lock_fd, 0)
-    os.pwrite(lock_fd, f"{os.getpid()}\n{status}\n".encode(), 0)
+    os.pwrite(lock_fd, f"{os.getpid()}\n{status}\n{note}\n".encode(), 0)
 
 
-def read_report(paths: FsPaths) -> str | None:
-    """The status the last daemon left (`clean` or what went wrong), None when it left none."""
+def read_report(paths: FsPaths) -> tuple[str | None, str]:
+    """The status the last daemon left (`clean` or what went wrong; None when it left
+    none) and its note (blocks left short of copies), "" if none."""
     try:
         lines = paths.lock.read_text().splitlines()
     except OSError:
-        return None
-    return lines[1] if len(lines) > 1 else None
+        return None, ""
+    return (lines[1] if len(lines) > 1 else None), (lines[2] if len(lines) > 2 else "")
 
 
 async def run_unmounted(

@@ -320,11 +320,15 @@ async def open_fs(fs_dir: Path, secret: bytes) -> OpenedFs:
     mine = local_superblock(paths)
     opened = open_pools(config.pools)
     pools = {pool.name: pool for pool in opened}
+    offline = {spec.name for spec in config.pools if spec.offline}
     try:
-        found, errors = await _each(opened, _read_superblock)
+        found, errors = await _each([p for p in opened if p.name not in offline], _read_superblock)
         candidates = [mine]
         unreachable: dict[str, str] = {}
         for spec in config.pools:
+            if spec.offline:  # an administrator took it out: not even asked
+                log.warning("pool %s is offline (an administrator took it out); it is not used", spec.name)
+                continue
             exc = errors.get(spec.name)
             if isinstance(exc, CorruptObject):
                 raise ForeignPool(f"pool {spec.name} ({spec.url}) holds an unreadable superblock; check the pool")
@@ -345,10 +349,12 @@ async def open_fs(fs_dir: Path, secret: bytes) -> OpenedFs:
                     "check the URL in repfs.toml"
                 )
             candidates.append(sb)
-        reachable = len(config.pools) - len(unreachable)
+        reachable = len(config.pools) - len(unreachable) - len(offline)
         if reachable < config.write_quorum:
             raise SetupError(
-                f"only {reachable} of {len(config.pools)} pools can be reached, fewer than the write quorum "
+                f"only {reachable} of {len(config.pools)} pools can be reached"
+                + (f" ({len(offline)} offline)" if offline else "")
+                + f", fewer than the write quorum "
                 f"({config.write_quorum}): not mounting. Unreachable: "
                 + "; ".join(f"{name}: {why}" for name, why in unreachable.items())
             )

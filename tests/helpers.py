@@ -199,6 +199,8 @@ class Repfs:
         self.logs: list[Path] = []
         self.expected_log: list[re.Pattern[str]] = []
         self.mount_args: tuple[str, ...] = ()
+        self.mount_notes: list[str] = []
+        self.umount_said = ""
 
     def __repr__(self) -> str:
         return f"Repfs({self.base})"
@@ -243,7 +245,8 @@ class Repfs:
                 answer += chunk
         finally:
             os.close(ready_r)
-        if answer.strip() != b"ok":
+        first, *notes = answer.decode(errors="replace").strip().splitlines() or [""]
+        if first != "ok":
             proc.kill()
             proc.wait(timeout=30)
             if is_mounted(self.mnt):
@@ -253,6 +256,7 @@ class Repfs:
                 f"daemon log:\n{log.read_text(errors='replace')}"
             )
         self.proc = proc
+        self.mount_notes = notes  # what the terminal is told besides "mounted"
         Repfs.live.add(self)
 
     @property
@@ -280,6 +284,7 @@ class Repfs:
                 detach(self.mnt)
         if res is not None and res.returncode != 0:
             raise AssertionError(f"repfs umount failed ({res.returncode}): {res.stderr}\n{self.log_tail()}")
+        self.umount_said = res.stdout.strip() if res is not None else ""
         if code != 0:
             raise AssertionError(f"the daemon exited with {code}; log:\n{self.log_tail()}")
 

@@ -152,6 +152,13 @@ class PoolManager:
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._write(config)
+
+    def _set_offline(self, name: str, offline: bool) -> None:
+        self._write(self._with_pools([replace(p, offline=offline) if p.name == name else p for p in self.config.pools]))
+
+    def _write(self, config: FsConfig) -> None:
+        """Write repfs.toml for a change that moves no block (a pool taken offline)."""
         write_config(self.opened.paths.config, config)
         self.opened.config = config
 
@@ -412,22 +419,29 @@ class PoolManager:
                      old.replicas, old.write_quorum)  # fmt: skip
             return {"replicas": config.replicas, "write_quorum": config.write_quorum, "queued": queued}
 
-    def offline(self, name: str) -> dict[str, Any]:
-        """Take a pool out on purpose (to fix it by hand): no traffic, no alarms."""
-        self.spec(name)
-        if self.store.draining(name):
-            raise AdminRefused(f"pool {name} is draining; undrain it before taking it offline")
-        self.health.take_offline(name)
-        return {"pool": name, "state": self.store.state(name).value}
+    async def offline(self, name: str) -> dict[str, Any]:
+        """Take a pool out on purpose (to fix it by hand): no traffic, no alarms, and so it
+        stays across restarts (`offline = true` in repfs.toml) until it is put back."""
+        async with self._lock:
+            spec = self.spec(name)
+            if self.store.draining(name):
+                raise AdminRefused(f"pool {name} is draining; undrain it before taking it offline")
+            self.health.take_offline(name)
+            if not spec.offline:
+                self._set_offline(name, True)
+            return {"pool": name, "state": self.store.state(name).value}
 
-    def online(self, name: str) -> dict[str, Any]:
+    async def online(self, name: str) -> dict[str, Any]:
         """Put an offline pool back: it is challenged (verifying), then used again."""
-        self.spec(name)
-        try:
-            self.health.put_online(name)
-        except ValueError as exc:
-            raise AdminRefused(str(exc)) from None
-        return {"pool": name, "state": self.store.state(name).value}
+        async with self._lock:
+            spec = self.spec(name)
+            try:
+                self.health.put_online(name)
+            except ValueError as exc:
+                raise AdminRefused(str(exc)) from None
+            if spec.offline:
+                self._set_offline(name, False)
+            return {"pool": name, "state": self.store.state(name).value}
 
     async def clear(self, name: str) -> dict[str, Any]:
         """Accept a failed pool as it is; what it lacks is copied back (`repair status`)."""

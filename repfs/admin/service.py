@@ -420,10 +420,10 @@ class Daemon:
         )
 
     async def post_offline(self, request: Request) -> Response:
-        return Response.json(200, self.pools.offline(request.params["name"]))
+        return Response.json(200, await self.pools.offline(request.params["name"]))
 
     async def post_online(self, request: Request) -> Response:
-        return Response.json(202, self.pools.online(request.params["name"]))
+        return Response.json(202, await self.pools.online(request.params["name"]))
 
     async def post_undrain(self, request: Request) -> Response:
         return Response.json(200, await self.pools.undrain(request.params["name"]))

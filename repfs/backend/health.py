@@ -81,6 +81,7 @@ class HealthMonitor:
         on_up: Callable[[str], None] | None = None,
         on_failed: Callable[[str, Sequence[bytes]], object] | None = None,
         initially_down: Iterable[str] = (),
+        initially_offline: Iterable[str] = (),
     ) -> None:
         self.store = store
         self.pools = dict(pools)
@@ -107,6 +108,8 @@ class HealthMonitor:
         for name in initially_down:
             self.missed[name] = down_after
             store.set_state(name, PoolState.DOWN, "unreachable at mount")
+        for name in initially_offline:
+            store.set_state(name, PoolState.OFFLINE, "taken offline by an administrator")
         store.on_trouble = self.trouble
 
     def state(self, name: str) -> PoolState:

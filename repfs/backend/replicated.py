@@ -698,7 +698,7 @@ class ReplicatedStore:
 
     async def list_meta(self, prefix: str, *, every_pool: bool = False) -> dict[str, list[str]]:
         """Metadata object keys under `prefix` on the pools that serve (or on every pool that
-        answers, when `every_pool`), each with the pools that hold it."""
+        answers and is not offline, when `every_pool`), each with the pools that hold it."""
         found: dict[str, list[str]] = {}
 
         async def list_one(name: str) -> None:
@@ -716,7 +716,7 @@ class ReplicatedStore:
 
         async with trio.open_nursery() as nursery:
             for name in self._pools:
-                if every_pool or self._state[name].serves:
+                if self._state[name].serves or (every_pool and self._state[name] != PoolState.OFFLINE):
                     nursery.start_soon(list_one, name)
         return {k: [n for n in self._pools if n in pools] for k, pools in found.items()}
 
@@ -747,7 +747,8 @@ class ReplicatedStore:
 
         async with trio.open_nursery() as nursery:
             for name in self._pools:
-                nursery.start_soon(get_one, name)
+                if self._state[name] != PoolState.OFFLINE:  # an administrator's: no traffic
+                    nursery.start_soon(get_one, name)
         return found
 
     async def delete_meta(self, key: str, holders: Sequence[str]) -> None:
@@ -785,7 +786,8 @@ class ReplicatedStore:
 
         async with trio.open_nursery() as nursery:
             for name in self._pools:
-                nursery.start_soon(one, name)
+                if self._state[name] != PoolState.OFFLINE:
+                    nursery.start_soon(one, name)
         return {n: result[n] for n in self._pools if n in result}
 
     async def close(self) -> None:

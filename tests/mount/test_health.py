@@ -137,6 +137,12 @@ def test_an_administrator_takes_a_pool_offline_and_puts_it_back(repfs_factory: C
     for name, data in during.items():
         write_synced(fs.mnt / name, data)
     assert fs.pool_keys(victim) == keys  # no traffic: nothing new written to it
+    assert "offline = true" in (fs.fs_dir / "repfs.toml").read_text()
+    fs.remount()  # it stays out across a restart, and the terminal is told
+    assert any(f"pool {victim.name} is offline" in note for note in fs.mount_notes), fs.mount_notes
+    write_synced(fs.mnt / "b-after-restart", b"r" * (2 * BS))
+    during["b-after-restart"] = b"r" * (2 * BS)
+    assert fs.pool_keys(victim) == keys
     status = json.loads(admin("--socket", str(sock), "status", "--json").stdout)
     assert {p["name"]: p["state"] for p in status["pools"]}[victim.name] == "offline"
     assert not any(victim.name in alert for alert in status["alerts"]), status["alerts"]
@@ -145,6 +151,7 @@ def test_an_administrator_takes_a_pool_offline_and_puts_it_back(repfs_factory: C
     assert admin("--socket", str(sock), "pools", "online", fs.pools[0].name).returncode == 5  # not offline
     res = admin("--socket", str(sock), "pools", "online", victim.name)
     assert res.returncode == 0, res.stderr
+    assert "offline" not in (fs.fs_dir / "repfs.toml").read_text()
     assert wait_for(lambda: logged(fs, rf"pool {victim.name} is now up: challenge passed"), 30), fs.log_tail()
     assert wait_for(lambda: not misplaced(fs), 60), misplaced(fs)  # what it missed was copied back
     fs.remount()
@@ -300,3 +307,29 @@ def test_a_failed_pool_is_left_alone_until_cleared_then_caught_up(repfs_factory:
     assert admin("--socket", str(sock), "pools", "clear", victim.name).returncode == 5  # not failed now
     caught_up(fs, sock, files)
     assert (victim / held[0]).read_bytes() != b"damaged behind repfs's back"
+
+
+def test_mount_and_umount_say_what_a_missing_pool_means(repfs_factory: Callable[..., Repfs]) -> None:
+    fs = repfs_factory()
+    fs.mount("--heartbeat", "0.3")
+    victim = fs.pools[2]
+    away = take_away(fs, victim)  # it keeps this mount's lease: the release cannot reach it
+    files = {f"m{i}": random.Random(i).randbytes(2 * BS + i) for i in range(6)}
+    for name, data in files.items():
+        write_synced(fs.mnt / name, data)
+    fs.unmount()
+    short = r"; (\d+) blocks are stored with fewer copies than wanted \(pools not in service: (\S+)\)"
+    said = re.search(short, fs.umount_said)
+    assert said is not None and int(said[1]) > 0 and said[2] == victim.name, fs.umount_said
+    fs.mount()
+    assert len(fs.mount_notes) == 1 and f"pool {victim.name} is unreachable and starts out down" in fs.mount_notes[0]
+    fs.unmount()
+    away.rename(victim)
+    fs.mount("--heartbeat", "0.3")  # the stale lease on the returned pool is this host's: taken over
+    assert fs.mount_notes == []
+    assert wait_for(lambda: not misplaced(fs), 60), misplaced(fs)[:5]
+    fs.unmount()
+    assert fs.umount_said == f"unmounted {fs.mnt}"
+    fs.mount()
+    for name, data in files.items():
+        assert (fs.mnt / name).read_bytes() == data, name

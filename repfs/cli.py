@@ -328,6 +328,7 @@ def mount(
     from repfs.admin.service import AdminOptions, parse_address
     from repfs.admin.webconfig import load_web_config
     from repfs.mount import MountOptions, serve
+    from repfs.stack import StackOptions
 
     fs_dir, mountpoint = fs_dir.absolute(), mountpoint.absolute()
     try:
@@ -340,18 +341,20 @@ def mount(
         opts = MountOptions(
             fs_dir=fs_dir,
             mountpoint=mountpoint,
-            cache_dir=cache_dir.absolute() if cache_dir else None,
-            cache_size=parse_size(cache_size),
-            max_dirty=parse_size(max_dirty),
+            stack=StackOptions(
+                cache_dir=cache_dir.absolute() if cache_dir else None,
+                cache_size=parse_size(cache_size),
+                max_dirty=parse_size(max_dirty),
+                heartbeat=heartbeat,
+                down_after=down_after,
+                challenge_size=parse_count(challenge_size, "--challenge-size"),
+                repair_rate=parse_size(repair_rate) or None,
+                take_over=take_over,
+                break_lease=break_lease,
+                usage_interval=usage_interval,
+            ),
             fuse_options=options,
             allow_non_empty=allow_non_empty,
-            heartbeat=heartbeat,
-            down_after=down_after,
-            challenge_size=parse_count(challenge_size, "--challenge-size"),
-            repair_rate=parse_size(repair_rate) or None,
-            take_over=take_over,
-            break_lease=break_lease,
-            usage_interval=usage_interval,
             audit=audit,
             admin=AdminOptions(
                 socket=admin_socket.absolute() if admin_socket else None,
@@ -370,7 +373,7 @@ def mount(
             extra += [f"--challenge-size={challenge_size}", f"--repair-rate={repair_rate}"]
             extra += [f"--down-after={down_after}"]
             extra += (["--take-over"] if take_over else []) + (["--break-lease"] if break_lease else [])
-            extra += [f"--cache-dir={opts.cache_dir}"] if opts.cache_dir else []
+            extra += [f"--cache-dir={opts.stack.cache_dir}"] if opts.stack.cache_dir else []
             extra += [f"-o{o}" for o in sorted(options)] + (["--debug"] if debug else [])
             extra += [f"--usage-interval={usage_interval}"] + (["--audit"] if audit else [])
             extra += [f"--admin-socket={opts.admin.socket}"] if opts.admin.socket else []
@@ -497,7 +500,7 @@ def umount(mountpoint: Path, timeout: float) -> None:
                 time.sleep(0.1)
     finally:
         os.close(fd)
-    from repfs.mount import read_report
+    from repfs.fslock import read_report
 
     status, note = read_report(FsPaths(fs_dir))
     if status != "clean":

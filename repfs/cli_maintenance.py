@@ -89,7 +89,8 @@ def scrub(
     from repfs.fs.ratelimit import RateLimit
     from repfs.fs.scrub import ScrubReport
     from repfs.fs.scrub import scrub as run_scrub
-    from repfs.mount import Layers, MountOptions, run_unmounted
+    from repfs.mount import MountOptions, run_unmounted
+    from repfs.stack import Layers, StackOptions
 
     try:
         logs.setup(log_file, level=logging.WARNING if log_file is None else logging.INFO)
@@ -99,8 +100,7 @@ def scrub(
         opts = MountOptions(
             fs_dir=fs_dir,
             mountpoint=fs_dir,
-            cache_dir=cache_dir.absolute() if cache_dir else None,
-            repair_rate=limit,
+            stack=StackOptions(cache_dir=cache_dir.absolute() if cache_dir else None, repair_rate=limit),
         )
         with Progress("scrub", "blocks") as bar:
 
@@ -184,7 +184,8 @@ def fsck(
     """
     from repfs.fsck import FsckReport
     from repfs.fsck import fsck as run_fsck
-    from repfs.mount import Layers, MountOptions, run_unmounted
+    from repfs.mount import MountOptions, run_unmounted
+    from repfs.stack import Layers
 
     try:
         logs.setup(log_file, level=logging.WARNING if log_file is None else logging.INFO)

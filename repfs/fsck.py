@@ -42,7 +42,7 @@ from repfs.meta import schema as s
 from repfs.meta.records import BlockRecord, Inode
 
 if TYPE_CHECKING:  # mount.py imports much; fsck only needs the type
-    from repfs.mount import Layers
+    from repfs.stack import Layers
 
 log = logging.getLogger(__name__)
 

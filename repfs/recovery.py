@@ -16,16 +16,16 @@ from pathlib import Path
 import trio
 
 from repfs.backend.base import Pool
-from repfs.backend.replicated import ReplicatedStore
 from repfs.codec.codec import BlockCodec
 from repfs.codec.keys import derive_keys
 from repfs.codec.superblock import Superblock
 from repfs.config import FsConfig, load_config
 from repfs.errors import CorruptObject, FilesystemExists, ForeignPool, SetupError, StorageError
+from repfs.fslock import lock_fs_dir
 from repfs.journal.replay import Replayed, rebuild
 from repfs.meta import schema as s
 from repfs.meta.store import MetaStore
-from repfs.mount import lock_fs_dir
+from repfs.stack import build_store
 from repfs.volume import FsPaths, _read_superblock, _unlock_any, open_pool
 
 log = logging.getLogger(__name__)
@@ -90,12 +90,7 @@ async def _recover(
             raise ForeignPool(f"the pools belong to different filesystems ({detail}); fix {paths.config}")
         superblock, data_key = await trio.to_thread.run_sync(_unlock_any, list(found.values()), secret)
         codec = BlockCodec(derive_keys(data_key))
-        store = ReplicatedStore(
-            pools,
-            {p.name: p.weight for p in config.pools},
-            replicas=config.replicas,
-            write_quorum=config.write_quorum,
-        )
+        store = build_store(config, pools)
         missing = sorted(set(pools) - set(found))
         if missing:
             log.warning("recovering without pool(s) %s: they do not answer", ", ".join(missing))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import errno
 import gzip
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -41,7 +41,20 @@ from repfs.backend.state import PoolState
 from repfs.meta import schema
 
 if TYPE_CHECKING:
-    from repfs.admin.service import Daemon
+    from repfs.admin.pools import PoolManager
+    from repfs.admin.scrubber import OnlineScrub
+    from repfs.stack import Layers
+
+
+class Daemon(Protocol):
+    """What a scrape reads of the running daemon (repfs.admin.service.Daemon)."""
+
+    layers: Layers
+    pools: PoolManager
+    scrub: OnlineScrub
+    started: float
+
+    def admin_requests(self) -> int: ...
 
 # name -> help: the documented list (docs/METRICS.md is checked against it by a test)
 HELP: dict[str, str] = {

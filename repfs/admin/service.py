@@ -32,7 +32,7 @@ from repfs.fs.check import check as check_path
 from repfs.volume import rewrap
 
 if TYPE_CHECKING:
-    from repfs.mount import Layers
+    from repfs.stack import Layers
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import trio
 from repfs.backend.memory import MemoryPool
 from repfs.backend.replicated import ReplicatedStore
 from repfs.cache.blockcache import BlockCache
-from repfs.codec.codec import BlockCodec
-from repfs.codec.keys import derive_keys
+from repfs.codec.superblock import Superblock
+from repfs.config import FsConfig, PoolSpec
 from repfs.errors import FsError
 from repfs.fs import namespace as ns
 from repfs.fs.access import Caller
@@ -23,6 +23,8 @@ from repfs.fs.core import Filesystem
 from repfs.fs.repair import Repairer
 from repfs.meta.schema import ROOT_INO
 from repfs.meta.store import MetaStore
+from repfs.stack import Layers, StackOptions, build_stack
+from repfs.volume import FsPaths, OpenedFs
 
 BS = 64 * 1024
 ROOT = Caller(0, 0)
@@ -32,13 +34,32 @@ BOB = Caller(1001, 1001)
 
 @dataclass
 class Rig:
-    fs: Filesystem
+    layers: Layers
     pools: dict[str, MemoryPool]
-    store: ReplicatedStore
-    blocks: BlockManager
-    cache: BlockCache
-    meta: MetaStore
-    repairer: Repairer
+
+    @property
+    def fs(self) -> Filesystem:
+        return self.layers.fs
+
+    @property
+    def store(self) -> ReplicatedStore:
+        return self.layers.store
+
+    @property
+    def blocks(self) -> BlockManager:
+        return self.layers.blocks
+
+    @property
+    def cache(self) -> BlockCache:
+        return self.layers.cache
+
+    @property
+    def meta(self) -> MetaStore:
+        return self.layers.meta
+
+    @property
+    def repairer(self) -> Repairer:
+        return self.layers.repairer
 
     def objects(self) -> set[str]:
         return {k for p in self.pools.values() for k in p.objects if k.startswith("blocks/")}
@@ -46,27 +67,22 @@ class Rig:
 
 @pytest.fixture
 async def rig(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
+    """The stack the factory builds for a mount, on memory pools, with its cache and its
+    journal running: fsync takes the production path."""
     pools = {f"p{i}": MemoryPool(f"p{i}") for i in range(3)}
-    store = ReplicatedStore(pools, dict.fromkeys(pools, 1.0), replicas=2, write_quorum=1, retry_base_delay=0.001)
-    meta = MetaStore(tmp_path / "meta")
-    with meta.write() as t:
+    specs = tuple(PoolSpec(name, f"file://{tmp_path}/{name}") for name in pools)
+    config = FsConfig(pools=specs, replicas=2, write_quorum=1, block_size=BS)
+    superblock, data_key = Superblock.create(b"secret-for-tests", BS)
+    opened = OpenedFs(FsPaths(tmp_path / "fs"), config, superblock, data_key, dict(pools))
+    (tmp_path / "fs").mkdir()
+    opts = StackOptions(cache_size=8 * BS, max_dirty=4 * BS, idle_seconds=0.05)
+    layers = build_stack(opened, opts, retry_base_delay=0.001)
+    with layers.meta.write() as t:
         ns.make_root(t, 0, 0)
         t.inode(ROOT_INO)
-    codec = BlockCodec(derive_keys(b"k" * 32))
-    cpu = trio.CapacityLimiter(2)
-    blocks = BlockManager(meta, codec, store, block_size=BS, cpu=cpu)
-    cache = BlockCache(
-        tmp_path / "cache",
-        block_size=BS,
-        max_bytes=8 * BS,
-        max_dirty=4 * BS,
-        fetch=blocks.fetch,
-        store=blocks.store_block,
-        idle_seconds=0.05,
-    )
-    fs = Filesystem(meta, blocks, cache, block_size=BS, usage=store.usage, replicas=2, no_space=store.no_space)
-    await nursery.start(cache.run)
-    yield Rig(fs, pools, store, blocks, cache, meta, Repairer(meta, store, blocks.locks))
+    await nursery.start(layers.cache.run)
+    await nursery.start(layers.journal.run)
+    yield Rig(layers, pools)
 
 
 async def write_file(r: Rig, name: bytes, data: bytes, *, parent: int = ROOT_INO, caller: Caller = ROOT) -> int:

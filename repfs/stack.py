@@ -1,0 +1,294 @@
+"""The one place the layers of a filesystem are put together.
+
+`build_stack` wires every layer of an opened filesystem (pools, replicated store, metadata
+and its journal, block manager, cache, filesystem core, health, repair, lease, usage, pool
+manager); `open_stack` opens the filesystem first and prepares the stack for use (lease,
+journal catch-up, what a crash left). Mount, scrub, fsck and the test rigs all build their
+stack here, so each runs the same write and fsync path, journal included.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from repfs.admin.pools import PoolManager
+from repfs.backend.base import Pool
+from repfs.backend.health import HealthMonitor
+from repfs.backend.replicated import ReplicatedStore
+from repfs.backend.usage import DEFAULT_INTERVAL as USAGE_INTERVAL
+from repfs.backend.usage import UsageMonitor
+from repfs.cache.blockcache import BlockCache
+from repfs.codec.codec import BlockCodec
+from repfs.codec.keys import derive_keys
+from repfs.config import FsConfig
+from repfs.errors import SetupError, StorageError
+from repfs.fs.blocks import BlockManager
+from repfs.fs.core import Filesystem
+from repfs.fs.ratelimit import RateLimit
+from repfs.fs.repair import Repairer
+from repfs.journal.replay import catch_up
+from repfs.journal.writer import JournalWriter
+from repfs.lease import MountLease
+from repfs.meta import schema as s
+from repfs.meta.store import MetaStore
+from repfs.volume import OpenedFs, open_fs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """How the layers below the FUSE session are sized and paced."""
+
+    cache_dir: Path | None = None
+    cache_size: int = 2 << 30
+    max_dirty: int = 512 << 20
+    uploads: int = 8
+    idle_seconds: float = 1.0
+    heartbeat: float = 10.0
+    down_after: int = 3  # missed heartbeats in a row
+    challenge_size: int | None = 32  # blocks checked when a pool comes back; None: all
+    repair_rate: float | None = 64 << 20  # bytes/s the background repair may write
+    take_over: bool = False  # take over another host's expired lease
+    break_lease: bool = False  # take the lease whatever its state
+    usage_interval: float = USAGE_INTERVAL  # seconds between measurements of pool usage
+
+
+@dataclass
+class Layers:
+    """Everything a mounted filesystem is made of (also used by tests without a mount)."""
+
+    opened: OpenedFs
+    meta: MetaStore
+    store: ReplicatedStore
+    blocks: BlockManager
+    cache: BlockCache
+    fs: Filesystem
+    health: HealthMonitor
+    repairer: Repairer
+    journal: JournalWriter
+    lease: MountLease
+    usage: UsageMonitor
+    pools: PoolManager
+
+    async def run_upkeep(self, nursery: trio.Nursery) -> None:
+        """Background work that uses the metadata: garbage collection, pool health and
+        usage, repair, the lease, and changes of pools (resumed drains and rebalances)."""
+        await nursery.start(self.blocks.run_gc)
+        await nursery.start(self.health.run)
+        await nursery.start(self.repairer.run)
+        await nursery.start(self.lease.run)
+        await nursery.start(self.usage.run)
+        await nursery.start(self.pools.run)
+
+    async def store_dirty(self) -> int:
+        """Store every dirty block and sync the metadata; the number of blocks left unstored.
+
+        Blocks that cannot be stored now stay in the cache's dirty/ directory, which the
+        next mount uploads (`adopt_leftovers`), so nothing is lost.
+        """
+        try:
+            await self.fs.sync_all()
+        except* StorageError as group:
+            log.error("cannot store every block at unmount: %s", group.exceptions[0])
+        self.meta.sync()
+        unstored = self.cache.dirty_blocks()
+        if unstored:
+            log.error(
+                "%d blocks could not be stored on the pools; they are kept in %s and stored at the next mount",
+                unstored,
+                self.cache.root,
+            )
+        return unstored
+
+    async def close(self) -> None:
+        """Free unlinked inodes, delete garbage, store the journal and a snapshot, close;
+        upkeep services must be stopped."""
+        self.fs.purge_orphans()
+        try:
+            await self.blocks.collect()
+        except* StorageError as group:
+            log.warning("garbage collection left for the next mount: %s", group.exceptions[0])
+        clean = False
+        try:
+            await self.journal.flush()
+            await self.journal.snapshot_now()
+            clean = True
+        except StorageError as exc:
+            log.error("cannot store the metadata journal at unmount; the next mount does: %s", exc)
+        with self.meta.write() as t:
+            t.put("meta", s.META_CLEAN, s.u64(int(clean)))
+        self.meta.close()
+        if clean:
+            await self.lease.release()
+        await self.store.close()
+
+    async def shutdown(self) -> int:
+        """`store_dirty` then `close`: for a filesystem without running services."""
+        unstored = await self.store_dirty()
+        await self.close()
+        return unstored
+
+
+def build_store(
+    config: FsConfig, pools: Mapping[str, Pool], *, cpu: trio.CapacityLimiter | None = None, **tuning: float
+) -> ReplicatedStore:
+    """The pools as one replicated store, as repfs.toml describes them (`tuning`: the
+    store's timing knobs, for tests)."""
+    return ReplicatedStore(
+        pools,
+        {p.name: p.weight for p in config.pools},
+        replicas=config.replicas,
+        write_quorum=config.write_quorum,
+        cpu_limiter=cpu,
+        capacities={p.name: p.capacity for p in config.pools},
+        thresholds={p.name: (p.warn_threshold, p.critical_threshold) for p in config.pools},
+        draining=[p.name for p in config.pools if p.draining],
+        **tuning,  # type: ignore[arg-type]
+    )
+
+
+def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers:
+    """Every layer of an opened filesystem, wired; nothing runs yet and no pool is asked
+    anything. Closes the metadata and the pools if it cannot finish."""
+    config = opened.config
+    codec = BlockCodec(derive_keys(opened.data_key))
+    cpu = trio.CapacityLimiter(max(2, os.cpu_count() or 2))
+    store = build_store(config, opened.pools, cpu=cpu, **tuning)
+    meta = MetaStore(opened.paths.meta)
+    journal = JournalWriter(meta, store, codec, cpu=cpu, copies=config.replicas)
+    meta.sink = journal.append
+    blocks = BlockManager(meta, codec, store, block_size=config.block_size, cpu=cpu, durable=journal.wait_stored)
+    blocks.on_mapped = journal.kick
+    blocks.stored_seq = lambda: journal.stored
+    cache_dir = opts.cache_dir or opened.paths.cache
+    try:
+        check_cache_dir(meta, cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = cache_dir / ".probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+        with meta.write() as t:  # only once it is known to work
+            t.put("meta", s.META_CACHE_DIR, str(cache_dir).encode())
+    except SetupError:
+        meta.close()
+        raise
+    except OSError as exc:
+        meta.close()
+        raise SetupError(
+            f"cache directory {cache_dir} is not writable: {exc.strerror}; choose another with --cache-dir"
+        ) from None
+    cache = BlockCache(
+        cache_dir,
+        block_size=config.block_size,
+        max_bytes=opts.cache_size,
+        max_dirty=opts.max_dirty,
+        fetch=blocks.fetch,
+        store=blocks.store_block,
+        uploads=opts.uploads,
+        idle_seconds=opts.idle_seconds,
+    )
+    fs = Filesystem(
+        meta,
+        blocks,
+        cache,
+        block_size=config.block_size,
+        usage=store.usage,
+        replicas=config.replicas,
+        no_space=store.no_space,
+        durable=journal.wait_stored,
+    )
+    repairer = Repairer(meta, store, blocks.locks, rate=RateLimit(opts.repair_rate))
+    health = HealthMonitor(
+        store,
+        opened.pools,
+        opened.superblock,
+        interval=opts.heartbeat,
+        down_after=opts.down_after,
+        sample=opts.challenge_size,
+        challenge_source=blocks.challenge_sample,
+        on_accepted=_catch_up(repairer, journal),
+        on_up=lambda _: repairer.wake(),
+        on_failed=repairer.queue_pool,
+        initially_down=opened.unreachable,
+        initially_offline=[p.name for p in config.pools if p.offline],
+    )
+    lease = MountLease(store, codec, os.path.abspath(opened.paths.root))
+    usage = UsageMonitor(store, interval=opts.usage_interval)
+    pools = PoolManager(opened, meta, store, health, repairer, usage)
+    pools.journal = journal
+    return Layers(opened, meta, store, blocks, cache, fs, health, repairer, journal, lease, usage, pools)
+
+
+def _catch_up(repairer: Repairer, journal: JournalWriter) -> Callable[[str], None]:
+    """What a pool accepted as it is gets: its blocks checked and copied back, and a new
+    metadata snapshot in place of the journal objects it may have lost."""
+
+    def accepted(pool: str) -> None:
+        repairer.queue_return(pool)
+        journal.snapshot_soon()
+
+    return accepted
+
+
+def check_cache_dir(meta: MetaStore, cache_dir: Path) -> None:
+    """Refuse a new cache dir while the last one still holds blocks never stored (a crash)."""
+    with meta.read() as t:
+        raw = t.get("meta", s.META_CACHE_DIR)
+    last = Path(raw.decode()) if raw else None
+    if last is not None and last != cache_dir and (last / "dirty").is_dir() and any((last / "dirty").iterdir()):
+        raise SetupError(
+            f"{last} holds blocks written before an unclean stop and not yet stored; "
+            f"mount with --cache-dir {last} once to store them"
+        )
+
+
+async def prepare(layers: Layers, opts: StackOptions) -> None:
+    """Before serving: take the lease, agree with the pools' journal, then take over what a
+    crash left."""
+    await layers.lease.acquire(take_over=opts.take_over, break_lease=opts.break_lease)
+    await catch_up(layers.meta, layers.journal, layers.store, layers.journal.codec)
+    with layers.meta.write() as t:
+        t.put("meta", s.META_CLEAN, s.u64(0))
+    adopt_leftovers(layers)
+
+
+def adopt_leftovers(layers: Layers) -> None:
+    """After a crash: upload dirty blocks the last daemon left, free its unlinked inodes."""
+    bs = layers.opened.config.block_size
+
+    def keep(ino: int, index: int) -> bool:
+        with layers.meta.read() as t:
+            inode = t.inode_or_none(ino)
+        return inode is not None and index * bs < inode.size
+
+    adopted = layers.cache.recover_dirty(keep)
+    if adopted:
+        log.info("found %d blocks written before an unclean stop; storing them now", adopted)
+    freed = layers.fs.purge_orphans()
+    if freed:
+        log.info("freed %d files that were deleted while open before an unclean stop", freed)
+
+
+async def open_stack(fs_dir: Path, opts: StackOptions, secret: bytes) -> Layers:
+    """Open the filesystem in `fs_dir`, `build_stack`, then `prepare`; closes what was
+    opened if any step fails."""
+    opened = await open_fs(fs_dir, secret)
+    try:
+        layers = build_stack(opened, opts)
+    except BaseException:
+        await opened.close()
+        raise
+    try:
+        await prepare(layers, opts)
+    except BaseException:
+        layers.meta.close()
+        await layers.store.close()
+        raise
+    return layers

@@ -143,6 +143,14 @@ class QuorumNotReached(StorageError):
     """Fewer pools than the write quorum stored an object."""
 
 
+class MetaNoSpace(QuorumNotReached):
+    """A metadata object (journal segment, snapshot, lease) found every pool full. A
+    storage error, so the services that store metadata retry it; ENOSPC for an fsync
+    that waits for it."""
+
+    errno = _errno.ENOSPC
+
+
 class ReadFailed(StorageError):
     """No replica of a block could be read."""
 

@@ -23,12 +23,12 @@ from repfs.backend.health import HealthMonitor
 from repfs.backend.replicated import ReplicatedStore
 from repfs.backend.usage import DEFAULT_INTERVAL as USAGE_INTERVAL
 from repfs.backend.usage import UsageMonitor
+from repfs.blocks.manager import BlockManager
 from repfs.cache.blockcache import BlockCache
 from repfs.codec.codec import BlockCodec
 from repfs.codec.keys import derive_keys
 from repfs.config import FsConfig
 from repfs.errors import SetupError, StorageError
-from repfs.fs.blocks import BlockManager
 from repfs.fs.core import Filesystem
 from repfs.fs.ratelimit import RateLimit
 from repfs.fs.repair import Repairer
@@ -164,9 +164,7 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     meta = MetaStore(opened.paths.meta)
     journal = JournalWriter(meta, store, codec, cpu=cpu, copies=config.replicas)
     meta.sink = journal.append
-    blocks = BlockManager(meta, codec, store, block_size=config.block_size, cpu=cpu, durable=journal.wait_stored)
-    blocks.on_mapped = journal.kick
-    blocks.stored_seq = lambda: journal.stored
+    blocks = BlockManager(meta, codec, store, block_size=config.block_size, cpu=cpu, journal=journal)
     cache_dir = opts.cache_dir or opened.paths.cache
     try:
         check_cache_dir(meta, cache_dir)
@@ -189,8 +187,7 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         block_size=config.block_size,
         max_bytes=opts.cache_size,
         max_dirty=opts.max_dirty,
-        fetch=blocks.fetch,
-        store=blocks.store_block,
+        blocks=blocks,
         uploads=opts.uploads,
         idle_seconds=opts.idle_seconds,
     )
@@ -202,7 +199,6 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         usage=store.usage,
         replicas=config.replicas,
         no_space=store.no_space,
-        durable=journal.wait_stored,
     )
     repairer = Repairer(meta, store, blocks.locks, rate=RateLimit(opts.repair_rate))
     health = HealthMonitor(

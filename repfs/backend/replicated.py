@@ -50,6 +50,7 @@ from repfs.backend.space import DEFAULT_THRESHOLDS, PoolSpace, SpaceBook
 from repfs.backend.state import PoolState, object_digest
 from repfs.errors import (
     CorruptObject,
+    MetaNoSpace,
     NoSpace,
     ObjectNotFound,
     PoolFull,
@@ -679,7 +680,7 @@ class ReplicatedStore:
         pools that serve, chosen by rendezvous hashing of its key (stand-ins for those that
         fail), or on every pool that serves when `copies` is None (a draining one too:
         metadata is read back from every pool). Returns the pools that took it; raises
-        QuorumNotReached (NoSpace if they were all full) when fewer than `write_quorum` did."""
+        QuorumNotReached (MetaNoSpace if they were all full) when fewer than `write_quorum` did."""
         serving = [n for n in rank_pools(key.encode(), list(self._weights.items())) if self._state[n].serves]
         stored, failures = await self._put_ranked(
             key, data, serving, len(serving) if copies is None else copies, key
@@ -693,7 +694,7 @@ class ReplicatedStore:
             f"failed: {_summary(reasons)}"
         )
         if failures and all(isinstance(e, PoolFull) for e in failures.values()):
-            raise NoSpace(msg)
+            raise MetaNoSpace(msg)
         raise QuorumNotReached(msg)
 
     async def list_meta(self, prefix: str, *, every_pool: bool = False) -> dict[str, list[str]]:

@@ -5,10 +5,10 @@ block holds writes not yet stored on the pools; it survives a crash of the daemo
 is uploaded at the next mount (`recover_dirty`). Clean blocks are a read cache, evicted
 least-recently-used first when the cache is over its size.
 
-The cache knows nothing of pools or encryption: it gets a block's bytes from `fetch`
-and hands dirty bytes to `store`, both given by the filesystem core. A block's file may
-be shorter than the block: the rest reads as zeros (up to the file's size, which the
-core clamps to).
+The cache knows nothing of pools or encryption: it calls down into the block layer
+(`repfs.blocks.layer.BlockSource`) to fetch a block's bytes and to store dirty ones. A
+block's file may be shorter than the block: the rest reads as zeros (up to the file's
+size, which the core clamps to).
 
 Write-back: the `run` service uploads blocks that have not been written for
 `idle_seconds`, and anything when the dirty bytes pass half of `max_dirty`. Writers wait
@@ -21,21 +21,18 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
+from repfs.blocks.layer import BlockSource
 from repfs.errors import RepfsError
 
 log = logging.getLogger(__name__)
 
 Key = tuple[int, int]
-FetchFn = Callable[[int, int], Awaitable[bytes | None]]
-# store(ino, index, data, current): `current()` says, at the moment the block is mapped,
-# whether this data is still that block's content (it is not once truncated away).
-StoreFn = Callable[[int, int, bytes, Callable[[], bool]], Awaitable[None]]
 
 
 @dataclass
@@ -65,8 +62,7 @@ class BlockCache:
         block_size: int,
         max_bytes: int,
         max_dirty: int,
-        fetch: FetchFn,
-        store: StoreFn,
+        blocks: BlockSource,
         uploads: int = 4,
         idle_seconds: float = 1.0,
     ) -> None:
@@ -74,8 +70,7 @@ class BlockCache:
         self.block_size = block_size
         self.max_bytes = max_bytes
         self.max_dirty = max(max_dirty, 2 * block_size)
-        self._fetch = fetch
-        self._store = store
+        self.blocks = blocks
         self.idle_seconds = idle_seconds
         self.upload_limiter = trio.CapacityLimiter(uploads)
         self.entries: OrderedDict[Key, Entry] = OrderedDict()  # LRU order, oldest first
@@ -187,7 +182,7 @@ class BlockCache:
         try:
             while True:
                 seen = drops.count
-                data = await self._fetch(ino, index)
+                data = await self.blocks.fetch(ino, index)
                 if key in self.entries:  # a writer created it meanwhile: theirs is newer
                     return self.entries[key]
                 if drops.count != seen:  # truncated or deleted meanwhile: what we got may be gone
@@ -347,7 +342,7 @@ class BlockCache:
                 data = await trio.to_thread.run_sync(_read_file, path)
                 if data is None:  # dropped while we waited
                     return
-                await self._store(e.ino, e.index, data, lambda: not e.dropped)
+                await self.blocks.store(e.ino, e.index, data, lambda: not e.dropped)
                 if e.generation == generation and not e.dropped:
                     os.replace(self._path(e, True), self._path(e, False))
                     self.dirty_bytes -= e.size

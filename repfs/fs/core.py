@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from repfs.backend.base import PoolUsage
+from repfs.blocks.manager import BlockManager
 from repfs.cache.blockcache import BlockCache
 from repfs.errors import (
     AccessDenied,
@@ -33,7 +34,6 @@ from repfs.errors import (
 from repfs.fs import access
 from repfs.fs import namespace as ns
 from repfs.fs.access import Caller
-from repfs.fs.blocks import BlockManager
 from repfs.meta import schema as s
 from repfs.meta.records import Inode
 from repfs.meta.store import MetaStore, Txn
@@ -99,7 +99,6 @@ class Filesystem:
         usage: Callable[[], Awaitable[dict[str, PoolUsage]]],
         replicas: int,
         no_space: Callable[[], bool] = lambda: False,
-        durable: Callable[[int | None], Awaitable[None]] | None = None,
     ) -> None:
         self.meta = meta
         self.blocks = blocks
@@ -107,7 +106,6 @@ class Filesystem:
         self.bs = block_size
         self._usage = usage
         self._no_space = no_space
-        self._durable = durable or self._sync_locally
         self.replicas = replicas
         self.lookups: dict[int, int] = {}
         self.handles: dict[int, Handle] = {}
@@ -143,7 +141,7 @@ class Filesystem:
     def _purge(self, t: Txn, ino: int) -> None:
         """Free an inode nobody can reach: its data, then its metadata."""
         self.cache.drop(ino)
-        self.blocks.release_blocks(t, ino, 0)
+        self.blocks.drop(t, ino, 0)
         ns.forget_inode_metadata(t, ino)
 
     def _unlinked(self, t: Txn, inode: Inode) -> None:
@@ -248,7 +246,7 @@ class Filesystem:
             if new < old:
                 first_gone = -(-new // self.bs)
                 self.cache.drop(ino, first_gone)
-                self.blocks.release_blocks(t, ino, first_gone)
+                self.blocks.drop(t, ino, first_gone)
         if new < old and new % self.bs:
             await self._cut_block(ino, new)
         elif new > old and old % self.bs:
@@ -413,9 +411,6 @@ class Filesystem:
         h.written = True
         return len(data)
 
-    async def _sync_locally(self, seq: int | None = None) -> None:
-        self.meta.sync()
-
     async def fsync(self, fh: int) -> None:
         """Return when the file's data and the metadata reaching it are durable.
 
@@ -424,17 +419,9 @@ class Filesystem:
         which pools took them, which recovery can find out again."""
         ino = self.handle(fh).ino
         start = self.meta.seq
-        self.blocks.syncing[ino] += 1
-        try:
+        with self.blocks.awaited(ino):
             await self.cache.flush(ino)
-        finally:
-            self.blocks.syncing[ino] -= 1
-            if not self.blocks.syncing[ino]:
-                del self.blocks.syncing[ino]
-        target = max(start, self.blocks.data_seq.get(ino, 0))
-        await self._durable(target)
-        if self.blocks.data_seq.get(ino, 0) <= target:
-            self.blocks.data_seq.pop(ino, None)
+        await self.blocks.durable(ino, start)
 
     def flush(self, fh: int) -> None:
         if self.handle(fh).written:
@@ -446,11 +433,11 @@ class Filesystem:
             self.cache.kick()
 
     async def fsyncdir(self) -> None:
-        await self._durable(None)
+        await self.blocks.durable()
 
     async def sync_all(self) -> None:
         await self.cache.flush_all()
-        await self._durable(None)
+        await self.blocks.durable()
 
     # --- extended attributes ----------------------------------------------------------
     def getxattr(self, caller: Caller, ino: int, name: bytes) -> bytes:

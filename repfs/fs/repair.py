@@ -29,7 +29,7 @@ from typing import Protocol
 import trio
 
 from repfs.backend.state import PoolState
-from repfs.cache.keyedlock import KeyedLock
+from repfs.blocks.keyedlock import KeyedLock
 from repfs.errors import StorageError
 from repfs.fs.ratelimit import RateLimit
 from repfs.meta.records import BlockRecord

@@ -12,13 +12,13 @@ import trio
 
 from repfs.backend.memory import MemoryPool
 from repfs.backend.replicated import ReplicatedStore
+from repfs.blocks.manager import BlockManager
 from repfs.cache.blockcache import BlockCache
 from repfs.codec.superblock import Superblock
 from repfs.config import FsConfig, PoolSpec
 from repfs.errors import FsError
 from repfs.fs import namespace as ns
 from repfs.fs.access import Caller
-from repfs.fs.blocks import BlockManager
 from repfs.fs.core import Filesystem
 from repfs.fs.repair import Repairer
 from repfs.meta.schema import ROOT_INO

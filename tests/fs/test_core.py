@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -125,19 +126,25 @@ async def test_a_block_fetched_while_its_file_is_truncated_does_not_come_back(ri
     ino = await write_file(rig, b"t", os.urandom(3 * BS))
     rig.cache.drop(ino)  # a cold cache: block 1 must come from the pools
     fetched, go_on = trio.Event(), trio.Event()
-    fetch = rig.cache._fetch
+    blocks = rig.blocks
 
-    async def held_fetch(i: int, index: int) -> bytes | None:
-        data = await fetch(i, index)  # the old content, read before the truncate
-        fetched.set()
-        await go_on.wait()
-        return data
+    class HeldFetch:
+        """The block layer, with a fetch that waits after reading the old content."""
 
-    rig.cache._fetch = held_fetch
+        async def fetch(self, i: int, index: int) -> bytes | None:
+            data = await blocks.fetch(i, index)  # the old content, read before the truncate
+            fetched.set()
+            await go_on.wait()
+            return data
+
+        async def store(self, i: int, index: int, data: bytes, current: Callable[[], bool]) -> None:
+            await blocks.store(i, index, data, current)
+
+    rig.cache.blocks = HeldFetch()
     rig.cache.prefetch(ino, 1)  # read-ahead, as for a sequential reader
     await fetched.wait()
     await rig.fs.setattr(ROOT, ino, AttrChange(size=0))
-    rig.cache._fetch = fetch
+    rig.cache.blocks = blocks
     go_on.set()
     await trio.testing.wait_all_tasks_blocked()
     await rig.fs.setattr(ROOT, ino, AttrChange(size=3 * BS))  # whole blocks: nothing to cut
@@ -267,7 +274,7 @@ async def test_a_block_truncated_away_while_being_stored_is_not_mapped(rig: Rig)
     ino = await write_file(rig, b"f", data)
     before = rig.objects()
     late = os.urandom(BS)  # an upload that finishes after its block was truncated away
-    await rig.blocks.store_block(ino, 1, late, lambda: False)
+    await rig.blocks.store(ino, 1, late, lambda: False)
     assert await read_file(rig, ino) == data
     assert rig.objects() == before  # neither mapped nor stored
     with rig.meta.read() as t:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 
@@ -18,12 +19,14 @@ from repfs.backend.retry import retry
 from repfs.backend.state import PoolState
 from repfs.errors import (
     CorruptObject,
+    MetaNoSpace,
     NoSpace,
     ObjectNotFound,
     PoolFull,
     PoolUnavailable,
     QuorumNotReached,
     ReadFailed,
+    StorageError,
 )
 
 BID = hashlib.sha256(b"block one").digest()
@@ -364,8 +367,9 @@ async def test_put_meta_to_every_pool_or_some_and_get_from_one() -> None:
     assert len(await store.put_meta("journal/y", b"j", copies=2)) == 2  # p1 down: a stand-in
     for p in pools.values():
         p.down, p.full = False, True
-    with pytest.raises(NoSpace, match="journal/z"):
+    with pytest.raises(MetaNoSpace, match="journal/z") as full:
         await store.put_meta("journal/z", b"j")
+    assert isinstance(full.value, StorageError) and full.value.errno == errno.ENOSPC  # the journal retries it
 
 
 @pytest.mark.trio

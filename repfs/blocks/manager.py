@@ -12,17 +12,19 @@ block's lock, so a block being deleted is never at the same time being re-stored
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import trio
 
 from repfs.backend.state import object_digest
-from repfs.cache.keyedlock import KeyedLock
+from repfs.blocks.keyedlock import KeyedLock
+from repfs.blocks.layer import MappingJournal
 from repfs.errors import RepfsError
 from repfs.meta.records import BlockRecord
 from repfs.meta.store import MetaStore, Txn
@@ -75,16 +77,14 @@ class BlockManager:
         *,
         block_size: int,
         cpu: trio.CapacityLimiter,
-        durable: Callable[[], Awaitable[None]] | None = None,
+        journal: MappingJournal,
     ) -> None:
         self.meta = meta
-        self.durable = durable
-        self.on_mapped: Callable[[], None] | None = None  # a block map changed: journal it now
-        self.stored_seq: Callable[[], int] | None = None  # the last change set on the pools
-        self.data_seq: dict[int, int] = {}  # inode → the change set that last mapped one of its blocks
-        self.syncing: Counter[int] = Counter()  # inode → fsyncs in progress
+        self.journal = journal
+        self._mapped_seq: dict[int, int] = {}  # inode → the change set that last mapped one of its blocks
+        self._awaited: Counter[int] = Counter()  # inode → fsyncs in progress
         self.codec = codec
-        self.store = store
+        self.replicated = store
         self.block_size = block_size
         self.cpu = cpu
         self.locks = KeyedLock()
@@ -102,7 +102,7 @@ class BlockManager:
         holders = rec.pools if rec is not None else ()
         async with self.locks(block_id):
             decode = functools.partial(self.codec.decode, block_id)
-            data = await self.store.get_block(
+            data = await self.replicated.get_block(
                 block_id, holders, decode, size_hint=rec.stored_size if rec is not None else None
             )
         self.stats["fetched"] += 1
@@ -120,9 +120,7 @@ class BlockManager:
         return rec.size if rec is not None else 0
 
     # --- write ----------------------------------------------------------------------
-    async def store_block(
-        self, ino: int, index: int, data: bytes, current: Callable[[], bool] = lambda: True
-    ) -> None:
+    async def store(self, ino: int, index: int, data: bytes, current: Callable[[], bool] = lambda: True) -> None:
         """Make `data` the content of block `index` of `ino`, durably on the pools.
 
         `current()` is asked when the block is about to be mapped: a block truncated away
@@ -149,7 +147,7 @@ class BlockManager:
             else:
                 encoded, digest = await trio.to_thread.run_sync(self._encode, block_id, data, limiter=self.cpu)
                 obj, stored_size = encoded, len(encoded)
-            targets = set(self.store.targets(block_id))
+            targets = set(self.replicated.targets(block_id))
             with self.meta.write() as t:
                 inode = t.inode_or_none(ino)
                 live = current() and inode is not None and index * self.block_size < inode.size
@@ -173,9 +171,9 @@ class BlockManager:
             # The block map is committed first and its journal upload starts now, while the
             # object is stored: fsync waits for both, in parallel. Until the object is stored
             # the record names no pool (recovery checks such blocks; see journal.replay).
-            if self.on_mapped is not None and self.syncing[ino]:  # someone waits: no grouping delay
-                self.on_mapped()
-            pools = await self.store.put_block(block_id, obj)
+            if self._awaited[ino]:  # someone waits: no grouping delay
+                self.journal.kick()
+            pools = await self.replicated.put_block(block_id, obj)
             self.stats["stored"] += 1
             with self.meta.write() as t:
                 rec = t.block_record(block_id)
@@ -187,16 +185,39 @@ class BlockManager:
         self._gc_wake.set()
 
     def _note_mapped(self, ino: int) -> None:
-        self.data_seq[ino] = max(self.data_seq.get(ino, 0), self.meta.seq)
-        if len(self.data_seq) > 10_000 and self.stored_seq is not None:  # forget what is on the pools
-            stored = self.stored_seq()
-            self.data_seq = {i: q for i, q in self.data_seq.items() if q > stored}
+        self._mapped_seq[ino] = max(self._mapped_seq.get(ino, 0), self.meta.seq)
+        if len(self._mapped_seq) > 10_000:  # forget what is on the pools already
+            stored = self.journal.stored
+            self._mapped_seq = {i: q for i, q in self._mapped_seq.items() if q > stored}
+
+    @contextlib.contextmanager
+    def awaited(self, ino: int) -> Iterator[None]:
+        """Someone waits for `ino`'s blocks (an fsync): their mappings are journaled at
+        once, without the grouping delay."""
+        self._awaited[ino] += 1
+        try:
+            yield
+        finally:
+            self._awaited[ino] -= 1
+            if not self._awaited[ino]:
+                del self._awaited[ino]
+
+    async def durable(self, ino: int | None = None, since: int | None = None) -> None:
+        """Return once the metadata up to change set `since` and every change set that
+        mapped a block of `ino` are on the pools (with `ino` None: everything committed)."""
+        if ino is None:
+            await self.journal.wait_stored(None)
+            return
+        target = max(since or 0, self._mapped_seq.get(ino, 0))
+        await self.journal.wait_stored(target)
+        if self._mapped_seq.get(ino, 0) <= target:
+            self._mapped_seq.pop(ino, None)
 
     def _encode(self, block_id: bytes, data: bytes) -> tuple[bytes, bytes]:
         obj = self.codec.encode(block_id, data)
         return obj, object_digest(obj)
 
-    def release_blocks(self, t: Txn, ino: int, first_index: int) -> None:
+    def drop(self, t: Txn, ino: int, first_index: int) -> None:
         """Unmap the blocks of `ino` from `first_index` on (truncate, delete), inside `t`."""
         for index, _ in list(t.blocks_from(ino, first_index)):
             t.unmap_block(ino, index)
@@ -233,10 +254,7 @@ class BlockManager:
         if not candidates:
             return 0
         # the metadata that dropped the references is durable first (on the pools' journal)
-        if self.durable is not None:
-            await self.durable()
-        else:
-            self.meta.sync()
+        await self.journal.wait_stored()
         deleted = 0
         for block_id in candidates:
             async with self.locks(block_id):
@@ -246,9 +264,9 @@ class BlockManager:
                     with self.meta.write() as t:
                         t.delete("gc", block_id)
                     continue
-                failed = await self.store.delete_block(
+                failed = await self.replicated.delete_block(
                     block_id,
-                    list(self.store.pool_names),
+                    list(self.replicated.pool_names),
                     stored_size=rec.stored_size if rec is not None else 0,
                     recorded=rec.pools if rec is not None else (),
                 )

@@ -237,7 +237,8 @@ async def build_layers(opts: MountOptions, secret: bytes) -> Layers:
         on_failed=repairer.queue_pool,
         initially_down=opened.unreachable,
     )
-    lease = MountLease(store, codec, os.path.abspath(opened.paths.root))
+    # abspath is string work on the path (a getcwd at most), no disk I/O: no worker thread needed
+    lease = MountLease(store, codec, os.path.abspath(opened.paths.root))  # noqa: ASYNC240
     usage = UsageMonitor(store, interval=opts.usage_interval)
     pools = PoolManager(opened, meta, store, health, repairer, usage)
     pools.journal = journal

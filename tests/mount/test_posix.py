@@ -165,7 +165,7 @@ def test_symlinks(env: Env) -> None:
     st = os.lstat(d / "dangling")
     assert stat.S_ISLNK(st.st_mode) and st.st_size == len("nowhere/at/all")
     assert not os.path.exists(d / "dangling")
-    expect_errno(errno.ENOENT, lambda: open(d / "dangling", "rb"))
+    expect_errno(errno.ENOENT, lambda: open(d / "dangling", "rb").close())
     expect_errno(errno.EINVAL, lambda: os.readlink(d / "target"))
     expect_errno(errno.EEXIST, lambda: os.symlink("x", d / "s"))
     # creating through a dangling symlink creates its target (like any filesystem)

@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 a runtime failure (pools, I/O), 2 bad usage or configur
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -403,10 +404,8 @@ def mount(
             fail(exc)  # one line on the terminal (or the journal, under systemd)
         # A daemon started for someone who waits on the ready pipe: they print the message;
         # it goes to the log once.
-        try:
+        with contextlib.suppress(OSError):
             os.write(ready_fd, f"{exc}\n".encode())
-        except OSError:
-            pass
         logging.getLogger("repfs").error("%s", exc)
         sys.exit(exit_code(exc))
 

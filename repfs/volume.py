@@ -114,8 +114,10 @@ async def _read_superblock(pool: Pool) -> Superblock | None:
 OPEN_TIMEOUT = 10.0
 
 
+# `timeout` bounds each pool's answer, not the call: a late pool gets PoolUnavailable while
+# the others' results still count, which a cancel scope around the call cannot do.
 async def _each(
-    pools: Sequence[Pool], fn: Callable[[Pool], Awaitable[T]], *, timeout: float = OPEN_TIMEOUT
+    pools: Sequence[Pool], fn: Callable[[Pool], Awaitable[T]], *, timeout: float = OPEN_TIMEOUT  # noqa: ASYNC109
 ) -> tuple[dict[str, T], dict[str, RepfsError]]:
     """Run `fn` on every pool at once: (results, repfs errors), each by pool name. A pool
     that has not answered within `timeout` seconds gets PoolUnavailable."""
@@ -244,10 +246,14 @@ async def mkfs(
     finally:
         for pool in pools:
             await pool.close()
-    if force:
-        shutil.rmtree(paths.meta, ignore_errors=True)
-        shutil.rmtree(paths.cache, ignore_errors=True)
-    fs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def make_fs_dir() -> None:
+        if force:
+            shutil.rmtree(paths.meta, ignore_errors=True)
+            shutil.rmtree(paths.cache, ignore_errors=True)
+        fs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    await trio.to_thread.run_sync(make_fs_dir)  # disk work (a big old cache takes a while to remove)
     meta = MetaStore(paths.meta)
     try:
         with meta.write() as t:

@@ -124,7 +124,7 @@ def tree_digest(root: Path, exclude: Iterable[str] = ()) -> dict[str, str]:
     return out
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> bool:
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.1) -> bool:
     """Poll `predicate()` until it is true or the deadline passes (it waits on another process)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -340,14 +340,13 @@ class WeedServer:
     def stop(self, grace: float = STOP_GRACE) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds; wait for the process to end."""
         proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(grace)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(30)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
         self._remove_sockets()
 
     def kill(self) -> None:

@@ -322,7 +322,7 @@ class HealthMonitor:
     async def _watch(self, name: str) -> None:
         await self.check(name)
         while True:
-            quick = self._suspect[name] or 0 < self.missed[name] or self.state(name) == PoolState.DOWN
+            quick = self._suspect[name] or self.missed[name] > 0 or self.state(name) == PoolState.DOWN
             with trio.move_on_after(self.quick_interval if quick else self.interval):
                 await self._wake[name].wait()
             self._wake[name] = trio.Event()

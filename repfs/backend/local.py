@@ -15,6 +15,7 @@ All blocking calls run in worker threads under one `trio.CapacityLimiter` per po
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -61,10 +62,8 @@ def _scan(directory: Path) -> tuple[list[tuple[str, int]], list[str]]:
             if entry.is_dir(follow_symlinks=False):
                 dirs.append(entry.name)
             elif entry.is_file(follow_symlinks=False):
-                try:
+                with contextlib.suppress(FileNotFoundError):  # deleted while we looked
                     files.append((entry.name, entry.stat(follow_symlinks=False).st_size))
-                except FileNotFoundError:  # deleted while we looked
-                    pass
     return files, dirs
 
 
@@ -165,10 +164,8 @@ class LocalPool:
         if directory.is_dir():
             return
         self._make_dirs(directory.parent)
-        try:
+        with contextlib.suppress(FileExistsError):
             directory.mkdir()
-        except FileExistsError:
-            pass
         _fsync_dir(directory.parent)
 
     # --- the Pool protocol --------------------------------------------------------
@@ -194,10 +191,8 @@ class LocalPool:
                 if self._used is not None:
                     self._used += len(data) - old
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
             raise
         _fsync_dir(path.parent)
 

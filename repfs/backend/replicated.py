@@ -32,6 +32,7 @@ object contents.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -740,11 +741,9 @@ class ReplicatedStore:
         found: dict[str, bytes] = {}
 
         async def get_one(name: str) -> None:
-            try:
-                # small objects (the lease): a pool that hangs misses a short deadline
+            # small objects (the lease): a pool that hangs misses a short deadline
+            with contextlib.suppress(StorageError):
                 found[name] = await self._call(name, f"get {key}", lambda pool: pool.get(key), attempts=1, nbytes=0)
-            except StorageError:
-                pass
 
         async with trio.open_nursery() as nursery:
             for name in self._pools:

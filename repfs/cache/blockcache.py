@@ -259,7 +259,10 @@ class BlockCache:
                 e = self.entries.get(key)
                 if e is None:
                     e = Entry(ino, index, 0, dirty=True)
-                    open(self._path(e), "wb").close()
+                    # An empty file in the cache dir, made inline like the pwrite below: an
+                    # await between the lookup and _add would let a concurrent write or fetch
+                    # of this block make it too (and this truncate would then lose its data).
+                    open(self._path(e), "wb").close()  # noqa: ASYNC230
                     self._add(e)
         self._make_dirty(e)
         fd = os.open(self._path(e), os.O_WRONLY)

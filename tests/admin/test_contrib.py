@@ -193,7 +193,7 @@ def test_the_systemd_unit_is_hardened_as_far_as_a_fuse_mount_allows(tmp_path: Pa
 
 
 def unit_setting(name: str) -> str:
-    found = re.findall(rf"^{name}=(.*)$", (CONTRIB / "systemd" / "repfs@.service").read_text(), re.M)
+    found: list[str] = re.findall(rf"^{name}=(.*)$", (CONTRIB / "systemd" / "repfs@.service").read_text(), re.M)
     assert len(found) == 1, f"{name}= appears {len(found)} times in the unit"
     return found[0].strip()
 

@@ -172,9 +172,8 @@ def test_space_freed_on_full_pools_is_used_again_at_once(repfs_factory: Callable
     for p in admin_json(sock, "pools", "list")["pools"]:  # each pool just past its critical threshold
         admin_json(sock, "pools", "set", p["name"], "--capacity", str(int(p["used"] / 0.92)))
     assert all(p["full"] for p in admin_json(sock, "pools", "list")["pools"])
-    with pytest.raises(OSError) as exc:
-        with open(fs.mnt / "no-room", "wb") as f:
-            f.write(os.urandom(200_000))
+    with pytest.raises(OSError) as exc, open(fs.mnt / "no-room", "wb") as f:
+        f.write(os.urandom(200_000))
     assert exc.value.errno == 28  # ENOSPC
     for name in list(digests)[:6]:
         (fs.mnt / name).unlink()

@@ -18,7 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import argon2
@@ -28,7 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 
 from repfs.admin.metrics import STANDARD
@@ -38,6 +39,9 @@ from tests.helpers import Repfs, is_mounted, run_repfs, wait_for
 pytestmark = pytest.mark.timeout(240)
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+# prometheus_client's OpenMetrics parser has no annotations; this is its documented type.
+openmetrics_families: Callable[[str], Iterable[Metric]] = openmetrics_parser.text_string_to_metric_families
 
 
 def parse(text: str) -> Samples:

@@ -46,7 +46,8 @@ def top(key: str, pools: list[str], n: int) -> set[str]:
 
 
 def settled(sock: Path) -> bool:
-    return curl(sock, "GET", "/v1/repair")[1]["deficit"] == 0
+    deficit: int = curl(sock, "GET", "/v1/repair")[1]["deficit"]
+    return deficit == 0
 
 
 def test_a_fourth_pool_added_under_a_writer_takes_exactly_the_blocks_that_move(

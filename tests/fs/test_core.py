@@ -28,7 +28,7 @@ pytestmark = pytest.mark.trio
 async def test_blocks_go_to_two_pools_and_read_back(rig: Rig) -> None:
     data = os.urandom(3 * BS + 123)
     ino = await write_file(rig, b"f", data)
-    per_block = {}
+    per_block: dict[str, int] = {}
     for p in rig.pools.values():
         for k in p.objects:
             if k.startswith("blocks/"):

@@ -167,7 +167,7 @@ def test_all_pools_missing_is_refused(repfs_factory: Factory) -> None:
     refused(fs, res, None, "pool")
 
 
-CONFIG_ERRORS = {
+CONFIG_ERRORS: dict[str, tuple[Callable[[str], str], str]] = {
     "unknown-top-key": (lambda t: "replicsa = 2\n" + t, "replicsa"),
     "unknown-pool-key": (lambda t: t.replace("[[pools]]", "[[pools]]\nwieght = 2", 1), "wieght"),
     "replicas-not-a-number": (lambda t: t.replace("replicas = 2", 'replicas = "two"'), "replicas"),

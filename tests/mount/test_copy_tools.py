@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -72,9 +73,16 @@ def _xattr(path: Path, name: str) -> bytes | None:
         return None
 
 
-def snapshot(root: Path, *, links: bool = True, xattrs: bool = True) -> dict[str, tuple[object, ...]]:
+# What snapshot() keeps of a path: mode, uid, gid, size, mtime, content, user xattrs, the
+# access and default ACLs, and the first name of its hard link group.
+Record = tuple[
+    int, int, int, int | None, int | None, object, dict[str, bytes | None], tuple[bytes | None, ...], str | None
+]
+
+
+def snapshot(root: Path, *, links: bool = True, xattrs: bool = True) -> dict[str, Record]:
     """What a copy must keep, per relative path (not st_ino, st_dev, st_ctime, st_blocks)."""
-    out: dict[str, tuple[object, ...]] = {}
+    out: dict[str, Record] = {}
     first_name: dict[int, str] = {}
     for path in sorted([root, *root.rglob("*")]):
         rel = str(path.relative_to(root))
@@ -86,11 +94,11 @@ def snapshot(root: Path, *, links: bool = True, xattrs: bool = True) -> dict[str
             content = os.readlink(path)
         else:
             content = None
-        user_xattrs = {}
+        user_xattrs: dict[str, bytes | None] = {}
         if xattrs and not stat.S_ISLNK(kind):
             user_xattrs = {n: _xattr(path, n) for n in sorted(os.listxattr(path)) if n.startswith("user.")}
         acls = tuple(_xattr(path, n) for n in ("system.posix_acl_access", "system.posix_acl_default"))
-        link_group = None
+        link_group: str | None = None
         if links and stat.S_ISREG(kind) and st.st_nlink > 1:
             link_group = first_name.setdefault(st.st_ino, rel)
         mtime = st.st_mtime_ns if rel != "." else None  # the top directory is made by the copy
@@ -120,7 +128,7 @@ def source(tmp_path: Path) -> Path:
 def test_cp_a_tar_and_rsync_keep_everything(repfs: Repfs, source: Path) -> None:
     want = snapshot(source)
     assert want["with acl"][7][0] is not None and want["inherits/made after"][7][0] is not None
-    copies = {
+    copies: dict[str, Callable[[Path], None]] = {
         "cp -a": lambda dst: run(["cp", "-a", f"{source}/.", str(dst)]),
         "tar --acls --xattrs": lambda dst: run(
             f"tar --format=posix --acls --xattrs --xattrs-include='user.*' -cpf - -C '{source}' . "

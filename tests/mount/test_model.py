@@ -10,6 +10,7 @@ filesystem (every handle closed first), so what was written must also have been 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import uuid
@@ -97,14 +98,14 @@ class FsModel(RuleBasedStateMachine):
         self.remounted = False
 
     def both(self, op: Callable[[Path], Any]) -> Any:
-        got, want = (outcome(lambda r=r: op(r)) for r in self.roots)
+        got, want = (outcome(functools.partial(op, r)) for r in self.roots)
         assert got == want, f"repfs: {got!r:.300}\nlocal disk: {want!r:.300}"
         return got
 
     def both_fd(self, pick: int, op: Callable[[int], Any]) -> Any:
         """`op` on the descriptors of an open slot (`pick` chooses which of those open)."""
         fds = self.slots[sorted(self.slots)[pick % len(self.slots)]]
-        got, want = (outcome(lambda fd=fd: op(fd)) for fd in fds)
+        got, want = (outcome(functools.partial(op, fd)) for fd in fds)
         assert got == want, f"repfs: {got!r:.300}\nlocal disk: {want!r:.300}"
         return got
 
@@ -184,7 +185,7 @@ class FsModel(RuleBasedStateMachine):
         fds: list[int] = []
         results = []
         for r in self.roots:
-            res = outcome(lambda r=r: os.open(r / name, flags, 0o644))
+            res = outcome(functools.partial(os.open, r / name, flags, 0o644))
             results.append(res[1] if res[0] == "error" else "ok")
             if res[0] == "ok":
                 fds.append(res[1])
@@ -199,7 +200,7 @@ class FsModel(RuleBasedStateMachine):
     def close_slot(self, slot: int) -> None:
         fds = self.slots.pop(slot, None)
         if fds is not None:
-            got, want = (outcome(lambda fd=fd: os.close(fd)) for fd in fds)
+            got, want = (outcome(functools.partial(os.close, fd)) for fd in fds)
             assert got == want
 
     @precondition(lambda self: self.slots)
@@ -243,14 +244,14 @@ class FsModel(RuleBasedStateMachine):
         """Open a file, run a few operations on the descriptor, close it: all in one step."""
         fds: list[int] = []
         try:
-            opened = [outcome(lambda r=r: os.open(r / name, flags, 0o644)) for r in self.roots]
+            opened = [outcome(functools.partial(os.open, r / name, flags, 0o644)) for r in self.roots]
             fds = [res[1] for res in opened if res[0] == "ok"]
             if len(fds) != 2:
                 assert opened[0][0] == opened[1][0] == "error", f"open: repfs {opened[0]}, local disk {opened[1]}"
                 assert opened[0] == opened[1]
                 return
             for op in ops:
-                got, want = (outcome(lambda fd=fd, op=op: fd_op(fd, op)) for fd in fds)
+                got, want = (outcome(functools.partial(fd_op, fd, op)) for fd in fds)
                 assert got == want, f"{op[0]}: repfs {got!r:.300}\nlocal disk: {want!r:.300}"
         finally:
             for fd in fds:

@@ -146,9 +146,9 @@ def test_corrupt_replica_is_detected_and_repaired(repfs: Repfs) -> None:
         if i == 0:  # garbage of the same length
             bad = os.urandom(len(good))
         elif i == 1:  # one flipped bit in the middle
-            bad = bytearray(good)
-            bad[len(bad) // 2] ^= 0x10
-            bad = bytes(bad)
+            flipped = bytearray(good)
+            flipped[len(flipped) // 2] ^= 0x10
+            bad = bytes(flipped)
         else:  # truncated
             bad = good[: len(good) // 2]
         first.joinpath(key).write_bytes(bad)

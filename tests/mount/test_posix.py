@@ -165,7 +165,7 @@ def test_symlinks(env: Env) -> None:
     st = os.lstat(d / "dangling")
     assert stat.S_ISLNK(st.st_mode) and st.st_size == len("nowhere/at/all")
     assert not os.path.exists(d / "dangling")
-    expect_errno(errno.ENOENT, lambda: open(d / "dangling", "rb"))
+    expect_errno(errno.ENOENT, lambda: open(d / "dangling", "rb").close())
     expect_errno(errno.EINVAL, lambda: os.readlink(d / "target"))
     expect_errno(errno.EEXIST, lambda: os.symlink("x", d / "s"))
     # creating through a dangling symlink creates its target (like any filesystem)
@@ -293,17 +293,23 @@ def test_chmod_chown_utime(env: Env) -> None:
         os.mkdir(r / "d")
         os.symlink("f", r / "l")
 
+    def chmod(r: Path, name: str, mode: int) -> None:
+        os.chmod(r / name, mode)
+
+    def chown(r: Path, name: str, uid: int, gid: int) -> None:
+        os.chown(r / name, uid, gid)
+
     prepare(env.d)
     prepare(env.ref)
     for mode in (0o600, 0o4755, 0o2755, 0o1777, 0o6711, 0o000, 0o7777):
         for name in ("f", "d"):
-            both(env, lambda r, name=name, mode=mode: os.chmod(r / name, mode))
+            both(env, functools.partial(chmod, name=name, mode=mode))
             got, want = os.stat(env.d / name).st_mode, os.stat(env.ref / name).st_mode
             assert oct(got) == oct(want), (name, oct(mode))
     for mode, uid, gid in ((0o6755, 1234, 5678), (0o4755, -1, 99), (0o2755, 42, -1), (0o755, 0, 0)):
         for name in ("f", "d"):
-            both(env, lambda r, name=name, mode=mode: os.chmod(r / name, mode))
-            both(env, lambda r, name=name, uid=uid, gid=gid: os.chown(r / name, uid, gid))
+            both(env, functools.partial(chmod, name=name, mode=mode))
+            both(env, functools.partial(chown, name=name, uid=uid, gid=gid))
             a, b = os.stat(env.d / name), os.stat(env.ref / name)
             assert (oct(a.st_mode), a.st_uid, a.st_gid) == (oct(b.st_mode), b.st_uid, b.st_gid), (name, mode, uid, gid)
     os.chown(env.d / "l", 77, 88, follow_symlinks=False)
@@ -692,7 +698,10 @@ def test_open_unlinked_file(repfs: Repfs) -> None:
     finally:
         os.close(fd)
     assert (m / "ghost").read_bytes() == b"a new file under the old name"
-    left = lambda: ours & repfs.all_keys()  # noqa: E731
+
+    def left() -> set[str]:
+        return ours & repfs.all_keys()
+
     assert wait_for(lambda: not left(), timeout=40), f"{len(left())} objects of the deleted file stay on the pools"
     repfs.remount()
     assert (m / "ghost").read_bytes() == b"a new file under the old name"

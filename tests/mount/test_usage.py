@@ -175,7 +175,7 @@ def test_mmap_reads_and_writes(repfs: Repfs) -> None:
     assert path.read_bytes() == data
     repfs.remount()
     assert path.read_bytes() == data
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+    with open(path, "rb") as ro, mmap.mmap(ro.fileno(), 0, prot=mmap.PROT_READ) as m:
         assert m[BS - 12 : BS + 12] == bytes(data[BS - 12 : BS + 12])
 
 
@@ -333,10 +333,10 @@ def test_small_cache_many_blocks(repfs_factory: Callable[..., Repfs]) -> None:
         assert hashlib.sha256((fs.mnt / name).read_bytes()).hexdigest() == digest
     cache_bytes = sum(p.stat().st_size for p in (fs.fs_dir / "cache").rglob("*") if p.is_file())
     assert cache_bytes <= 3 * MiB, f"the cache holds {cache_bytes} bytes, more than its 2 MiB"
-    with open(fs.mnt / "a", "r+b") as f:  # random updates in a file much larger than the cache
+    with open(fs.mnt / "a", "r+b") as rw:  # random updates in a file much larger than the cache
         for _ in range(50):
-            f.seek(rng.randrange(0, 10 * MiB))
-            f.write(b"X" * 100)
+            rw.seek(rng.randrange(0, 10 * MiB))
+            rw.write(b"X" * 100)
     data = bytearray((fs.mnt / "a").read_bytes())
     fs.remount()
     assert (fs.mnt / "a").read_bytes() == data

@@ -73,8 +73,10 @@ def weed_factory(tmp_path: Path) -> Iterator[Callable[..., list[WeedServer]]]:
         if like is None:
             servers = server_set(base, count, tls=tls)
         else:
-            keys = {"access_key": like.access_key, "secret_key": like.secret_key}
-            servers = [WeedServer(base / f"weed{i + 1}", tls=tls, **keys) for i in range(count)]
+            servers = [
+                WeedServer(base / f"weed{i + 1}", tls=tls, access_key=like.access_key, secret_key=like.secret_key)
+                for i in range(count)
+            ]
         made.extend(servers)
         start_all(servers)
         return servers

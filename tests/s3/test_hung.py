@@ -5,6 +5,7 @@ is down within seconds, and it is verified and used again once it answers."""
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -56,16 +57,20 @@ def test_a_frozen_server_holds_up_no_read_write_or_stat(weed_factory: Servers, s
     with frozen(servers[0]):
         started = time.monotonic()
         for name in data:
-            worst["read"] = max(worst.get("read", 0.0), timed(lambda n=name: digest(fs.mnt / n) == want[n]))
+
+            def read(n: str = name) -> bool:
+                return digest(fs.mnt / n) == want[n]
+
+            worst["read"] = max(worst.get("read", 0.0), timed(read))
             assert digest(fs.mnt / name) == want[name]
         for i in range(6):
             content = random.Random(100 + i).randbytes(300_000)
             worst["write+fsync"] = max(
-                worst.get("write+fsync", 0.0), timed(lambda i=i, c=content: write_synced(fs.mnt / f"new{i}", c))
+                worst.get("write+fsync", 0.0), timed(functools.partial(write_synced, fs.mnt / f"new{i}", content))
             )
             data[f"new{i}"], want[f"new{i}"] = content, digest(fs.mnt / f"new{i}")
         for name in data:
-            worst["stat"] = max(worst.get("stat", 0.0), timed(lambda n=name: os.stat(fs.mnt / n)))
+            worst["stat"] = max(worst.get("stat", 0.0), timed(functools.partial(os.stat, fs.mnt / name)))
         assert wait_for(lambda: logged(fs, r"pool s3p1 is now down") is not None, timeout=20)
         down_after = time.monotonic() - started
         worst["write+fsync, pool down"] = timed(lambda: write_synced(fs.mnt / "after-down", b"x" * 100_000))

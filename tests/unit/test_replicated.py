@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+from collections.abc import Mapping
 
 import pytest
 import trio
@@ -276,7 +277,7 @@ async def test_a_hung_pool_is_hedged_and_then_suspected(patient_clock: trio.test
     assert holders[0] not in store.suspected  # answering again clears it
 
 
-async def make_quorum_write(store: ReplicatedStore, pools: dict[str, MemoryPool], name: str) -> None:
+async def make_quorum_write(store: ReplicatedStore, pools: Mapping[str, MemoryPool], name: str) -> None:
     """A put of another block whose targets include `name`, with write quorum 2."""
     store.write_quorum = 2
     try:

@@ -567,7 +567,10 @@ class ReplicatedStore:
                 if i + 1 < len(order):
                     with trio.move_on_after(self.deadline(name, size_hint or 0)):
                         await gave_up.wait()
-                    if not gave_up.is_set():
+                    if not gave_up.is_set():  # slow: suspected, and hedged by the next pool
+                        self.suspected.add(name)
+                        if self.on_trouble is not None:
+                            self.on_trouble(name)
                         log.info("block %s: pool %s is slow to answer; asking pool %s too", short, name, order[i + 1])
         if not found:
             raise ReadFailed(f"block {short}: no readable copy; tried: {_summary(failures)}")

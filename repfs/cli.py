@@ -392,10 +392,8 @@ def mount(
                 for note in notes:
                     click.echo(f"repfs: warning: {note}", err=True)
                 return
-            try:  # whoever waits may have given up: the mounted daemon goes on
+            with contextlib.suppress(OSError):  # whoever waits may have given up: the daemon goes on
                 os.write(ready_fd, "".join(f"{line}\n" for line in ["ok", *notes]).encode())
-            except OSError:
-                pass
             os.close(ready_fd)
 
         trio.run(serve, opts, secret, ready)

@@ -7,6 +7,7 @@ metadata from the newest snapshot that reads plus the journal after it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -26,27 +27,21 @@ from repfs.journal.replay import Replayed, rebuild
 from repfs.meta import schema as s
 from repfs.meta.store import MetaStore
 from repfs.stack import build_store
-from repfs.volume import FsPaths, _read_superblock, _unlock_any, open_pool
+from repfs.volume import FsPaths, _each, _read_superblock, _unlock_any, open_pool
 
 log = logging.getLogger(__name__)
 
 
 async def _superblocks(pools: dict[str, Pool]) -> dict[str, Superblock]:
-    found: dict[str, Superblock] = {}
-
-    async def one(name: str, pool: Pool) -> None:
-        try:
-            sb = await _read_superblock(pool)
-        except (StorageError, CorruptObject) as exc:
+    """The superblock of every pool that answers with one within `OPEN_TIMEOUT` (a pool
+    that hangs holds recovery up no longer than it would hold up a mount)."""
+    read, errors = await _each(list(pools.values()), _read_superblock)
+    for name, exc in errors.items():
+        if isinstance(exc, StorageError | CorruptObject):
             log.warning("pool %s: no superblock read: %s", name, exc)
-            return
-        if sb is not None:
-            found[name] = sb
-
-    async with trio.open_nursery() as nursery:
-        for name, pool in pools.items():
-            nursery.start_soon(one, name, pool)
-    return found
+        else:
+            raise exc
+    return {name: sb for name, sb in read.items() if sb is not None}
 
 
 async def recover(
@@ -90,7 +85,13 @@ async def _recover(
             raise ForeignPool(f"the pools belong to different filesystems ({detail}); fix {paths.config}")
         superblock, data_key = await trio.to_thread.run_sync(_unlock_any, list(found.values()), secret)
         codec = BlockCodec(derive_keys(data_key))
-        store = build_store(config, pools)
+        # only the pools that answered: one that hangs would cost every listing its deadline
+        answering = [p for p in config.pools if p.name in found]
+        replicas = min(config.replicas, len(answering))
+        config = dataclasses.replace(
+            config, pools=tuple(answering), replicas=replicas, write_quorum=min(config.write_quorum, replicas)
+        )
+        store = build_store(config, {name: pool for name, pool in pools.items() if name in found})
         missing = sorted(set(pools) - set(found))
         if missing:
             log.warning("recovering without pool(s) %s: they do not answer", ", ".join(missing))

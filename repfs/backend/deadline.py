@@ -5,13 +5,24 @@ read and fsync stalls for it) and too short for a 64 MiB block to a busy but hea
 So each pool's deadline is sized to the work, from what that pool has shown lately:
 
     deadline = max(floor, FACTOR × p99 latency of its small requests)
-               + bytes × requests in flight ÷ (a low estimate of its aggregate throughput)
+               + SLACK × max((its bytes + the bytes in flight to the pool before it)
+                                ÷ (a low estimate of the pool's aggregate throughput),
+                             (its bytes + the bytes in flight to every pool)
+                                ÷ (the sum of those estimates over the pools))
 
-capped at the store's `op_timeout`. Throughput is counted for the pool as a whole (a
-request's rate times the requests in flight beside it), so eight parallel writers get
-eight times the time each, and a burst after a quiet spell is not taken for a hang.
-Until a pool has answered a few requests, generous defaults apply. Only successful
-requests teach the model: a pool that hangs does not make its own deadline longer.
+capped at the store's `op_timeout`. Throughput is counted for the pool as a whole (the
+bytes a request moved plus those in flight beside it when it started, over its time), so
+eight parallel writers get eight times the time each, a journal segment or lease queued
+behind large blocks on the same pool gets the time those take, and a burst after a
+quiet spell is not taken for a hang. The second term is the client's own queue (its
+link, its CPU): a small request to an idle pool while large blocks go to the others
+waits for those too. The throughput estimate is a low one and SLACK
+doubles the transfer time on top, so that a healthy pool slowed by a busy machine (the
+64 MiB blocks of eight writers on two cores) is not suspected. Latency is learnt from
+small requests that had no large transfer ahead of them only (the transfer term covers
+that queueing). Until a pool has answered a few requests, generous defaults apply. Only
+successful requests teach the model: a pool that hangs does not make its own deadline
+longer.
 
 A read that misses its pool's deadline asks the next pool as well (a hedged request);
 a write that misses it goes to a stand-in. Either way the pool becomes *suspected*: it
@@ -31,6 +42,7 @@ DEFAULT_THROUGHPUT = 4 << 20  # bytes/s, before a pool has shown its own (a slow
 MIN_THROUGHPUT = 1 << 20  # bytes/s: a deadline never assumes slower than this
 WINDOW = 64  # requests remembered per kind
 MIN_SAMPLES = 8  # requests before the pool's own figures are used
+SLACK = 2.0  # how many times the expected transfer time a request may take
 
 
 class PoolDeadline:
@@ -41,13 +53,14 @@ class PoolDeadline:
         self._latency: deque[float] = deque(maxlen=WINDOW)
         self._throughput: deque[float] = deque(maxlen=WINDOW)
 
-    def observe(self, seconds: float, nbytes: int, concurrent: int = 1) -> None:
-        """A request of `nbytes` that succeeded in `seconds`, with `concurrent` requests
-        (itself included) in flight to the pool when it started."""
+    def observe(self, seconds: float, nbytes: int, ahead: int = 0) -> None:
+        """A request of `nbytes` that succeeded in `seconds`, with `ahead` bytes of other
+        requests in flight to the pool when it started."""
         if nbytes <= SMALL:
-            self._latency.append(seconds)
+            if ahead <= SMALL:
+                self._latency.append(seconds)
         elif seconds > 0:
-            self._throughput.append(nbytes * max(1, concurrent) / seconds)
+            self._throughput.append((nbytes + ahead) / seconds)
 
     def latency(self) -> float:
         """The p99 latency of small requests (a default until there are enough)."""
@@ -63,8 +76,11 @@ class PoolDeadline:
         ordered = sorted(self._throughput)
         return max(MIN_THROUGHPUT, ordered[len(ordered) // 10])
 
-    def deadline(self, nbytes: int = 0, concurrent: int = 1) -> float:
-        """Seconds a request moving `nbytes` may take on this pool, with `concurrent`
-        requests (itself included) in flight to it."""
-        transfer = nbytes * max(1, concurrent) / self.throughput()
+    def deadline(
+        self, nbytes: int = 0, ahead: int = 0, *, shared_ahead: int = 0, shared_throughput: float = math.inf
+    ) -> float:
+        """Seconds a request moving `nbytes` may take on this pool, with `ahead` bytes of
+        other requests in flight to it, and `shared_ahead` bytes in flight to every pool
+        through this client, which moves `shared_throughput` bytes/s in all."""
+        transfer = SLACK * max((nbytes + ahead) / self.throughput(), (nbytes + shared_ahead) / shared_throughput)
         return min(self.ceiling, max(FLOOR, FACTOR * self.latency()) + transfer)

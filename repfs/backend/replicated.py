@@ -66,6 +66,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_OP_TIMEOUT = 60.0
+# States whose pool's calls in flight are abandoned when it enters them: a call whose size
+# is unknown (a scrub's or a challenge's read, usage) is bounded by `op_timeout` alone, and
+# must not hold its caller up once the heartbeats have found the pool gone.
+_GONE = frozenset({PoolState.DOWN, PoolState.FAILED, PoolState.OFFLINE})
 LIST_DEADLINE = 10.0  # seconds a listing of metadata objects may take at least
 
 
@@ -143,6 +147,8 @@ class ReplicatedStore:
         self.space_book = SpaceBook()
         self._draining: set[str] = set()
         self._inflight: dict[str, int] = {}
+        self._inflight_bytes: dict[str, int] = {}  # bytes the calls in flight move (where known)
+        self._calls: dict[str, set[trio.CancelScope]] = {}  # calls in flight, abandoned if the pool goes
         self._idle_events: dict[str, trio.Event] = {}
         self._op_timeout = op_timeout
         self._deadlines: dict[str, PoolDeadline] = {}
@@ -208,6 +214,9 @@ class ReplicatedStore:
             state = PoolState.DRAINING
         if self._state[name] != state:
             log.warning("pool %s is now %s%s", name, state.value, f": {why}" if why else "")
+            if state in _GONE:  # nothing waits any longer for a pool that is out of use
+                for scope in self._calls.get(name, ()):
+                    scope.cancel()
         self._state[name] = state
 
     def state(self, name: str) -> PoolState:
@@ -328,7 +337,12 @@ class ReplicatedStore:
 
     def deadline(self, name: str, nbytes: int = 0) -> float:
         """Seconds a request moving `nbytes` to or from pool `name` may take now."""
-        return self._deadlines[name].deadline(nbytes, self._inflight.get(name, 0) + 1)
+        return self._deadlines[name].deadline(
+            nbytes,
+            self._inflight_bytes.get(name, 0),
+            shared_ahead=sum(self._inflight_bytes.get(n, 0) for n in self._pools),
+            shared_throughput=sum(self._deadlines[n].throughput() for n in self._pools),
+        )
 
     async def _call(
         self,
@@ -342,23 +356,28 @@ class ReplicatedStore:
     ) -> T:
         """`op(pool)` with retries of PoolUnavailable, bounded in all by the pool's deadline
         for `nbytes` (deadline.py), or by `op_timeout` when the size of the work is unknown.
-        A pool that misses its deadline is suspected and reported as in trouble."""
+        A pool that misses its deadline is suspected and reported as in trouble. A call in
+        flight when its pool goes down (or failed, or offline) is abandoned at once."""
         pool = self._pools.get(name)
         if pool is None:
             raise PoolUnavailable(f"pool {name} is not part of this filesystem any more")
-        concurrent = self._inflight.get(name, 0) + 1
+        ahead = self._inflight_bytes.get(name, 0)
         if limit is not None:
             timeout = limit
         elif nbytes is not None:
-            timeout = self._deadlines[name].deadline(nbytes, concurrent)
+            timeout = self.deadline(name, nbytes)
         else:
             timeout = self._op_timeout if self._op_timeout is not None else math.inf
         deadline = trio.current_time() + timeout
         started = time.monotonic()
         failure: str | None = "error"
-        self._inflight[name] = concurrent
+        self._inflight[name] = self._inflight.get(name, 0) + 1
+        self._inflight_bytes[name] = ahead + (nbytes or 0)
+        scope = trio.CancelScope(deadline=deadline)
+        calls = self._calls.setdefault(name, set())
+        calls.add(scope)
         try:
-            with trio.move_on_at(deadline):
+            with scope:
                 result = await retry(
                     lambda: op(pool),
                     attempts=attempts or self._attempts,
@@ -369,8 +388,12 @@ class ReplicatedStore:
                 failure = None
                 self.suspected.discard(name)
                 if nbytes is not None:
-                    self._deadlines[name].observe(time.monotonic() - started, nbytes, concurrent)
+                    self._deadlines[name].observe(time.monotonic() - started, nbytes, ahead)
                 return result
+            if trio.current_time() < deadline:  # abandoned: the pool went out of use meanwhile
+                failure = "unavailable"
+                state = self._state.get(name)
+                raise PoolUnavailable(f"pool {name}: {what} abandoned: the pool is {state.value if state else 'gone'}")
             failure = "timeout"
             self.suspected.add(name)
             if self.on_trouble is not None:
@@ -385,7 +408,9 @@ class ReplicatedStore:
                 self.on_trouble(name)
             raise
         finally:
+            calls.discard(scope)
             self._inflight[name] = self._inflight.get(name, 1) - 1
+            self._inflight_bytes[name] = max(0, self._inflight_bytes.get(name, 0) - (nbytes or 0))
             if self._inflight[name] == 0 and name in self._idle_events:
                 self._idle_events[name].set()
             if self.observer is not None:
@@ -444,7 +469,8 @@ class ReplicatedStore:
                     finished = trio.Event()
                     running += 1
                     nursery.start_soon(attempt, name, finished)
-                    with trio.move_on_after(self.deadline(name, len(obj))):
+                    wait = self.deadline(name, len(obj))
+                    with trio.move_on_after(wait):
                         await finished.wait()
                     nxt = next(pending, None)
                     if finished.is_set():  # it failed (a success cancels this loop)
@@ -463,7 +489,7 @@ class ReplicatedStore:
                             "pool %s has not stored %s within %.3g s; %s",
                             name,
                             what,
-                            self.deadline(name, len(obj)),
+                            wait,
                             f"trying pool {nxt} as well" if nxt else "waiting for it only until the quorum is met",
                         )
                     name = nxt
@@ -569,7 +595,10 @@ class ReplicatedStore:
                 if i + 1 < len(order):
                     with trio.move_on_after(self.deadline(name, size_hint or 0)):
                         await gave_up.wait()
-                    if not gave_up.is_set():
+                    if not gave_up.is_set():  # slow: suspected, and hedged by the next pool
+                        self.suspected.add(name)
+                        if self.on_trouble is not None:
+                            self.on_trouble(name)
                         log.info("block %s: pool %s is slow to answer; asking pool %s too", short, name, order[i + 1])
         if not found:
             raise ReadFailed(f"block {short}: no readable copy; tried: {_summary(failures)}")

@@ -6,16 +6,23 @@ is down within seconds, and it is verified and used again once it answers."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import random
+import re
 import signal
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_repfs, wait_for
+from tests.helpers import Repfs, is_mounted, run_repfs, wait_for
 from tests.s3.rig import S3Repfs
 from tests.s3.test_failover import digest, logged, write_synced
 from tests.seaweed import WeedServer
@@ -25,6 +32,9 @@ pytestmark = pytest.mark.timeout(300)
 Factory = Callable[..., S3Repfs]
 Servers = Callable[..., list[WeedServer]]
 BOUND = 2.0  # seconds: no read, write+fsync or stat may take longer with one pool frozen
+# seconds for recover, an online scrub, an admin call, SIGTERM and fsck with one pool frozen:
+# generous against machine noise, far below the 60 s request timeouts they used to wait for
+OP_BOUND = 25.0
 
 
 @contextmanager
@@ -109,3 +119,106 @@ def test_umount_and_mount_with_a_frozen_server_finish_within_bounds(
         assert took < 30.0, f"umount took {took:.1f} s"
     res = run_repfs("fsck", str(fs.fs_dir), "--key-file", str(fs.key), timeout=120)
     assert res.returncode in (0, 1), res.stderr  # it finishes; copies the frozen pool missed are reported
+
+
+def admin(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "repfs.admin.cli", "--socket", str(sock), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_scrub_admin_sigterm_fsck_and_recover_with_a_frozen_server_finish_within_bounds(
+    weed_factory: Servers, s3fs_factory: Factory
+) -> None:
+    servers = weed_factory(3)
+    fs = s3fs_factory(servers, block_size="256K")
+    sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
+    fs.mount("--heartbeat", "2", "--admin-socket", str(sock))
+    data = {f"f{i}": random.Random(i).randbytes(600_000 + i) for i in range(6)}
+    for name, content in data.items():
+        write_synced(fs.mnt / name, content)
+    fs.expect_log(r"s3p1")
+    took: dict[str, float] = {}
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+
+    def run(what: str, fn: Callable[[], subprocess.CompletedProcess[str]]) -> subprocess.CompletedProcess[str]:
+        start = time.monotonic()
+        results[what] = fn()
+        took[what] = time.monotonic() - start
+        return results[what]
+
+    with frozen(servers[0]):
+        res = run("admin status", lambda: admin(sock, "status", "--json"))
+        assert res.returncode == 0, res.stderr
+        assert {p["name"] for p in json.loads(res.stdout)["pools"]} == {"s3p1", "s3p2", "s3p3"}
+        res = run("online scrub", lambda: admin(sock, "scrub", "--rate", "0", "--json"))
+        assert res.returncode in (0, 1), res.stdout + res.stderr  # 1: blocks left short while s3p1 is down
+        assert json.loads(res.stdout)["report"]["unrecoverable"] == 0, res.stdout
+        assert fs.proc is not None
+        start = time.monotonic()
+        fs.proc.send_signal(signal.SIGTERM)
+        code = fs.proc.wait(timeout=120)
+        took["SIGTERM"] = time.monotonic() - start
+        fs.proc = None
+        Repfs.live.discard(fs)
+        assert code == 0, fs.log_tail()
+        assert not is_mounted(fs.mnt)
+        key = str(fs.key)
+        res = run("fsck", lambda: run_repfs("fsck", str(fs.fs_dir), "--key-file", key, timeout=120))
+        assert res.returncode in (0, 1), res.stdout + res.stderr  # copies the frozen pool missed are reported
+        res = run("recover", lambda: run_repfs("recover", str(fs.fs_dir), "--key-file", key, "--force", timeout=120))
+        assert res.returncode == 0, res.stdout + res.stderr
+    print(f"frozen pool: {', '.join(f'{k} {v:.2f} s' for k, v in took.items())}")
+    slow = {op: s for op, s in took.items() if s > OP_BOUND}
+    assert not slow, f"with a frozen pool these took longer than {OP_BOUND} s: {slow} (all: {took})"
+    fs.mount("--heartbeat", "2")  # on the recovered metadata
+    for name, content in data.items():
+        assert (fs.mnt / name).read_bytes() == content, name
+
+
+# What the daemon logs when a pool misses a deadline (is suspected), a heartbeat, or goes down.
+SUSPICION = re.compile(
+    r"is slow to answer|has not stored|missed its deadline|abandoned|missed heartbeat|is now (down|verifying|failed)"
+)
+WRITERS = 8
+PER_WRITER = 96 << 20  # two blocks each (the second half full): enough for each pool to learn its pace
+
+
+def test_no_pool_is_suspected_under_load_with_64m_blocks(weeds: list[WeedServer], s3fs_factory: Factory) -> None:
+    fs = s3fs_factory(weeds, block_size="64M")
+    sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
+    fs.mount("--heartbeat", "2", "--admin-socket", str(sock), "--cache-size", "2G", "--max-dirty", "1G")
+    chunk = random.Random(7).randbytes(8 << 20)
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        try:
+            with open(fs.mnt / f"w{i}", "wb") as f:
+                for n in range(PER_WRITER // len(chunk)):
+                    f.write(bytes([i, n]) + chunk[2:])
+                os.fsync(f.fileno())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    took = time.monotonic() - start
+    print(f"{WRITERS} writers × {PER_WRITER >> 20} MiB with fsync, 64 MiB blocks: {took:.1f} s")
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+    res = admin(sock, "status", "--json")
+    assert res.returncode == 0, res.stderr
+    states = {p["name"]: p["state"] for p in json.loads(res.stdout)["pools"]}
+    assert states == {"s3p1": "up", "s3p2": "up", "s3p3": "up"}, states
+    suspicions = [line for line in fs.log_text().splitlines() if SUSPICION.search(line)]
+    assert not suspicions, "healthy pools under load were suspected:\n" + "\n".join(suspicions[:20])
+    first = (fs.mnt / "w3").open("rb").read(len(chunk))
+    assert first == bytes([3, 0]) + chunk[2:]

@@ -78,24 +78,26 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], 
         short = ""
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(layers.cache.run)
                 await nursery.start(layers.journal.run)
-                async with trio.open_nursery() as upkeep:
-                    await layers.run_upkeep(upkeep)
-                    await upkeep.start(Daemon(layers, opts.mountpoint, opts.admin, metrics).run)
-                    upkeep.start_soon(_terminate_on_signal)
-                    log.info("mounted %s on %s", paths.root, opts.mountpoint)
-                    if ready is not None:
-                        ready(mount_notes(layers))
-                    notify(f"READY=1\nSTATUS=mounted {paths.root} on {opts.mountpoint}")
-                    await pyfuse3.main(min_tasks=4, max_tasks=64)
-                    pyfuse3.close(unmount=True)
-                    closed = True
-                    notify("STOPPING=1\nSTATUS=unmounting: storing dirty blocks")
-                    log.info("unmounting: storing dirty blocks")
-                    unstored = await layers.store_dirty()
-                    short = unmount_note(layers)
-                    upkeep.cancel_scope.cancel()
+                async with trio.open_nursery() as writeback:
+                    await writeback.start(layers.cache.run)
+                    async with trio.open_nursery() as upkeep:
+                        await layers.run_upkeep(upkeep)
+                        await upkeep.start(Daemon(layers, opts.mountpoint, opts.admin, metrics).run)
+                        upkeep.start_soon(_terminate_on_signal)
+                        log.info("mounted %s on %s", paths.root, opts.mountpoint)
+                        if ready is not None:
+                            ready(mount_notes(layers))
+                        notify(f"READY=1\nSTATUS=mounted {paths.root} on {opts.mountpoint}")
+                        await pyfuse3.main(min_tasks=4, max_tasks=64)
+                        pyfuse3.close(unmount=True)
+                        closed = True
+                        notify("STOPPING=1\nSTATUS=unmounting: storing dirty blocks")
+                        log.info("unmounting: storing dirty blocks")
+                        unstored = await layers.store_dirty()
+                        short = unmount_note(layers)
+                        upkeep.cancel_scope.cancel()
+                    writeback.cancel_scope.cancel()  # no upload may touch the metadata once it is closed
                 await layers.close()
                 nursery.cancel_scope.cancel()
         finally:
@@ -144,14 +146,16 @@ async def run_unmounted(
     try:
         layers = await open_stack(opts.fs_dir, opts.stack, secret)
         async with trio.open_nursery() as nursery:
-            await nursery.start(layers.cache.run)
             await nursery.start(layers.journal.run)
-            async with trio.open_nursery() as services:
-                if upkeep:
-                    await layers.run_upkeep(services)
-                result = await work(layers)
-                await layers.store_dirty()
-                services.cancel_scope.cancel()
+            async with trio.open_nursery() as writeback:
+                await writeback.start(layers.cache.run)
+                async with trio.open_nursery() as services:
+                    if upkeep:
+                        await layers.run_upkeep(services)
+                    result = await work(layers)
+                    await layers.store_dirty()
+                    services.cancel_scope.cancel()
+                writeback.cancel_scope.cancel()  # no upload may touch the metadata once it is closed
             await layers.close()
             nursery.cancel_scope.cancel()
         report(lock_fd, "clean")

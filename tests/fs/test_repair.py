@@ -200,6 +200,8 @@ async def test_rate_limit_paces_callers(autojump_clock: trio.testing.MockClock) 
 
 async def test_a_pool_back_without_its_superblock_but_with_blocks_is_failed(rig: Rig) -> None:
     await write_file(rig, b"f", os.urandom(4 * BS))
+    while not any(k.startswith("blocks/") for k in rig.pools["p0"].objects):  # placement is by content
+        await write_file(rig, b"g", os.urandom(BS))
     health = monitor(rig)
     rig.pools["p0"].down = True
     for _ in range(3):

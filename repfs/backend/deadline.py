@@ -10,7 +10,8 @@ So each pool's deadline is sized to the work, from what that pool has shown late
                              (its bytes + the bytes in flight to every pool)
                                 ÷ (the sum of those estimates over the pools))
 
-capped at the store's `op_timeout`. Throughput is counted for the pool as a whole (the
+and never less than the time to move its bytes at ASSURED_THROUGHPUT (8 MiB/s: 8 s for
+a 64 MiB block), capped at the store's `op_timeout`. Throughput is counted for the pool as a whole (the
 bytes a request moved plus those in flight beside it when it started, over its time), so
 eight parallel writers get eight times the time each, a journal segment or lease queued
 behind large blocks on the same pool gets the time those take, and a burst after a
@@ -43,6 +44,11 @@ MIN_THROUGHPUT = 1 << 20  # bytes/s: a deadline never assumes slower than this
 WINDOW = 64  # requests remembered per kind
 MIN_SAMPLES = 8  # requests before the pool's own figures are used
 SLACK = 2.0  # how many times the expected transfer time a request may take
+# A large request always gets the time to move its bytes at this rate, whatever the pool
+# has shown: on a machine busy with other work the learnt rates fall behind, and a false
+# suspicion costs a second copy of a large block (more load). A small request is not
+# slowed by it: 256 KiB gets 31 ms.
+ASSURED_THROUGHPUT = 8 << 20  # bytes/s
 
 
 class PoolDeadline:
@@ -83,4 +89,5 @@ class PoolDeadline:
         other requests in flight to it, and `shared_ahead` bytes in flight to every pool
         through this client, which moves `shared_throughput` bytes/s in all."""
         transfer = SLACK * max((nbytes + ahead) / self.throughput(), (nbytes + shared_ahead) / shared_throughput)
+        transfer = max(transfer, nbytes / ASSURED_THROUGHPUT)
         return min(self.ceiling, max(FLOOR, FACTOR * self.latency()) + transfer)

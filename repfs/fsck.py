@@ -122,7 +122,7 @@ def _path(names: dict[int, tuple[int, bytes]], ino: int) -> str:
 
 async def fsck(layers: Layers, *, repair: bool = False, progress: Progress | None = None) -> FsckReport:
     report = FsckReport()
-    meta, store = layers.meta, layers.store
+    meta, poolset, objects = layers.meta, layers.poolset, layers.objects
     note = progress or (lambda phase, done, total: None)
 
     # --- 1. names ---------------------------------------------------------------------
@@ -182,8 +182,8 @@ async def fsck(layers: Layers, *, repair: bool = False, progress: Progress | Non
             report.unlisted_garbage.append(block_id.hex()[:12])
 
     # --- 3. pools ---------------------------------------------------------------------------
-    note("pools", 0, len(store.pool_names))
-    listed = await store.list_meta(BLOCK_PREFIX, every_pool=True)
+    note("pools", 0, len(poolset.pool_names))
+    listed = await objects.list_meta(BLOCK_PREFIX, every_pool=True)
     answered = set()
     for holders in listed.values():
         answered.update(holders)
@@ -196,7 +196,7 @@ async def fsck(layers: Layers, *, repair: bool = False, progress: Progress | Non
         on_pools[block_id] = set(holders)
         if block_id not in records:
             report.orphan_objects += [(p, key) for p in holders]
-    report.unreadable_pools = [n for n in store.pool_names if n not in answered and records]
+    report.unreadable_pools = [n for n in poolset.pool_names if n not in answered and records]
     for block_id, rec in records.items():
         if rec.refcount <= 0:
             continue
@@ -206,13 +206,13 @@ async def fsck(layers: Layers, *, repair: bool = False, progress: Progress | Non
                 report.missing_copies.append((p, block_id.hex()[:12]))
         if not have:
             report.lost_blocks[block_id.hex()[:12]] = sorted(_path(names, i) for i in users.get(block_id, ()))
-    note("pools", len(store.pool_names), len(store.pool_names))
+    note("pools", len(poolset.pool_names), len(poolset.pool_names))
 
     # --- 4. journal -----------------------------------------------------------------------
-    snaps = await store.list_meta(SNAPSHOT_PREFIX, every_pool=True)
+    snaps = await objects.list_meta(SNAPSHOT_PREFIX, every_pool=True)
     newest = max((parse_snapshot_key(k) for k in snaps), default=0)
     segments = []
-    for key in await store.list_meta(JOURNAL_PREFIX, every_pool=True):
+    for key in await objects.list_meta(JOURNAL_PREFIX, every_pool=True):
         try:
             segments.append(parse_journal_key(key))
         except ValueError:
@@ -243,7 +243,7 @@ async def _repair(
     records: dict[bytes, BlockRecord],
     on_pools: dict[bytes, set[str]],
 ) -> None:
-    meta, store = layers.meta, layers.store
+    meta, poolset, objects = layers.meta, layers.poolset, layers.objects
     with meta.write() as t:
         for parent, name, cookie in dangling:
             t.delete("dirents", s.dirent_key(parent, name))
@@ -273,7 +273,7 @@ async def _repair(
                 fixed = True
             have = on_pools.get(block_id, set())
             if have and set(rec.pools) != have:
-                rec.pools = tuple(n for n in store.ranked(block_id) if n in have)  # what is really there
+                rec.pools = tuple(n for n in poolset.ranked(block_id) if n in have)  # what is really there
                 t.put("deficit", block_id, b"")
                 fixed = True
             if fixed:
@@ -282,7 +282,7 @@ async def _repair(
                 t.put("gc", block_id, b"")
     for pool, key in report.orphan_objects:
         try:
-            await store.delete_meta(key, [pool])
+            await objects.delete_meta(key, [pool])
         except Exception as exc:  # noqa: BLE001 - one object's failure must not stop the repair
             log.warning("cannot delete orphan object %s on pool %s: %s", key, pool, exc)
     await layers.repairer.repair_pending()

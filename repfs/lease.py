@@ -29,6 +29,7 @@ from typing import Protocol
 import trio
 
 from repfs.backend.keys import LEASE_KEY
+from repfs.backend.metaobjects import MetaObjects
 from repfs.errors import CorruptObject, ReadFailed, SetupError, StorageError
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,6 @@ SETTLE = 0.3  # seconds between writing a new lease and checking nobody else wro
 class LeaseCodec(Protocol):
     def encode_meta(self, name: str, plaintext: bytes) -> bytes: ...
     def decode_meta(self, name: str, obj: bytes) -> bytes: ...
-
-
-class LeaseStore(Protocol):
-    async def put_meta(self, key: str, data: bytes) -> list[str]: ...
-    async def list_meta(self, prefix: str, *, every_pool: bool = False) -> dict[str, list[str]]: ...
-    async def get_meta_each(self, key: str) -> dict[str, bytes]: ...
-    async def delete_meta(self, key: str, holders: list[str]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -71,7 +65,7 @@ class LeaseHeld(SetupError):
 
 
 class MountLease:
-    def __init__(self, store: LeaseStore, codec: LeaseCodec, fs_dir: str, *, ttl: float = DEFAULT_TTL) -> None:
+    def __init__(self, store: MetaObjects, codec: LeaseCodec, fs_dir: str, *, ttl: float = DEFAULT_TTL) -> None:
         self.store = store
         self.codec = codec
         self.ttl = ttl

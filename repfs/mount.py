@@ -63,7 +63,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], 
     try:
         layers = await open_stack(opts.fs_dir, opts.stack, secret)
         metrics = Metrics()
-        layers.store.observer = metrics.observe_pool
+        layers.poolset.observer = metrics.observe_pool
         ops = RepfsOperations(layers.fs, observe=metrics.observe_fuse, audit=opts.audit)
         # The kernel checks permissions (and, with enable_acl, POSIX ACLs): no cached name
         # or kernel-handled open (a FIFO) can get past them. See repfs/fs/access.py.
@@ -129,7 +129,7 @@ def unmount_note(layers: Layers) -> str:
     short = layers.repairer.deficit()
     if not short:
         return ""
-    away = [n for n in layers.store.pool_names if not layers.store.state(n).serves]
+    away = [n for n in layers.poolset.pool_names if not layers.poolset.state(n).serves]
     waiting = f" (pools not in service: {', '.join(away)})" if away else ""
     return f"{short} blocks are stored with fewer copies than wanted{waiting}; the next mount copies them"
 

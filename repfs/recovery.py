@@ -17,6 +17,7 @@ from pathlib import Path
 import trio
 
 from repfs.backend.base import Pool
+from repfs.backend.metaobjects import MetaObjects
 from repfs.codec.codec import BlockCodec
 from repfs.codec.keys import derive_keys
 from repfs.codec.superblock import Superblock
@@ -26,7 +27,7 @@ from repfs.fslock import lock_fs_dir
 from repfs.journal.replay import Replayed, rebuild
 from repfs.meta import schema as s
 from repfs.meta.store import MetaStore
-from repfs.stack import build_store
+from repfs.stack import build_poolset
 from repfs.volume import FsPaths, _each, _read_superblock, _unlock_any, open_pool
 
 log = logging.getLogger(__name__)
@@ -91,11 +92,11 @@ async def _recover(
         config = dataclasses.replace(
             config, pools=tuple(answering), replicas=replicas, write_quorum=min(config.write_quorum, replicas)
         )
-        store = build_store(config, {name: pool for name, pool in pools.items() if name in found})
+        objects = MetaObjects(build_poolset(config, {name: pool for name, pool in pools.items() if name in found}))
         missing = sorted(set(pools) - set(found))
         if missing:
             log.warning("recovering without pool(s) %s: they do not answer", ", ".join(missing))
-        out = await rebuild(paths.meta, store, store, codec, progress=progress)
+        out = await rebuild(paths.meta, objects, objects, codec, progress=progress)
     finally:
         for pool in pools.values():
             await pool.close()

@@ -1,10 +1,11 @@
 """The one place the layers of a filesystem are put together.
 
-`build_stack` wires every layer of an opened filesystem (pools, replicated store, metadata
-and its journal, block manager, cache, filesystem core, health, repair, lease, usage, pool
-manager); `open_stack` opens the filesystem first and prepares the stack for use (lease,
-journal catch-up, what a crash left). Mount, scrub, fsck and the test rigs all build their
-stack here, so each runs the same write and fsync path, journal included.
+`build_stack` wires every layer of an opened filesystem (the pool set and the three parts
+over it: block store, single copies, metadata objects; metadata and its journal, block
+manager, cache, filesystem core, health, repair, lease, usage, pool manager);
+`open_stack` opens the filesystem first and prepares the stack for use (lease, journal
+catch-up, what a crash left). Mount, scrub, fsck and the test rigs all build their stack
+here, so each runs the same write and fsync path, journal included.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import trio
 
 from repfs.admin.pools import PoolManager
 from repfs.backend.base import Pool
+from repfs.backend.copies import BlockCopies
 from repfs.backend.health import HealthMonitor
+from repfs.backend.metaobjects import MetaObjects
+from repfs.backend.poolset import PoolSet
 from repfs.backend.replicated import ReplicatedStore
 from repfs.backend.usage import DEFAULT_INTERVAL as USAGE_INTERVAL
 from repfs.backend.usage import UsageMonitor
@@ -66,7 +70,10 @@ class Layers:
 
     opened: OpenedFs
     meta: MetaStore
-    store: ReplicatedStore
+    poolset: PoolSet
+    store: ReplicatedStore  # blocks
+    copies: BlockCopies  # one pool's copy of a block
+    objects: MetaObjects  # journal segments, snapshots, the lease
     blocks: BlockManager
     cache: BlockCache
     fs: Filesystem
@@ -127,7 +134,7 @@ class Layers:
         self.meta.close()
         if clean:
             await self.lease.release()
-        await self.store.close()
+        await self.poolset.close()
 
     async def shutdown(self) -> int:
         """`store_dirty` then `close`: for a filesystem without running services."""
@@ -136,17 +143,14 @@ class Layers:
         return unstored
 
 
-def build_store(
-    config: FsConfig, pools: Mapping[str, Pool], *, cpu: trio.CapacityLimiter | None = None, **tuning: float
-) -> ReplicatedStore:
-    """The pools as one replicated store, as repfs.toml describes them (`tuning`: the
-    store's timing knobs, for tests)."""
-    return ReplicatedStore(
+def build_poolset(config: FsConfig, pools: Mapping[str, Pool], **tuning: float) -> PoolSet:
+    """The pools as repfs.toml describes them (`tuning`: the timing knobs of their
+    requests, for tests)."""
+    return PoolSet(
         pools,
         {p.name: p.weight for p in config.pools},
         replicas=config.replicas,
         write_quorum=config.write_quorum,
-        cpu_limiter=cpu,
         capacities={p.name: p.capacity for p in config.pools},
         thresholds={p.name: (p.warn_threshold, p.critical_threshold) for p in config.pools},
         draining=[p.name for p in config.pools if p.draining],
@@ -160,11 +164,14 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     config = opened.config
     codec = BlockCodec(derive_keys(opened.data_key))
     cpu = trio.CapacityLimiter(max(2, os.cpu_count() or 2))
-    store = build_store(config, opened.pools, cpu=cpu, **tuning)
+    poolset = build_poolset(config, opened.pools, **tuning)
+    store = ReplicatedStore(poolset, cpu_limiter=cpu)
+    copies = BlockCopies(poolset, cpu_limiter=cpu)
+    objects = MetaObjects(poolset, cpu_limiter=cpu)
     meta = MetaStore(opened.paths.meta)
-    journal = JournalWriter(meta, store, codec, cpu=cpu, copies=config.replicas)
+    journal = JournalWriter(meta, objects, codec, cpu=cpu, copies=config.replicas)
     meta.sink = journal.append
-    blocks = BlockManager(meta, codec, store, block_size=config.block_size, cpu=cpu, journal=journal)
+    blocks = BlockManager(meta, codec, store, poolset, block_size=config.block_size, cpu=cpu, journal=journal)
     cache_dir = opts.cache_dir or opened.paths.cache
     try:
         check_cache_dir(meta, cache_dir)
@@ -196,13 +203,14 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         blocks,
         cache,
         block_size=config.block_size,
-        usage=store.usage,
+        usage=poolset.usage,
         replicas=config.replicas,
-        no_space=store.no_space,
+        no_space=poolset.no_space,
     )
-    repairer = Repairer(meta, store, blocks.locks, rate=RateLimit(opts.repair_rate))
+    repairer = Repairer(meta, poolset, copies, blocks.locks, rate=RateLimit(opts.repair_rate))
     health = HealthMonitor(
-        store,
+        poolset,
+        copies,
         opened.pools,
         opened.superblock,
         interval=opts.heartbeat,
@@ -215,11 +223,13 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         initially_down=opened.unreachable,
         initially_offline=[p.name for p in config.pools if p.offline],
     )
-    lease = MountLease(store, codec, os.path.abspath(opened.paths.root))
-    usage = UsageMonitor(store, interval=opts.usage_interval)
-    pools = PoolManager(opened, meta, store, health, repairer, usage)
+    lease = MountLease(objects, codec, os.path.abspath(opened.paths.root))
+    usage = UsageMonitor(poolset, interval=opts.usage_interval)
+    pools = PoolManager(opened, meta, poolset, objects, health, repairer, usage)
     pools.journal = journal
-    return Layers(opened, meta, store, blocks, cache, fs, health, repairer, journal, lease, usage, pools)
+    return Layers(
+        opened, meta, poolset, store, copies, objects, blocks, cache, fs, health, repairer, journal, lease, usage, pools
+    )
 
 
 def _catch_up(repairer: Repairer, journal: JournalWriter) -> Callable[[str], None]:
@@ -249,7 +259,7 @@ async def prepare(layers: Layers, opts: StackOptions) -> None:
     """Before serving: take the lease, agree with the pools' journal, then take over what a
     crash left."""
     await layers.lease.acquire(take_over=opts.take_over, break_lease=opts.break_lease)
-    await catch_up(layers.meta, layers.journal, layers.store, layers.journal.codec)
+    await catch_up(layers.meta, layers.journal, layers.objects, layers.journal.codec)
     with layers.meta.write() as t:
         t.put("meta", s.META_CLEAN, s.u64(0))
     adopt_leftovers(layers)
@@ -285,6 +295,6 @@ async def open_stack(fs_dir: Path, opts: StackOptions, secret: bytes) -> Layers:
         await prepare(layers, opts)
     except BaseException:
         layers.meta.close()
-        await layers.store.close()
+        await layers.poolset.close()
         raise
     return layers

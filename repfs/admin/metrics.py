@@ -2,7 +2,7 @@
 
 Three kinds:
 - observed as things happen (histograms and counters in `Metrics`): pool request
-  latency and errors, FUSE operation latency, errors and bytes; fed by the store's
+  latency and errors, FUSE operation latency, errors and bytes; fed by the pool set's
   `observer` hook and the FUSE boundary's;
 - read at scrape time from the live daemon (`LiveCollector`): pool space, thresholds and
   states, replica deficit, repair, rebalance, drain and scrub progress, cache, upload
@@ -203,7 +203,7 @@ class Metrics:
     def bind(self, daemon: Daemon) -> None:
         """Read the live daemon at every scrape."""
         self.registry.register(LiveCollector(daemon))
-        self._pools = lambda: daemon.layers.store.pool_names
+        self._pools = lambda: daemon.layers.poolset.pool_names
 
     def forget_removed_pools(self) -> None:
         """Drop the observed series of pools that are no longer the filesystem's."""
@@ -322,8 +322,8 @@ class LiveCollector(Collector):
 
     def _pools(self) -> Iterator[Metric]:
         d = self.d
-        store = d.layers.store
-        names = store.pool_names
+        poolset = d.layers.poolset
+        names = poolset.pool_names
         g = {
             n: self._gauge(n, ["pool"])
             for n in (
@@ -334,7 +334,7 @@ class LiveCollector(Collector):
         }  # fmt: skip
         state = self._gauge("repfs_pool_state", ["pool", "state"])
         for name in names:
-            space = store.space(name)
+            space = poolset.space(name)
             if space.used is not None:
                 g["repfs_pool_used_bytes"].add_metric([name], space.used)
                 g["repfs_pool_free_bytes"].add_metric([name], space.free or 0)
@@ -347,11 +347,11 @@ class LiveCollector(Collector):
             g["repfs_pool_warn_ratio"].add_metric([name], space.warn)
             g["repfs_pool_critical_ratio"].add_metric([name], space.critical)
             g["repfs_pool_full"].add_metric([name], int(space.full))
-            g["repfs_pool_weight"].add_metric([name], store.weight(name))
+            g["repfs_pool_weight"].add_metric([name], poolset.weight(name))
             measured = d.layers.usage.measured.get(name)
             if measured is not None:
                 g["repfs_pool_usage_measured_timestamp_seconds"].add_metric([name], measured)
-            current = store.state(name)
+            current = poolset.state(name)
             for s in PoolState:
                 state.add_metric([name, s.value], int(s is current))
         yield from g.values()

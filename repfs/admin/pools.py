@@ -6,7 +6,7 @@ Every change follows the same steps, one change at a time:
    pool itself: reachable, and either empty (its superblock is written) or holding this
    filesystem's superblock; another filesystem's pool is refused;
 2. write `FS_DIR/rebalance.pending`, then the new repfs.toml (atomically);
-3. apply it to the store (placement) and the health monitor;
+3. apply it to the pool set (placement) and the health monitor;
 4. queue in the deficit table exactly the blocks whose targets changed (placement before
    and after are compared block by block; a drain also queues every block the pool
    holds), sync the metadata and remove `rebalance.pending`.
@@ -36,7 +36,8 @@ import trio
 
 from repfs.backend.health import HealthMonitor
 from repfs.backend.keys import JOURNAL_PREFIX, SNAPSHOT_PREFIX, SUPERBLOCK_KEY
-from repfs.backend.replicated import Placement, ReplicatedStore
+from repfs.backend.metaobjects import MetaObjects
+from repfs.backend.poolset import Placement, PoolSet
 from repfs.backend.s3 import S3Pool
 from repfs.backend.state import PoolState
 from repfs.backend.usage import UsageMonitor
@@ -108,7 +109,8 @@ class PoolManager:
         self,
         opened: OpenedFs,
         meta: MetaStore,
-        store: ReplicatedStore,
+        poolset: PoolSet,
+        objects: MetaObjects,
         health: HealthMonitor,
         repairer: Repairer,
         usage: UsageMonitor,
@@ -117,7 +119,8 @@ class PoolManager:
     ) -> None:
         self.opened = opened
         self.meta = meta
-        self.store = store
+        self.poolset = poolset
+        self.objects = objects
         self.health = health
         self.journal: Any = None  # the journal writer, whose `copies` follow the replicas
         self.repairer = repairer
@@ -208,7 +211,7 @@ class PoolManager:
     async def queue_moved(self, before: Placement, reason: str, *, held_by: str | None = None) -> int:
         """Queue for repair every live block whose targets differ between `before` and
         now (and, with `held_by`, every block that pool holds); returns how many."""
-        after = self.store.placement()
+        after = self.poolset.placement()
         job = Rebalance(reason, time.time())
         self.rebalances = [*self.rebalances[-9:], job]
 
@@ -234,7 +237,7 @@ class PoolManager:
         self.rebalances.append(job)
 
         def visit(block_id: bytes, rec: BlockRecord, t: Any) -> None:
-            if rec.refcount > 0 and set(rec.pools) != set(self.store.targets(block_id)):
+            if rec.refcount > 0 and set(rec.pools) != set(self.poolset.targets(block_id)):
                 t.put("deficit", block_id, b"")
                 job.queued += 1
 
@@ -252,7 +255,7 @@ class PoolManager:
         """Add a pool; a local pool's directory must exist unless `create` (as at mount:
         a missing directory is a disk that is not there, never something to make)."""
         async with self._lock:
-            if spec.name in self.store.pool_names:
+            if spec.name in self.poolset.pool_names:
                 raise AdminRefused(f"a pool named {spec.name} exists already")
             if spec.draining:
                 raise AdminInvalid("a new pool cannot start out draining")
@@ -271,9 +274,9 @@ class PoolManager:
             except BaseException:
                 await pool.close()
                 raise
-            before = self.store.placement()
+            before = self.poolset.placement()
             self._commit(config)
-            self.store.add_pool(
+            self.poolset.add_pool(
                 pool, spec.weight, capacity=spec.capacity, thresholds=(spec.warn_threshold, spec.critical_threshold)
             )
             self.opened.pools[spec.name] = pool
@@ -340,13 +343,13 @@ class PoolManager:
             except ConfigError as exc:
                 raise AdminInvalid(str(exc)) from None
             config = self._with_pools([new if p.name == name else p for p in self.config.pools])
-            before = self.store.placement()
+            before = self.poolset.placement()
             self._commit(config)
-            self.store.set_capacity(name, new.capacity)
-            self.store.set_thresholds(name, new.warn_threshold, new.critical_threshold)
+            self.poolset.set_capacity(name, new.capacity)
+            self.poolset.set_thresholds(name, new.warn_threshold, new.critical_threshold)
             queued = 0
             if new.weight != spec.weight:
-                self.store.set_weight(name, new.weight)
+                self.poolset.set_weight(name, new.weight)
                 why = f"pool {name} reweighted from {spec.weight:g} to {new.weight:g}"
                 queued = await self.queue_moved(before, why)
             self._settled()
@@ -364,9 +367,9 @@ class PoolManager:
                     "of every block; add a pool first"
                 )
             config = self._with_pools([replace(p, draining=True) if p.name == name else p for p in self.config.pools])
-            before = self.store.placement()
+            before = self.poolset.placement()
             self._commit(config)
-            self.store.set_draining(name, True)
+            self.poolset.set_draining(name, True)
             self.drains[name] = Drain(time.time())
             queued = await self.queue_moved(before, f"pool {name} draining", held_by=name)
             self._settled()
@@ -379,9 +382,9 @@ class PoolManager:
             if not spec.draining:
                 raise AdminRefused(f"pool {name} is not draining")
             config = self._with_pools([replace(p, draining=False) if p.name == name else p for p in self.config.pools])
-            before = self.store.placement()
+            before = self.poolset.placement()
             self._commit(config)
-            self.store.set_draining(name, False)
+            self.poolset.set_draining(name, False)
             self.drains.pop(name, None)
             queued = await self.queue_moved(before, f"pool {name} no longer draining")
             self._settled()
@@ -403,12 +406,12 @@ class PoolManager:
                 )
             except ConfigError as exc:
                 raise AdminInvalid(str(exc)) from None
-            placing = [n for n in self.store.pool_names if not self.store.draining(n)]
+            placing = [n for n in self.poolset.pool_names if not self.poolset.draining(n)]
             if config.replicas > len(placing):
                 raise AdminInvalid(f"replicas {config.replicas}: only {len(placing)} pools take blocks")
-            before = self.store.placement()
+            before = self.poolset.placement()
             self._commit(config)
-            self.store.replicas, self.store.write_quorum = config.replicas, config.write_quorum
+            self.poolset.replicas, self.poolset.write_quorum = config.replicas, config.write_quorum
             if self.journal is not None:
                 self.journal.copies = config.replicas
             queued = 0
@@ -424,12 +427,12 @@ class PoolManager:
         stays across restarts (`offline = true` in repfs.toml) until it is put back."""
         async with self._lock:
             spec = self.spec(name)
-            if self.store.draining(name):
+            if self.poolset.draining(name):
                 raise AdminRefused(f"pool {name} is draining; undrain it before taking it offline")
             self.health.take_offline(name)
             if not spec.offline:
                 self._set_offline(name, True)
-            return {"pool": name, "state": self.store.state(name).value}
+            return {"pool": name, "state": self.poolset.state(name).value}
 
     async def online(self, name: str) -> dict[str, Any]:
         """Put an offline pool back: it is challenged (verifying), then used again."""
@@ -441,7 +444,7 @@ class PoolManager:
                 raise AdminRefused(str(exc)) from None
             if spec.offline:
                 self._set_offline(name, False)
-            return {"pool": name, "state": self.store.state(name).value}
+            return {"pool": name, "state": self.poolset.state(name).value}
 
     async def clear(self, name: str) -> dict[str, Any]:
         """Accept a failed pool as it is; what it lacks is copied back (`repair status`)."""
@@ -452,12 +455,12 @@ class PoolManager:
             raise AdminRefused(str(exc)) from None
         except (StorageError, trio.TooSlowError) as exc:
             raise AdminRefused(f"pool {name} does not answer: {exc or 'no answer in time'}") from None
-        return {"pool": name, "state": self.store.state(name).value, "queued": self.deficit()}
+        return {"pool": name, "state": self.poolset.state(name).value, "queued": self.deficit()}
 
     async def remove(self, name: str) -> dict[str, Any]:
         async with self._lock:
             self.spec(name)
-            if self.store.state(name).serves:
+            if self.poolset.state(name).serves:
                 await self.rescue_meta(name)
             rest = [p for p in self.config.pools if p.name != name]
             if len(rest) < self.config.replicas:
@@ -471,15 +474,15 @@ class PoolManager:
                     f"pool {name} holds the only copy of {only} blocks, and {short} more would keep fewer than "
                     f"{self.config.replicas} copies without it; drain it first (repfs-admin pools drain {name} --wait)"
                 )
-            # from here to the store's removal nothing awaits: no write can slip in between
+            # from here to the pool set's removal nothing awaits: no write can slip in between
             self._commit(config)
-            pool = self.store.remove_pool(name)
+            pool = self.poolset.remove_pool(name)
             self.health.remove_pool(name)
             self.opened.pools.pop(name, None)
             self.drains.pop(name, None)
             stripped = await self._strip(name)
             self._settled()
-            await self.store.idle(name)
+            await self.poolset.idle(name)
             try:
                 await pool.close()
             except (StorageError, OSError) as exc:
@@ -490,8 +493,8 @@ class PoolManager:
     def _copies_elsewhere(self, name: str) -> tuple[int, int]:
         """(blocks whose only copy `name` holds, blocks that would keep fewer than
         `replicas` trusted copies without it)."""
-        rest = [n for n in self.store.pool_names if n != name]
-        trusted = {n for n in rest if self.store.state(n) != PoolState.FAILED}
+        rest = [n for n in self.poolset.pool_names if n != name]
+        trusted = {n for n in rest if self.poolset.state(n) != PoolState.FAILED}
         need = min(self.config.replicas, len(rest))
         only = short = 0
         with self.meta.read() as t:
@@ -516,7 +519,7 @@ class PoolManager:
             rec.pools = tuple(p for p in rec.pools if p != name)
             t.put_block_record(block_id, rec)
             stripped += 1
-            if rec.refcount > 0 and set(rec.pools) != set(self.store.targets(block_id)):
+            if rec.refcount > 0 and set(rec.pools) != set(self.poolset.targets(block_id)):
                 t.put("deficit", block_id, b"")
 
         await self._scan(visit)
@@ -528,13 +531,13 @@ class PoolManager:
         the pools that take new objects; returns how many."""
         copied = 0
         for prefix in (JOURNAL_PREFIX, SNAPSHOT_PREFIX):
-            held = await self.store.list_meta(prefix, every_pool=True)
+            held = await self.objects.list_meta(prefix, every_pool=True)
             for key, holders in held.items():
-                if [h for h in holders if h != name and not self.store.draining(h)]:
+                if [h for h in holders if h != name and not self.poolset.draining(h)]:
                     continue
                 try:
-                    data = await self.store.get_from(name, key)
-                    await self.store.put_meta(key, data)
+                    data = await self.objects.get_from(name, key)
+                    await self.objects.put_meta(key, data)
                 except StorageError as exc:
                     raise AdminRefused(f"cannot copy {key} from pool {name} to the other pools: {exc}") from None
                 copied += 1
@@ -555,7 +558,7 @@ class PoolManager:
 
     async def track(self) -> None:
         """Count what draining pools still hold; a pool that holds nothing is drained."""
-        names = [n for n in self.drains if n in self.store.pool_names]
+        names = [n for n in self.drains if n in self.poolset.pool_names]
         if not names:
             return
         counts = self._held(names)
@@ -563,7 +566,7 @@ class PoolManager:
             d = self.drains[name]
             d.remaining = counts[name]
             d.total = max(d.total or 0, counts[name])
-            if d.remaining == 0 and not d.done and self.store.state(name).serves:
+            if d.remaining == 0 and not d.done and self.poolset.state(name).serves:
                 try:
                     await self.rescue_meta(name)
                 except AdminRefused as exc:

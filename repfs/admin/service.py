@@ -226,16 +226,16 @@ class Daemon:
 
     def pool_info(self, name: str) -> dict[str, Any]:
         spec = self.pools.spec(name)
-        store = self.layers.store
-        space = store.space(name)
+        poolset = self.layers.poolset
+        space = poolset.space(name)
         drain = self.pools.drains.get(name)
         return {
             "name": name,
             "url": redact_url(spec.url),
             "kind": spec.kind,
-            "state": store.state(name).value,
-            "weight": store.weight(name),
-            "draining": store.draining(name),
+            "state": poolset.state(name).value,
+            "weight": poolset.weight(name),
+            "draining": poolset.draining(name),
             "capacity": space.capacity,
             "used": space.used,
             "total": space.total,
@@ -251,12 +251,12 @@ class Daemon:
 
     def alerts(self) -> list[str]:
         out = []
-        store = self.layers.store
-        for name in store.pool_names:
-            state = store.state(name)
+        poolset = self.layers.poolset
+        for name in poolset.pool_names:
+            state = poolset.state(name)
             if state.value in ("down", "failed", "verifying"):
                 out.append(f"pool {name} is {state.value}")
-            space = store.space(name)
+            space = poolset.space(name)
             if space.level in ("warn", "critical"):
                 out.append(
                     f"pool {name} is over its {space.level} threshold: {(space.ratio or 0) * 100:.1f}% used "
@@ -304,7 +304,7 @@ class Daemon:
                 "replicas": config.replicas,
                 "write_quorum": config.write_quorum,
                 "block_size": config.block_size,
-                "pools": [self.pool_info(n) for n in layers.store.pool_names],
+                "pools": [self.pool_info(n) for n in layers.poolset.pool_names],
                 "alerts": self.alerts(),
                 "repair": self.repair_info(),
                 "scrub": self.scrub.info(),
@@ -320,7 +320,7 @@ class Daemon:
         )
 
     async def get_pools(self, request: Request) -> Response:
-        return Response.json(200, {"pools": [self.pool_info(n) for n in self.layers.store.pool_names]})
+        return Response.json(200, {"pools": [self.pool_info(n) for n in self.layers.poolset.pool_names]})
 
     async def get_pool(self, request: Request) -> Response:
         return Response.json(200, self.pool_info(request.params["name"]))
@@ -402,7 +402,12 @@ class Daemon:
             raise AdminInvalid("give path (relative to the mount point) and, if you like, deep: true")
         try:
             files, cut, queued = await check_path(
-                self.layers.meta, self.layers.store, self.layers.repairer, path, deep=deep
+                self.layers.meta,
+                self.layers.poolset,
+                self.layers.copies,
+                self.layers.repairer,
+                path,
+                deep=deep,
             )
         except (NotFound, NotADirectory) as exc:
             raise AdminUnknown(str(exc)) from None

@@ -11,7 +11,7 @@ So each pool's deadline is sized to the work, from what that pool has shown late
                                 ÷ (the sum of those estimates over the pools))
 
 and never less than the time to move its bytes at ASSURED_THROUGHPUT (8 MiB/s: 8 s for
-a 64 MiB block), capped at the store's `op_timeout`. Throughput is counted for the pool as a whole (the
+a 64 MiB block), capped at the pool set's `op_timeout`. Throughput is counted for the pool as a whole (the
 bytes a request moved plus those in flight beside it when it started, over its time), so
 eight parallel writers get eight times the time each, a journal segment or lease queued
 behind large blocks on the same pool gets the time those take, and a burst after a
@@ -27,7 +27,7 @@ longer.
 
 A read that misses its pool's deadline asks the next pool as well (a hedged request);
 a write that misses it goes to a stand-in. Either way the pool becomes *suspected*: it
-stops being first choice for reads until it answers again (see replicated.py).
+stops being first choice for reads until it answers again (see poolset.py).
 """
 
 from __future__ import annotations

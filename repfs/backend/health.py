@@ -14,7 +14,7 @@ so that a stopped server is taken out of use within seconds):
   is `up`, and every block it should hold is checked and copied back where missing), or
   `offline` and later `online` have it verified again;
 - a `draining` pool is watched like an `up` one: it goes down when it misses heartbeats,
-  and comes back as `draining` (the store keeps that decision apart from health);
+  and comes back as `draining` (the pool set keeps that decision apart from health);
 - pools added or removed at runtime get (or lose) their heartbeat loop: `add_pool`,
   `remove_pool`;
 - a pool that is not failed and has no superblock (its contents were wiped while mounted,
@@ -36,8 +36,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import trio
 
 from repfs.backend.base import Pool
+from repfs.backend.copies import BlockCopies
 from repfs.backend.keys import BLOCK_PREFIX, SUPERBLOCK_KEY
-from repfs.backend.replicated import ReplicatedStore
+from repfs.backend.poolset import PoolSet
 from repfs.backend.state import PoolState
 from repfs.codec.superblock import Superblock
 from repfs.errors import CorruptObject, ObjectNotFound, StorageError
@@ -66,7 +67,8 @@ async def _holds_blocks(pool: Pool) -> bool:
 class HealthMonitor:
     def __init__(
         self,
-        store: ReplicatedStore,
+        poolset: PoolSet,
+        copies: BlockCopies,
         pools: Mapping[str, Pool],
         superblock: Superblock,
         *,
@@ -83,7 +85,8 @@ class HealthMonitor:
         initially_down: Iterable[str] = (),
         initially_offline: Iterable[str] = (),
     ) -> None:
-        self.store = store
+        self.poolset = poolset
+        self.copies = copies
         self.pools = dict(pools)
         self.superblock = superblock
         self.interval = interval
@@ -107,17 +110,17 @@ class HealthMonitor:
         self._nursery: trio.Nursery | None = None
         for name in initially_down:
             self.missed[name] = down_after
-            store.set_state(name, PoolState.DOWN, "unreachable at mount")
+            poolset.set_state(name, PoolState.DOWN, "unreachable at mount")
         for name in initially_offline:
-            store.set_state(name, PoolState.OFFLINE, "taken offline by an administrator")
-        store.on_trouble = self.trouble
+            poolset.set_state(name, PoolState.OFFLINE, "taken offline by an administrator")
+        poolset.on_trouble = self.trouble
 
     def state(self, name: str) -> PoolState:
-        return self.store.state(name)
+        return self.poolset.state(name)
 
     def _set(self, name: str, state: PoolState, why: str, bad: Sequence[bytes] = ()) -> None:
-        was = self.store.state(name)
-        self.store.set_state(name, state, why)
+        was = self.poolset.state(name)
+        self.poolset.set_state(name, state, why)
         if state == PoolState.FAILED and was != state and self.on_failed is not None:
             self.on_failed(name, bad)
 
@@ -128,7 +131,7 @@ class HealthMonitor:
             self._wake[name].set()
 
     def add_pool(self, name: str, pool: Pool) -> None:
-        """Watch a pool added at runtime (the store knows it already)."""
+        """Watch a pool added at runtime (the pool set knows it already)."""
         self.pools[name] = pool
         self.missed[name] = 0
         self._wake[name] = trio.Event()
@@ -286,7 +289,7 @@ class HealthMonitor:
             async with limiter:
                 if failure:
                     return
-                obj, why = await self.store.read_copy(name, block_id, digest)
+                obj, why = await self.copies.read_copy(name, block_id, digest)
             if obj is None:
                 bad.append(block_id)
                 failure = failure or f"block {block_id.hex()[:12]} is {why}"

@@ -3,8 +3,8 @@
 `Pool.usage()` can be expensive (an S3 pool lists every object it holds), so it is never
 called on a request path: this service measures every pool that serves each `interval`
 seconds (one pool at a time, so that a slow listing delays nothing else) and hands the
-figures to the store, which keeps them up to date from its own writes in between, checks
-them against each pool's thresholds and logs a crossing (see `ReplicatedStore.space`).
+figures to the pool set, which keeps them up to date from the writes in between, checks
+them against each pool's thresholds and logs a crossing (see `PoolSet.space`).
 `refresh()` asks for a measurement now (after an administrator changed a capacity).
 """
 
@@ -15,7 +15,7 @@ import time
 
 import trio
 
-from repfs.backend.replicated import ReplicatedStore
+from repfs.backend.poolset import PoolSet
 from repfs.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,8 @@ MEASURE_TIMEOUT = 300.0
 
 
 class UsageMonitor:
-    def __init__(self, store: ReplicatedStore, *, interval: float = DEFAULT_INTERVAL) -> None:
-        self.store = store
+    def __init__(self, pools: PoolSet, *, interval: float = DEFAULT_INTERVAL) -> None:
+        self.pools = pools
         self.interval = interval
         self.measured: dict[str, float] = {}  # pool -> unix time of its last measurement
         self.passes = 0
@@ -47,20 +47,20 @@ class UsageMonitor:
 
     async def measure(self, name: str) -> bool:
         """Measure one pool; False when it could not be measured."""
-        pool = self.store.pool(name)
+        pool = self.pools.pool(name)
         try:
             with trio.fail_after(MEASURE_TIMEOUT):
                 u = await pool.usage()
         except (StorageError, trio.TooSlowError) as exc:
             log.info("cannot measure the usage of pool %s: %s", name, exc or "timed out")
             return False
-        self.store.note_usage(name, u.used, u.total, u.free)
+        self.pools.note_usage(name, u.used, u.total, u.free)
         self.measured[name] = time.time()
         return True
 
     async def measure_all(self) -> None:
-        for name in self.store.pool_names:
-            if name in self.store.pool_names and self.store.usable(name):
+        for name in self.pools.pool_names:
+            if name in self.pools.pool_names and self.pools.usable(name):
                 await self.measure(name)
         self.passes += 1
 

@@ -17,11 +17,13 @@ import functools
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import trio
 
+from repfs.backend.poolset import PoolSet
+from repfs.backend.replicated import ReplicatedStore
 from repfs.backend.state import object_digest
 from repfs.blocks.keyedlock import KeyedLock
 from repfs.blocks.layer import MappingJournal
@@ -48,32 +50,13 @@ class Codec(Protocol):
     def decode(self, block_id: bytes, obj: bytes) -> bytes: ...
 
 
-class Store(Protocol):
-    replicas: int
-
-    @property
-    def pool_names(self) -> list[str]: ...
-
-    def targets(self, block_id: bytes) -> list[str]: ...
-    async def put_block(self, block_id: bytes, obj: bytes) -> list[str]: ...
-    async def get_block(
-        self, block_id: bytes, holders: Sequence[str], decode: DecodeFn, *, size_hint: int | None = None
-    ) -> bytes: ...
-    async def delete_block(
-        self, block_id: bytes, holders: Sequence[str], *, stored_size: int = 0, recorded: Sequence[str] = ()
-    ) -> list[str]: ...
-
-
-class DecodeFn(Protocol):
-    def __call__(self, obj: bytes) -> bytes: ...
-
-
 class BlockManager:
     def __init__(
         self,
         meta: MetaStore,
         codec: Codec,
-        store: Store,
+        store: ReplicatedStore,
+        pools: PoolSet,
         *,
         block_size: int,
         cpu: trio.CapacityLimiter,
@@ -85,6 +68,7 @@ class BlockManager:
         self._awaited: Counter[int] = Counter()  # inode → fsyncs in progress
         self.codec = codec
         self.replicated = store
+        self.pools = pools  # placement: the targets of a block, and every pool for GC
         self.block_size = block_size
         self.cpu = cpu
         self.locks = KeyedLock()
@@ -147,7 +131,7 @@ class BlockManager:
             else:
                 encoded, digest = await trio.to_thread.run_sync(self._encode, block_id, data, limiter=self.cpu)
                 obj, stored_size = encoded, len(encoded)
-            targets = set(self.replicated.targets(block_id))
+            targets = set(self.pools.targets(block_id))
             with self.meta.write() as t:
                 inode = t.inode_or_none(ino)
                 live = current() and inode is not None and index * self.block_size < inode.size
@@ -266,7 +250,7 @@ class BlockManager:
                     continue
                 failed = await self.replicated.delete_block(
                     block_id,
-                    list(self.replicated.pool_names),
+                    self.pools.pool_names,
                     stored_size=rec.stored_size if rec is not None else 0,
                     recorded=rec.pools if rec is not None else (),
                 )

@@ -13,7 +13,8 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass, field
 
-from repfs.backend.replicated import ReplicatedStore
+from repfs.backend.copies import BlockCopies
+from repfs.backend.poolset import PoolSet
 from repfs.errors import NotADirectory, NotFound, StorageError
 from repfs.fs.repair import Repairer
 from repfs.meta import schema as s
@@ -73,7 +74,13 @@ def _files(meta: MetaStore, ino: int, path: str) -> tuple[list[tuple[int, str, i
 
 
 async def check(
-    meta: MetaStore, store: ReplicatedStore, repairer: Repairer, path: str, *, deep: bool = False
+    meta: MetaStore,
+    pools: PoolSet,
+    block_copies: BlockCopies,
+    repairer: Repairer,
+    path: str,
+    *,
+    deep: bool = False,
 ) -> tuple[list[FileCheck], bool, int]:
     """Check `path`: (each file's blocks and copies, whether the list was cut off, blocks queued for repair)."""
     files, cut = _files(meta, resolve(meta, path), "/" + path.strip("/"))
@@ -86,23 +93,23 @@ async def check(
             records = {bid: t.block_record(bid) for _, bid in mapped}
         for index, block_id in mapped:
             rec = records[block_id]
-            wanted = list(dict.fromkeys([*store.targets(block_id), *(rec.pools if rec else ())]))
+            wanted = list(dict.fromkeys([*pools.targets(block_id), *(rec.pools if rec else ())]))
             copies: dict[str, str] = {}
             for name in wanted:
-                if not store.state(name).serves:
-                    copies[name] = f"unreachable: pool is {store.state(name).value}"
+                if not pools.state(name).serves:
+                    copies[name] = f"unreachable: pool is {pools.state(name).value}"
                 elif deep and rec is not None:
-                    obj, why = await store.read_copy(name, block_id, rec.digest)
+                    obj, why = await block_copies.read_copy(name, block_id, rec.digest)
                     copies[name] = "ok" if obj is not None else ("missing" if why == "missing" else f"damaged: {why}")
                 else:
                     try:
-                        there = await store.has_copy(name, block_id)
+                        there = await block_copies.has_copy(name, block_id)
                     except StorageError as exc:
                         copies[name] = f"unreachable: {exc}"
                         continue
                     copies[name] = "ok" if there else "missing"
             bad = {n for n, v in copies.items() if v == "missing" or v.startswith("damaged")}
-            if bad or sum(1 for v in copies.values() if v == "ok") < store.replicas:
+            if bad or sum(1 for v in copies.values() if v == "ok") < pools.replicas:
                 queued.setdefault(block_id, set()).update(bad)
             report.blocks.append(BlockCheck(index, block_id.hex()[:12], copies))
         out.append(report)

@@ -1,6 +1,6 @@
 """Repair: bring every block back to `replicas` good copies on its placement pools.
 
-A block whose copies are not exactly on its target pools (`store.targets`) is listed in
+A block whose copies are not exactly on its target pools (`PoolSet.targets`) is listed in
 the `deficit` table: it was written while a target pool was down (a stand-in took the
 copy) or full, or a copy was found missing or damaged. The repair service works that
 list off in the background whenever pools come back, and at an interval; `repair_block`
@@ -24,11 +24,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import trio
 
-from repfs.backend.state import PoolState
+from repfs.backend.copies import BlockCopies
+from repfs.backend.poolset import PoolSet
 from repfs.blocks.keyedlock import KeyedLock
 from repfs.errors import StorageError
 from repfs.fs.ratelimit import RateLimit
@@ -38,19 +38,6 @@ from repfs.meta.store import MetaStore
 log = logging.getLogger(__name__)
 
 BATCH = 256  # deficit entries looked at per round
-
-
-class CopyStore(Protocol):
-    @property
-    def pool_names(self) -> list[str]: ...
-
-    def ranked(self, block_id: bytes) -> list[str]: ...
-    def targets(self, block_id: bytes) -> list[str]: ...
-    def state(self, name: str) -> PoolState: ...
-    async def read_copy(self, name: str, block_id: bytes, digest: bytes) -> tuple[bytes | None, str]: ...
-    async def has_copy(self, name: str, block_id: bytes) -> bool: ...
-    async def put_copy(self, name: str, block_id: bytes, obj: bytes) -> None: ...
-    async def delete_copy(self, name: str, block_id: bytes) -> None: ...
 
 
 @dataclass
@@ -69,7 +56,8 @@ class Repairer:
     def __init__(
         self,
         meta: MetaStore,
-        store: CopyStore,
+        pools: PoolSet,
+        copies: BlockCopies,
         locks: KeyedLock,
         *,
         rate: RateLimit | None = None,
@@ -77,7 +65,8 @@ class Repairer:
         interval: float = 30.0,
     ) -> None:
         self.meta = meta
-        self.store = store
+        self.pools = pools
+        self.copies = copies
         self.locks = locks
         self.rate = rate or RateLimit(None)
         self.concurrency = concurrency
@@ -120,7 +109,7 @@ class Repairer:
         with self.meta.read() as t:
             wanted = [
                 k for k, v in t.scan("blocks", b"")
-                if pool in BlockRecord.unpack(v).pools or pool in self.store.targets(k)
+                if pool in BlockRecord.unpack(v).pools or pool in self.pools.targets(k)
             ]  # fmt: skip
         with self.meta.write() as t:
             for block_id in wanted:
@@ -148,24 +137,24 @@ class Repairer:
                 with self.meta.write() as t:
                     t.delete("deficit", block_id)
                 return out
-            known = set(self.store.pool_names)
-            serving = {n for n in known if self.store.state(n).serves}
-            targets = self.store.targets(block_id)
+            known = set(self.pools.pool_names)
+            serving = {n for n in known if self.pools.state(n).serves}
+            targets = self.pools.targets(block_id)
             holders = list(dict.fromkeys(rec.pools))
             absent = [h for h in holders if h not in serving]  # may hold a copy; cannot tell now
             good: set[str] = set()
             bad: dict[str, str] = {}
             obj: bytes | None = None
-            for h in [n for n in self.store.ranked(block_id) if n in holders and n in serving]:
+            for h in [n for n in self.pools.ranked(block_id) if n in holders and n in serving]:
                 if not deep:
-                    if listed and not await self.store.has_copy(h, block_id):
+                    if listed and not await self.copies.has_copy(h, block_id):
                         bad[h] = "missing"
                     else:
                         good.add(h)
                     continue
                 if reads is not None:
                     await reads.take(rec.stored_size)
-                got, why = await self.store.read_copy(h, block_id, rec.digest)
+                got, why = await self.copies.read_copy(h, block_id, rec.digest)
                 out.copies_checked += 1
                 if got is None:
                     bad[h] = why
@@ -175,7 +164,7 @@ class Repairer:
             if deep:  # a target that is no holder may still have the object (an interrupted repair)
                 for t_name in targets:
                     if t_name in serving and t_name not in holders:
-                        got, _ = await self.store.read_copy(t_name, block_id, rec.digest)
+                        got, _ = await self.copies.read_copy(t_name, block_id, rec.digest)
                         out.copies_checked += 1
                         if got is not None:
                             good.add(t_name)
@@ -197,7 +186,7 @@ class Repairer:
                 for name in need:
                     await self.rate.take(len(obj))
                     try:
-                        await self.store.put_copy(name, block_id, obj)
+                        await self.copies.put_copy(name, block_id, obj)
                     except StorageError as exc:
                         log.warning("cannot repair block %s on pool %s: %s", short, name, exc)
                         continue
@@ -214,7 +203,7 @@ class Repairer:
             if listed and out.complete:
                 for name in [n for n in serving if n not in targets and n not in holders and n not in extras]:
                     try:
-                        if await self.store.has_copy(name, block_id):
+                        if await self.copies.has_copy(name, block_id):
                             extras.append(name)
                     except StorageError:
                         pass  # asked again the next time the block is repaired, or found by fsck
@@ -223,7 +212,7 @@ class Repairer:
                 rec = t.block_record(block_id)
                 if rec is None:
                     return out
-                rec.pools = tuple(n for n in self.store.ranked(block_id) if n in keep or n in absent or n in bad)
+                rec.pools = tuple(n for n in self.pools.ranked(block_id) if n in keep or n in absent or n in bad)
                 if out.complete:
                     rec.pools = tuple(n for n in rec.pools if n not in extras)
                 t.put_block_record(block_id, rec)
@@ -235,7 +224,7 @@ class Repairer:
                 self.meta.sync()  # the record that stopped naming them is durable first
                 for name in extras:
                     try:
-                        await self.store.delete_copy(name, block_id)
+                        await self.copies.delete_copy(name, block_id)
                         out.removed += 1
                     except StorageError as exc:
                         log.warning("cannot delete extra copy of block %s on pool %s: %s", short, name, exc)
@@ -248,8 +237,8 @@ class Repairer:
         self, block_id: bytes, digest: bytes, good: set[str], bad: dict[str, str]
     ) -> bytes | None:
         """A verified copy from a holder thought good; holders found bad move to `bad`."""
-        for name in [n for n in self.store.ranked(block_id) if n in good]:
-            got, why = await self.store.read_copy(name, block_id, digest)
+        for name in [n for n in self.pools.ranked(block_id) if n in good]:
+            got, why = await self.copies.read_copy(name, block_id, digest)
             if got is not None:
                 return got
             good.discard(name)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from repfs.backend.keys import JOURNAL_PREFIX, SNAPSHOT_PREFIX, block_key, parse_journal_key, parse_snapshot_key
+from repfs.backend.metaobjects import MetaObjects
 from repfs.errors import CorruptObject, ReadFailed, SetupError, StorageError
 from repfs.journal import snapshot
 from repfs.journal.segment import Segment, decode_segment
@@ -33,16 +34,7 @@ class MetaCodec(Protocol):
     def decode_meta(self, name: str, obj: bytes) -> bytes: ...
 
 
-class MetaSource(Protocol):
-    async def list_meta(self, prefix: str, *, every_pool: bool = False) -> dict[str, list[str]]: ...
-    async def get_meta(self, key: str, holders: list[str], decode: Callable[[bytes], Segment]) -> Segment: ...
-
-
-class CopyFinder(Protocol):
-    async def list_meta(self, prefix: str, *, every_pool: bool = False) -> dict[str, list[str]]: ...
-
-
-async def resolve_pending(meta: MetaStore, store: CopyFinder) -> tuple[int, int]:
+async def resolve_pending(meta: MetaStore, store: MetaObjects) -> tuple[int, int]:
     """Blocks whose map reached the journal but not the news of their copies (the host
     died while storing them): find their copies; a block stored nowhere becomes a hole in
     the files that held it, so no name ever leads to a missing object. Returns (found, lost)."""
@@ -74,11 +66,6 @@ async def resolve_pending(meta: MetaStore, store: CopyFinder) -> tuple[int, int]
                 sorted({s.parse_blockmap_key(k)[0] for k in users}),
             )
     return found, lost
-
-
-class SnapshotSource(Protocol):
-    async def list_meta(self, prefix: str, *, every_pool: bool = False) -> dict[str, list[str]]: ...
-    async def get_meta(self, key: str, holders: list[str], decode: Callable[[bytes], bytes]) -> bytes: ...
 
 
 @dataclass
@@ -117,7 +104,7 @@ def _apply(meta: MetaStore, seg: Segment, after: int) -> int:
 
 async def apply_journal(
     meta: MetaStore,
-    store: MetaSource,
+    store: MetaObjects,
     codec: MetaCodec,
     *,
     progress: Callable[[int, int], None] | None = None,
@@ -162,8 +149,8 @@ async def apply_journal(
 
 async def rebuild(
     meta_dir: Path,
-    store: SnapshotSource,
-    journal_source: MetaSource,
+    store: MetaObjects,
+    journal_source: MetaObjects,
     codec: MetaCodec,
     *,
     progress: Callable[[int, int], None] | None = None,
@@ -203,7 +190,7 @@ async def rebuild(
     return out
 
 
-async def catch_up(meta: MetaStore, journal: JournalWriter, store: MetaSource, codec: MetaCodec) -> None:
+async def catch_up(meta: MetaStore, journal: JournalWriter, store: MetaObjects, codec: MetaCodec) -> None:
     """At mount: bring the local metadata and the pools' journal to the same point (asking
     only the pools that serve: those unreachable at mount are down already)."""
     listed = await store.list_meta(JOURNAL_PREFIX)

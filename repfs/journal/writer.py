@@ -29,6 +29,7 @@ from repfs.backend.keys import (
     parse_snapshot_key,
     snapshot_key,
 )
+from repfs.backend.metaobjects import MetaObjects
 from repfs.errors import StorageError
 from repfs.journal import snapshot
 from repfs.journal.segment import ChangeSet, encode_segment
@@ -45,12 +46,6 @@ RETRY_DELAY = 1.0
 class MetaCodec(Protocol):
     def encode_meta(self, name: str, plaintext: bytes) -> bytes: ...
     def decode_meta(self, name: str, obj: bytes) -> bytes: ...
-
-
-class MetaObjects(Protocol):
-    async def put_meta(self, key: str, data: bytes, *, copies: int | None = None) -> list[str]: ...
-    async def list_meta(self, prefix: str, *, every_pool: bool = False) -> dict[str, list[str]]: ...
-    async def delete_meta(self, key: str, holders: list[str]) -> None: ...
 
 
 def _size(changes: list[Change]) -> int:

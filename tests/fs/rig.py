@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from repfs.backend.memory import MemoryPool
+from repfs.backend.poolset import PoolSet
 from repfs.backend.replicated import ReplicatedStore
 from repfs.blocks.manager import BlockManager
 from repfs.cache.blockcache import BlockCache
@@ -40,6 +41,10 @@ class Rig:
     @property
     def fs(self) -> Filesystem:
         return self.layers.fs
+
+    @property
+    def poolset(self) -> PoolSet:
+        return self.layers.poolset
 
     @property
     def store(self) -> ReplicatedStore:

@@ -217,7 +217,7 @@ async def test_writes_go_on_while_a_pool_is_down_and_reads_repair(rig: Rig) -> N
     rig.pools["p0"].down = False
     victim = next(k for k in rig.pools["p1"].objects if k.startswith("blocks/"))
     # corrupt the copy a read tries first: the first holder in the block's priority order
-    first = next(n for n in rig.store.ranked(block_id_from_key(victim)) if victim in rig.pools[n].objects)
+    first = next(n for n in rig.poolset.ranked(block_id_from_key(victim)) if victim in rig.pools[n].objects)
     rig.pools[first].corrupt(victim)
     bad = rig.pools[first].objects[victim]
     rig.cache.drop(ino)

@@ -11,7 +11,8 @@ import trio
 
 from repfs.backend.keys import JOURNAL_PREFIX, SNAPSHOT_PREFIX, journal_key, parse_journal_key
 from repfs.backend.memory import MemoryPool
-from repfs.backend.replicated import ReplicatedStore
+from repfs.backend.metaobjects import MetaObjects
+from repfs.backend.poolset import PoolSet
 from repfs.codec.codec import BlockCodec
 from repfs.codec.keys import derive_keys
 from repfs.errors import CorruptObject, SetupError
@@ -42,12 +43,12 @@ class Rig:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.pools = {f"p{i}": MemoryPool(f"p{i}") for i in range(3)}
-        self.store = ReplicatedStore(
-            self.pools, dict.fromkeys(self.pools, 1.0), replicas=2, write_quorum=1, retry_base_delay=0.001
+        self.objects = MetaObjects(
+            PoolSet(self.pools, dict.fromkeys(self.pools, 1.0), replicas=2, write_quorum=1, retry_base_delay=0.001)
         )
         self.codec = BlockCodec(derive_keys(b"j" * 32))
         self.meta = MetaStore(tmp / "meta")
-        self.journal = JournalWriter(self.meta, self.store, self.codec, cpu=trio.CapacityLimiter(2), delay=0.01)
+        self.journal = JournalWriter(self.meta, self.objects, self.codec, cpu=trio.CapacityLimiter(2), delay=0.01)
         self.meta.sink = self.journal.append
         with self.meta.write() as t:
             ns.make_root(t, 0, 0)
@@ -94,7 +95,7 @@ async def test_rebuild_gives_back_exactly_what_was_committed(rig: Rig, tmp_path:
     await rig.journal.wait_stored()
     assert rig.journal.stored == rig.meta.seq
     assert rig.keys(JOURNAL_PREFIX) and rig.keys(SNAPSHOT_PREFIX)
-    out = await rebuild(tmp_path / "new", rig.store, rig.store, rig.codec)
+    out = await rebuild(tmp_path / "new", rig.objects, rig.objects, rig.codec)
     assert out.gap_after is None and out.last_seq == rig.meta.seq and out.change_sets > 30
     new = MetaStore(tmp_path / "new")
     try:
@@ -117,11 +118,11 @@ async def test_a_damaged_segment_copy_is_read_from_another_pool_and_a_lost_one_i
     holders = [p for p in rig.pools.values() if victim in p.objects]
     assert len(holders) == 3
     holders[0].corrupt(victim)
-    out = await rebuild(tmp_path / "a", rig.store, rig.store, rig.codec)
+    out = await rebuild(tmp_path / "a", rig.objects, rig.objects, rig.codec)
     assert out.gap_after is None and out.last_seq == rig.meta.seq
     for p in holders:  # lost everywhere: recovery stops before it and says so
         del p.objects[victim]
-    out = await rebuild(tmp_path / "b", rig.store, rig.store, rig.codec)
+    out = await rebuild(tmp_path / "b", rig.objects, rig.objects, rig.codec)
     assert out.gap_after == parse_journal_key(victim)[0] - 1
     assert out.last_seq < rig.meta.seq
 
@@ -130,20 +131,20 @@ async def test_mount_catches_up_with_a_journal_that_went_on_elsewhere(rig: Rig, 
     rig.mkdirs(5)
     await rig.journal.snapshot_now()
     behind = tmp_path / "behind"
-    out = await rebuild(behind, rig.store, rig.store, rig.codec)  # another host's copy, now
+    out = await rebuild(behind, rig.objects, rig.objects, rig.codec)  # another host's copy, now
     rig.mkdirs(5, start=5)  # this one goes on
     await rig.journal.wait_stored()
     other = MetaStore(behind)
     try:
-        other_journal = JournalWriter(other, rig.store, rig.codec, cpu=trio.CapacityLimiter(1))
-        await catch_up(other, other_journal, rig.store, rig.codec)
+        other_journal = JournalWriter(other, rig.objects, rig.codec, cpu=trio.CapacityLimiter(1))
+        await catch_up(other, other_journal, rig.objects, rig.codec)
         assert dump(other) == dump(rig.meta) and out.last_seq < other.seq
         with other.write() as t:  # a change the pools never get, then the pools go on without it
             ns.create_node(t, ROOT, ROOT_INO, b"lonely", 0o40755, 0, b"")
         rig.mkdirs(2, start=10)
         await rig.journal.wait_stored()
         with pytest.raises(SetupError, match="went different ways"):
-            await catch_up(other, other_journal, rig.store, rig.codec)
+            await catch_up(other, other_journal, rig.objects, rig.codec)
     finally:
         other.close()
 
@@ -154,9 +155,9 @@ async def test_changes_a_crash_kept_from_the_pools_get_a_snapshot_at_mount(rig: 
     rig.mkdirs(4)
     assert rig.journal.stored < rig.meta.seq
     rig.meta.sink = rig.journal.append
-    await catch_up(rig.meta, rig.journal, rig.store, rig.codec)
+    await catch_up(rig.meta, rig.journal, rig.objects, rig.codec)
     assert rig.journal.stored == rig.meta.seq
-    out = await rebuild(tmp_path / "new", rig.store, rig.store, rig.codec)
+    out = await rebuild(tmp_path / "new", rig.objects, rig.objects, rig.codec)
     assert out.snapshot_seq == rig.meta.seq
     new = MetaStore(tmp_path / "new")
     try:
@@ -170,10 +171,10 @@ async def test_apply_journal_applies_nothing_twice(rig: Rig, tmp_path: Path) -> 
     await rig.journal.snapshot_now()
     rig.mkdirs(3, start=3)
     await rig.journal.wait_stored()
-    await rebuild(tmp_path / "new", rig.store, rig.store, rig.codec)
+    await rebuild(tmp_path / "new", rig.objects, rig.objects, rig.codec)
     new = MetaStore(tmp_path / "new")
     try:
-        again = await apply_journal(new, rig.store, rig.codec)
+        again = await apply_journal(new, rig.objects, rig.codec)
         assert again.change_sets == 0 and dump(new) == dump(rig.meta)
     finally:
         new.close()
@@ -190,7 +191,7 @@ async def test_blocks_the_host_died_storing_are_found_or_become_holes(rig: Rig, 
         for i, block_id in enumerate((stored, lost)):
             t.put_block_record(block_id, BlockRecord(10, 9, 1, (), b"d"))
             t.map_block(7, i, block_id)
-    found, gone = await resolve_pending(rig.meta, rig.store)
+    found, gone = await resolve_pending(rig.meta, rig.objects)
     assert (found, gone) == (1, 1)
     with rig.meta.read() as t:
         rec = t.block_record(stored)

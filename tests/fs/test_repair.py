@@ -28,7 +28,7 @@ def holders(r: Rig, key: str) -> set[str]:
 
 
 def misplaced(r: Rig) -> list[str]:
-    return [k for k in r.objects() if holders(r, k) != set(r.store.targets(block_id_from_key(k)))]
+    return [k for k in r.objects() if holders(r, k) != set(r.poolset.targets(block_id_from_key(k)))]
 
 
 def deficit(r: Rig) -> int:
@@ -36,14 +36,14 @@ def deficit(r: Rig) -> int:
 
 
 async def test_a_block_written_while_a_target_is_down_moves_home_when_it_is_up(rig: Rig) -> None:
-    rig.store.set_state("p0", PoolState.DOWN)
+    rig.poolset.set_state("p0", PoolState.DOWN)
     data = os.urandom(6 * BS)
     ino = await write_file(rig, b"f", data)
     short = misplaced(rig)
     assert short and deficit(rig) == len(short)  # stand-ins took p0's copies
     assert all(len(holders(rig, k)) == 2 for k in rig.objects())  # still two copies each
     assert await rig.repairer.repair_pending() == 0  # p0 still down: nothing can complete
-    rig.store.set_state("p0", PoolState.UP)
+    rig.poolset.set_state("p0", PoolState.UP)
     assert await rig.repairer.repair_pending() == len(short)
     assert misplaced(rig) == [] and deficit(rig) == 0
     with rig.meta.read() as t:  # the records name exactly the targets
@@ -107,7 +107,7 @@ async def test_every_pool_full_gives_enospc_and_harms_nothing(rig: Rig) -> None:
     with pytest.raises(BaseException) as caught:  # fsync: from the upload, maybe in a group
         await write_file(rig, b"new", os.urandom(BS))
     assert to_errno(caught.value, "fsync") == errno.ENOSPC
-    assert rig.store.no_space()
+    assert rig.poolset.no_space()
     with pytest.raises(FsError) as info:  # now refused at write(), not only at fsync
         await write_file(rig, b"newer", os.urandom(BS))
     assert info.value.errno == errno.ENOSPC
@@ -118,7 +118,7 @@ async def test_every_pool_full_gives_enospc_and_harms_nothing(rig: Rig) -> None:
 async def test_a_full_pool_is_passed_over_for_new_blocks(rig: Rig) -> None:
     rig.pools["p1"].full = True
     await write_file(rig, b"f", os.urandom(8 * BS))
-    assert rig.store.full("p1") and not rig.store.no_space()
+    assert rig.poolset.full("p1") and not rig.poolset.no_space()
     assert all(block_key(block_id_from_key(k)) not in rig.pools["p1"].objects for k in rig.objects())
     assert all(len(holders(rig, k)) == 2 for k in rig.objects())
 
@@ -128,7 +128,8 @@ def monitor(r: Rig, **kw: object) -> HealthMonitor:
     for p in r.pools.values():
         p.objects["superblock"] = superblock.to_bytes()
     return HealthMonitor(
-        r.store,
+        r.poolset,
+        r.layers.copies,
         r.pools,
         superblock,
         interval=0.05,
@@ -147,32 +148,32 @@ async def test_down_verifying_up_and_failed(rig: Rig) -> None:
     rig.pools["p2"].down = True
     for _ in range(3):
         await health.check("p2")
-    assert rig.store.state("p2") == PoolState.DOWN
+    assert rig.poolset.state("p2") == PoolState.DOWN
     rig.pools["p2"].down = False
     assert await health.verify("p2")
-    assert rig.store.state("p2") == PoolState.UP
+    assert rig.poolset.state("p2") == PoolState.UP
     held = sorted(k for k in rig.pools["p2"].objects if k.startswith("blocks/"))
     assert held
-    rig.store.set_state("p2", PoolState.DOWN)
+    rig.poolset.set_state("p2", PoolState.DOWN)
     rig.pools["p2"].objects[held[0]] = b"something else"
     assert not await health.verify("p2")
-    assert rig.store.state("p2") == PoolState.FAILED
+    assert rig.poolset.state("p2") == PoolState.FAILED
     assert deficit(rig) == len(held)  # every block p2 held gets a copy elsewhere
     await rig.repairer.repair_pending()
     for k in held:
         good = [n for n in ("p0", "p1") if k in rig.pools[n].objects]
         assert len(good) == 2, k
-    assert "p2" not in rig.store.targets(block_id_from_key(held[0]))
+    assert "p2" not in rig.poolset.targets(block_id_from_key(held[0]))
     with pytest.raises(ValueError):
         await health.clear("p0")
     # accepted as it is: up at once, and the damaged copy its challenge found is rewritten
     await health.clear("p2")
-    assert rig.store.state("p2") == PoolState.UP
+    assert rig.poolset.state("p2") == PoolState.UP
     await rig.repairer.repair_pending()
     assert deficit(rig) == 0
     assert rig.pools["p2"].objects.get(held[0]) != b"something else"
     for k in rig.objects():
-        assert {n for n in rig.pools if k in rig.pools[n].objects} >= set(rig.store.targets(block_id_from_key(k)))
+        assert {n for n in rig.pools if k in rig.pools[n].objects} >= set(rig.poolset.targets(block_id_from_key(k)))
 
 
 async def test_a_pool_wiped_while_up_gets_back_what_it_should_hold(rig: Rig) -> None:
@@ -182,7 +183,7 @@ async def test_a_pool_wiped_while_up_gets_back_what_it_should_hold(rig: Rig) -> 
     assert held
     rig.pools["p1"].objects.clear()  # the superblock too
     await health.check("p1")
-    assert rig.store.state("p1") == PoolState.UP and "superblock" in rig.pools["p1"].objects
+    assert rig.poolset.state("p1") == PoolState.UP and "superblock" in rig.pools["p1"].objects
     assert deficit(rig) >= len(held)
     await rig.repairer.repair_pending()
     assert deficit(rig) == 0
@@ -206,9 +207,9 @@ async def test_a_pool_back_without_its_superblock_but_with_blocks_is_failed(rig:
     rig.pools["p0"].down = True
     for _ in range(3):
         await health.check("p0")
-    assert rig.store.state("p0") == PoolState.DOWN
+    assert rig.poolset.state("p0") == PoolState.DOWN
     del rig.pools["p0"].objects["superblock"]
     rig.pools["p0"].down = False
     await health.check("p0")
-    assert rig.store.state("p0") == PoolState.FAILED
+    assert rig.poolset.state("p0") == PoolState.FAILED
     assert "superblock" not in rig.pools["p0"].objects  # left alone

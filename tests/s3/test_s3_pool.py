@@ -21,6 +21,7 @@ from repfs.backend import s3 as s3mod
 from repfs.backend.base import Pool
 from repfs.backend.credentials import Credentials
 from repfs.backend.keys import SUPERBLOCK_KEY, block_key
+from repfs.backend.poolset import PoolSet
 from repfs.backend.replicated import ReplicatedStore
 from repfs.backend.s3 import S3Pool
 from repfs.config import PoolSpec
@@ -224,7 +225,8 @@ async def test_a_replica_overwritten_behind_our_back_is_repaired(
         f"s{i}": S3Pool.from_spec(PoolSpec(f"s{i}", server.url(b, "fs")), credentials_of(server))
         for i, b in enumerate(buckets)
     }
-    store = ReplicatedStore(pools, dict.fromkeys(pools, 1.0), replicas=2, write_quorum=2)
+    poolset = PoolSet(pools, dict.fromkeys(pools, 1.0), replicas=2, write_quorum=2)
+    store = ReplicatedStore(poolset)
     bid = bytes(range(32))
 
     def decode(obj: bytes) -> bytes:
@@ -241,4 +243,4 @@ async def test_a_replica_overwritten_behind_our_back_is_repaired(
     server.remove_object(bucket, f"fs/{block_key(bid)}")
     with pytest.raises(ObjectNotFound):
         await pools[holders[0]].get(block_key(bid))
-    await store.close()
+    await poolset.close()

@@ -22,6 +22,7 @@ from repfs.backend.credentials import Credentials
 from repfs.backend.keys import BLOCK_PREFIX, SUPERBLOCK_KEY, TEMP_PREFIX, block_id_from_key, block_key
 from repfs.backend.local import LocalPool
 from repfs.backend.memory import MemoryPool
+from repfs.backend.poolset import PoolSet
 from repfs.backend.replicated import ReplicatedStore
 from repfs.backend.s3 import S3Pool
 from repfs.config import PoolSpec
@@ -317,7 +318,8 @@ async def test_local_usage_walks_existing_objects_once(tmp_path: Path) -> None:
 async def test_local_pools_under_a_replicated_store(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # A copy overwritten behind repfs's back is read from the other pool and put back.
     pools: dict[str, Pool] = {n: LocalPool(n, tmp_path / n, create_root=True) for n in ("a", "b", "c")}
-    store = ReplicatedStore(pools, dict.fromkeys(pools, 1.0), replicas=2, write_quorum=2)
+    poolset = PoolSet(pools, dict.fromkeys(pools, 1.0), replicas=2, write_quorum=2)
+    store = ReplicatedStore(poolset)
     bid = bytes(range(32))
 
     def decode(obj: bytes) -> bytes:
@@ -331,7 +333,7 @@ async def test_local_pools_under_a_replicated_store(tmp_path: Path, caplog: pyte
         assert await store.get_block(bid, holders, decode) == b"good"
     assert (tmp_path / holders[0] / block_key(bid)).read_bytes() == b"good"
     assert store.repairs == 1
-    await store.close()
+    await poolset.close()
 
 
 # --- MemoryPool fault knobs -------------------------------------------------------------

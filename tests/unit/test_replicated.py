@@ -1,4 +1,4 @@
-"""ReplicatedStore over in-memory pools: placement, stand-ins, quorum, failover, repair."""
+"""ReplicatedStore over a PoolSet of in-memory pools: placement, stand-ins, quorum, failover, repair."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ import trio
 import trio.testing
 
 from repfs.backend.base import Pool
+from repfs.backend.copies import BlockCopies
 from repfs.backend.keys import SUPERBLOCK_KEY, block_key
 from repfs.backend.memory import MemoryPool
+from repfs.backend.metaobjects import MetaObjects
 from repfs.backend.placement import rank_pools
+from repfs.backend.poolset import PoolSet
 from repfs.backend.replicated import ReplicatedStore
 from repfs.backend.retry import retry
 from repfs.backend.state import PoolState
@@ -75,14 +78,14 @@ class RecordingPool(MemoryPool):
         return await super().get(key)
 
 
-Setup = tuple[ReplicatedStore, dict[str, RecordingPool], list[tuple[str, str]]]
+Setup = tuple[PoolSet, ReplicatedStore, dict[str, RecordingPool], list[tuple[str, str]]]
 
 
 def make_store(n: int = 4, *, replicas: int = 2, write_quorum: int = 1, op_timeout: float = 60.0) -> Setup:
     log: list[tuple[str, str]] = []
     pools = {f"p{i}": RecordingPool(f"p{i}", log) for i in range(n)}
     weights = {name: 1.0 + i for i, name in enumerate(pools)}
-    store = ReplicatedStore(
+    ps = PoolSet(
         pools,
         weights,
         replicas=replicas,
@@ -90,7 +93,7 @@ def make_store(n: int = 4, *, replicas: int = 2, write_quorum: int = 1, op_timeo
         op_timeout=op_timeout,
         retry_base_delay=0.001,
     )
-    return store, pools, log
+    return ps, ReplicatedStore(ps), pools, log
 
 
 def holding(pools: dict[str, RecordingPool], key: str = KEY) -> set[str]:
@@ -102,8 +105,8 @@ def holding(pools: dict[str, RecordingPool], key: str = KEY) -> set[str]:
 
 @pytest.mark.trio
 async def test_put_goes_to_the_first_pools_of_the_rank() -> None:
-    store, pools, _ = make_store(5, replicas=3)
-    ranked = store.ranked(BID)
+    ps, store, pools, _ = make_store(5, replicas=3)
+    ranked = ps.ranked(BID)
     assert await store.put_block(BID, OBJ) == ranked[:3]
     assert holding(pools) == set(ranked[:3])
     assert all(pools[n].objects[KEY] == OBJ for n in ranked[:3])
@@ -115,8 +118,8 @@ async def test_put_goes_to_the_first_pools_of_the_rank() -> None:
 @pytest.mark.parametrize("fault", ["down", "full"])
 @pytest.mark.trio
 async def test_next_pool_stands_in_for_a_failed_one(caplog: pytest.LogCaptureFixture, fault: str) -> None:
-    store, pools, _ = make_store(4, replicas=2)
-    ranked = store.ranked(BID)
+    ps, store, pools, _ = make_store(4, replicas=2)
+    ranked = ps.ranked(BID)
     setattr(pools[ranked[1]], fault, True)
     setattr(pools[ranked[2]], fault, True)
     with caplog.at_level(logging.WARNING):
@@ -128,20 +131,20 @@ async def test_next_pool_stands_in_for_a_failed_one(caplog: pytest.LogCaptureFix
 
 @pytest.mark.trio
 async def test_unusable_pools_get_no_writes() -> None:
-    store, _, log = make_store(4, replicas=2)
-    ranked = store.ranked(BID)
-    store.set_state(ranked[0], PoolState.DOWN)
-    assert not store.usable(ranked[0])
+    ps, store, _, log = make_store(4, replicas=2)
+    ranked = ps.ranked(BID)
+    ps.set_state(ranked[0], PoolState.DOWN)
+    assert not ps.usable(ranked[0])
     assert await store.put_block(BID, OBJ) == ranked[1:3]
     assert (ranked[0], "put") not in log
-    store.set_state(ranked[0], PoolState.UP)
+    ps.set_state(ranked[0], PoolState.UP)
     assert await store.put_block(BID, OBJ) == ranked[:2]
 
 
 @pytest.mark.trio
 async def test_fewer_copies_than_replicas_is_a_deficit(caplog: pytest.LogCaptureFixture) -> None:
-    store, pools, _ = make_store(3, replicas=3, write_quorum=1)
-    ranked = store.ranked(BID)
+    ps, store, pools, _ = make_store(3, replicas=3, write_quorum=1)
+    ranked = ps.ranked(BID)
     pools[ranked[0]].down = True
     pools[ranked[2]].down = True
     with caplog.at_level(logging.WARNING):
@@ -150,11 +153,11 @@ async def test_fewer_copies_than_replicas_is_a_deficit(caplog: pytest.LogCapture
 
 @pytest.mark.trio
 async def test_quorum_not_reached_and_no_space(caplog: pytest.LogCaptureFixture) -> None:
-    store, pools, _ = make_store(3, replicas=2, write_quorum=2)
-    ranked = store.ranked(BID)
+    ps, store, pools, _ = make_store(3, replicas=2, write_quorum=2)
+    ranked = ps.ranked(BID)
     pools[ranked[0]].down = True
     pools[ranked[1]].full = True
-    store.set_state(ranked[2], PoolState.DOWN)
+    ps.set_state(ranked[2], PoolState.DOWN)
     with caplog.at_level(logging.WARNING), pytest.raises(QuorumNotReached) as info:
         await store.put_block(BID, OBJ)
     msg = str(info.value)
@@ -162,11 +165,11 @@ async def test_quorum_not_reached_and_no_space(caplog: pytest.LogCaptureFixture)
     assert f"{ranked[0]} (unavailable: pool {ranked[0]} is down)" in msg
     assert f"{ranked[1]} (full:" in msg and f"{ranked[2]} (down)" in msg
     for name in ranked:
-        store.set_state(name, PoolState.DOWN)
+        ps.set_state(name, PoolState.DOWN)
     with pytest.raises(QuorumNotReached, match="stored on 0 pool"):
         await store.put_block(BID, OBJ)
     for name, p in pools.items():  # every pool full: the caller sees ENOSPC, not EIO
-        store.set_state(name, PoolState.UP)
+        ps.set_state(name, PoolState.UP)
         p.down, p.full = False, True
     with pytest.raises(NoSpace, match="stored on 0 pool"):
         await store.put_block(BID, OBJ)
@@ -193,7 +196,7 @@ async def test_replica_puts_run_in_parallel(autojump_clock: trio.testing.MockClo
     pools: dict[str, Pool] = {n: MemoryPool(n) for n in names}
     pools[first] = RendezvousPool(first, started, second)
     pools[second] = RendezvousPool(second, started, first)
-    store = ReplicatedStore(pools, dict.fromkeys(names, 1.0), replicas=2, write_quorum=2, op_timeout=None)
+    store = ReplicatedStore(PoolSet(pools, dict.fromkeys(names, 1.0), replicas=2, write_quorum=2, op_timeout=None))
     with trio.fail_after(10):  # one put after the other would wait here forever
         assert await store.put_block(BID, OBJ) == [first, second]
 
@@ -203,12 +206,12 @@ async def test_replica_puts_run_in_parallel(autojump_clock: trio.testing.MockClo
 
 @pytest.mark.trio
 async def test_read_from_the_first_usable_holder_only() -> None:
-    store, _, log = make_store(4)
+    ps, store, _, log = make_store(4)
     holders = await store.put_block(BID, OBJ)
     log.clear()
     assert await store.get_block(BID, list(reversed(holders)), decode) == SECRET
     assert log == [(holders[0], "get")]
-    store.set_state(holders[0], PoolState.DOWN)  # an unusable pool is not read
+    ps.set_state(holders[0], PoolState.DOWN)  # an unusable pool is not read
     log.clear()
     assert await store.get_block(BID, holders, decode) == SECRET
     assert log == [(holders[1], "get")]
@@ -218,7 +221,7 @@ async def test_read_from_the_first_usable_holder_only() -> None:
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
 @pytest.mark.trio
 async def test_bad_copy_is_read_elsewhere_and_repaired(caplog: pytest.LogCaptureFixture, damage: str) -> None:
-    store, pools, _ = make_store(4)
+    _, store, pools, _ = make_store(4)
     holders = await store.put_block(BID, OBJ)
     if damage == "missing":
         del pools[holders[0]].objects[KEY]
@@ -234,7 +237,7 @@ async def test_bad_copy_is_read_elsewhere_and_repaired(caplog: pytest.LogCapture
 
 @pytest.mark.trio
 async def test_down_holder_is_passed_over_and_not_repaired() -> None:
-    store, pools, log = make_store(4)
+    _, store, pools, log = make_store(4)
     holders = await store.put_block(BID, OBJ)
     del pools[holders[0]].objects[KEY]
     pools[holders[0]].down = True
@@ -255,10 +258,10 @@ def patient_clock() -> trio.testing.MockClock:
 
 @pytest.mark.trio
 async def test_a_hung_pool_is_hedged_and_then_suspected(patient_clock: trio.testing.MockClock) -> None:
-    store, pools, _ = make_store(3, op_timeout=30.0)
+    ps, store, pools, _ = make_store(3, op_timeout=30.0)
     holders = await store.put_block(BID, OBJ)
     pools[holders[0]].hang = True
-    hedge = store.deadline(holders[0], len(OBJ))
+    hedge = ps.deadline(holders[0], len(OBJ))
     assert hedge < 5.0  # sized to the work, far below op_timeout
     start = trio.current_time()
     assert await store.get_block(BID, holders, decode, size_hint=len(OBJ)) == SECRET
@@ -267,24 +270,24 @@ async def test_a_hung_pool_is_hedged_and_then_suspected(patient_clock: trio.test
     # the hung pool missed nothing yet (its request was cancelled, not timed out): it is asked first again,
     # until a request to it misses its own deadline
     with pytest.raises(QuorumNotReached):  # a write to the hung pool misses its deadline (quorum 2 of 2)
-        await make_quorum_write(store, pools, holders[0])
-    assert holders[0] in store.suspected
+        await make_quorum_write(ps, store, pools, holders[0])
+    assert holders[0] in ps.suspected
     start = trio.current_time()
     assert await store.get_block(BID, holders, decode, size_hint=len(OBJ)) == SECRET
     assert trio.current_time() - start < 1.0  # a suspected pool is the last choice
     pools[holders[0]].hang = False
-    await store.put_copy(holders[0], BID, OBJ)
-    assert holders[0] not in store.suspected  # answering again clears it
+    await BlockCopies(ps).put_copy(holders[0], BID, OBJ)
+    assert holders[0] not in ps.suspected  # answering again clears it
 
 
-async def make_quorum_write(store: ReplicatedStore, pools: Mapping[str, MemoryPool], name: str) -> None:
+async def make_quorum_write(ps: PoolSet, store: ReplicatedStore, pools: Mapping[str, MemoryPool], name: str) -> None:
     """A put of another block whose targets include `name`, with write quorum 2."""
-    store.write_quorum = 2
+    ps.write_quorum = 2
     try:
         for i in range(200):
             bid = bytes([i]) * 32
-            if name in store.targets(bid)[:2]:
-                others = [n for n in store.ranked(bid) if n not in store.targets(bid)[:2]]
+            if name in ps.targets(bid)[:2]:
+                others = [n for n in ps.ranked(bid) if n not in ps.targets(bid)[:2]]
                 for other in others:  # no stand-in left: the write must miss its quorum
                     pools[other].down = True
                 try:
@@ -294,13 +297,13 @@ async def make_quorum_write(store: ReplicatedStore, pools: Mapping[str, MemoryPo
                         pools[other].down = False
                 return
     finally:
-        store.write_quorum = 1
+        ps.write_quorum = 1
 
 
 @pytest.mark.trio
 async def test_block_found_on_an_unrecorded_pool(caplog: pytest.LogCaptureFixture) -> None:
-    store, pools, log = make_store(4)
-    ranked = store.ranked(BID)
+    ps, store, pools, log = make_store(4)
+    ranked = ps.ranked(BID)
     pools[ranked[3]].objects[KEY] = OBJ  # only the last pool of the rank has it
     recorded = ranked[:2]
     log.clear()
@@ -314,12 +317,12 @@ async def test_block_found_on_an_unrecorded_pool(caplog: pytest.LogCaptureFixtur
 
 @pytest.mark.trio
 async def test_read_fails_when_no_copy_is_good() -> None:
-    store, pools, _ = make_store(4)
-    ranked = store.ranked(BID)
+    ps, store, pools, _ = make_store(4)
+    ranked = ps.ranked(BID)
     holders = await store.put_block(BID, OBJ)
     pools[holders[0]].corrupt(KEY)
     pools[holders[1]].down = True
-    store.set_state(ranked[3], PoolState.DOWN)
+    ps.set_state(ranked[3], PoolState.DOWN)
     with pytest.raises(ReadFailed) as info:
         await store.get_block(BID, [*holders, "gone"], decode)
     msg = str(info.value)
@@ -336,67 +339,68 @@ async def test_read_fails_when_no_copy_is_good() -> None:
 
 @pytest.mark.trio
 async def test_delete_block(caplog: pytest.LogCaptureFixture) -> None:
-    store, pools, _ = make_store(4, replicas=3)
+    ps, store, pools, _ = make_store(4, replicas=3)
     holders = await store.put_block(BID, OBJ)
     pools[holders[1]].down = True
-    store.set_state(holders[2], PoolState.DOWN)
+    ps.set_state(holders[2], PoolState.DOWN)
     with caplog.at_level(logging.WARNING):
         assert await store.delete_block(BID, holders) == holders[1:]
     assert holding(pools) == set(holders[1:])
     assert f"pool {holders[1]}" in caplog.text
     pools[holders[1]].down = False
-    store.set_state(holders[2], PoolState.UP)
+    ps.set_state(holders[2], PoolState.UP)
     assert await store.delete_block(BID, holders) == []
     assert holding(pools) == set()
 
 
 @pytest.mark.trio
 async def test_put_meta_to_every_pool_or_some_and_get_from_one() -> None:
-    store, pools, _ = make_store(3)
-    assert await store.put_meta(SUPERBLOCK_KEY, b"sb") == list(pools)
+    ps, _, pools, _ = make_store(3)
+    objects = MetaObjects(ps)
+    assert await objects.put_meta(SUPERBLOCK_KEY, b"sb") == list(pools)
     assert holding(pools, SUPERBLOCK_KEY) == set(pools)
-    assert await store.get_from("p2", SUPERBLOCK_KEY) == b"sb"
+    assert await objects.get_from("p2", SUPERBLOCK_KEY) == b"sb"
     del pools["p1"].objects[SUPERBLOCK_KEY]
     with pytest.raises(ObjectNotFound, match="p1"):
-        await store.get_from("p1", SUPERBLOCK_KEY)
-    store.set_state("p0", PoolState.DOWN)
+        await objects.get_from("p1", SUPERBLOCK_KEY)
+    ps.set_state("p0", PoolState.DOWN)
     with pytest.raises(PoolUnavailable, match="p0"):
-        await store.get_from("p0", SUPERBLOCK_KEY)
-    store.set_state("p0", PoolState.UP)
+        await objects.get_from("p0", SUPERBLOCK_KEY)
+    ps.set_state("p0", PoolState.UP)
     pools["p1"].down = True
-    assert await store.put_meta("journal/x", b"j") == ["p0", "p2"]  # the write quorum is 1
-    assert len(await store.put_meta("journal/y", b"j", copies=2)) == 2  # p1 down: a stand-in
+    assert await objects.put_meta("journal/x", b"j") == ["p0", "p2"]  # the write quorum is 1
+    assert len(await objects.put_meta("journal/y", b"j", copies=2)) == 2  # p1 down: a stand-in
     for p in pools.values():
         p.down, p.full = False, True
     with pytest.raises(MetaNoSpace, match="journal/z") as full:
-        await store.put_meta("journal/z", b"j")
+        await objects.put_meta("journal/z", b"j")
     assert isinstance(full.value, StorageError) and full.value.errno == errno.ENOSPC  # the journal retries it
 
 
 @pytest.mark.trio
 async def test_usage_leaves_out_unreachable_pools() -> None:
-    store, pools, _ = make_store(3)
+    ps, store, pools, _ = make_store(3)
     await store.put_block(BID, OBJ)
     pools["p1"].down = True
-    usage = await store.usage()
+    usage = await ps.usage()
     assert list(usage) == ["p0", "p2"]
     assert sum(u.used for u in usage.values()) == len(OBJ) * len(holding(pools) - {"p1"})
-    await store.close()
+    await ps.close()
 
 
 def test_bad_construction() -> None:
     pools = {"a": MemoryPool("a"), "b": MemoryPool("b")}
     with pytest.raises(ValueError, match="different pools"):
-        ReplicatedStore(pools, {"a": 1.0}, replicas=1, write_quorum=1)
+        PoolSet(pools, {"a": 1.0}, replicas=1, write_quorum=1)
     with pytest.raises(ValueError, match="write_quorum"):
-        ReplicatedStore(pools, {"a": 1.0, "b": 1.0}, replicas=1, write_quorum=2)
+        PoolSet(pools, {"a": 1.0, "b": 1.0}, replicas=1, write_quorum=2)
     with pytest.raises(ValueError, match="another name"):
-        ReplicatedStore({"a": MemoryPool("x")}, {"a": 1.0}, replicas=1, write_quorum=1)
+        PoolSet({"a": MemoryPool("x")}, {"a": 1.0}, replicas=1, write_quorum=1)
     with pytest.raises(ValueError, match="weight"):
-        ReplicatedStore(pools, {"a": 1.0, "b": 0.0}, replicas=1, write_quorum=1)
-    store = ReplicatedStore(pools, {"a": 1.0, "b": 1.0}, replicas=1, write_quorum=1)
+        PoolSet(pools, {"a": 1.0, "b": 0.0}, replicas=1, write_quorum=1)
+    ps = PoolSet(pools, {"a": 1.0, "b": 1.0}, replicas=1, write_quorum=1)
     with pytest.raises(ValueError, match="no pool named 'c'"):
-        store.set_state("c", PoolState.DOWN)
+        ps.set_state("c", PoolState.DOWN)
 
 
 # --- the retry helper -------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from repfs.codec.codec import BlockCodec
 from repfs.codec.keys import derive_keys
 from repfs.config import FsConfig
 from repfs.errors import SetupError, StorageError
+from repfs.fs.accountmanager import AccountManager
+from repfs.fs.accounts import AccountBook, check_host
 from repfs.fs.core import Filesystem
 from repfs.fs.ratelimit import RateLimit
 from repfs.fs.repair import Repairer
@@ -76,6 +78,7 @@ class Layers:
     lease: MountLease
     usage: UsageMonitor
     pools: PoolManager
+    accounts: AccountManager
 
     async def run_upkeep(self, nursery: trio.Nursery) -> None:
         """Background work that uses the metadata: garbage collection, pool health and
@@ -191,6 +194,7 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         uploads=opts.uploads,
         idle_seconds=opts.idle_seconds,
     )
+    book = AccountBook()
     fs = Filesystem(
         meta,
         blocks,
@@ -199,6 +203,7 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         usage=store.usage,
         replicas=config.replicas,
         no_space=store.no_space,
+        accounts=book,
     )
     repairer = Repairer(meta, store, blocks.locks, rate=RateLimit(opts.repair_rate))
     health = HealthMonitor(
@@ -219,7 +224,8 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     usage = UsageMonitor(store, interval=opts.usage_interval)
     pools = PoolManager(opened, meta, store, health, repairer, usage)
     pools.journal = journal
-    return Layers(opened, meta, store, blocks, cache, fs, health, repairer, journal, lease, usage, pools)
+    accounts = AccountManager(meta, fs, book)
+    return Layers(opened, meta, store, blocks, cache, fs, health, repairer, journal, lease, usage, pools, accounts)
 
 
 def _catch_up(repairer: Repairer, journal: JournalWriter) -> Callable[[str], None]:
@@ -250,6 +256,8 @@ async def prepare(layers: Layers, opts: StackOptions) -> None:
     crash left."""
     await layers.lease.acquire(take_over=opts.take_over, break_lease=opts.break_lease)
     await catch_up(layers.meta, layers.journal, layers.store, layers.journal.codec)
+    check_host(layers.accounts.list())  # accounts are people of this host: same names, same uids
+    layers.accounts.reload()
     with layers.meta.write() as t:
         t.put("meta", s.META_CLEAN, s.u64(0))
     adopt_leftovers(layers)

@@ -16,6 +16,8 @@ All integers in keys are big-endian so that LMDB's byte order is numeric order.
 | gc        | block id (32 bytes)                 | empty: refcount reached 0, to delete    |
 | deficit   | block id (32 bytes)                 | empty: fewer copies than `replicas`     |
 | meta      | ascii name                          | value (superblock copy, counters, ...)  |
+| accounts  | account name (UTF-8)                | `fs.accounts.Account` (versioned JSON)  |
+| account_uids | uid (u64)                        | account name                            |
 
 Absent blockmap entries inside a file's size are holes and read as zeros.
 """
@@ -41,6 +43,8 @@ DATABASE_IDS: dict[str, int] = {
     "gc": 9,
     "deficit": 10,
     "meta": 11,
+    "accounts": 12,
+    "account_uids": 13,
 }
 DATABASES = tuple(DATABASE_IDS)
 DATABASE_BY_ID = {i: name for name, i in DATABASE_IDS.items()}

@@ -1,0 +1,150 @@
+"""Accounts and their namespaces on a real mount: host users made with useradd, callers as
+those users (forked children with setresuid), the admin socket through `repfs-admin`."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pwd
+import secrets
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Repfs, public_filesystem, run_as, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def admin(sock: Path, *args: str, input_fd: int | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "repfs.admin.cli", "--socket", str(sock), *args],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        pass_fds=(input_fd,) if input_fd is not None else (),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def names() -> Iterator[list[str]]:
+    """Fresh account names; the host users made for them are deleted afterwards."""
+    made = [f"rt{secrets.token_hex(3)}" for _ in range(3)]
+    yield made
+    for name in made:
+        subprocess.run(["userdel", name], capture_output=True, timeout=30)
+        subprocess.run(["groupdel", name], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def mounted(request: pytest.FixtureRequest) -> Iterator[tuple[Repfs, Path]]:
+    sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
+    with public_filesystem(request.node, "--admin-socket", str(sock)) as fs:
+        yield fs, sock
+
+
+def add(sock: Path, name: str, *extra: str) -> dict[str, object]:
+    res = admin(sock, "users", "add", name, "--email", f"{name}@example.org", "--create-system-user", *extra, "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    info: dict[str, object] = json.loads(res.stdout)
+    return info
+
+
+def ids(name: str) -> tuple[int, int]:
+    entry = pwd.getpwnam(name)
+    return entry.pw_uid, entry.pw_gid
+
+
+def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(
+    mounted: tuple[Repfs, Path], names: list[str]
+) -> None:
+    fs, sock = mounted
+    alice, bob = names[0], names[1]
+    info = add(sock, alice)
+    add(sock, bob)
+    uid, gid = ids(alice)
+    assert info["uid"] == uid and info["name"] == alice and "password" not in info
+    home = fs.mnt / alice
+    st = home.stat()
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700 and (st.st_uid, st.st_gid) == (uid, gid)
+    listed = json.loads(admin(sock, "users", "list", "--json").stdout)
+    assert {a["name"] for a in listed} == {alice, bob}
+
+    def work() -> object:
+        (home / "notes").write_bytes(b"mine")
+        os.mkdir(home / "sub")
+        (home / "sub" / "deeper").write_bytes(b"x" * 70_000)
+        return stat.S_IMODE(os.stat(home / "notes").st_mode)
+
+    mode = run_as(uid, gid, work)
+    assert isinstance(mode, int) and mode & 0o077 == 0, oct(mode)  # the default ACL keeps it private
+    assert run_as(uid, gid, lambda: (fs.mnt / "top-level").write_bytes(b"no")) == errno.EACCES
+    buid, bgid = ids(bob)
+    assert run_as(buid, bgid, lambda: os.listdir(home)) == errno.EACCES  # another's namespace
+    assert run_as(buid, bgid, lambda: (home / "notes").read_bytes()) == errno.EACCES
+
+    res = admin(sock, "users", "disable", alice)
+    assert res.returncode == 0, res.stderr
+    assert run_as(uid, gid, lambda: (home / "notes").read_bytes()) == errno.EACCES
+    assert run_as(uid, gid, lambda: (home / "new").write_bytes(b"no")) == errno.EACCES
+    assert json.loads(admin(sock, "users", "show", alice, "--json").stdout)["disabled"] is True
+    assert admin(sock, "users", "enable", alice).returncode == 0
+    assert run_as(uid, gid, lambda: (home / "notes").read_bytes()) == b"mine"
+    fs.expect_log(r"account \S+ (disabled|enabled|removed)")
+
+    res = admin(sock, "users", "remove", alice)
+    assert res.returncode == 5 and "not empty" in res.stderr, res.stderr
+    res = admin(sock, "users", "remove", alice, "--delete-files")
+    assert res.returncode == 0, res.stderr
+    assert wait_for(lambda: not (fs.mnt / alice).exists(), 5)
+    assert {a["name"] for a in json.loads(admin(sock, "users", "list", "--json").stdout)} == {bob}
+
+
+def test_bad_account_input_is_refused_with_one_line(mounted: tuple[Repfs, Path], names: list[str]) -> None:
+    fs, sock = mounted
+    add(sock, names[0])
+    cases = [
+        (("users", "add", "Bad Name", "--email", "x@example.org"), 2),
+        (("users", "add", names[1], "--email", "not-an-email", "--create-system-user"), 2),
+        (("users", "add", names[1], "--email", f"{names[0]}@example.org", "--create-system-user"), 5),  # same email
+        (("users", "add", names[2], "--email", "z@example.org"), 2),  # no such host user
+        (("users", "add", names[1], "--email", "y@example.org", "--create-system-user", "--valid-until", "soon"), 2),
+        (("users", "show", "nobody-here"), 4),
+        (("users", "disable", "nobody-here"), 4),
+    ]
+    for args, code in cases:
+        res = admin(sock, *args)
+        assert res.returncode == code, (args, res.returncode, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert fs.alive
+
+
+def test_accounts_survive_remount_and_kill9_and_passwords_stay_secret(
+    mounted: tuple[Repfs, Path], names: list[str]
+) -> None:
+    fs, sock = mounted
+    name = names[0]
+    add(sock, name, "--valid-until", "2099-12-31")
+    password = "correct horse " + secrets.token_hex(8)
+    r, w = os.pipe()
+    os.write(w, password.encode())
+    os.close(w)
+    res = admin(sock, "users", "passwd", name, "--password-fd", str(r), input_fd=r)
+    os.close(r)
+    assert res.returncode == 0, res.stderr
+    shown = json.loads(admin(sock, "users", "show", name, "--json").stdout)
+    assert shown["password_set"] is True and password not in json.dumps(shown)
+    fs.kill9()
+    fs.mount(*fs.mount_args)
+    shown = json.loads(admin(sock, "users", "show", name, "--json").stdout)
+    assert shown["password_set"] is True and shown["valid_until"] > 0
+    assert (fs.mnt / name).is_dir()
+    fs.unmount()
+    needle = password.encode()
+    for path in [*fs.logs, *[p for pool in fs.pools for p in pool.rglob("*") if p.is_file()]]:
+        assert needle not in path.read_bytes(), path
+    fs.mount(*fs.mount_args)

@@ -279,3 +279,8 @@ class AccountBook:
 
     def __len__(self) -> int:
         return len(self._by_uid)
+
+    def refused_count(self) -> int:
+        """How many accounts are disabled or expired now."""
+        now = time.time()
+        return sum(1 for a in self._by_uid.values() if a.refused(now) is not None)

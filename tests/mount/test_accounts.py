@@ -92,6 +92,8 @@ def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(
     assert run_as(uid, gid, lambda: (home / "notes").read_bytes()) == errno.EACCES
     assert run_as(uid, gid, lambda: (home / "new").write_bytes(b"no")) == errno.EACCES
     assert json.loads(admin(sock, "users", "show", alice, "--json").stdout)["disabled"] is True
+    status = json.loads(admin(sock, "status", "--json").stdout)
+    assert status["accounts"] == {"total": 2, "refused": 1}
     assert admin(sock, "users", "enable", alice).returncode == 0
     assert run_as(uid, gid, lambda: (home / "notes").read_bytes()) == b"mine"
     fs.expect_log(r"account \S+ (disabled|enabled|removed)")

@@ -217,6 +217,7 @@ def make_namespace(t: Txn, account: Account) -> Inode:
     inode.mode = stat.S_IFDIR | NAMESPACE_MODE
     t.put_inode(inode)
     acl.store(t, inode, acl.DEFAULT, NAMESPACE_DEFAULT_ACL.pack())
+    t.put("namespaces", s.u64(inode.ino), account.name.encode())
     return inode
 
 
@@ -232,6 +233,7 @@ def remove(t: Txn, name: str) -> Account:
     if home is not None:
         if t.has_entries(home.ino):
             raise NamespaceNotEmpty(f"/{name} is not empty: remove its files first, or use --delete-files")
+        t.delete("namespaces", s.u64(home.ino))
         ns.unlink(t, ROOT, s.ROOT_INO, name.encode(), rmdir=True)
     t.delete("accounts", name.encode())
     t.delete("account_uids", s.u64(account.uid))

@@ -18,6 +18,7 @@ All integers in keys are big-endian so that LMDB's byte order is numeric order.
 | meta      | ascii name                          | value (superblock copy, counters, ...)  |
 | accounts  | account name (UTF-8)                | `fs.accounts.Account` (versioned JSON)  |
 | account_uids | uid (u64)                        | account name                            |
+| namespaces | directory ino (u64)                | account name: the account's `/<name>/`  |
 
 Absent blockmap entries inside a file's size are holes and read as zeros.
 """
@@ -45,6 +46,7 @@ DATABASE_IDS: dict[str, int] = {
     "meta": 11,
     "accounts": 12,
     "account_uids": 13,
+    "namespaces": 14,
 }
 DATABASES = tuple(DATABASE_IDS)
 DATABASE_BY_ID = {i: name for name, i in DATABASE_IDS.items()}

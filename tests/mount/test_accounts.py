@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Repfs, public_filesystem, run_as, wait_for
+from tests.helpers import Repfs, oserror, public_filesystem, run_as, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -86,6 +86,18 @@ def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(
     buid, bgid = ids(bob)
     assert run_as(buid, bgid, lambda: os.listdir(home)) == errno.EACCES  # another's namespace
     assert run_as(buid, bgid, lambda: (home / "notes").read_bytes()) == errno.EACCES
+
+    # root too: a rename between namespaces is EXDEV (mv copies), and a namespace goes with its account
+    assert oserror(lambda: os.rename(home / "notes", fs.mnt / bob / "notes")) == errno.EXDEV
+    assert oserror(lambda: os.rename(fs.mnt / "outside", home / "x")) in (errno.ENOENT,)
+    (fs.mnt / "outside").write_bytes(b"o")
+    assert oserror(lambda: os.rename(fs.mnt / "outside", home / "x")) == errno.EXDEV
+    assert oserror(lambda: os.rename(home, fs.mnt / "renamed")) == errno.EPERM
+    assert oserror(lambda: os.rmdir(fs.mnt / bob)) == errno.EPERM
+    os.rename(home / "sub" / "deeper", home / "deeper")  # inside one namespace: a rename
+    assert (home / "deeper").stat().st_size == 70_000
+    subprocess.run(["mv", str(home / "deeper"), str(fs.mnt / bob / "moved")], check=True, timeout=30)
+    assert (fs.mnt / bob / "moved").stat().st_size == 70_000 and not (home / "deeper").exists()
 
     res = admin(sock, "users", "disable", alice)
     assert res.returncode == 0, res.stderr

@@ -21,6 +21,7 @@ from repfs.admin.service import AdminOptions, Daemon
 from repfs.admin.systemd import notify
 from repfs.errors import SetupError, UnmountIncomplete
 from repfs.fslock import lock_fs_dir, report
+from repfs.fuse.kernelcache import forward as forward_invalidations
 from repfs.fuse.ops import RepfsOperations
 from repfs.heap import tame_allocator
 from repfs.stack import Layers, StackOptions, open_stack
@@ -85,6 +86,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], 
                         await layers.run_upkeep(upkeep)
                         await upkeep.start(Daemon(layers, opts.mountpoint, opts.admin, metrics).run)
                         upkeep.start_soon(_terminate_on_signal)
+                        upkeep.start_soon(forward_invalidations, layers.kernel_cache)
                         log.info("mounted %s on %s", paths.root, opts.mountpoint)
                         if ready is not None:
                             ready(mount_notes(layers))

@@ -32,6 +32,7 @@ from repfs.errors import SetupError, StorageError
 from repfs.fs.accountmanager import AccountManager
 from repfs.fs.accounts import AccountBook, check_host
 from repfs.fs.core import Filesystem
+from repfs.fs.kernelcache import KernelCacheQueue
 from repfs.fs.ratelimit import RateLimit
 from repfs.fs.repair import Repairer
 from repfs.journal.replay import catch_up
@@ -79,6 +80,7 @@ class Layers:
     usage: UsageMonitor
     pools: PoolManager
     accounts: AccountManager
+    kernel_cache: KernelCacheQueue
 
     async def run_upkeep(self, nursery: trio.Nursery) -> None:
         """Background work that uses the metadata: garbage collection, pool health and
@@ -224,8 +226,11 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     usage = UsageMonitor(store, interval=opts.usage_interval)
     pools = PoolManager(opened, meta, store, health, repairer, usage)
     pools.journal = journal
-    accounts = AccountManager(meta, fs, book)
-    return Layers(opened, meta, store, blocks, cache, fs, health, repairer, journal, lease, usage, pools, accounts)
+    kernel_cache = KernelCacheQueue()
+    accounts = AccountManager(meta, fs, book, kernel_cache)
+    return Layers(
+        opened, meta, store, blocks, cache, fs, health, repairer, journal, lease, usage, pools, accounts, kernel_cache
+    )
 
 
 def _catch_up(repairer: Repairer, journal: JournalWriter) -> Callable[[str], None]:

@@ -21,6 +21,8 @@ from repfs.fs import accounts as acc
 from repfs.fs.access import ROOT
 from repfs.fs.accounts import Account, AccountBook, AccountError, AccountInvalid
 from repfs.fs.core import Filesystem
+from repfs.fs.kernelcache import KernelCacheQueue
+from repfs.meta import schema as s
 from repfs.meta.store import MetaStore
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,11 @@ USERADD_TIMEOUT = 30.0  # seconds
 
 
 class AccountManager:
-    def __init__(self, meta: MetaStore, fs: Filesystem, book: AccountBook) -> None:
+    def __init__(self, meta: MetaStore, fs: Filesystem, book: AccountBook, kernel: KernelCacheQueue) -> None:
         self.meta = meta
         self.fs = fs
         self.book = book
+        self.kernel = kernel
 
     def reload(self) -> None:
         """Learn every account from the metadata (after the journal's catch-up at mount)."""
@@ -76,6 +79,7 @@ class AccountManager:
             acc.add(t, account)
             account = acc.get_or_fail(t, name)
         self.book.note(account)
+        self.kernel.forget_entry(s.ROOT_INO, name.encode())  # the kernel may remember it missing
         log.info("account %s added (uid %d, namespace /%s)", name, account.uid, name)
         return account
 
@@ -119,8 +123,12 @@ class AccountManager:
             if home is not None:
                 self._delete_tree(home.ino)
         with self.meta.write() as t:
+            home = acc.namespace_of(t, acc.get_or_fail(t, name))
             account = acc.remove(t, name)
         self.book.forget(account)
+        self.kernel.forget_entry(s.ROOT_INO, name.encode())
+        if home is not None:
+            self.kernel.forget_inode(home.ino)
         log.warning("account %s removed%s", name, " with its files" if delete_files else "")
         return account
 

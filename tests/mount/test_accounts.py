@@ -12,11 +12,13 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from repfs.admin.client import AdminClient
 from tests.helpers import Repfs, oserror, public_filesystem, run_as, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -162,3 +164,25 @@ def test_accounts_survive_remount_and_kill9_and_passwords_stay_secret(
     for path in [*fs.logs, *[p for pool in fs.pools for p in pool.rglob("*") if p.is_file()]]:
         assert needle not in path.read_bytes(), path
     fs.mount(*fs.mount_args)
+
+
+def test_the_kernel_forgets_what_it_cached_of_a_namespace_made_or_removed(
+    mounted: tuple[Repfs, Path], names: list[str]
+) -> None:
+    """The kernel remembers names (missing ones too) and attributes for 1 s; the daemon
+    tells it to forget them when it makes or removes a namespace itself."""
+    fs, sock = mounted
+    name = names[0]
+    subprocess.run(["useradd", "--no-create-home", "--user-group", name], check=True, timeout=30)
+    client = AdminClient(sock, timeout=30)
+    proven = 0
+    for _ in range(5):
+        assert not (fs.mnt / name).exists()  # now remembered as missing
+        started = time.monotonic()
+        client.request("POST", "/v1/users", {"name": name, "email": f"{name}@example.org"})
+        assert wait_for(lambda: (fs.mnt / name).is_dir(), 0.5, interval=0.01)
+        assert (fs.mnt / name).is_dir()  # attributes and entry cached again
+        client.request("DELETE", f"/v1/users/{name}")
+        assert wait_for(lambda: not (fs.mnt / name).exists(), 0.5, interval=0.01)
+        proven += time.monotonic() - started < 1.0  # a slower round cannot tell this from expiry
+    assert proven, "no round was quick enough to show the invalidation"

@@ -68,7 +68,7 @@ class AccountManager:
         if create_system_user:
             if found is not None:
                 raise AccountInvalid(f"{name} is a user of this host already (uid {found[0]}); leave out the option")
-            found = await trio.to_thread.run_sync(_useradd, name)
+            found = await trio.to_thread.run_sync(make_host_user, name, None)
         if found is None:
             raise AccountInvalid(f"{name} is not a user of this host: give --create-system-user to make one")
         if uid is not None and uid != found[0]:
@@ -151,11 +151,13 @@ class AccountManager:
                     raise AccountError(f"cannot delete {entry.decode(errors='replace')!r}: {exc}") from None
 
 
-def _useradd(name: str) -> tuple[int, int]:
-    """Make a host user for an account: no home directory, no login shell."""
+def make_host_user(name: str, uid: int | None) -> tuple[int, int]:
+    """Make a host user for an account (with `uid`, or the next free one): no home
+    directory, no login shell. Returns its (uid, gid)."""
+    with_uid = ["--uid", str(uid)] if uid is not None else []
     try:
         subprocess.run(
-            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name],
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", *with_uid, name],
             check=True, capture_output=True, text=True, timeout=USERADD_TIMEOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     except FileNotFoundError:

@@ -8,6 +8,7 @@ import json
 import os
 import pwd
 import secrets
+import shutil
 import stat
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from repfs.admin.client import AdminClient
-from tests.helpers import Repfs, oserror, public_filesystem, run_as, wait_for
+from tests.helpers import Repfs, oserror, public_filesystem, run_as, run_repfs, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -186,3 +187,27 @@ def test_the_kernel_forgets_what_it_cached_of_a_namespace_made_or_removed(
         assert wait_for(lambda: not (fs.mnt / name).exists(), 0.5, interval=0.01)
         proven += time.monotonic() - started < 1.0  # a slower round cannot tell this from expiry
     assert proven, "no round was quick enough to show the invalidation"
+
+
+def test_accounts_come_back_with_recover_on_a_new_host(mounted: tuple[Repfs, Path], names: list[str]) -> None:
+    fs, sock = mounted
+    name = names[0]
+    add(sock, name)
+    uid, gid = ids(name)
+    home = fs.mnt / name
+    assert run_as(uid, gid, lambda: (home / "report").write_bytes(b"kept")) == 4  # bytes written
+    fs.unmount()
+    shutil.rmtree(fs.fs_dir / "meta")  # a new host: only repfs.toml is left, and the user is not there
+    shutil.rmtree(fs.fs_dir / "cache", ignore_errors=True)
+    subprocess.run(["userdel", name], check=True, timeout=30)
+    res = run_repfs("recover", str(fs.fs_dir), "--key-file", str(fs.key), timeout=120)
+    assert res.returncode != 0 and f"{name} (uid {uid}) has no passwd entry" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    res = run_repfs("mount", str(fs.fs_dir), str(fs.mnt), "--key-file", str(fs.key), "--foreground", timeout=60)
+    assert res.returncode != 0 and "do not match this host" in res.stderr, res.stderr  # nor does it mount
+    res = run_repfs("recover", str(fs.fs_dir), "--key-file", str(fs.key), "--force", "--create-system-users")
+    assert res.returncode == 0, res.stderr
+    assert ids(name)[0] == uid  # made again with its old uid
+    fs.mount(*fs.mount_args)
+    assert json.loads(admin(sock, "users", "show", name, "--json").stdout)["uid"] == uid
+    assert home.stat().st_uid == uid and (home / "report").read_bytes() == b"kept"

@@ -40,7 +40,6 @@ class MountOptions:
     fuse_options: frozenset[str] = field(default_factory=frozenset)  # checked by repfs.mountopts
     allow_non_empty: bool = False  # mount over a directory that holds files
     admin: AdminOptions = field(default_factory=AdminOptions)  # the admin socket and metrics
-    audit: bool = False  # log every open, create, delete and rename with the caller's uid
 
 
 async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], None] | None = None) -> None:
@@ -65,7 +64,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], 
         layers = await open_stack(opts.fs_dir, opts.stack, secret)
         metrics = Metrics()
         layers.store.observer = metrics.observe_pool
-        ops = RepfsOperations(layers.fs, observe=metrics.observe_fuse, audit=opts.audit)
+        ops = RepfsOperations(layers.fs, observe=metrics.observe_fuse, audit=layers.audit)
         # The kernel checks permissions (and, with enable_acl, POSIX ACLs): no cached name
         # or kernel-handled open (a FIFO) can get past them. See repfs/fs/access.py.
         fuse_opts = set(opts.fuse_options) | {f"fsname=repfs:{paths.root}", "subtype=repfs", "default_permissions"}

@@ -31,6 +31,7 @@ from repfs.config import FsConfig
 from repfs.errors import SetupError, StorageError
 from repfs.fs.accountmanager import AccountManager
 from repfs.fs.accounts import AccountBook, check_host
+from repfs.fs.audit import Audit
 from repfs.fs.core import Filesystem
 from repfs.fs.kernelcache import KernelCacheQueue
 from repfs.fs.ratelimit import RateLimit
@@ -39,6 +40,7 @@ from repfs.journal.replay import catch_up
 from repfs.journal.writer import JournalWriter
 from repfs.lease import MountLease
 from repfs.meta import schema as s
+from repfs.meta.migrate import migrate
 from repfs.meta.store import MetaStore
 from repfs.volume import OpenedFs, open_fs
 
@@ -61,6 +63,7 @@ class StackOptions:
     take_over: bool = False  # take over another host's expired lease
     break_lease: bool = False  # take the lease whatever its state
     usage_interval: float = USAGE_INTERVAL  # seconds between measurements of pool usage
+    audit: bool = False  # one JSON record per file access and account action (repfs.fs.audit)
 
 
 @dataclass
@@ -81,6 +84,7 @@ class Layers:
     pools: PoolManager
     accounts: AccountManager
     kernel_cache: KernelCacheQueue
+    audit: Audit
 
     async def run_upkeep(self, nursery: trio.Nursery) -> None:
         """Background work that uses the metadata: garbage collection, pool health and
@@ -197,6 +201,7 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         idle_seconds=opts.idle_seconds,
     )
     book = AccountBook()
+    audit = Audit(meta, book, enabled=opts.audit)
     fs = Filesystem(
         meta,
         blocks,
@@ -206,6 +211,7 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         replicas=config.replicas,
         no_space=store.no_space,
         accounts=book,
+        audit=audit,
     )
     repairer = Repairer(meta, store, blocks.locks, rate=RateLimit(opts.repair_rate))
     health = HealthMonitor(
@@ -229,8 +235,9 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     kernel_cache = KernelCacheQueue()
     accounts = AccountManager(meta, fs, book, kernel_cache)
     return Layers(
-        opened, meta, store, blocks, cache, fs, health, repairer, journal, lease, usage, pools, accounts, kernel_cache
-    )
+        opened, meta, store, blocks, cache, fs, health, repairer, journal, lease, usage, pools, accounts, kernel_cache,
+        audit,
+    )  # fmt: skip
 
 
 def _catch_up(repairer: Repairer, journal: JournalWriter) -> Callable[[str], None]:
@@ -261,6 +268,7 @@ async def prepare(layers: Layers, opts: StackOptions) -> None:
     crash left."""
     await layers.lease.acquire(take_over=opts.take_over, break_lease=opts.break_lease)
     await catch_up(layers.meta, layers.journal, layers.store, layers.journal.codec)
+    migrate(layers.meta)
     check_host(layers.accounts.list())  # accounts are people of this host: same names, same uids
     layers.accounts.reload()
     with layers.meta.write() as t:

@@ -221,7 +221,7 @@ class Daemon:
         r.add("POST", "/v1/scrub", self.post_scrub)
         r.add("DELETE", "/v1/scrub", self.delete_scrub)
         r.add("POST", "/v1/keys/passwd", self.post_passwd)
-        add_user_routes(r, self.layers.accounts)
+        add_user_routes(r, self.layers.accounts, self.layers.audit)
         return r
 
     # --- what the endpoints say --------------------------------------------------------------

@@ -23,24 +23,42 @@ from repfs.admin.http import HttpError, Request, Response, Router
 from repfs.fs import accounts as acc
 from repfs.fs.accountmanager import AccountManager
 from repfs.fs.accounts import AccountExists, AccountInvalid, AccountUnknown, NamespaceNotEmpty
+from repfs.fs.audit import Audit
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _mapped(handler: Handler) -> Handler:
-    """Account errors as HTTP statuses."""
+def _mapped(handler: Handler, audit: Audit, op: str | None) -> Handler:
+    """Account errors as HTTP statuses; a change (`op`) gives an audit record either way."""
 
     async def call(request: Request) -> Response:
+        result = "ok"
         try:
             return await handler(request)
         except AccountUnknown as exc:
+            result = "ENOENT"
             raise HttpError(404, str(exc)) from None
         except AccountInvalid as exc:
+            result = "EINVAL"
             raise HttpError(400, str(exc)) from None
         except (AccountExists, NamespaceNotEmpty) as exc:
+            result = "EEXIST" if isinstance(exc, AccountExists) else "ENOTEMPTY"
             raise HttpError(409, str(exc)) from None
+        finally:
+            if op is not None:
+                name = request.params.get("name") or _name_in(request)
+                uid = getattr(request.peer, "uid", 0)
+                audit.write(uid, op, f"/{name}" if name else None, result)
 
     return call
+
+
+def _name_in(request: Request) -> str | None:
+    try:
+        value = request.json().get("name")
+    except HttpError:
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _fields(body: object, allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
@@ -69,7 +87,7 @@ def _until(body: dict[str, Any]) -> int | None:
     return acc.parse_date(value) if value else 0
 
 
-def add_routes(router: Router, manager: AccountManager) -> None:
+def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
     async def list_users(request: Request) -> Response:
         return Response.json(200, [a.public() for a in manager.list()])
 
@@ -116,11 +134,11 @@ def add_routes(router: Router, manager: AccountManager) -> None:
         delete_files = request.query.get("delete_files", "") in ("1", "true", "yes")
         return Response.json(200, manager.remove(request.params["name"], delete_files=delete_files).public())
 
-    router.add("GET", "/v1/users", _mapped(list_users))
-    router.add("POST", "/v1/users", _mapped(add_user))
-    router.add("GET", "/v1/users/{name}", _mapped(show_user))
-    router.add("PATCH", "/v1/users/{name}", _mapped(patch_user))
-    router.add("DELETE", "/v1/users/{name}", _mapped(remove_user))
-    router.add("POST", "/v1/users/{name}/disable", _mapped(disable_user))
-    router.add("POST", "/v1/users/{name}/enable", _mapped(enable_user))
-    router.add("PUT", "/v1/users/{name}/password", _mapped(put_password))
+    router.add("GET", "/v1/users", _mapped(list_users, audit, None))
+    router.add("POST", "/v1/users", _mapped(add_user, audit, "users.add"))
+    router.add("GET", "/v1/users/{name}", _mapped(show_user, audit, None))
+    router.add("PATCH", "/v1/users/{name}", _mapped(patch_user, audit, "users.set"))
+    router.add("DELETE", "/v1/users/{name}", _mapped(remove_user, audit, "users.remove"))
+    router.add("POST", "/v1/users/{name}/disable", _mapped(disable_user, audit, "users.disable"))
+    router.add("POST", "/v1/users/{name}/enable", _mapped(enable_user, audit, "users.enable"))
+    router.add("PUT", "/v1/users/{name}/password", _mapped(put_password, audit, "users.passwd"))

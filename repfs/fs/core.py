@@ -35,6 +35,7 @@ from repfs.fs import access
 from repfs.fs import namespace as ns
 from repfs.fs.access import Caller
 from repfs.fs.accounts import AccountBook
+from repfs.fs.audit import Audit
 from repfs.meta import schema as s
 from repfs.meta.records import Inode
 from repfs.meta.store import MetaStore, Txn
@@ -101,6 +102,7 @@ class Filesystem:
         replicas: int,
         no_space: Callable[[], bool] = lambda: False,
         accounts: AccountBook | None = None,
+        audit: Audit | None = None,
     ) -> None:
         self.meta = meta
         self.blocks = blocks
@@ -110,14 +112,17 @@ class Filesystem:
         self._no_space = no_space
         self.replicas = replicas
         self.accounts = accounts if accounts is not None else AccountBook()
+        self.audit = audit
         self.lookups: dict[int, int] = {}
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
 
     def _admit(self, caller: Caller) -> None:
-        """Refuse a caller whose account is disabled or expired (EACCES)."""
+        """Refuse a caller whose account is disabled or expired (EACCES), on the record."""
         why = self.accounts.refused(caller.uid)
         if why is not None:
+            if self.audit is not None:
+                self.audit.write(caller.uid, "refused", None, "EACCES", why=why)
             raise AccessDenied(why)
 
     # --- lifetime ---------------------------------------------------------------------

@@ -46,7 +46,7 @@ def names() -> Iterator[list[str]]:
 @pytest.fixture
 def mounted(request: pytest.FixtureRequest) -> Iterator[tuple[Repfs, Path]]:
     sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
-    with public_filesystem(request.node, "--admin-socket", str(sock)) as fs:
+    with public_filesystem(request.node, "--admin-socket", str(sock), "--audit") as fs:
         yield fs, sock
 
 
@@ -112,6 +112,21 @@ def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(
     assert admin(sock, "users", "enable", alice).returncode == 0
     assert run_as(uid, gid, lambda: (home / "notes").read_bytes()) == b"mine"
     fs.expect_log(r"account \S+ (disabled|enabled|removed)")
+
+    lines = fs.log_text().splitlines()
+    records = [json.loads(line.split("repfs.audit: ", 1)[1]) for line in lines if "repfs.audit: {" in line]
+    seen = {(r["account"], r["op"], r["path"], r["result"]) for r in records}
+    for want in [
+        (None, "users.add", f"/{alice}", "ok"),
+        (alice, "create", f"/{alice}/notes", "ok"),
+        (alice, "mkdir", f"/{alice}/sub", "ok"),
+        (alice, "refused", None, "EACCES"),  # while disabled
+        (alice, "open", f"/{alice}/notes", "ok"),
+        (None, "rename", f"/{alice}/notes", "EXDEV"),
+        (None, "users.disable", f"/{alice}", "ok"),
+    ]:
+        assert want in seen, (want, sorted(seen, key=str))
+    assert all("password" not in json.dumps(r) for r in records)
 
     res = admin(sock, "users", "remove", alice)
     assert res.returncode == 5 and "not empty" in res.stderr, res.stderr

@@ -224,7 +224,7 @@ def _s3_defaults(
 @click.option(
     "--audit",
     is_flag=True,
-    help="Log every file open, create, delete and rename with the caller's uid (logger repfs.audit).",
+    help="One JSON audit record per file access and account change: account, path, result (logger repfs.audit).",
 )
 @click.option(
     "--admin-socket",
@@ -353,10 +353,10 @@ def mount(
                 take_over=take_over,
                 break_lease=break_lease,
                 usage_interval=usage_interval,
+                audit=audit,
             ),
             fuse_options=options,
             allow_non_empty=allow_non_empty,
-            audit=audit,
             admin=AdminOptions(
                 socket=admin_socket.absolute() if admin_socket else None,
                 group=admin_group,

@@ -128,10 +128,19 @@ def scrub(
 @click.argument("fs_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @secret_options
 @click.option("--force", is_flag=True, help="Replace metadata that is already in FS_DIR.")
+@click.option(
+    "--create-system-users", is_flag=True, help="Make the accounts' users on this host (their old uids) if missing."
+)
 @log_option
 @json_option
 def recover(
-    fs_dir: Path, passphrase_fd: int | None, key_file: Path | None, force: bool, log_file: str | None, as_json: bool
+    fs_dir: Path,
+    passphrase_fd: int | None,
+    key_file: Path | None,
+    force: bool,
+    create_system_users: bool,
+    log_file: str | None,
+    as_json: bool,
 ) -> None:
     """Rebuild the metadata of FS_DIR from its pools (on a new host, or after losing it).
 
@@ -144,7 +153,11 @@ def recover(
         logs.setup(log_file, level=logging.WARNING if log_file is None else logging.INFO)
         secret = get_secret(passphrase_fd, key_file, confirm=False)
         with Progress("recover", "segments") as bar:
-            out = trio.run(lambda: run_recover(fs_dir.absolute(), secret, force=force, progress=bar.update))
+            out = trio.run(
+                lambda: run_recover(
+                    fs_dir.absolute(), secret, force=force, create_system_users=create_system_users, progress=bar.update
+                )
+            )
     except RepfsError as exc:
         fail(exc, as_json=as_json)
     if as_json:

@@ -70,6 +70,12 @@ class NotPermitted(FsError):
     errno = _errno.EPERM
 
 
+class CrossNamespace(FsError):
+    """A rename or link between two accounts' namespaces (each is its own device)."""
+
+    errno = _errno.EXDEV
+
+
 class NameTooLong(FsError):
     """File name too long."""
 

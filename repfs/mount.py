@@ -21,6 +21,7 @@ from repfs.admin.service import AdminOptions, Daemon
 from repfs.admin.systemd import notify
 from repfs.errors import SetupError, UnmountIncomplete
 from repfs.fslock import lock_fs_dir, report
+from repfs.fuse.kernelcache import forward as forward_invalidations
 from repfs.fuse.ops import RepfsOperations
 from repfs.heap import tame_allocator
 from repfs.stack import Layers, StackOptions, open_stack
@@ -39,7 +40,6 @@ class MountOptions:
     fuse_options: frozenset[str] = field(default_factory=frozenset)  # checked by repfs.mountopts
     allow_non_empty: bool = False  # mount over a directory that holds files
     admin: AdminOptions = field(default_factory=AdminOptions)  # the admin socket and metrics
-    audit: bool = False  # log every open, create, delete and rename with the caller's uid
 
 
 async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], None] | None = None) -> None:
@@ -64,7 +64,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], 
         layers = await open_stack(opts.fs_dir, opts.stack, secret)
         metrics = Metrics()
         layers.poolset.observer = metrics.observe_pool
-        ops = RepfsOperations(layers.fs, observe=metrics.observe_fuse, audit=opts.audit)
+        ops = RepfsOperations(layers.fs, observe=metrics.observe_fuse, audit=layers.audit)
         # The kernel checks permissions (and, with enable_acl, POSIX ACLs): no cached name
         # or kernel-handled open (a FIFO) can get past them. See repfs/fs/access.py.
         fuse_opts = set(opts.fuse_options) | {f"fsname=repfs:{paths.root}", "subtype=repfs", "default_permissions"}
@@ -85,6 +85,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], 
                         await layers.run_upkeep(upkeep)
                         await upkeep.start(Daemon(layers, opts.mountpoint, opts.admin, metrics).run)
                         upkeep.start_soon(_terminate_on_signal)
+                        upkeep.start_soon(forward_invalidations, layers.kernel_cache)
                         log.info("mounted %s on %s", paths.root, opts.mountpoint)
                         if ready is not None:
                             ready(mount_notes(layers))

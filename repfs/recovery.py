@@ -23,6 +23,8 @@ from repfs.codec.keys import derive_keys
 from repfs.codec.superblock import Superblock
 from repfs.config import FsConfig, load_config
 from repfs.errors import CorruptObject, FilesystemExists, ForeignPool, SetupError, StorageError
+from repfs.fs import accounts
+from repfs.fs.accountmanager import make_host_user
 from repfs.fslock import lock_fs_dir
 from repfs.journal.replay import Replayed, rebuild
 from repfs.meta import schema as s
@@ -50,14 +52,19 @@ async def recover(
     secret: bytes,
     *,
     force: bool = False,
+    create_system_users: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Replayed:
-    """Rebuild `FS_DIR/meta` from the pools named in `FS_DIR/repfs.toml`."""
+    """Rebuild `FS_DIR/meta` from the pools named in `FS_DIR/repfs.toml`, then check its
+    accounts against this host's users (making the missing ones with
+    `create_system_users`, with their old uids)."""
     paths = FsPaths(fs_dir)
     config = load_config(paths.config)
     lock_fd = lock_fs_dir(paths)  # not while it is mounted here
     try:
-        return await _recover(paths, config, secret, force=force, progress=progress)
+        return await _recover(
+            paths, config, secret, force=force, create_system_users=create_system_users, progress=progress
+        )
     finally:
         os.close(lock_fd)
 
@@ -68,6 +75,7 @@ async def _recover(
     secret: bytes,
     *,
     force: bool,
+    create_system_users: bool,
     progress: Callable[[int, int], None] | None,
 ) -> Replayed:
     if paths.meta.exists() and any(paths.meta.iterdir()) and not force:
@@ -106,7 +114,17 @@ async def _recover(
             raw = t.get("meta", s.META_FS_UUID)
         if raw is None or raw.decode() != superblock.fs_uuid:
             raise SetupError("the recovered metadata belongs to another filesystem than the pools' superblock")
+        with meta.read() as t:
+            people = accounts.listed(t)
     finally:
         meta.close()
     shutil.rmtree(paths.cache, ignore_errors=True)  # blocks a dead host staged are not ours to upload
+    if create_system_users:
+        for account in people:
+            if accounts.host_uid(account.name) is None:
+                await trio.to_thread.run_sync(make_host_user, account.name, account.uid)
+    try:
+        accounts.check_host(people)
+    except SetupError as exc:
+        raise SetupError(f"the metadata is recovered, but {exc}") from None
     return out

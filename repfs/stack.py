@@ -33,13 +33,18 @@ from repfs.codec.codec import BlockCodec
 from repfs.codec.keys import derive_keys
 from repfs.config import FsConfig
 from repfs.errors import SetupError, StorageError
+from repfs.fs.accountmanager import AccountManager
+from repfs.fs.accounts import AccountBook, check_host
+from repfs.fs.audit import Audit
 from repfs.fs.core import Filesystem
+from repfs.fs.kernelcache import KernelCacheQueue
 from repfs.fs.ratelimit import RateLimit
 from repfs.fs.repair import Repairer
 from repfs.journal.replay import catch_up
 from repfs.journal.writer import JournalWriter
 from repfs.lease import MountLease
 from repfs.meta import schema as s
+from repfs.meta.migrate import migrate
 from repfs.meta.store import MetaStore
 from repfs.volume import OpenedFs, open_fs
 
@@ -62,6 +67,7 @@ class StackOptions:
     take_over: bool = False  # take over another host's expired lease
     break_lease: bool = False  # take the lease whatever its state
     usage_interval: float = USAGE_INTERVAL  # seconds between measurements of pool usage
+    audit: bool = False  # one JSON record per file access and account action (repfs.fs.audit)
 
 
 @dataclass
@@ -83,6 +89,9 @@ class Layers:
     lease: MountLease
     usage: UsageMonitor
     pools: PoolManager
+    accounts: AccountManager
+    kernel_cache: KernelCacheQueue
+    audit: Audit
 
     async def run_upkeep(self, nursery: trio.Nursery) -> None:
         """Background work that uses the metadata: garbage collection, pool health and
@@ -198,6 +207,8 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         uploads=opts.uploads,
         idle_seconds=opts.idle_seconds,
     )
+    book = AccountBook()
+    audit = Audit(meta, book, enabled=opts.audit)
     fs = Filesystem(
         meta,
         blocks,
@@ -206,6 +217,8 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         usage=poolset.usage,
         replicas=config.replicas,
         no_space=poolset.no_space,
+        accounts=book,
+        audit=audit,
     )
     repairer = Repairer(meta, poolset, copies, blocks.locks, rate=RateLimit(opts.repair_rate))
     health = HealthMonitor(
@@ -227,9 +240,12 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     usage = UsageMonitor(poolset, interval=opts.usage_interval)
     pools = PoolManager(opened, meta, poolset, objects, health, repairer, usage)
     pools.journal = journal
+    kernel_cache = KernelCacheQueue()
+    accounts = AccountManager(meta, fs, book, kernel_cache)
     return Layers(
-        opened, meta, poolset, store, copies, objects, blocks, cache, fs, health, repairer, journal, lease, usage, pools
-    )
+        opened, meta, poolset, store, copies, objects, blocks, cache, fs, health, repairer, journal, lease, usage,
+        pools, accounts, kernel_cache, audit,
+    )  # fmt: skip
 
 
 def _catch_up(repairer: Repairer, journal: JournalWriter) -> Callable[[str], None]:
@@ -260,6 +276,9 @@ async def prepare(layers: Layers, opts: StackOptions) -> None:
     crash left."""
     await layers.lease.acquire(take_over=opts.take_over, break_lease=opts.break_lease)
     await catch_up(layers.meta, layers.journal, layers.objects, layers.journal.codec)
+    migrate(layers.meta)
+    check_host(layers.accounts.list())  # accounts are people of this host: same names, same uids
+    layers.accounts.reload()
     with layers.meta.write() as t:
         t.put("meta", s.META_CLEAN, s.u64(0))
     adopt_leftovers(layers)

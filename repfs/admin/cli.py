@@ -20,124 +20,36 @@ Exit codes:
 from __future__ import annotations
 
 import io
-import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from repfs import __version__, mountinfo
-from repfs.admin.client import AdminClient, AdminError, Unreachable, find_socket
+from repfs.admin.cli_users import users
+from repfs.admin.cliutil import (
+    EXIT_TIMEOUT,
+    EXIT_UNRECOVERABLE,
+    POLL,
+    call,
+    die,
+    emit,
+    fields,
+    json_option,
+    pct,
+    show,
+    size,
+    table,
+)
 from repfs.cli_common import DEFAULT_SCRUB_RATE, get_secret, new_secret_options, secret_options
 from repfs.errors import RepfsError
-from repfs.progress import Progress, duration
+from repfs.progress import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_STATUS = {400: 2, 403: 3, 404: 4, 405: 2, 409: 5, 413: 2}
-EXIT_UNREACHABLE = 7
-EXIT_TIMEOUT = 8
-EXIT_UNRECOVERABLE = 6
-POLL = 0.5  # seconds between progress questions to the daemon
-
-
-def die(message: str, code: int) -> NoReturn:
-    """One line naming what is wrong, then exit; as JSON on standard output with --json."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None and ctx.params.get("as_json"):
-        click.echo(json.dumps({"error": message, "exit": code}))
-    else:
-        click.echo(f"repfs-admin: error: {message}", err=True)
-    sys.exit(code)
-
-
-def call(ctx: click.Context, method: str, target: str, body: dict[str, Any] | None = None) -> Any:
-    """One request; errors become messages and exit codes."""
-    opts = ctx.find_root().obj
-    try:
-        path = find_socket(opts["socket"], opts["mountpoint"], opts["fs_dir"])
-        return AdminClient(path, timeout=opts["timeout"]).request(method, target, body)
-    except Unreachable as exc:
-        die(str(exc), EXIT_UNREACHABLE)
-    except AdminError as exc:
-        die(exc.message, EXIT_STATUS.get(exc.status, 1))
-
-
-def json_option(fn: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON.")(fn)
-
-
-def emit(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2))
-
-
-def show(value: Any, as_json: bool, text: Callable[[Any], str]) -> None:
-    """An answer: as JSON with --json, else `text(value)` for people."""
-    if as_json:
-        emit(value)
-    else:
-        click.echo(text(value))
-
-
-def size(n: int | float | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "K", "M", "G", "T", "P"):
-        if value < 1024 or unit == "P":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return str(n)
-
-
-def pct(r: float | None) -> str:
-    return "-" if r is None else f"{r * 100:.1f}%"
-
-
-def when(t: float | None) -> str:
-    return "-" if not t else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-SIZES = frozenset({"used", "total", "free", "capacity", "dirty_bytes", "clean_bytes"})
-TIMES = frozenset({"started", "finished", "usage_measured", "since", "last_seen", "changed"})
-
-
-def human(key: str, value: Any, sizes: frozenset[str] = SIZES) -> str:
-    """A field of an answer as a person reads it: sizes, times, percentages, yes/no."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if key in sizes and isinstance(value, int | float):
-        return "none" if key == "capacity" and not value else size(value)
-    if key in TIMES and isinstance(value, int | float):
-        return when(value)
-    if (key.endswith("_ratio") or key.endswith("_threshold")) and isinstance(value, int | float):
-        return pct(value)
-    if key == "rate_limit" and isinstance(value, int | float):
-        return f"{size(value)}/s"
-    if key == "eta_seconds" and isinstance(value, int | float):
-        return duration(value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return str(value)
-
-
-def fields(info: dict[str, Any], skip: Sequence[str] = (), sizes: frozenset[str] = SIZES) -> str:
-    return table([[k, human(k, v, sizes)] for k, v in info.items() if k not in skip], ["FIELD", "VALUE"])
-
-
-def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
-
 
 def pool_rows(pools: list[dict[str, Any]]) -> str:
     rows = []
@@ -609,6 +521,9 @@ def repair_status(ctx: click.Context, as_json: bool) -> None:
     for name, d in info["drains"].items():
         state = "drained" if d["done"] else f"{d['remaining']} of {d['total']} blocks left"
         click.echo(f"  draining {name}: {state}")
+
+
+main.add_command(users)
 
 
 if __name__ == "__main__":

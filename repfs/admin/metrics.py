@@ -74,6 +74,8 @@ HELP: dict[str, str] = {
     "repfs_pool_request_seconds": "Time of requests to a pool, retries included, by operation",
     "repfs_pool_request_errors_total": "Failed requests to a pool, by operation and kind (unavailable, full, ...)",
     "repfs_replica_deficit_blocks": "Blocks not exactly on their placement pools (missing copies, or to be moved)",
+    "repfs_accounts": "Accounts of the filesystem",
+    "repfs_accounts_refused": "Accounts refused now: disabled or past their validity",
     "repfs_block_records": "Distinct blocks the filesystem holds (block records in the metadata, one per block id)",
     "repfs_repair_copies_total": "Copies written by the repairer (repair, rebalance, drain)",
     "repfs_repair_removed_copies_total": "Extra or damaged copies deleted by the repairer",
@@ -249,6 +251,11 @@ class LiveCollector(Collector):
         started.add_metric([], d.started)
         yield started
         yield from self._pools()
+        book = layers.accounts.book
+        for name, value in (("repfs_accounts", len(book)), ("repfs_accounts_refused", book.refused_count())):
+            gauge = self._gauge(name)
+            gauge.add_metric([], value)
+            yield gauge
         deficit = self._gauge("repfs_replica_deficit_blocks")
         deficit.add_metric([], d.pools.deficit())
         yield deficit

@@ -25,6 +25,7 @@ from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
 from repfs.admin.metrics import Metrics
 from repfs.admin.pools import AdminInvalid, AdminRefused, AdminUnknown, PoolManager, pool_spec_from
 from repfs.admin.scrubber import OnlineScrub
+from repfs.admin.users_api import add_routes as add_user_routes
 from repfs.admin.webconfig import REALM, BasicAuth, TlsContexts, TlsListener, WebConfig
 from repfs.config import parse_ratio, parse_size, redact_url
 from repfs.errors import ConfigError, NotADirectory, NotFound, SetupError, WrongPassphrase
@@ -220,6 +221,7 @@ class Daemon:
         r.add("POST", "/v1/scrub", self.post_scrub)
         r.add("DELETE", "/v1/scrub", self.delete_scrub)
         r.add("POST", "/v1/keys/passwd", self.post_passwd)
+        add_user_routes(r, self.layers.accounts, self.layers.audit)
         return r
 
     # --- what the endpoints say --------------------------------------------------------------
@@ -316,6 +318,7 @@ class Daemon:
                     "upload_queue": cache.dirty_blocks(),
                 },
                 "journal": {"seq": seq, "stored": stored, "lag": max(0, seq - stored)},
+                "accounts": {"total": len(layers.accounts.book), "refused": layers.accounts.book.refused_count()},
             },
         )
 

@@ -34,6 +34,8 @@ from repfs.errors import (
 from repfs.fs import access
 from repfs.fs import namespace as ns
 from repfs.fs.access import Caller
+from repfs.fs.accounts import AccountBook
+from repfs.fs.audit import Audit
 from repfs.meta import schema as s
 from repfs.meta.records import Inode
 from repfs.meta.store import MetaStore, Txn
@@ -99,6 +101,8 @@ class Filesystem:
         usage: Callable[[], Awaitable[dict[str, PoolUsage]]],
         replicas: int,
         no_space: Callable[[], bool] = lambda: False,
+        accounts: AccountBook | None = None,
+        audit: Audit | None = None,
     ) -> None:
         self.meta = meta
         self.blocks = blocks
@@ -107,9 +111,19 @@ class Filesystem:
         self._usage = usage
         self._no_space = no_space
         self.replicas = replicas
+        self.accounts = accounts if accounts is not None else AccountBook()
+        self.audit = audit
         self.lookups: dict[int, int] = {}
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
+
+    def _admit(self, caller: Caller) -> None:
+        """Refuse a caller whose account is disabled or expired (EACCES), on the record."""
+        why = self.accounts.refused(caller.uid)
+        if why is not None:
+            if self.audit is not None:
+                self.audit.write(caller.uid, "refused", None, "EACCES", why=why)
+            raise AccessDenied(why)
 
     # --- lifetime ---------------------------------------------------------------------
     def _count(self, ino: int, n: int = 1) -> None:
@@ -190,12 +204,14 @@ class Filesystem:
         return tail + sum(max(0, min(self.bs, inode.size - i * self.bs)) for i in indexes if i < tail_from)
 
     def lookup(self, caller: Caller, parent: int, name: bytes) -> Inode:
+        self._admit(caller)
         with self.meta.read() as t:
             inode = ns.lookup(t, caller, parent, name)
         self._count(inode.ino)
         return inode
 
     async def setattr(self, caller: Caller, ino: int, ch: AttrChange, fh: int | None = None) -> Inode:
+        self._admit(caller)
         with self.meta.write() as t:
             inode = t.inode(ino)
             if ch.mode is not None:
@@ -271,30 +287,36 @@ class Filesystem:
         return self._create(caller, parent, name, stat.S_IFLNK | 0o777, target=target)
 
     def _create(self, caller: Caller, parent: int, name: bytes, mode: int, rdev: int = 0, target: bytes = b"") -> Inode:
+        self._admit(caller)
         with self.meta.write() as t:
             inode = ns.create_node(t, caller, parent, name, mode, rdev, target)
         self._count(inode.ino)
         return inode
 
     def readlink(self, caller: Caller, ino: int) -> bytes:
+        self._admit(caller)
         with self.meta.read() as t:
             return ns.readlink(t, ino)
 
     def link(self, caller: Caller, ino: int, parent: int, name: bytes) -> Inode:
+        self._admit(caller)
         with self.meta.write() as t:
             inode = ns.link(t, caller, ino, parent, name)
         self._count(ino)
         return inode
 
     def unlink(self, caller: Caller, parent: int, name: bytes) -> None:
+        self._admit(caller)
         with self.meta.write() as t:
             self._unlinked(t, ns.unlink(t, caller, parent, name, rmdir=False))
 
     def rmdir(self, caller: Caller, parent: int, name: bytes) -> None:
+        self._admit(caller)
         with self.meta.write() as t:
             self._unlinked(t, ns.unlink(t, caller, parent, name, rmdir=True))
 
     def rename(self, caller: Caller, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int) -> None:
+        self._admit(caller)
         with self.meta.write() as t:
             replaced = ns.rename(t, caller, old_parent, old, new_parent, new, flags)
             if replaced is not None:
@@ -302,6 +324,7 @@ class Filesystem:
 
     # --- directories ------------------------------------------------------------------
     def opendir(self, caller: Caller, ino: int) -> int:
+        self._admit(caller)
         with self.meta.read() as t:
             inode = t.inode(ino)
             if not inode.is_dir:
@@ -329,6 +352,7 @@ class Filesystem:
             raise BadFileHandle() from None
 
     async def open(self, caller: Caller, ino: int, flags: int) -> int:
+        self._admit(caller)
         with self.meta.read() as t:
             inode = t.inode(ino)
             if inode.is_dir and (flags & os.O_ACCMODE) != os.O_RDONLY:
@@ -441,23 +465,28 @@ class Filesystem:
 
     # --- extended attributes ----------------------------------------------------------
     def getxattr(self, caller: Caller, ino: int, name: bytes) -> bytes:
+        self._admit(caller)
         with self.meta.read() as t:
             return ns.getxattr(t, caller, ino, name)
 
     def setxattr(self, caller: Caller, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
+        self._admit(caller)
         with self.meta.write() as t:
             ns.setxattr(t, caller, ino, name, value, flags)
 
     def listxattr(self, caller: Caller, ino: int) -> list[bytes]:
+        self._admit(caller)
         with self.meta.read() as t:
             return ns.listxattr(t, caller, ino)
 
     def removexattr(self, caller: Caller, ino: int, name: bytes) -> None:
+        self._admit(caller)
         with self.meta.write() as t:
             ns.removexattr(t, caller, ino, name)
 
     # --- misc -------------------------------------------------------------------------
     def access(self, caller: Caller, ino: int, mode: int) -> None:
+        self._admit(caller)
         with self.meta.read() as t:
             if mode and not access.permitted(t, caller, t.inode(ino), mode):
                 raise AccessDenied()

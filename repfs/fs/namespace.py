@@ -22,7 +22,7 @@ from repfs.errors import (
     NotFound,
     NotPermitted,
 )
-from repfs.fs import access, acl
+from repfs.fs import access, acl, zones
 from repfs.fs.access import Caller
 from repfs.meta import schema as s
 from repfs.meta.records import Inode
@@ -188,6 +188,7 @@ def unlink(t: Txn, caller: Caller, parent: int, name: bytes, *, rmdir: bool) -> 
         raise NotFound()
     victim = t.inode(child)
     access.check_delete(t, caller, pdir, victim)
+    zones.check_not_namespace(t, child)
     if rmdir:
         if not victim.is_dir:
             raise NotADirectory()
@@ -238,6 +239,10 @@ def rename(
     src = t.inode(src_ino)
     dst_ino = t.lookup(new_parent, new_name)
     dst = t.inode(dst_ino) if dst_ino is not None else None
+    zones.check_move(t, old_parent, new_parent)
+    zones.check_not_namespace(t, src_ino)
+    if dst_ino is not None:
+        zones.check_not_namespace(t, dst_ino)
     access.check_delete(t, caller, src_dir, src)
     access.check_modify_dir(t, caller, dst_dir)
     if dst is not None:

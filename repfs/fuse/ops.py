@@ -1,15 +1,14 @@
 """pyfuse3 Operations: translate kernel requests to `Filesystem` calls and back.
 
 Nothing but translation lives here: the caller's uid/gid become a `Caller`, `Inode`
-records become `EntryAttributes`, errors become errnos (see boundary.py). With `audit`,
-every open, create, delete and rename is logged (logger `repfs.audit`) with the caller's
-uid, gid and pid, the inode and the name, as the kernel asked for it.
+records become `EntryAttributes`, errors become errnos (see boundary.py). Each file
+access is handed to the audit log (repfs/fs/audit.py), which writes one record when
+auditing is on.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 from collections.abc import Callable, Sequence
 
@@ -17,11 +16,10 @@ import pyfuse3
 
 from repfs.errors import InvalidArgument, NotFound
 from repfs.fs.access import Caller
+from repfs.fs.audit import Audit
 from repfs.fs.core import AttrChange, Filesystem
 from repfs.fuse.boundary import fuse_op
 from repfs.meta.records import Inode
-
-audit_log = logging.getLogger("repfs.audit")
 
 ATTR_TIMEOUT = 1.0
 ENTRY_TIMEOUT = 1.0
@@ -39,8 +37,17 @@ def caller_of(ctx: pyfuse3.RequestContext) -> Caller:
 
 
 def _name(name: bytes) -> str:
-    """A file name fit for one log line: undecodable bytes and controls escaped."""
-    return repr(os.fsdecode(name))
+    """An attribute name for an audit record (undecodable bytes escaped)."""
+    return os.fsdecode(name)
+
+
+def _access_mode(flags: int) -> str:
+    return {os.O_RDONLY: "r", os.O_WRONLY: "w"}.get(flags & os.O_ACCMODE, "rw")
+
+
+def _xattr_op(name: bytes, verb: str) -> str:
+    """`setfacl`/`removefacl` for POSIX ACLs, else `setxattr`/`removexattr`."""
+    return f"{verb}facl" if name.startswith(b"system.posix_acl_") else f"{verb}xattr"
 
 
 def entry(inode: Inode, block_size: int, allocated: int) -> pyfuse3.EntryAttributes:
@@ -75,17 +82,13 @@ class RepfsOperations(pyfuse3.Operations):
         fs: Filesystem,
         *,
         observe: Callable[[str, float, int | None, int], None] | None = None,
-        audit: bool = False,
+        audit: Audit | None = None,
     ) -> None:
         super().__init__()
         self.fs = fs
         self.bs = fs.bs
         self.observe = observe  # read by boundary.fuse_op
-        self.audit = audit
-
-    def _audit(self, ctx: pyfuse3.RequestContext, what: str, *args: object) -> None:
-        if self.audit:
-            audit_log.info("uid=%d gid=%d pid=%d %s %s", ctx.uid, ctx.gid, ctx.pid, what, " ".join(map(str, args)))
+        self.audit = audit if audit is not None else Audit(fs.meta, fs.accounts)
 
     def _entry(self, inode: Inode) -> pyfuse3.EntryAttributes:
         return entry(inode, self.bs, self.fs.allocated(inode))
@@ -129,7 +132,12 @@ class RepfsOperations(pyfuse3.Operations):
             atime_ns=attr.st_atime_ns if fields.update_atime else None,
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
         )
-        return self._entry(await self.fs.setattr(caller_of(ctx), inode, ch, fh))
+        if ch.uid is None and ch.gid is None and ch.mode is None:
+            return self._entry(await self.fs.setattr(caller_of(ctx), inode, ch, fh))
+        op = "chown" if ch.uid is not None or ch.gid is not None else "chmod"
+        mode = f"{ch.mode & 0o7777:o}" if ch.mode is not None else None
+        with self.audit.record(ctx.uid, op, ino=inode, mode=mode, owner=ch.uid, group=ch.gid):
+            return self._entry(await self.fs.setattr(caller_of(ctx), inode, ch, fh))
 
     @fuse_op
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -139,29 +147,32 @@ class RepfsOperations(pyfuse3.Operations):
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(self.fs.mknod(caller_of(ctx), parent_inode, name, mode, rdev))
+        with self.audit.record(ctx.uid, "mknod", parent=parent_inode, name=name):
+            return self._entry(self.fs.mknod(caller_of(ctx), parent_inode, name, mode, rdev))
 
     @fuse_op
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(self.fs.mkdir(caller_of(ctx), parent_inode, name, mode))
+        with self.audit.record(ctx.uid, "mkdir", parent=parent_inode, name=name):
+            return self._entry(self.fs.mkdir(caller_of(ctx), parent_inode, name, mode))
 
     @fuse_op
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._audit(ctx, "unlink", f"parent={parent_inode}", f"name={_name(name)}")
-        self.fs.unlink(caller_of(ctx), parent_inode, name)
+        with self.audit.record(ctx.uid, "unlink", parent=parent_inode, name=name):
+            self.fs.unlink(caller_of(ctx), parent_inode, name)
 
     @fuse_op
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._audit(ctx, "rmdir", f"parent={parent_inode}", f"name={_name(name)}")
-        self.fs.rmdir(caller_of(ctx), parent_inode, name)
+        with self.audit.record(ctx.uid, "rmdir", parent=parent_inode, name=name):
+            self.fs.rmdir(caller_of(ctx), parent_inode, name)
 
     @fuse_op
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(self.fs.symlink(caller_of(ctx), parent_inode, name, target))
+        with self.audit.record(ctx.uid, "symlink", parent=parent_inode, name=name):
+            return self._entry(self.fs.symlink(caller_of(ctx), parent_inode, name, target))
 
     @fuse_op
     async def rename(
@@ -173,30 +184,30 @@ class RepfsOperations(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
-        self._audit(
-            ctx, "rename", f"parent={parent_inode_old}", f"name={_name(name_old)}",
-            f"new_parent={parent_inode_new}", f"new_name={_name(name_new)}", f"flags={flags}",
-        )  # fmt: skip
-        self.fs.rename(caller_of(ctx), parent_inode_old, name_old, parent_inode_new, name_new, flags)
+        with self.audit.record(
+            ctx.uid, "rename", parent=parent_inode_old, name=name_old, new_parent=parent_inode_new, new_name=name_new
+        ):
+            self.fs.rename(caller_of(ctx), parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
     @fuse_op
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(self.fs.link(caller_of(ctx), inode, new_parent_inode, new_name))
+        with self.audit.record(ctx.uid, "link", ino=inode, new_parent=new_parent_inode, new_name=new_name):
+            return self._entry(self.fs.link(caller_of(ctx), inode, new_parent_inode, new_name))
 
     @fuse_op
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        self._audit(ctx, "open", f"ino={inode}", f"flags={flags:#o}")
-        fh = await self.fs.open(caller_of(ctx), inode, flags & ~os.O_DIRECT)
+        with self.audit.record(ctx.uid, "open", ino=inode, mode=_access_mode(flags)):
+            fh = await self.fs.open(caller_of(ctx), inode, flags & ~os.O_DIRECT)
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
 
     @fuse_op
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        self._audit(ctx, "create", f"parent={parent_inode}", f"name={_name(name)}", f"mode={mode:#o}")
-        fh, inode = self.fs.create(caller_of(ctx), parent_inode, name, mode, flags & ~os.O_DIRECT)
+        with self.audit.record(ctx.uid, "create", parent=parent_inode, name=name, mode=_access_mode(flags)):
+            fh, inode = self.fs.create(caller_of(ctx), parent_inode, name, mode, flags & ~os.O_DIRECT)
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False), self._entry(inode)
 
     @fuse_op
@@ -256,7 +267,8 @@ class RepfsOperations(pyfuse3.Operations):
 
     @fuse_op
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self.fs.setxattr(caller_of(ctx), inode, name, value)
+        with self.audit.record(ctx.uid, _xattr_op(name, "set"), ino=inode, attribute=_name(name)):
+            self.fs.setxattr(caller_of(ctx), inode, name, value)
 
     @fuse_op
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
@@ -268,7 +280,8 @@ class RepfsOperations(pyfuse3.Operations):
 
     @fuse_op
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self.fs.removexattr(caller_of(ctx), inode, name)
+        with self.audit.record(ctx.uid, _xattr_op(name, "remove"), ino=inode, attribute=_name(name)):
+            self.fs.removexattr(caller_of(ctx), inode, name)
 
     @fuse_op
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:

@@ -16,6 +16,10 @@ All integers in keys are big-endian so that LMDB's byte order is numeric order.
 | gc        | block id (32 bytes)                 | empty: refcount reached 0, to delete    |
 | deficit   | block id (32 bytes)                 | empty: fewer copies than `replicas`     |
 | meta      | ascii name                          | value (superblock copy, counters, ...)  |
+| accounts  | account name (UTF-8)                | `fs.accounts.Account` (versioned JSON)  |
+| account_uids | uid (u64)                        | account name                            |
+| namespaces | directory ino (u64)                | account name: the account's `/<name>/`  |
+| links     | ino (u64) ‖ parent ino (u64) ‖ name | empty: one per name of the inode (paths)|
 
 Absent blockmap entries inside a file's size are holes and read as zeros.
 """
@@ -41,11 +45,16 @@ DATABASE_IDS: dict[str, int] = {
     "gc": 9,
     "deficit": 10,
     "meta": 11,
+    "accounts": 12,
+    "account_uids": 13,
+    "namespaces": 14,
+    "links": 15,
 }
 DATABASES = tuple(DATABASE_IDS)
 DATABASE_BY_ID = {i: name for name, i in DATABASE_IDS.items()}
 
-SCHEMA_VERSION = 1
+# 2: the `links` table (built from `dirents` at the first mount of an older filesystem)
+SCHEMA_VERSION = 2
 ROOT_INO = 1
 
 _U64 = struct.Struct(">Q")
@@ -108,6 +117,15 @@ def blockmap_key(ino: int, index: int) -> bytes:
 def parse_blockmap_key(k: bytes) -> tuple[int, int]:
     ino, index = _U64x2.unpack(k)
     return int(ino), int(index)
+
+
+def link_key(ino: int, parent: int, name: bytes) -> bytes:
+    return _U64x2.pack(ino, parent) + name
+
+
+def parse_link_key(k: bytes) -> tuple[int, int, bytes]:
+    ino, parent = _U64x2.unpack_from(k)
+    return int(ino), int(parent), k[_U64x2.size :]
 
 
 def xattr_key(ino: int, name: bytes) -> bytes:

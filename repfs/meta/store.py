@@ -105,6 +105,7 @@ class Txn:
         cookie = self.counter(s.META_NEXT_COOKIE)
         self.put("dirents", s.dirent_key(parent, name), s.dirent_value(child, cookie))
         self.put("dircookie", s.cookie_key(parent, cookie), name)
+        self.put("links", s.link_key(child, parent, name), b"")
 
     def remove_entry(self, parent: int, name: bytes) -> int:
         key = s.dirent_key(parent, name)
@@ -114,7 +115,14 @@ class Txn:
         child, cookie = s.parse_dirent_value(raw)
         self.delete("dirents", key)
         self.delete("dircookie", s.cookie_key(parent, cookie))
+        self.delete("links", s.link_key(child, parent, name))
         return child
+
+    def links_of(self, ino: int) -> Iterator[tuple[int, bytes]]:
+        """(parent, name) of every name `ino` has."""
+        for k, _ in self.scan("links", s.inode_key(ino)):
+            _, parent, name = s.parse_link_key(k)
+            yield parent, name
 
     def has_entries(self, parent: int) -> bool:
         for _ in self.scan("dirents", s.dirent_prefix(parent)):

@@ -1,0 +1,157 @@
+"""`repfs-admin users ...`: the accounts of a mounted filesystem (see docs/ADMIN.md)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+from urllib.parse import quote
+
+import click
+
+from repfs.admin.cliutil import call, die, fields, json_option, show, table
+from repfs.cli_common import read_fd
+
+
+def _until(info: dict[str, Any]) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(info["valid_until"])) if info["valid_until"] else "-"
+
+
+def _state(info: dict[str, Any]) -> str:
+    if info["disabled"]:
+        return "disabled"
+    if info["valid_until"] and time.time() > info["valid_until"]:
+        return "expired"
+    return "active"
+
+
+def _rows(accounts: list[dict[str, Any]]) -> str:
+    rows = [[a["name"], a["uid"], a["email"], _state(a), _until(a)] for a in accounts]
+    return table(rows, ["NAME", "UID", "EMAIL", "STATE", "VALID UNTIL"])
+
+
+def _one(info: dict[str, Any]) -> str:
+    shown = {**info, "state": _state(info), "valid_until": _until(info)}
+    shown["created"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["created"]))
+    return fields(shown)
+
+
+def _password(password_fd: int | None) -> str:
+    """A new password: from a file descriptor (scripts), else typed twice."""
+    if password_fd is not None:
+        return read_fd(password_fd).decode()
+    if not sys.stdin.isatty():
+        die("no terminal to type the password on: give --password-fd N", 2)
+    value: str = click.prompt("new password", hide_input=True, confirmation_prompt="again")
+    return value
+
+
+@click.group()
+def users() -> None:
+    """Accounts: the people who share the filesystem, each with a namespace /NAME."""
+
+
+@users.command("list")
+@json_option
+@click.pass_context
+def users_list(ctx: click.Context, as_json: bool) -> None:
+    """Every account: uid, email, state, validity."""
+    show(call(ctx, "GET", "/v1/users"), as_json, _rows)
+
+
+@users.command("show")
+@click.argument("name")
+@json_option
+@click.pass_context
+def users_show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """One account in full (never its password)."""
+    show(call(ctx, "GET", f"/v1/users/{quote(name)}"), as_json, _one)
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--email", required=True, help="The account's email address (unique).")
+@click.option("--uid", type=int, help="The host uid of NAME (checked against passwd).")
+@click.option("--create-system-user", is_flag=True, help="Make NAME a user of this host (useradd), no shell.")
+@click.option("--valid-until", metavar="YYYY-MM-DD", help="The last day the account may be used.")
+@click.option("--password-fd", type=int, help="Read a password from this file descriptor.")
+@json_option
+@click.pass_context
+def users_add(
+    ctx: click.Context,
+    name: str,
+    email: str,
+    uid: int | None,
+    create_system_user: bool,
+    valid_until: str | None,
+    password_fd: int | None,
+    as_json: bool,
+) -> None:
+    """Add an account and its namespace /NAME (mode 0700, private to NAME)."""
+    body: dict[str, Any] = {"name": name, "email": email, "create_system_user": create_system_user}
+    if uid is not None:
+        body["uid"] = uid
+    if valid_until is not None:
+        body["valid_until"] = valid_until
+    if password_fd is not None:
+        body["password"] = read_fd(password_fd).decode()
+    info = call(ctx, "POST", "/v1/users", body)
+    show(info, as_json, lambda a: f"account {a['name']} added (uid {a['uid']}); its namespace is /{a['name']}")
+
+
+@users.command("set")
+@click.argument("name")
+@click.option("--email", help="A new email address.")
+@click.option("--valid-until", metavar="YYYY-MM-DD", help="The last day the account may be used; '' for no end.")
+@json_option
+@click.pass_context
+def users_set(ctx: click.Context, name: str, email: str | None, valid_until: str | None, as_json: bool) -> None:
+    """Change an account's email or validity."""
+    body: dict[str, Any] = {}
+    if email is not None:
+        body["email"] = email
+    if valid_until is not None:
+        body["valid_until"] = valid_until
+    if not body:
+        die("nothing to change: give --email or --valid-until", 2)
+    show(call(ctx, "PATCH", f"/v1/users/{quote(name)}", body), as_json, _one)
+
+
+@users.command("disable")
+@click.argument("name")
+@json_option
+@click.pass_context
+def users_disable(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Refuse the account every operation on the mount (EACCES) until it is enabled."""
+    show(call(ctx, "POST", f"/v1/users/{quote(name)}/disable"), as_json, lambda a: f"account {a['name']} disabled")
+
+
+@users.command("enable")
+@click.argument("name")
+@json_option
+@click.pass_context
+def users_enable(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Let a disabled account use the mount again."""
+    show(call(ctx, "POST", f"/v1/users/{quote(name)}/enable"), as_json, lambda a: f"account {a['name']} enabled")
+
+
+@users.command("passwd")
+@click.argument("name")
+@click.option("--password-fd", type=int, help="Read the password from this file descriptor instead of a prompt.")
+@json_option
+@click.pass_context
+def users_passwd(ctx: click.Context, name: str, password_fd: int | None, as_json: bool) -> None:
+    """Set an account's password (typed twice, or from --password-fd)."""
+    answer = call(ctx, "PUT", f"/v1/users/{quote(name)}/password", {"password": _password(password_fd)})
+    show(answer, as_json, lambda a: f"account {a['name']}: password set")
+
+
+@users.command("remove")
+@click.argument("name")
+@click.option("--delete-files", is_flag=True, help="Delete every file in /NAME first (else it must be empty).")
+@json_option
+@click.pass_context
+def users_remove(ctx: click.Context, name: str, delete_files: bool, as_json: bool) -> None:
+    """Remove an account and its (empty, or with --delete-files emptied) namespace."""
+    target = f"/v1/users/{quote(name)}" + ("?delete_files=1" if delete_files else "")
+    show(call(ctx, "DELETE", target), as_json, lambda a: f"account {a['name']} removed")

@@ -1,0 +1,144 @@
+"""The admin socket's account endpoints: a transport over `fs.accountmanager`.
+
+| method | path | body | answer |
+|---|---|---|---|
+| GET | /v1/users | | 200 [ACCOUNT] |
+| POST | /v1/users | {"name", "email", "uid"?, "create_system_user"?, "valid_until"?, "password"?} | 201 ACCOUNT |
+| GET | /v1/users/NAME | | 200 ACCOUNT; 404 |
+| PATCH | /v1/users/NAME | {"email"?, "valid_until"?} | 200 ACCOUNT |
+| POST | /v1/users/NAME/disable, /enable | | 200 ACCOUNT |
+| PUT | /v1/users/NAME/password | {"password"} | 204 |
+| DELETE | /v1/users/NAME?delete_files=1 | | 200 ACCOUNT; 409 if its namespace holds files |
+
+ACCOUNT is `Account.public()`: no password hash, only `password_set`. A password in a
+body is never logged or answered. `valid_until` is `YYYY-MM-DD` or "" for no end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from repfs.admin.http import HttpError, Request, Response, Router
+from repfs.fs import accounts as acc
+from repfs.fs.accountmanager import AccountManager
+from repfs.fs.accounts import AccountExists, AccountInvalid, AccountUnknown, NamespaceNotEmpty
+from repfs.fs.audit import Audit
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _mapped(handler: Handler, audit: Audit, op: str | None) -> Handler:
+    """Account errors as HTTP statuses; a change (`op`) gives an audit record either way."""
+
+    async def call(request: Request) -> Response:
+        result = "ok"
+        try:
+            return await handler(request)
+        except AccountUnknown as exc:
+            result = "ENOENT"
+            raise HttpError(404, str(exc)) from None
+        except AccountInvalid as exc:
+            result = "EINVAL"
+            raise HttpError(400, str(exc)) from None
+        except (AccountExists, NamespaceNotEmpty) as exc:
+            result = "EEXIST" if isinstance(exc, AccountExists) else "ENOTEMPTY"
+            raise HttpError(409, str(exc)) from None
+        finally:
+            if op is not None:
+                name = request.params.get("name") or _name_in(request)
+                uid = getattr(request.peer, "uid", 0)
+                audit.write(uid, op, f"/{name}" if name else None, result)
+
+    return call
+
+
+def _name_in(request: Request) -> str | None:
+    try:
+        value = request.json().get("name")
+    except HttpError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _fields(body: object, allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise AccountInvalid("the body must be a JSON object")
+    unknown = set(body) - allowed
+    if unknown:
+        raise AccountInvalid(f"unknown field(s) {sorted(unknown)}; known: {', '.join(sorted(allowed))}")
+    missing = required - set(body)
+    if missing:
+        raise AccountInvalid(f"missing field(s): {', '.join(sorted(missing))}")
+    return body
+
+
+def _text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise AccountInvalid(f"{key} must be a string")
+    return value
+
+
+def _until(body: dict[str, Any]) -> int | None:
+    value = _text(body, "valid_until")
+    if value is None:
+        return None
+    return acc.parse_date(value) if value else 0
+
+
+def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
+    async def list_users(request: Request) -> Response:
+        return Response.json(200, [a.public() for a in manager.list()])
+
+    async def add_user(request: Request) -> Response:
+        body = _fields(
+            request.json(), {"name", "email", "uid", "create_system_user", "valid_until", "password"}, {"name", "email"}
+        )
+        uid = body.get("uid")
+        if uid is not None and (not isinstance(uid, int) or isinstance(uid, bool)):
+            raise AccountInvalid("uid must be a number")
+        create = body.get("create_system_user", False)
+        if not isinstance(create, bool):
+            raise AccountInvalid("create_system_user must be true or false")
+        account = await manager.add(
+            _text(body, "name") or "",
+            _text(body, "email") or "",
+            uid=uid,
+            create_system_user=create,
+            valid_until=_until(body) or 0,
+            password=_text(body, "password"),
+        )
+        return Response.json(201, account.public())
+
+    async def show_user(request: Request) -> Response:
+        return Response.json(200, manager.show(request.params["name"]).public())
+
+    async def patch_user(request: Request) -> Response:
+        body = _fields(request.json(), {"email", "valid_until"})
+        account = manager.update(request.params["name"], email=_text(body, "email"), valid_until=_until(body))
+        return Response.json(200, account.public())
+
+    async def disable_user(request: Request) -> Response:
+        return Response.json(200, manager.set_disabled(request.params["name"], True).public())
+
+    async def enable_user(request: Request) -> Response:
+        return Response.json(200, manager.set_disabled(request.params["name"], False).public())
+
+    async def put_password(request: Request) -> Response:
+        body = _fields(request.json(), {"password"}, {"password"})
+        await manager.set_password(request.params["name"], _text(body, "password") or "")
+        return Response.json(200, {"name": request.params["name"], "password_set": True})
+
+    async def remove_user(request: Request) -> Response:
+        delete_files = request.query.get("delete_files", "") in ("1", "true", "yes")
+        return Response.json(200, manager.remove(request.params["name"], delete_files=delete_files).public())
+
+    router.add("GET", "/v1/users", _mapped(list_users, audit, None))
+    router.add("POST", "/v1/users", _mapped(add_user, audit, "users.add"))
+    router.add("GET", "/v1/users/{name}", _mapped(show_user, audit, None))
+    router.add("PATCH", "/v1/users/{name}", _mapped(patch_user, audit, "users.set"))
+    router.add("DELETE", "/v1/users/{name}", _mapped(remove_user, audit, "users.remove"))
+    router.add("POST", "/v1/users/{name}/disable", _mapped(disable_user, audit, "users.disable"))
+    router.add("POST", "/v1/users/{name}/enable", _mapped(enable_user, audit, "users.enable"))
+    router.add("PUT", "/v1/users/{name}/password", _mapped(put_password, audit, "users.passwd"))

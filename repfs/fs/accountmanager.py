@@ -1,0 +1,172 @@
+"""Account operations of a mounted filesystem: add, list, show, set, disable, enable,
+remove, passwd. Typed results; the admin socket (and later the user socket and the web)
+are transports over these and add no rules of their own.
+
+Every change is one metadata transaction (so it is journaled like any other), then the
+daemon's `AccountBook` learns it at once: a disabled account is refused at the caller's
+next operation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import subprocess
+from dataclasses import replace
+
+import trio
+
+from repfs.errors import FsError
+from repfs.fs import accounts as acc
+from repfs.fs.access import ROOT
+from repfs.fs.accounts import Account, AccountBook, AccountError, AccountInvalid
+from repfs.fs.core import Filesystem
+from repfs.fs.kernelcache import KernelCacheQueue
+from repfs.meta import schema as s
+from repfs.meta.store import MetaStore
+
+log = logging.getLogger(__name__)
+
+USERADD_TIMEOUT = 30.0  # seconds
+
+
+class AccountManager:
+    def __init__(self, meta: MetaStore, fs: Filesystem, book: AccountBook, kernel: KernelCacheQueue) -> None:
+        self.meta = meta
+        self.fs = fs
+        self.book = book
+        self.kernel = kernel
+
+    def reload(self) -> None:
+        """Learn every account from the metadata (after the journal's catch-up at mount)."""
+        for account in self.list():
+            self.book.note(account)
+
+    def list(self) -> list[Account]:
+        with self.meta.read() as t:
+            return acc.listed(t)
+
+    def show(self, name: str) -> Account:
+        with self.meta.read() as t:
+            return acc.get_or_fail(t, name)
+
+    async def add(
+        self,
+        name: str,
+        email: str,
+        *,
+        uid: int | None = None,
+        create_system_user: bool = False,
+        valid_until: int = 0,
+        password: str | None = None,
+    ) -> Account:
+        """A new account and its namespace. Its uid is `uid` (whose passwd name must be
+        `name`), or the passwd entry of `name`, or a new system user (`create_system_user`)."""
+        acc.check_name(name)
+        acc.check_email(email)
+        found = acc.host_uid(name)
+        if create_system_user:
+            if found is not None:
+                raise AccountInvalid(f"{name} is a user of this host already (uid {found[0]}); leave out the option")
+            found = await trio.to_thread.run_sync(make_host_user, name, None)
+        if found is None:
+            raise AccountInvalid(f"{name} is not a user of this host: give --create-system-user to make one")
+        if uid is not None and uid != found[0]:
+            raise AccountInvalid(f"{name} is uid {found[0]} on this host, not {uid}")
+        hashed = await trio.to_thread.run_sync(acc.hash_password, password) if password is not None else ""
+        account = Account(name, email, found[0], found[1], valid_until=valid_until, password=hashed)
+        with self.meta.write() as t:
+            acc.add(t, account)
+            account = acc.get_or_fail(t, name)
+        self.book.note(account)
+        self.kernel.forget_entry(s.ROOT_INO, name.encode())  # the kernel may remember it missing
+        log.info("account %s added (uid %d, namespace /%s)", name, account.uid, name)
+        return account
+
+    def update(self, name: str, *, email: str | None = None, valid_until: int | None = None) -> Account:
+        if email is not None:
+            acc.check_email(email)
+        with self.meta.write() as t:
+            account = acc.get_or_fail(t, name)
+            if email is not None:
+                if any(o.email.lower() == email.lower() and o.name != name for o in acc.listed(t)):
+                    raise acc.AccountExists(f"email {email} belongs to another account")
+                account = replace(account, email=email)
+            if valid_until is not None:
+                account = replace(account, valid_until=valid_until)
+            acc.put(t, account)
+        self.book.note(account)
+        log.info("account %s changed", name)
+        return account
+
+    def set_disabled(self, name: str, disabled: bool) -> Account:
+        with self.meta.write() as t:
+            account = replace(acc.get_or_fail(t, name), disabled=disabled)
+            acc.put(t, account)
+        self.book.note(account)
+        log.warning("account %s %s", name, "disabled" if disabled else "enabled")
+        return account
+
+    async def set_password(self, name: str, password: str) -> None:
+        self.show(name)  # an unknown name fails before the slow hash
+        hashed = await trio.to_thread.run_sync(acc.hash_password, password)
+        with self.meta.write() as t:
+            acc.put(t, replace(acc.get_or_fail(t, name), password=hashed))
+        log.info("account %s: password changed", name)
+
+    def remove(self, name: str, *, delete_files: bool = False) -> Account:
+        """Forget an account; its namespace must be empty unless `delete_files`, which
+        deletes every file in it by the normal unlink path."""
+        if delete_files:
+            with self.meta.read() as t:
+                home = acc.namespace_of(t, acc.get_or_fail(t, name))
+            if home is not None:
+                self._delete_tree(home.ino)
+        with self.meta.write() as t:
+            home = acc.namespace_of(t, acc.get_or_fail(t, name))
+            account = acc.remove(t, name)
+        self.book.forget(account)
+        self.kernel.forget_entry(s.ROOT_INO, name.encode())
+        if home is not None:
+            self.kernel.forget_inode(home.ino)
+        log.warning("account %s removed%s", name, " with its files" if delete_files else "")
+        return account
+
+    def _delete_tree(self, ino: int) -> None:
+        while True:
+            with self.meta.read() as t:
+                batch = list(itertools.islice(t.entries_from(ino, 0), 256))
+            if not batch:
+                return
+            for _, entry, child in batch:
+                with self.meta.read() as t:
+                    is_dir = t.inode(child).is_dir
+                try:
+                    if is_dir:
+                        self._delete_tree(child)
+                        self.fs.rmdir(ROOT, ino, entry)
+                    else:
+                        self.fs.unlink(ROOT, ino, entry)
+                except FsError as exc:
+                    raise AccountError(f"cannot delete {entry.decode(errors='replace')!r}: {exc}") from None
+
+
+def make_host_user(name: str, uid: int | None) -> tuple[int, int]:
+    """Make a host user for an account (with `uid`, or the next free one): no home
+    directory, no login shell. Returns its (uid, gid)."""
+    with_uid = ["--uid", str(uid)] if uid is not None else []
+    try:
+        subprocess.run(
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", *with_uid, name],
+            check=True, capture_output=True, text=True, timeout=USERADD_TIMEOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except FileNotFoundError:
+        raise AccountInvalid("useradd is not installed here (Debian: the passwd package)") from None
+    except subprocess.CalledProcessError as exc:
+        raise AccountInvalid(f"useradd {name} failed: {exc.stderr.strip() or exc.returncode}") from None
+    found = acc.host_uid(name)
+    if found is None:
+        raise AccountInvalid(f"useradd {name} made no passwd entry")
+    log.info("made host user %s (uid %d)", name, found[0])
+    return found
+

@@ -1,0 +1,57 @@
+"""Bring the metadata of an older filesystem up to this version's schema, at mount.
+
+Each step is journaled like any change (in batches, so no change set grows without
+bound), and the schema version is written last: a crash in between repeats the step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+from repfs.errors import SetupError
+from repfs.meta import schema as s
+from repfs.meta.store import MetaStore
+
+log = logging.getLogger(__name__)
+
+BATCH = 10_000  # entries per transaction
+
+
+def schema_version(meta: MetaStore) -> int:
+    with meta.read() as t:
+        raw = t.get("meta", s.META_SCHEMA)
+    return s.from_u64(raw) if raw else 1
+
+
+def migrate(meta: MetaStore) -> None:
+    version = schema_version(meta)
+    if version > s.SCHEMA_VERSION:
+        raise SetupError(
+            f"the metadata is schema version {version}, newer than this repfs knows ({s.SCHEMA_VERSION}): upgrade repfs"
+        )
+    if version < 2:
+        built = _build_links(meta)
+        log.info("metadata schema 1 -> 2: %d names recorded in the link table", built)
+    if version < s.SCHEMA_VERSION:
+        with meta.write() as t:
+            t.put("meta", s.META_SCHEMA, s.u64(s.SCHEMA_VERSION))
+
+
+def _build_links(meta: MetaStore) -> int:
+    built = 0
+    start: bytes | None = None
+    while True:
+        with meta.read() as t:
+            batch = list(itertools.islice(t.scan("dirents", b"", start=start), BATCH + 1))
+        if start is not None and batch and batch[0][0] == start:
+            batch = batch[1:]
+        if not batch:
+            return built
+        with meta.write() as t:
+            for key, value in batch:
+                parent, name = s.from_u64(key[:8]), key[8:]
+                child, _ = s.parse_dirent_value(value)
+                t.put("links", s.link_key(child, parent, name), b"")
+        built += len(batch)
+        start = batch[-1][0]

@@ -1,0 +1,67 @@
+"""The link table: every name of every inode, kept by each change of the tree, rebuilt for
+an older filesystem at mount; paths for audit records come from it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from repfs.errors import SetupError
+from repfs.fs.paths import child_path, path_of
+from repfs.meta import schema as s
+from repfs.meta.migrate import migrate, schema_version
+from repfs.meta.schema import ROOT_INO
+from tests.fs.rig import ROOT, Rig, write_file
+
+pytestmark = pytest.mark.trio
+
+
+def paths(rig: Rig, ino: int) -> str:
+    with rig.meta.read() as t:
+        return path_of(t, ino)
+
+
+async def test_paths_follow_creates_links_renames_and_unlinks(rig: Rig) -> None:
+    a = rig.fs.mkdir(ROOT, ROOT_INO, b"a", 0o755)
+    b = rig.fs.mkdir(ROOT, a.ino, b"b", 0o755)
+    f = await write_file(rig, b"f", b"data", parent=b.ino)
+    assert paths(rig, f) == "/a/b/f" and paths(rig, b.ino) == "/a/b" and paths(rig, ROOT_INO) == "/"
+    rig.fs.link(ROOT, f, ROOT_INO, b"hard")
+    with rig.meta.read() as t:
+        assert sorted(t.links_of(f)) == sorted([(b.ino, b"f"), (ROOT_INO, b"hard")])
+        assert child_path(t, b.ino, b"new") == "/a/b/new"
+    rig.fs.rename(ROOT, a.ino, b"b", ROOT_INO, b"moved", 0)
+    rig.fs.unlink(ROOT, ROOT_INO, b"hard")
+    assert paths(rig, f) == "/moved/f"
+    fh = await rig.fs.open(ROOT, f, os.O_RDONLY)
+    rig.fs.unlink(ROOT, b.ino, b"f")
+    assert paths(rig, f) == f"<unlinked>/{f}"  # open, no name left
+    rig.fs.release(fh)
+
+
+async def test_an_older_filesystem_gets_its_link_table_at_mount(rig: Rig) -> None:
+    d = rig.fs.mkdir(ROOT, ROOT_INO, b"d", 0o755)
+    for i in range(25):
+        await write_file(rig, f"f{i}".encode(), b"x", parent=d.ino)
+    with rig.meta.read() as t:
+        before = dict(t.scan("links", b""))
+    assert len(before) == 26
+    with rig.meta.write() as t:  # what a filesystem made before the link table looks like
+        for key in before:
+            t.delete("links", key)
+        t.put("meta", s.META_SCHEMA, s.u64(1))
+    import repfs.meta.migrate as m
+
+    old_batch, m.BATCH = m.BATCH, 7  # several transactions
+    try:
+        migrate(rig.meta)
+    finally:
+        m.BATCH = old_batch
+    with rig.meta.read() as t:
+        assert dict(t.scan("links", b"")) == before
+    assert schema_version(rig.meta) == s.SCHEMA_VERSION
+    with rig.meta.write() as t:
+        t.put("meta", s.META_SCHEMA, s.u64(s.SCHEMA_VERSION + 1))
+    with pytest.raises(SetupError, match="newer than this repfs"):
+        migrate(rig.meta)

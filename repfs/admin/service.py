@@ -318,7 +318,11 @@ class Daemon:
                     "upload_queue": cache.dirty_blocks(),
                 },
                 "journal": {"seq": seq, "stored": stored, "lag": max(0, seq - stored)},
-                "accounts": {"total": len(layers.accounts.book), "refused": layers.accounts.book.refused_count()},
+                "accounts": {
+                    "total": len(layers.accounts.book),
+                    "refused": layers.accounts.book.refused_count(),
+                    "not_on_host": layers.accounts.not_on_host(),
+                },
             },
         )
 

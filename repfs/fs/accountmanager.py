@@ -42,6 +42,10 @@ class AccountManager:
         for account in self.list():
             self.book.note(account)
 
+    def not_on_host(self) -> list[str]:
+        """Accounts whose name and uid no longer match the host's passwd (changed since mount)."""
+        return [a.name for a in self.list() if (acc.host_uid(a.name) or (None,))[0] != a.uid]
+
     def list(self) -> list[Account]:
         with self.meta.read() as t:
             return acc.listed(t)

@@ -157,6 +157,7 @@ def link(t: Txn, caller: Caller, ino: int, parent: int, name: bytes) -> Inode:
     if t.lookup(parent, name) is not None:
         raise AlreadyExists()
     access.check_link_source(t, caller, inode)
+    zones.check_link(t, ino, parent)
     ts = now_ns()
     inode.nlink += 1
     inode.ctime_ns = ts

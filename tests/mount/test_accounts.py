@@ -96,6 +96,10 @@ def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(
     (fs.mnt / "outside").write_bytes(b"o")
     assert oserror(lambda: os.rename(fs.mnt / "outside", home / "x")) == errno.EXDEV
     assert oserror(lambda: os.rename(home, fs.mnt / "renamed")) == errno.EPERM
+    assert oserror(lambda: os.link(home / "notes", fs.mnt / bob / "hard")) == errno.EXDEV
+    assert oserror(lambda: os.link(fs.mnt / "outside", home / "hard")) == errno.EXDEV
+    os.link(home / "notes", home / "sub" / "hard")  # inside one namespace: a link
+    os.unlink(home / "sub" / "hard")
     assert oserror(lambda: os.rmdir(fs.mnt / bob)) == errno.EPERM
     os.rename(home / "sub" / "deeper", home / "deeper")  # inside one namespace: a rename
     assert (home / "deeper").stat().st_size == 70_000
@@ -108,7 +112,7 @@ def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(
     assert run_as(uid, gid, lambda: (home / "new").write_bytes(b"no")) == errno.EACCES
     assert json.loads(admin(sock, "users", "show", alice, "--json").stdout)["disabled"] is True
     status = json.loads(admin(sock, "status", "--json").stdout)
-    assert status["accounts"] == {"total": 2, "refused": 1}
+    assert status["accounts"] == {"total": 2, "refused": 1, "not_on_host": []}
     assert admin(sock, "users", "enable", alice).returncode == 0
     assert run_as(uid, gid, lambda: (home / "notes").read_bytes()) == b"mine"
     fs.expect_log(r"account \S+ (disabled|enabled|removed)")
@@ -211,6 +215,10 @@ def test_accounts_come_back_with_recover_on_a_new_host(mounted: tuple[Repfs, Pat
     uid, gid = ids(name)
     home = fs.mnt / name
     assert run_as(uid, gid, lambda: (home / "report").write_bytes(b"kept")) == 4  # bytes written
+    subprocess.run(["usermod", "--uid", str(uid + 500), name], check=True, timeout=30)  # behind repfs's back
+    status = admin(sock, "status")
+    assert f"NOT ON THIS HOST (name or uid changed): {name}" in status.stdout, status.stdout
+    subprocess.run(["usermod", "--uid", str(uid), name], check=True, timeout=30)
     fs.unmount()
     shutil.rmtree(fs.fs_dir / "meta")  # a new host: only repfs.toml is left, and the user is not there
     shutil.rmtree(fs.fs_dir / "cache", ignore_errors=True)

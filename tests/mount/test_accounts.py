@@ -85,6 +85,7 @@ def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(
 
     mode = run_as(uid, gid, work)
     assert isinstance(mode, int) and mode & 0o077 == 0, oct(mode)  # the default ACL keeps it private
+    assert stat.S_IMODE(fs.mnt.stat().st_mode) == 0o1775 and fs.mnt.stat().st_uid == 0  # the admins' top level
     assert run_as(uid, gid, lambda: (fs.mnt / "top-level").write_bytes(b"no")) == errno.EACCES
     buid, bgid = ids(bob)
     assert run_as(buid, bgid, lambda: os.listdir(home)) == errno.EACCES  # another's namespace

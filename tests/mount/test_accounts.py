@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,26 @@ def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(
     subprocess.run(["mv", str(home / "deeper"), str(fs.mnt / bob / "moved")], check=True, timeout=30)
     assert (fs.mnt / bob / "moved").stat().st_size == 70_000 and not (home / "deeper").exists()
 
-    res = admin(sock, "users", "disable", alice)
+    def open_then_disable() -> object:
+        """A file opened before the account is disabled: its writes stop too (reads of
+        pages the kernel has cached may still answer, until the kernel drops them)."""
+        with open(home / "notes", "r+b", buffering=0) as f:
+            assert f.read(2) == b"mi"
+            os.write(go, b"x")  # the parent disables the account now
+            os.read(back, 1)
+            f.seek(0)
+            return oserror(lambda: f.write(b"z"))
+
+    go_r, go = os.pipe()
+    back, back_w = os.pipe()
+    with ThreadPoolExecutor(1) as pool:
+        child = pool.submit(run_as, uid, gid, open_then_disable)
+        os.read(go_r, 1)
+        res = admin(sock, "users", "disable", alice)
+        os.write(back_w, b"x")
+        assert child.result(timeout=30) == errno.EACCES
+    for fd in (go_r, go, back, back_w):
+        os.close(fd)
     assert res.returncode == 0, res.stderr
     assert run_as(uid, gid, lambda: (home / "notes").read_bytes()) == errno.EACCES
     assert run_as(uid, gid, lambda: (home / "new").write_bytes(b"no")) == errno.EACCES

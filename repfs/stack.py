@@ -248,12 +248,13 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     )  # fmt: skip
 
 
-def _catch_up(repairer: Repairer, journal: JournalWriter) -> Callable[[str], None]:
-    """What a pool accepted as it is gets: its blocks checked and copied back, and a new
-    metadata snapshot in place of the journal objects it may have lost."""
+def _catch_up(repairer: Repairer, journal: JournalWriter) -> Callable[[str, bool], None]:
+    """What a pool accepted as it is gets: its blocks checked (by digest, for a pool that
+    had failed) and copied back, and a new metadata snapshot in place of the journal
+    objects it may have lost."""
 
-    def accepted(pool: str) -> None:
-        repairer.queue_return(pool)
+    def accepted(pool: str, verify: bool) -> None:
+        repairer.queue_return(pool, verify)
         journal.snapshot_soon()
 
     return accepted

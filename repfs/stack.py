@@ -277,7 +277,11 @@ async def prepare(layers: Layers, opts: StackOptions) -> None:
     crash left."""
     await layers.lease.acquire(take_over=opts.take_over, break_lease=opts.break_lease)
     await catch_up(layers.meta, layers.journal, layers.objects, layers.journal.codec)
-    migrate(layers.meta)
+    if migrate(layers.meta):  # unjournaled: a snapshot puts it on the pools at once
+        try:
+            await layers.journal.snapshot_now()
+        except StorageError as exc:
+            log.warning("metadata snapshot after the schema migration left for later: %s", exc)
     check_host(layers.accounts.list())  # accounts are people of this host: same names, same uids
     layers.accounts.reload()
     with layers.meta.write() as t:

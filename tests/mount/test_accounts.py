@@ -82,6 +82,9 @@ def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(
         (home / "notes").write_bytes(b"mine")
         os.mkdir(home / "sub")
         (home / "sub" / "deeper").write_bytes(b"x" * 70_000)
+        deep = home / "sub" / "/".join(f"d{i}" for i in range(40))
+        os.makedirs(deep)
+        (deep / "bottom").write_bytes(b"b")
         return stat.S_IMODE(os.stat(home / "notes").st_mode)
 
     mode = run_as(uid, gid, work)
@@ -159,6 +162,10 @@ def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(
     assert res.returncode == 0, res.stderr
     assert wait_for(lambda: not (fs.mnt / alice).exists(), 5)
     assert {a["name"] for a in json.loads(admin(sock, "users", "list", "--json").stdout)} == {bob}
+    fs.unmount()  # nothing left behind: no orphan inode, no stray link
+    res = run_repfs("fsck", str(fs.fs_dir), "--key-file", str(fs.key), timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    fs.mount(*fs.mount_args)
 
 
 def test_bad_account_input_is_refused_with_one_line(mounted: tuple[Repfs, Path], names: list[str]) -> None:

@@ -105,6 +105,7 @@ def mkfs(
 
     S3 credentials never go on the command line: give --credentials-file, put them in the
     --pools-file, or set them in the environment."""
+    from repfs.admin.auth import resolve_group
     from repfs.backend.credentials import from_environment
     from repfs.config import read_config_file
     from repfs.volume import mkfs as do_mkfs
@@ -138,7 +139,7 @@ def mkfs(
                 config,
                 secret,
                 uid=os.getuid(),
-                gid=os.getgid(),
+                gid=resolve_group(None) or os.getgid(),  # the top level is the administrators'
                 force=force,
                 create_buckets=create_buckets,
             )

@@ -120,10 +120,14 @@ class MountLease:
         except StorageError as exc:
             raise SetupError(f"cannot store the mount lease on the pools: {exc}") from None
         await trio.sleep(SETTLE)  # let a racing writer's lease land, then look
-        # a rival is a holder that appeared meanwhile: not one taken over above (its copy may
-        # linger on a pool that does not serve now)
-        known = {other.holder for other in others}
-        rivals = [x for x in self._others(await self.current()) if not x.expired and x.holder not in known]
+        # a rival is a holder that appeared meanwhile, or one taken over above that renewed
+        # its lease meanwhile (it was alive after all); not the same old copy of one taken
+        # over, which may linger on a pool that does not serve now
+        seen = {other.holder: other.expires for other in others}
+        rivals = [
+            x for x in self._others(await self.current())
+            if not x.expired and (x.holder not in seen or x.expires > seen[x.holder])
+        ]  # fmt: skip
         if rivals and not break_lease:
             raise LeaseHeld(f"another host took the lease at the same time: {rivals[0].describe()}")
         log.info("mount lease taken (%s)", self.mine.holder)

@@ -248,12 +248,13 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     )  # fmt: skip
 
 
-def _catch_up(repairer: Repairer, journal: JournalWriter) -> Callable[[str], None]:
-    """What a pool accepted as it is gets: its blocks checked and copied back, and a new
-    metadata snapshot in place of the journal objects it may have lost."""
+def _catch_up(repairer: Repairer, journal: JournalWriter) -> Callable[[str, bool], None]:
+    """What a pool accepted as it is gets: its blocks checked (by digest, for a pool that
+    had failed) and copied back, and a new metadata snapshot in place of the journal
+    objects it may have lost."""
 
-    def accepted(pool: str) -> None:
-        repairer.queue_return(pool)
+    def accepted(pool: str, verify: bool) -> None:
+        repairer.queue_return(pool, verify)
         journal.snapshot_soon()
 
     return accepted
@@ -276,7 +277,11 @@ async def prepare(layers: Layers, opts: StackOptions) -> None:
     crash left."""
     await layers.lease.acquire(take_over=opts.take_over, break_lease=opts.break_lease)
     await catch_up(layers.meta, layers.journal, layers.objects, layers.journal.codec)
-    migrate(layers.meta)
+    if migrate(layers.meta):  # unjournaled: a snapshot puts it on the pools at once
+        try:
+            await layers.journal.snapshot_now()
+        except StorageError as exc:
+            log.warning("metadata snapshot after the schema migration left for later: %s", exc)
     check_host(layers.accounts.list())  # accounts are people of this host: same names, same uids
     layers.accounts.reload()
     with layers.meta.write() as t:

@@ -120,6 +120,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"cache       {size(c['dirty_bytes'])} dirty ({c['upload_queue']} blocks to upload), "
                f"{size(c['clean_bytes'])} clean of {size(c['limit_bytes'])}")  # fmt: skip
     click.echo(f"journal     change {j['seq']}, {j['lag']} not yet on the pools")
+    a = st["accounts"]
+    moved = f"; NOT ON THIS HOST (name or uid changed): {', '.join(a['not_on_host'])}" if a["not_on_host"] else ""
+    click.echo(f"accounts    {a['total']}, {a['refused']} disabled or expired{moved}")
     click.echo("")
     if st["alerts"]:
         for alert in st["alerts"]:

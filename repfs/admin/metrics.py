@@ -37,8 +37,9 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
 
 from repfs import __version__
+from repfs.admin import status
+from repfs.admin.pools import count_entries
 from repfs.backend.state import PoolState
-from repfs.meta import schema
 
 if TYPE_CHECKING:
     from repfs.admin.pools import PoolManager
@@ -243,94 +244,74 @@ class LiveCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         d = self.d
         layers = d.layers
-        store = layers.store
+        st = status.take(layers)
         info = GaugeMetricFamily("repfs_info", HELP["repfs_info"], labels=["version", "fs_uuid"])
-        info.add_metric([__version__, layers.opened.superblock.fs_uuid], 1)
+        info.add_metric([__version__, st.fs_uuid], 1)
         yield info
         started = self._gauge("repfs_start_time_seconds")
         started.add_metric([], d.started)
         yield started
-        yield from self._pools()
-        book = layers.accounts.book
-        for name, value in (("repfs_accounts", len(book)), ("repfs_accounts_refused", book.refused_count())):
-            gauge = self._gauge(name)
-            gauge.add_metric([], value)
-            yield gauge
-        deficit = self._gauge("repfs_replica_deficit_blocks")
-        deficit.add_metric([], d.pools.deficit())
-        yield deficit
-        from repfs.admin.pools import count_entries
-
-        blocks = self._gauge("repfs_block_records")
-        blocks.add_metric([], count_entries(layers.meta, "blocks"))
-        yield blocks
-        stats = layers.repairer.stats
-        yield self._counter("repfs_repair_copies_total", stats["repaired"])
-        yield self._counter("repfs_repair_removed_copies_total", stats["removed"])
-        yield self._counter("repfs_repair_unrecoverable_blocks_total", stats["unrecoverable"])
-        yield self._counter("repfs_read_repairs_total", store.repairs)
-        yield self._counter("repfs_rebalance_queued_blocks_total", d.pools.queued_total)
+        yield from self._pools(st)
+        yield from self._gauges(
+            ("repfs_accounts", st.accounts.total),
+            ("repfs_accounts_refused", st.accounts.refused),
+            ("repfs_replica_deficit_blocks", st.repair.deficit),
+            ("repfs_block_records", count_entries(layers.meta, "blocks")),
+        )
+        rep = st.repair
+        yield self._counter("repfs_repair_copies_total", rep.repaired)
+        yield self._counter("repfs_repair_removed_copies_total", rep.removed)
+        yield self._counter("repfs_repair_unrecoverable_blocks_total", rep.unrecoverable)
+        yield self._counter("repfs_read_repairs_total", rep.read_repairs)
+        yield self._counter("repfs_rebalance_queued_blocks_total", rep.rebalance["queued_total"])
         remaining = self._gauge("repfs_drain_remaining_blocks", ["pool"])
         total = self._gauge("repfs_drain_total_blocks", ["pool"])
         done = self._gauge("repfs_drain_done", ["pool"])
-        for name, drain in d.pools.drains.items():
-            if drain.remaining is not None:
-                remaining.add_metric([name], drain.remaining)
-                total.add_metric([name], drain.total or 0)
-            done.add_metric([name], int(drain.done))
+        for name, drain in rep.drains.items():
+            if drain["remaining"] is not None:
+                remaining.add_metric([name], drain["remaining"])
+                total.add_metric([name], drain["total"] or 0)
+            done.add_metric([name], int(drain["done"]))
         yield from (remaining, total, done)
         scrub = d.scrub
-        for name, value in (
+        yield from self._gauges(
             ("repfs_scrub_running", int(scrub.running)),
             ("repfs_scrub_done_blocks", scrub.done),
             ("repfs_scrub_total_blocks", scrub.total),
-        ):
-            g = self._gauge(name)
-            g.add_metric([], value)
-            yield g
-        with layers.meta.read() as t:
-            finished = t.get("meta", schema.META_SCRUB_FINISHED)
-        scrubbed = self._gauge("repfs_scrub_last_finished_timestamp_seconds")
-        ns = schema.from_u64(finished) if finished is not None else layers.opened.superblock.created_ns
-        scrubbed.add_metric([], ns / 1e9)
-        yield scrubbed
-        cache = layers.cache
-        for name, value in (
-            ("repfs_cache_dirty_bytes", cache.dirty_bytes),
-            ("repfs_cache_clean_bytes", cache.clean_bytes),
-            ("repfs_cache_limit_bytes", cache.max_bytes),
-            ("repfs_cache_dirty_limit_bytes", cache.max_dirty),
-            ("repfs_upload_queue_blocks", cache.dirty_blocks()),
-        ):
-            g = self._gauge(name)
-            g.add_metric([], value)
-            yield g
-        yield self._counter("repfs_upload_errors_total", cache.upload_errors)
-        bstats = layers.blocks.stats
+            ("repfs_scrub_last_finished_timestamp_seconds", st.scrub_finished_ns / 1e9),
+        )
+        c = st.cache
+        yield from self._gauges(
+            ("repfs_cache_dirty_bytes", c.dirty_bytes),
+            ("repfs_cache_clean_bytes", c.clean_bytes),
+            ("repfs_cache_limit_bytes", c.limit_bytes),
+            ("repfs_cache_dirty_limit_bytes", c.dirty_limit_bytes),
+            ("repfs_upload_queue_blocks", c.upload_queue),
+        )
+        yield self._counter("repfs_upload_errors_total", c.upload_errors)
         for name, key in (
             ("repfs_blocks_stored_total", "stored"),
             ("repfs_blocks_deduplicated_total", "deduplicated"),
             ("repfs_blocks_fetched_total", "fetched"),
             ("repfs_blocks_deleted_total", "deleted"),
         ):
-            yield self._counter(name, bstats.get(key, 0))
-        seq = layers.meta.seq
-        stored = int(getattr(layers.journal, "stored", seq))
-        for name, value in (
-            ("repfs_journal_seq", seq),
-            ("repfs_journal_stored_seq", stored),
-            ("repfs_journal_lag_changes", max(0, seq - stored)),
-            ("repfs_journal_queued_bytes", int(getattr(layers.journal, "queued_bytes", 0))),
-        ):
+            yield self._counter(name, st.blocks.get(key, 0))
+        j = st.journal
+        yield from self._gauges(
+            ("repfs_journal_seq", j.seq),
+            ("repfs_journal_stored_seq", j.stored),
+            ("repfs_journal_lag_changes", j.lag),
+            ("repfs_journal_queued_bytes", j.queued_bytes),
+        )
+        yield self._counter("repfs_admin_requests_total", d.admin_requests())
+
+    def _gauges(self, *values: tuple[str, float]) -> Iterator[Metric]:
+        for name, value in values:
             g = self._gauge(name)
             g.add_metric([], value)
             yield g
-        yield self._counter("repfs_admin_requests_total", d.admin_requests())
 
-    def _pools(self) -> Iterator[Metric]:
-        d = self.d
-        poolset = d.layers.poolset
-        names = poolset.pool_names
+    def _pools(self, st: status.Status) -> Iterator[Metric]:
         g = {
             n: self._gauge(n, ["pool"])
             for n in (
@@ -340,27 +321,24 @@ class LiveCollector(Collector):
             )
         }  # fmt: skip
         state = self._gauge("repfs_pool_state", ["pool", "state"])
-        for name in names:
-            space = poolset.space(name)
-            if space.used is not None:
-                g["repfs_pool_used_bytes"].add_metric([name], space.used)
-                g["repfs_pool_free_bytes"].add_metric([name], space.free or 0)
-            if space.total is not None:
-                g["repfs_pool_total_bytes"].add_metric([name], space.total)
-            if space.ratio is not None:
-                g["repfs_pool_usage_ratio"].add_metric([name], space.ratio)
-            if space.level in LEVELS:
-                g["repfs_pool_level"].add_metric([name], LEVELS[space.level])
-            g["repfs_pool_warn_ratio"].add_metric([name], space.warn)
-            g["repfs_pool_critical_ratio"].add_metric([name], space.critical)
-            g["repfs_pool_full"].add_metric([name], int(space.full))
-            g["repfs_pool_weight"].add_metric([name], poolset.weight(name))
-            measured = d.layers.usage.measured.get(name)
-            if measured is not None:
-                g["repfs_pool_usage_measured_timestamp_seconds"].add_metric([name], measured)
-            current = poolset.state(name)
+        for p in st.pools:
+            if p.used is not None:
+                g["repfs_pool_used_bytes"].add_metric([p.name], p.used)
+                g["repfs_pool_free_bytes"].add_metric([p.name], p.free or 0)
+            if p.total is not None:
+                g["repfs_pool_total_bytes"].add_metric([p.name], p.total)
+            if p.usage_ratio is not None:
+                g["repfs_pool_usage_ratio"].add_metric([p.name], p.usage_ratio)
+            if p.level in LEVELS:
+                g["repfs_pool_level"].add_metric([p.name], LEVELS[p.level])
+            g["repfs_pool_warn_ratio"].add_metric([p.name], p.warn_threshold)
+            g["repfs_pool_critical_ratio"].add_metric([p.name], p.critical_threshold)
+            g["repfs_pool_full"].add_metric([p.name], int(p.full))
+            g["repfs_pool_weight"].add_metric([p.name], p.weight)
+            if p.usage_measured is not None:
+                g["repfs_pool_usage_measured_timestamp_seconds"].add_metric([p.name], p.usage_measured)
             for s in PoolState:
-                state.add_metric([name, s.value], int(s is current))
+                state.add_metric([p.name, s.value], int(s.value == p.state))
         yield from g.values()
         yield state
 

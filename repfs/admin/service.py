@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from repfs import __version__
+from repfs.admin import status
 from repfs.admin.auth import Gate, bind_socket, remove_socket, resolve_group
 from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
 from repfs.admin.metrics import Metrics
@@ -27,7 +28,7 @@ from repfs.admin.pools import AdminInvalid, AdminRefused, AdminUnknown, PoolMana
 from repfs.admin.scrubber import OnlineScrub
 from repfs.admin.users_api import add_routes as add_user_routes
 from repfs.admin.webconfig import REALM, BasicAuth, TlsContexts, TlsListener, WebConfig
-from repfs.config import parse_ratio, parse_size, redact_url
+from repfs.config import parse_ratio, parse_size
 from repfs.errors import ConfigError, NotADirectory, NotFound, SetupError, WrongPassphrase
 from repfs.fs.check import check as check_path
 from repfs.volume import rewrap
@@ -227,100 +228,27 @@ class Daemon:
     # --- what the endpoints say --------------------------------------------------------------
 
     def pool_info(self, name: str) -> dict[str, Any]:
-        spec = self.pools.spec(name)
-        poolset = self.layers.poolset
-        space = poolset.space(name)
-        drain = self.pools.drains.get(name)
-        return {
-            "name": name,
-            "url": redact_url(spec.url),
-            "kind": spec.kind,
-            "state": poolset.state(name).value,
-            "weight": poolset.weight(name),
-            "draining": poolset.draining(name),
-            "capacity": space.capacity,
-            "used": space.used,
-            "total": space.total,
-            "free": space.free,
-            "usage_ratio": round(space.ratio, 6) if space.ratio is not None else None,
-            "warn_threshold": space.warn,
-            "critical_threshold": space.critical,
-            "level": space.level,
-            "full": space.full,
-            "usage_measured": self.layers.usage.measured.get(name),
-            "drain": drain.info() if drain is not None else None,
-        }
-
-    def alerts(self) -> list[str]:
-        out = []
-        poolset = self.layers.poolset
-        for name in poolset.pool_names:
-            state = poolset.state(name)
-            if state.value in ("down", "failed", "verifying"):
-                out.append(f"pool {name} is {state.value}")
-            space = poolset.space(name)
-            if space.level in ("warn", "critical"):
-                out.append(
-                    f"pool {name} is over its {space.level} threshold: {(space.ratio or 0) * 100:.1f}% used "
-                    f"(warn {space.warn * 100:g}%, critical {space.critical * 100:g}%)"
-                    + ("; it takes no new blocks" if space.level == "critical" else "")
-                )
-        return out
+        return dataclasses.asdict(status.pool_status(self.layers, self.pools, name))
 
     def repair_info(self) -> dict[str, Any]:
-        layers = self.layers
-        stats = layers.repairer.stats
-        return {
-            "deficit": self.pools.deficit(),
-            "repaired": stats["repaired"],
-            "removed": stats["removed"],
-            "unrecoverable": stats["unrecoverable"],
-            "read_repairs": layers.store.repairs,
-            "rate_limit": layers.repairer.rate.rate,
-            "rebalance": {
-                "queued_total": self.pools.queued_total,
-                "recent": [job.info() for job in self.pools.rebalances],
-                "pending": self.pools.pending.exists(),
-            },
-            "drains": {name: d.info() for name, d in self.pools.drains.items()},
-        }
+        return dataclasses.asdict(status.repair_status(self.layers))
 
     async def get_health(self, request: Request) -> Response:
         return Response.json(200, {"ok": True, "pid": os.getpid(), "mountpoint": str(self.mountpoint)})
 
     async def get_status(self, request: Request) -> Response:
-        layers = self.layers
-        config = layers.opened.config
-        cache = layers.cache
-        seq = layers.meta.seq
-        stored = int(getattr(layers.journal, "stored", seq))
-        return Response.json(
-            200,
-            {
-                "version": __version__,
-                "fs_uuid": layers.opened.superblock.fs_uuid,
-                "fs_dir": str(layers.opened.paths.root),
-                "mountpoint": str(self.mountpoint),
-                "pid": os.getpid(),
-                "uptime_seconds": round(time.time() - self.started, 1),
-                "replicas": config.replicas,
-                "write_quorum": config.write_quorum,
-                "block_size": config.block_size,
-                "pools": [self.pool_info(n) for n in layers.poolset.pool_names],
-                "alerts": self.alerts(),
-                "repair": self.repair_info(),
-                "scrub": self.scrub.info(),
-                "cache": {
-                    "dirty_bytes": cache.dirty_bytes,
-                    "clean_bytes": cache.clean_bytes,
-                    "limit_bytes": cache.max_bytes,
-                    "dirty_limit_bytes": cache.max_dirty,
-                    "upload_queue": cache.dirty_blocks(),
-                },
-                "journal": {"seq": seq, "stored": stored, "lag": max(0, seq - stored)},
-                "accounts": {"total": len(layers.accounts.book), "refused": layers.accounts.book.refused_count()},
-            },
-        )
+        snapshot = status.take(self.layers).as_json()
+        snapshot.pop("blocks")
+        snapshot.pop("scrub_finished_ns")
+        head = {
+            "version": __version__,
+            "fs_uuid": snapshot.pop("fs_uuid"),
+            "fs_dir": snapshot.pop("fs_dir"),
+            "mountpoint": str(self.mountpoint),
+            "pid": os.getpid(),
+            "uptime_seconds": round(time.time() - self.started, 1),
+        }
+        return Response.json(200, {**head, **snapshot, "scrub": self.scrub.info()})
 
     async def get_pools(self, request: Request) -> Response:
         return Response.json(200, {"pools": [self.pool_info(n) for n in self.layers.poolset.pool_names]})

@@ -7,7 +7,7 @@
 | GET | /v1/users/NAME | | 200 ACCOUNT; 404 |
 | PATCH | /v1/users/NAME | {"email"?, "valid_until"?} | 200 ACCOUNT |
 | POST | /v1/users/NAME/disable, /enable | | 200 ACCOUNT |
-| PUT | /v1/users/NAME/password | {"password"} | 204 |
+| PUT | /v1/users/NAME/password | {"password"} | 200 {"name", "password_set"} |
 | DELETE | /v1/users/NAME?delete_files=1 | | 200 ACCOUNT; 409 if its namespace holds files |
 
 ACCOUNT is `Account.public()`: no password hash, only `password_set`. A password in a
@@ -22,7 +22,7 @@ from typing import Any
 from repfs.admin.http import HttpError, Request, Response, Router
 from repfs.fs import accounts as acc
 from repfs.fs.accountmanager import AccountManager
-from repfs.fs.accounts import AccountExists, AccountInvalid, AccountUnknown, NamespaceNotEmpty
+from repfs.fs.accounts import AccountError, AccountExists, AccountInvalid, AccountUnknown, NamespaceNotEmpty
 from repfs.fs.audit import Audit
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -44,6 +44,15 @@ def _mapped(handler: Handler, audit: Audit, op: str | None) -> Handler:
         except (AccountExists, NamespaceNotEmpty) as exc:
             result = "EEXIST" if isinstance(exc, AccountExists) else "ENOTEMPTY"
             raise HttpError(409, str(exc)) from None
+        except AccountError as exc:  # e.g. a file of the namespace could not be deleted
+            result = "EIO"
+            raise HttpError(409, str(exc)) from None
+        except HttpError as exc:
+            result = f"HTTP {exc.status}"
+            raise
+        except BaseException:
+            result = "error"
+            raise
         finally:
             if op is not None:
                 name = request.params.get("name") or _name_in(request)
@@ -132,7 +141,8 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
 
     async def remove_user(request: Request) -> Response:
         delete_files = request.query.get("delete_files", "") in ("1", "true", "yes")
-        return Response.json(200, manager.remove(request.params["name"], delete_files=delete_files).public())
+        account = await manager.remove(request.params["name"], delete_files=delete_files)
+        return Response.json(200, account.public())
 
     router.add("GET", "/v1/users", _mapped(list_users, audit, None))
     router.add("POST", "/v1/users", _mapped(add_user, audit, "users.add"))

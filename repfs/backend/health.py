@@ -79,7 +79,7 @@ class HealthMonitor:
         sample: int | None = 32,
         challenge_timeout: float = 120.0,
         challenge_source: ChallengeSource | None = None,
-        on_accepted: Callable[[str], object] | None = None,
+        on_accepted: Callable[[str, bool], object] | None = None,
         on_up: Callable[[str], None] | None = None,
         on_failed: Callable[[str, Sequence[bytes]], object] | None = None,
         initially_down: Iterable[str] = (),
@@ -181,7 +181,7 @@ class HealthMonitor:
         if self.state(name) != PoolState.FAILED:  # it changed while we asked the pool
             raise ValueError(f"pool {name} is {self.state(name).value}, not failed")
         self.missed[name] = 0
-        self._accept(name, "cleared by an administrator: accepted as it is")
+        self._accept(name, "cleared by an administrator: accepted as it is", verify=True)
 
     # --- heartbeats ---------------------------------------------------------------------
 
@@ -239,16 +239,17 @@ class HealthMonitor:
             return None
         log.warning("pool %s has no superblock (its contents were lost): writing it again", name)
         await pool.put(SUPERBLOCK_KEY, self.superblock.to_bytes())
-        self._accept(name, "it came back empty" if returning else "its contents were wiped")
+        self._accept(name, "it came back empty" if returning else "its contents were wiped", verify=False)
         return None
 
-    def _accept(self, name: str, why: str) -> None:
+    def _accept(self, name: str, why: str, *, verify: bool) -> None:
         """Use a pool as it is now, and have every block it should hold checked on it and
-        copied back where missing (the repair service counts them down)."""
+        copied back where missing (the repair service counts them down); with `verify`
+        (a pool that had failed) its copies are read and checked by digest."""
         self._stop_verify(name)
         self._set(name, PoolState.UP, why)
         if self.on_accepted is not None:
-            self.on_accepted(name)
+            self.on_accepted(name, verify)
 
     async def check_all(self) -> None:
         async with trio.open_nursery() as n:

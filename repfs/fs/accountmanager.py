@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import replace
 
 import trio
+import trio.lowlevel
 
 from repfs.errors import FsError
 from repfs.fs import accounts as acc
@@ -28,6 +29,7 @@ from repfs.meta.store import MetaStore
 log = logging.getLogger(__name__)
 
 USERADD_TIMEOUT = 30.0  # seconds
+DELETE_BATCH = 256  # names deleted between checkpoints
 
 
 class AccountManager:
@@ -41,6 +43,10 @@ class AccountManager:
         """Learn every account from the metadata (after the journal's catch-up at mount)."""
         for account in self.list():
             self.book.note(account)
+
+    def not_on_host(self) -> list[str]:
+        """Accounts whose name and uid no longer match the host's passwd (changed since mount)."""
+        return [a.name for a in self.list() if (acc.host_uid(a.name) or (None,))[0] != a.uid]
 
     def list(self) -> list[Account]:
         with self.meta.read() as t:
@@ -64,6 +70,8 @@ class AccountManager:
         `name`), or the passwd entry of `name`, or a new system user (`create_system_user`)."""
         acc.check_name(name)
         acc.check_email(email)
+        with self.meta.read() as t:  # before a host user is made for it
+            acc.check_new(t, name, email)
         found = acc.host_uid(name)
         if create_system_user:
             if found is not None:
@@ -114,17 +122,21 @@ class AccountManager:
             acc.put(t, replace(acc.get_or_fail(t, name), password=hashed))
         log.info("account %s: password changed", name)
 
-    def remove(self, name: str, *, delete_files: bool = False) -> Account:
+    async def remove(self, name: str, *, delete_files: bool = False) -> Account:
         """Forget an account; its namespace must be empty unless `delete_files`, which
-        deletes every file in it by the normal unlink path."""
+        deletes every file in it by the normal unlink path (the account is refused from
+        the start, and the daemon goes on serving meanwhile)."""
         if delete_files:
+            account = self.set_disabled(name, True)  # nothing new is made while it is emptied
             with self.meta.read() as t:
-                home = acc.namespace_of(t, acc.get_or_fail(t, name))
+                home = acc.namespace_of(t, account)
             if home is not None:
-                self._delete_tree(home.ino)
+                await self._delete_tree(home.ino)
         with self.meta.write() as t:
             home = acc.namespace_of(t, acc.get_or_fail(t, name))
             account = acc.remove(t, name)
+        if home is not None:  # an ordinary empty directory now: removed like any other
+            self.fs.rmdir(ROOT, s.ROOT_INO, name.encode())
         self.book.forget(account)
         self.kernel.forget_entry(s.ROOT_INO, name.encode())
         if home is not None:
@@ -132,23 +144,41 @@ class AccountManager:
         log.warning("account %s removed%s", name, " with its files" if delete_files else "")
         return account
 
-    def _delete_tree(self, ino: int) -> None:
-        while True:
+    async def _delete_tree(self, top: int) -> None:
+        """Delete everything below directory `top`, depth first without recursion, a batch
+        at a time with a checkpoint between batches (FUSE requests and heartbeats go on)."""
+        stack = [top]
+        while stack:
+            ino = stack[-1]
             with self.meta.read() as t:
-                batch = list(itertools.islice(t.entries_from(ino, 0), 256))
+                batch = [(entry, child, t.inode(child).is_dir) for _, entry, child in
+                         itertools.islice(t.entries_from(ino, 0), DELETE_BATCH)]  # fmt: skip
             if not batch:
-                return
-            for _, entry, child in batch:
-                with self.meta.read() as t:
-                    is_dir = t.inode(child).is_dir
-                try:
-                    if is_dir:
-                        self._delete_tree(child)
-                        self.fs.rmdir(ROOT, ino, entry)
-                    else:
-                        self.fs.unlink(ROOT, ino, entry)
-                except FsError as exc:
-                    raise AccountError(f"cannot delete {entry.decode(errors='replace')!r}: {exc}") from None
+                stack.pop()
+                if stack:  # an emptied subdirectory: remove it from its parent
+                    with self.meta.read() as t:
+                        first = next(t.links_of(ino), None)
+                    if first is not None:
+                        self._delete_one(first[0], first[1], is_dir=True)
+                continue
+            for entry, child, is_dir in batch:
+                if is_dir:
+                    with self.meta.read() as t:
+                        empty = not t.has_entries(child)
+                    if not empty:
+                        stack.append(child)
+                        break
+                self._delete_one(ino, entry, is_dir=is_dir)
+            await trio.lowlevel.checkpoint()  # FUSE requests, heartbeats and the journal go on
+
+    def _delete_one(self, parent: int, entry: bytes, *, is_dir: bool) -> None:
+        try:
+            if is_dir:
+                self.fs.rmdir(ROOT, parent, entry)
+            else:
+                self.fs.unlink(ROOT, parent, entry)
+        except FsError as exc:
+            raise AccountError(f"cannot delete {entry.decode(errors='replace')!r}: {exc}") from None
 
 
 def make_host_user(name: str, uid: int | None) -> tuple[int, int]:

@@ -196,18 +196,23 @@ def add(t: Txn, account: Account) -> Inode:
     check_email(account.email)
     if account.uid <= 0:
         raise AccountInvalid("an account needs a uid other than root's")
-    if get(t, account.name) is not None:
-        raise AccountExists(f"account {account.name} exists")
-    for other in listed(t):
-        if other.email.lower() == account.email.lower():
-            raise AccountExists(f"email {account.email} belongs to account {other.name}")
+    check_new(t, account.name, account.email)
     holder = by_uid(t, account.uid)
     if holder is not None:
         raise AccountExists(f"uid {account.uid} belongs to account {holder.name}")
-    if t.lookup(s.ROOT_INO, account.name.encode()) is not None:
-        raise AccountExists(f"/{account.name} exists already at the top of the filesystem")
     put(t, replace(account, created=account.created or int(time.time())))
     return make_namespace(t, account)
+
+
+def check_new(t: Txn, name: str, email: str) -> None:
+    """AccountExists unless `name`, `email` and `/<name>` are free."""
+    if get(t, name) is not None:
+        raise AccountExists(f"account {name} exists")
+    for other in listed(t):
+        if other.email.lower() == email.lower():
+            raise AccountExists(f"email {email} belongs to account {other.name}")
+    if t.lookup(s.ROOT_INO, name.encode()) is not None:
+        raise AccountExists(f"/{name} exists already at the top of the filesystem")
 
 
 def make_namespace(t: Txn, account: Account) -> Inode:
@@ -227,14 +232,14 @@ def namespace_of(t: Txn, account: Account) -> Inode | None:
 
 
 def remove(t: Txn, name: str) -> Account:
-    """Forget an account (its namespace must be gone or empty: `NamespaceNotEmpty`)."""
+    """Forget an account (its namespace must be gone or empty: `NamespaceNotEmpty`). Its
+    directory is then an ordinary one: the caller removes it (`Filesystem.rmdir`)."""
     account = get_or_fail(t, name)
     home = namespace_of(t, account)
     if home is not None:
         if t.has_entries(home.ino):
             raise NamespaceNotEmpty(f"/{name} is not empty: remove its files first, or use --delete-files")
         t.delete("namespaces", s.u64(home.ino))
-        ns.unlink(t, ROOT, s.ROOT_INO, name.encode(), rmdir=True)
     t.delete("accounts", name.encode())
     t.delete("account_uids", s.u64(account.uid))
     return account

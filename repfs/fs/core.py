@@ -372,6 +372,7 @@ class Filesystem:
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         h = self.handle(fh)
+        self._admit(h.caller)  # a file opened before the account was disabled is refused too
         if not h.readable:
             raise BadFileHandle()
         inode = self.getattr(h.ino)
@@ -403,6 +404,7 @@ class Filesystem:
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         h = self.handle(fh)
+        self._admit(h.caller)
         if not h.writable:
             raise BadFileHandle()
         inode = self.getattr(h.ino)

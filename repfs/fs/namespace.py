@@ -72,9 +72,14 @@ def lookup(t: Txn, caller: Caller, parent: int, name: bytes) -> Inode:
     return t.inode(child)
 
 
+ROOT_MODE = 0o1775  # the administrators' group manages the top level; sticky: nobody renames another's
+
+
 def make_root(t: Txn, uid: int, gid: int) -> None:
+    """The root: `uid`:`gid` (root and the admin group at mkfs), mode 1775. Accounts cannot
+    create at the top level; their namespaces are made there by `users add`."""
     ts = now_ns()
-    t.put_inode(Inode(s.ROOT_INO, stat.S_IFDIR | 0o755, uid, gid, 2, 0, 0, ts, ts, ts))
+    t.put_inode(Inode(s.ROOT_INO, stat.S_IFDIR | ROOT_MODE, uid, gid, 2, 0, 0, ts, ts, ts))
     t.put("meta", s.META_NEXT_INO, s.u64(s.ROOT_INO + 1))
 
 
@@ -157,6 +162,7 @@ def link(t: Txn, caller: Caller, ino: int, parent: int, name: bytes) -> Inode:
     if t.lookup(parent, name) is not None:
         raise AlreadyExists()
     access.check_link_source(t, caller, inode)
+    zones.check_link(t, ino, parent)
     ts = now_ns()
     inode.nlink += 1
     inode.ctime_ns = ts

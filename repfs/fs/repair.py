@@ -38,6 +38,17 @@ from repfs.meta.store import MetaStore
 log = logging.getLogger(__name__)
 
 BATCH = 256  # deficit entries looked at per round
+QUEUE_BATCH = 10_000  # deficit entries written per transaction
+
+
+def _marks(value: bytes | None) -> set[str]:
+    """The pools whose copies of a listed block must be read and checked by digest (the
+    `deficit` value: their names, comma-separated; empty for none)."""
+    return set(value.decode().split(",")) if value else set()
+
+
+def _pack_marks(pools: set[str]) -> bytes:
+    return ",".join(sorted(pools)).encode()
 
 
 @dataclass
@@ -90,9 +101,12 @@ class Repairer:
         they are written to it again if it is ever accepted back."""
         with self.meta.read() as t:
             held = [k for k, v in t.scan("blocks", b"") if pool in BlockRecord.unpack(v).pools]
+            marks = {k: t.get("deficit", k) or b"" for k in held}
+        for i in range(0, len(held), QUEUE_BATCH):
+            with self.meta.write() as t:
+                for block_id in held[i : i + QUEUE_BATCH]:
+                    t.put("deficit", block_id, marks[block_id])
         with self.meta.write() as t:
-            for block_id in held:
-                t.put("deficit", block_id, b"")
             for block_id in bad:
                 rec = t.block_record(block_id)
                 if rec is not None and pool in rec.pools:
@@ -102,24 +116,34 @@ class Repairer:
         self.wake()
         return len(held)
 
-    def queue_return(self, pool: str) -> int:
+    def queue_return(self, pool: str, verify: bool = False) -> int:
         """A pool is back as it is (it came back empty, or an administrator accepted it):
         list every block it holds or should hold, so that the repair asks it for each one
-        and copies back what it lacks; returns how many."""
+        and copies back what it lacks; returns how many. With `verify` (a pool that had
+        failed), each of its copies is read and checked by digest, not only asked for: it
+        is trusted, and the stand-ins deleted, only once it is proven good."""
         with self.meta.read() as t:
             wanted = [
                 k for k, v in t.scan("blocks", b"")
                 if pool in BlockRecord.unpack(v).pools or pool in self.pools.targets(k)
             ]  # fmt: skip
-        with self.meta.write() as t:
-            for block_id in wanted:
-                t.put("deficit", block_id, b"")
+            marks = {k: _marks(t.get("deficit", k)) | ({pool} if verify else set()) for k in wanted}
+        for i in range(0, len(wanted), QUEUE_BATCH):  # bounded transactions (and journal change sets)
+            with self.meta.write() as t:
+                for block_id in wanted[i : i + QUEUE_BATCH]:
+                    t.put("deficit", block_id, _pack_marks(marks[block_id]))
         log.warning("pool %s: %d blocks it should hold are checked and copied back where missing", pool, len(wanted))
         self.wake()
         return len(wanted)
 
     async def repair_block(
-        self, block_id: bytes, *, deep: bool = False, reads: RateLimit | None = None, listed: bool = False
+        self,
+        block_id: bytes,
+        *,
+        deep: bool = False,
+        reads: RateLimit | None = None,
+        listed: bool = False,
+        verify: frozenset[str] = frozenset(),
     ) -> Outcome:
         """Repair one block (see the module docstring); `reads` paces deep reads. A block
         `listed` on the deficit list is in doubt: each holder that serves is asked whether
@@ -127,7 +151,8 @@ class Repairer:
         neither its targets nor holders whether they hold a copy anyway (a write cancelled
         at its deadline may still land: its thread is abandoned, not stopped); such copies
         are deleted once the block is complete. Only for the deficit list: a scrub of every
-        block would pay a request per pool and block."""
+        block would pay a request per pool and block. The copies on the pools in `verify`
+        are read and checked by digest, as a deep repair does for every pool."""
         out = Outcome()
         short = block_id.hex()[:12]
         async with self.locks(block_id):
@@ -146,7 +171,7 @@ class Repairer:
             bad: dict[str, str] = {}
             obj: bytes | None = None
             for h in [n for n in self.pools.ranked(block_id) if n in holders and n in serving]:
-                if not deep:
+                if not deep and h not in verify:
                     if listed and not await self.copies.has_copy(h, block_id):
                         bad[h] = "missing"
                     else:
@@ -218,8 +243,8 @@ class Repairer:
                 t.put_block_record(block_id, rec)
                 if out.complete and not absent:
                     t.delete("deficit", block_id)
-                else:
-                    t.put("deficit", block_id, b"")
+                else:  # still in doubt: so are the copies to verify
+                    t.put("deficit", block_id, _pack_marks(set(verify) - good))
             if extras:
                 self.meta.sync()  # the record that stopped naming them is durable first
                 for name in extras:
@@ -248,7 +273,7 @@ class Repairer:
     async def repair_pending(self) -> int:
         """One pass over the deficit list; returns how many blocks are complete now."""
         with self.meta.read() as t:
-            pending = [k for k, _ in t.scan("deficit", b"")]
+            pending = {k: frozenset(_marks(v)) for k, v in t.scan("deficit", b"")}
         done = moved = rewritten = 0
         limiter = trio.CapacityLimiter(self.concurrency)
 
@@ -256,7 +281,7 @@ class Repairer:
             nonlocal done, moved, rewritten
             async with limiter:
                 try:
-                    out = await self.repair_block(block_id, listed=True)
+                    out = await self.repair_block(block_id, listed=True, verify=pending[block_id])
                 except StorageError as exc:
                     log.warning("repair of block %s failed, will retry: %s", block_id.hex()[:12], exc)
                     return
@@ -264,9 +289,10 @@ class Repairer:
             moved += out.moved
             rewritten += out.repaired - out.moved
 
-        for i in range(0, len(pending), BATCH):
+        ids = list(pending)
+        for i in range(0, len(ids), BATCH):
             async with trio.open_nursery() as nursery:
-                for block_id in pending[i : i + BATCH]:
+                for block_id in ids[i : i + BATCH]:
                     nursery.start_soon(one, block_id)
         if pending:
             log.info(

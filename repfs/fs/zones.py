@@ -1,5 +1,5 @@
-"""Which account's namespace a directory lies in: the rule that a rename between two
-namespaces is EXDEV (for root too: usage stays per namespace), and that a namespace's
+"""Which account's namespace a directory lies in: the rule that a rename or hard link
+between two namespaces is EXDEV (for root too: usage stays per namespace), and that a namespace's
 own directory is renamed or removed only with its account (`repfs-admin users remove`).
 
 A namespace is a top-level directory recorded in the `namespaces` database; a directory
@@ -37,6 +37,13 @@ def check_move(t: Txn, src_parent: int, dst_parent: int) -> None:
     """EXDEV for a rename from one namespace (or from outside all) into another."""
     if src_parent != dst_parent and namespace_of(t, src_parent) != namespace_of(t, dst_parent):
         raise CrossNamespace("a rename between namespaces is a copy: use cp or mv across devices")
+
+
+def check_link(t: Txn, ino: int, new_parent: int) -> None:
+    """EXDEV for a hard link into another namespace than the file's (by its first name)."""
+    first = next(t.links_of(ino), None)
+    if first is not None:
+        check_move(t, first[0], new_parent)
 
 
 def check_not_namespace(t: Txn, ino: int) -> None:

@@ -1,7 +1,10 @@
 """Bring the metadata of an older filesystem up to this version's schema, at mount.
 
-Each step is journaled like any change (in batches, so no change set grows without
-bound), and the schema version is written last: a crash in between repeats the step.
+Each step derives its rows from what the metadata holds, in bounded transactions that
+are not journaled (they can be millions of rows), and the schema version is written last,
+also unjournaled: a crash in between repeats the step. The next metadata snapshot carries
+both to the pools; a copy recovered from an older snapshot and the journal has the older
+version and is migrated again, so derived rows and version never part.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ def schema_version(meta: MetaStore) -> int:
     return s.from_u64(raw) if raw else 1
 
 
-def migrate(meta: MetaStore) -> None:
+def migrate(meta: MetaStore) -> bool:
+    """Bring the metadata to this version's schema; whether anything changed."""
     version = schema_version(meta)
     if version > s.SCHEMA_VERSION:
         raise SetupError(
@@ -34,8 +38,10 @@ def migrate(meta: MetaStore) -> None:
         built = _build_links(meta)
         log.info("metadata schema 1 -> 2: %d names recorded in the link table", built)
     if version < s.SCHEMA_VERSION:
-        with meta.write() as t:
+        with meta.write_unjournaled() as t:
             t.put("meta", s.META_SCHEMA, s.u64(s.SCHEMA_VERSION))
+        return True
+    return False
 
 
 def _build_links(meta: MetaStore) -> int:
@@ -48,7 +54,7 @@ def _build_links(meta: MetaStore) -> int:
             batch = batch[1:]
         if not batch:
             return built
-        with meta.write() as t:
+        with meta.write_unjournaled() as t:
             for key, value in batch:
                 parent, name = s.from_u64(key[:8]), key[8:]
                 child, _ = s.parse_dirent_value(value)

@@ -252,6 +252,20 @@ class MetaStore:
                 self.sink(seq, changes)
 
     @contextmanager
+    def write_unjournaled(self) -> Iterator[Txn]:
+        """A write transaction that is not a change set: no sequence number, nothing to the
+        journal. Only for data the metadata itself can give again (a schema migration's
+        derived tables): the next snapshot carries it to the pools."""
+        self._grow_if_needed()
+        txn = self.env.begin(write=True)
+        try:
+            yield Txn(txn, self.dbs)
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+
+    @contextmanager
     def read(self) -> Iterator[Txn]:
         with self.env.begin(write=False) as txn:
             yield Txn(txn, self.dbs)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from repfs.backend.copies import BlockCopies
 from repfs.backend.memory import MemoryPool
 from repfs.backend.poolset import PoolSet
 from repfs.backend.replicated import ReplicatedStore
@@ -45,6 +46,10 @@ class Rig:
     @property
     def poolset(self) -> PoolSet:
         return self.layers.poolset
+
+    @property
+    def copies(self) -> BlockCopies:
+        return self.layers.copies
 
     @property
     def store(self) -> ReplicatedStore:

@@ -167,11 +167,23 @@ async def test_down_verifying_up_and_failed(rig: Rig) -> None:
     with pytest.raises(ValueError):
         await health.clear("p0")
     # accepted as it is: up at once, and the damaged copy its challenge found is rewritten
+    for k in held[1:]:  # damage the challenge never saw: accepting p2 must not trust it
+        rig.pools["p2"].objects[k] = b"silently damaged"
     await health.clear("p2")
     assert rig.poolset.state("p2") == PoolState.UP
     await rig.repairer.repair_pending()
     assert deficit(rig) == 0
     assert rig.pools["p2"].objects.get(held[0]) != b"something else"
+    for k in held:
+        assert rig.pools["p2"].objects.get(k) != b"silently damaged", k  # read, found bad, rewritten
+    for k in rig.objects():
+        block_id = block_id_from_key(k)
+        with rig.meta.read() as t:
+            rec = t.block_record(block_id)
+        assert rec is not None
+        for name in rig.poolset.targets(block_id):
+            got, why = await rig.copies.read_copy(name, block_id, rec.digest)
+            assert got is not None, (k, name, why)
     for k in rig.objects():
         assert {n for n in rig.pools if k in rig.pools[n].objects} >= set(rig.poolset.targets(block_id_from_key(k)))
 

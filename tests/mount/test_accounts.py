@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -81,10 +82,14 @@ def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(
         (home / "notes").write_bytes(b"mine")
         os.mkdir(home / "sub")
         (home / "sub" / "deeper").write_bytes(b"x" * 70_000)
+        deep = home / "sub" / "/".join(f"d{i}" for i in range(40))
+        os.makedirs(deep)
+        (deep / "bottom").write_bytes(b"b")
         return stat.S_IMODE(os.stat(home / "notes").st_mode)
 
     mode = run_as(uid, gid, work)
     assert isinstance(mode, int) and mode & 0o077 == 0, oct(mode)  # the default ACL keeps it private
+    assert stat.S_IMODE(fs.mnt.stat().st_mode) == 0o1775 and fs.mnt.stat().st_uid == 0  # the admins' top level
     assert run_as(uid, gid, lambda: (fs.mnt / "top-level").write_bytes(b"no")) == errno.EACCES
     buid, bgid = ids(bob)
     assert run_as(buid, bgid, lambda: os.listdir(home)) == errno.EACCES  # another's namespace
@@ -96,19 +101,42 @@ def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(
     (fs.mnt / "outside").write_bytes(b"o")
     assert oserror(lambda: os.rename(fs.mnt / "outside", home / "x")) == errno.EXDEV
     assert oserror(lambda: os.rename(home, fs.mnt / "renamed")) == errno.EPERM
+    assert oserror(lambda: os.link(home / "notes", fs.mnt / bob / "hard")) == errno.EXDEV
+    assert oserror(lambda: os.link(fs.mnt / "outside", home / "hard")) == errno.EXDEV
+    os.link(home / "notes", home / "sub" / "hard")  # inside one namespace: a link
+    os.unlink(home / "sub" / "hard")
     assert oserror(lambda: os.rmdir(fs.mnt / bob)) == errno.EPERM
     os.rename(home / "sub" / "deeper", home / "deeper")  # inside one namespace: a rename
     assert (home / "deeper").stat().st_size == 70_000
     subprocess.run(["mv", str(home / "deeper"), str(fs.mnt / bob / "moved")], check=True, timeout=30)
     assert (fs.mnt / bob / "moved").stat().st_size == 70_000 and not (home / "deeper").exists()
 
-    res = admin(sock, "users", "disable", alice)
+    def open_then_disable() -> object:
+        """A file opened before the account is disabled: its writes stop too (reads of
+        pages the kernel has cached may still answer, until the kernel drops them)."""
+        with open(home / "notes", "r+b", buffering=0) as f:
+            assert f.read(2) == b"mi"
+            os.write(go, b"x")  # the parent disables the account now
+            os.read(back, 1)
+            f.seek(0)
+            return oserror(lambda: f.write(b"z"))
+
+    go_r, go = os.pipe()
+    back, back_w = os.pipe()
+    with ThreadPoolExecutor(1) as pool:
+        child = pool.submit(run_as, uid, gid, open_then_disable)
+        os.read(go_r, 1)
+        res = admin(sock, "users", "disable", alice)
+        os.write(back_w, b"x")
+        assert child.result(timeout=30) == errno.EACCES
+    for fd in (go_r, go, back, back_w):
+        os.close(fd)
     assert res.returncode == 0, res.stderr
     assert run_as(uid, gid, lambda: (home / "notes").read_bytes()) == errno.EACCES
     assert run_as(uid, gid, lambda: (home / "new").write_bytes(b"no")) == errno.EACCES
     assert json.loads(admin(sock, "users", "show", alice, "--json").stdout)["disabled"] is True
     status = json.loads(admin(sock, "status", "--json").stdout)
-    assert status["accounts"] == {"total": 2, "refused": 1}
+    assert status["accounts"] == {"total": 2, "refused": 1, "not_on_host": []}
     assert admin(sock, "users", "enable", alice).returncode == 0
     assert run_as(uid, gid, lambda: (home / "notes").read_bytes()) == b"mine"
     fs.expect_log(r"account \S+ (disabled|enabled|removed)")
@@ -134,6 +162,10 @@ def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(
     assert res.returncode == 0, res.stderr
     assert wait_for(lambda: not (fs.mnt / alice).exists(), 5)
     assert {a["name"] for a in json.loads(admin(sock, "users", "list", "--json").stdout)} == {bob}
+    fs.unmount()  # nothing left behind: no orphan inode, no stray link
+    res = run_repfs("fsck", str(fs.fs_dir), "--key-file", str(fs.key), timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    fs.mount(*fs.mount_args)
 
 
 def test_bad_account_input_is_refused_with_one_line(mounted: tuple[Repfs, Path], names: list[str]) -> None:
@@ -211,6 +243,10 @@ def test_accounts_come_back_with_recover_on_a_new_host(mounted: tuple[Repfs, Pat
     uid, gid = ids(name)
     home = fs.mnt / name
     assert run_as(uid, gid, lambda: (home / "report").write_bytes(b"kept")) == 4  # bytes written
+    subprocess.run(["usermod", "--uid", str(uid + 500), name], check=True, timeout=30)  # behind repfs's back
+    status = admin(sock, "status")
+    assert f"NOT ON THIS HOST (name or uid changed): {name}" in status.stdout, status.stdout
+    subprocess.run(["usermod", "--uid", str(uid), name], check=True, timeout=30)
     fs.unmount()
     shutil.rmtree(fs.fs_dir / "meta")  # a new host: only repfs.toml is left, and the user is not there
     shutil.rmtree(fs.fs_dir / "cache", ignore_errors=True)

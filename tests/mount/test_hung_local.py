@@ -30,6 +30,7 @@ import pytest
 
 from repfs.backend.keys import block_id_from_key
 from repfs.backend.placement import rank_pools
+from tests.admin.rig import admin
 from tests.helpers import Repfs, detach, is_mounted, run_repfs, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -111,16 +112,6 @@ def lower(tmp_path: Path) -> Iterator[LowerMount]:
         yield mount
     finally:
         mount.stop()
-
-
-def admin(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repfs.admin.cli", "--socket", str(sock), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def write_synced(path: Path, data: bytes) -> None:

@@ -12,7 +12,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.admin.rig import admin
 from tests.helpers import Repfs, is_mounted, run_repfs, wait_for
 from tests.s3.rig import S3Repfs
 from tests.s3.test_failover import digest, logged, write_synced
@@ -119,16 +119,6 @@ def test_umount_and_mount_with_a_frozen_server_finish_within_bounds(
         assert took < 30.0, f"umount took {took:.1f} s"
     res = run_repfs("fsck", str(fs.fs_dir), "--key-file", str(fs.key), timeout=120)
     assert res.returncode in (0, 1), res.stderr  # it finishes; copies the frozen pool missed are reported
-
-
-def admin(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repfs.admin.cli", "--socket", str(sock), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_scrub_admin_sigterm_fsck_and_recover_with_a_frozen_server_finish_within_bounds(

@@ -233,6 +233,12 @@ def _s3_defaults(
     help="Where the admin API listens (a Unix socket, mode 0660) [default: FS_DIR/admin.sock].",
 )
 @click.option(
+    "--user-socket",
+    metavar="PATH|off",
+    help="Where accounts ask about themselves (a Unix socket, mode 0666; each request is "
+    "authorized by the caller's uid) [default: /run/repfs/ID/user.sock].",
+)
+@click.option(
     "--admin-group",
     metavar="GROUP",
     help="Group (name or gid) whose members may use the admin socket, besides root "
@@ -304,6 +310,7 @@ def mount(
     log_file: str | None,
     audit: bool,
     admin_socket: Path | None,
+    user_socket: str | None,
     admin_group: str | None,
     no_admin: bool,
     metrics: str | None,
@@ -364,6 +371,8 @@ def mount(
                 metrics=parse_address(metrics) if metrics else None,
                 metrics_web=load_web_config(metrics_web_config) if metrics_web_config else None,
                 enabled=not no_admin,
+                user_socket=Path(user_socket).absolute() if user_socket and user_socket != "off" else None,
+                user_socket_enabled=user_socket != "off",
             ),
         )
         if secret_fd is not None:  # from the parent of a background mount: exact bytes
@@ -380,6 +389,8 @@ def mount(
             extra += [f"--usage-interval={usage_interval}"] + (["--audit"] if audit else [])
             extra += [f"--admin-socket={opts.admin.socket}"] if opts.admin.socket else []
             extra += [f"--admin-group={admin_group}"] if admin_group else []
+            if user_socket:
+                extra += [f"--user-socket={opts.admin.user_socket or 'off'}"]
             extra += ["--no-admin"] if no_admin else []
             extra += ["--allow-non-empty"] if allow_non_empty else []
             extra += [f"--metrics={metrics}"] if metrics else []

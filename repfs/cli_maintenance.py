@@ -85,7 +85,7 @@ def scrub(
     Exit status: 0 when every block has all its copies, 1 when some could not be
     completed (a pool is down), 6 when some block has no good copy left.
     """
-    from repfs.admin.scrubber import record_finished
+    from repfs.control.scrub import record_finished
     from repfs.fs.ratelimit import RateLimit
     from repfs.fs.scrub import ScrubReport
     from repfs.fs.scrub import scrub as run_scrub

@@ -194,3 +194,35 @@ class FilesystemExists(SetupError):
     """A filesystem already exists where mkfs was asked to create one."""
 
     errno = _errno.EEXIST
+
+
+# --- requests to the running filesystem (the control plane) ----------------------
+# Transports map them: HTTP 400 / 409 / 404 / 503, a one-line message and exit code at the CLI.
+
+
+class RequestError(RepfsError):
+    """A request to change the running filesystem that cannot be done as asked."""
+
+
+class InvalidRequest(RequestError):
+    """A request with a bad or missing value."""
+
+    errno = _errno.EINVAL
+
+
+class RequestRefused(RequestError):
+    """A request that cannot be done in the filesystem's present state."""
+
+    errno = _errno.EBUSY
+
+
+class UnknownName(RequestError):
+    """A request about a pool (or other named thing) that does not exist."""
+
+    errno = _errno.ENOENT
+
+
+class PoolNotAnswering(RequestError):
+    """A request that needs a pool which does not answer now; it may be asked again."""
+
+    errno = _errno.EAGAIN

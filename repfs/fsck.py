@@ -2,8 +2,8 @@
 
 Checks, in order (each a phase of the progress display):
 1. names: every directory entry names an inode that exists and its cookie entry matches;
-   link counts match the names; inodes no name reaches (and not deleted-while-open) are
-   orphans;
+   link counts match the names; the link table (inode → its names) holds exactly the
+   names; inodes no name reaches (and not deleted-while-open) are orphans;
 2. block references: each block's refcount equals the block-map entries pointing at it;
    a block map entry without a block record is a dangling reference; an unreferenced
    block is listed for garbage collection;
@@ -13,7 +13,8 @@ Checks, in order (each a phase of the progress display):
 4. journal: the segments on the pools follow each other from the newest snapshot on.
 
 `--repair` fixes what can be fixed without losing data: dangling names and cookie
-entries are removed, link counts and refcounts corrected, orphans moved to
+entries are removed, the link table made to match the names, link counts and refcounts
+corrected, orphans moved to
 /lost+found, unreferenced objects deleted, missing copies rewritten from good ones
 (the repairer), records of lost blocks kept (their files read EIO there, and are named
 in the report), and a fresh snapshot closes any journal gap.
@@ -57,6 +58,7 @@ class FsckReport:
     orphans: list[int] = field(default_factory=list)
     bad_refcounts: list[str] = field(default_factory=list)
     dangling_blocks: list[str] = field(default_factory=list)  # map entries without a record
+    bad_links: list[str] = field(default_factory=list)  # link table rows no name backs, or missing
     unlisted_garbage: list[str] = field(default_factory=list)
     orphan_objects: list[tuple[str, str]] = field(default_factory=list)  # (pool, key)
     missing_copies: list[tuple[str, str]] = field(default_factory=list)  # (pool, block)
@@ -75,6 +77,7 @@ class FsckReport:
                 self.orphans,
                 self.bad_refcounts,
                 self.dangling_blocks,
+                self.bad_links,
                 self.unlisted_garbage,
                 self.orphan_objects,
                 self.missing_copies,
@@ -91,6 +94,7 @@ class FsckReport:
             ("orphan inodes (no name reaches them)", self.orphans),
             ("wrong block refcounts", self.bad_refcounts),
             ("block map entries without a block record", self.dangling_blocks),
+            ("link table rows that differ from the names (where a file lives)", self.bad_links),
             ("unreferenced blocks not yet listed for deletion", self.unlisted_garbage),
             ("objects on pools that no metadata references", self.orphan_objects),
             ("missing copies of blocks", self.missing_copies),
@@ -131,11 +135,13 @@ async def fsck(layers: Layers, *, repair: bool = False, progress: Progress | Non
         dirents = [(k, v) for k, v in t.scan("dirents", b"")]
         cookies = {k: v for k, v in t.scan("dircookie", b"")}
         open_orphans = {s.from_u64(k) for k, _ in t.scan("orphans", b"")}
+        link_rows = {s.parse_link_key(k) for k, _ in t.scan("links", b"")}
     note("names", 0, len(dirents))
     names: dict[int, tuple[int, bytes]] = {}
     links: Counter[int] = Counter()
     subdirs: Counter[int] = Counter()
     dangling: list[tuple[int, bytes, int]] = []
+    named: set[tuple[int, int, bytes]] = set()  # (child, parent, name): what the link table should hold
     for i, (k, v) in enumerate(dirents):
         parent, name = s.from_u64(k[:8]), k[8:]
         child, cookie = s.parse_dirent_value(v)
@@ -143,12 +149,20 @@ async def fsck(layers: Layers, *, repair: bool = False, progress: Progress | Non
             dangling.append((parent, name, cookie))
             report.dangling_names.append(f"{parent}/{name.decode(errors='replace')} -> inode {child}")
             continue
+        named.add((child, parent, name))
         names.setdefault(child, (parent, name))
         links[child] += 1
         if inodes[child].is_dir:
             subdirs[parent] += 1
         if i % 1000 == 0:
             note("names", i, len(dirents))
+    stale_links, missing_links = link_rows - named, named - link_rows
+    for child, parent, name in sorted(stale_links):
+        where = f"{parent}/{name.decode(errors='replace')}"
+        report.bad_links.append(f"inode {child} listed as {where}, which is not its name")
+    for child, parent, name in sorted(missing_links):
+        where = f"{parent}/{name.decode(errors='replace')}"
+        report.bad_links.append(f"inode {child} is named {where}, not in the link table")
     wanted_nlink = {}
     for ino, inode in inodes.items():
         if ino == s.ROOT_INO:
@@ -229,7 +243,8 @@ async def fsck(layers: Layers, *, repair: bool = False, progress: Progress | Non
     note("journal", 1, 1)
 
     if repair and report.problems:
-        await _repair(layers, report, dangling, wanted_nlink, refs, records, on_pools)
+        link_fix = (stale_links, missing_links)
+        await _repair(layers, report, dangling, link_fix, wanted_nlink, refs, records, on_pools)
         report.repaired = True
     return report
 
@@ -238,6 +253,7 @@ async def _repair(
     layers: Layers,
     report: FsckReport,
     dangling: list[tuple[int, bytes, int]],
+    links: tuple[set[tuple[int, int, bytes]], set[tuple[int, int, bytes]]],
     wanted_nlink: dict[int, int],
     refs: Counter[bytes],
     records: dict[bytes, BlockRecord],
@@ -245,9 +261,14 @@ async def _repair(
 ) -> None:
     meta, poolset, objects = layers.meta, layers.poolset, layers.objects
     with meta.write() as t:
-        for parent, name, cookie in dangling:
+        for parent, name, cookie in dangling:  # their link rows are among the stale ones
             t.delete("dirents", s.dirent_key(parent, name))
             t.delete("dircookie", s.cookie_key(parent, cookie))
+        stale, missing = links
+        for child, parent, name in stale:
+            t.delete("links", s.link_key(child, parent, name))
+        for child, parent, name in missing:
+            t.put("links", s.link_key(child, parent, name), b"")
         for ino, want in wanted_nlink.items():
             inode = t.inode(ino)
             inode.nlink = want

@@ -21,7 +21,7 @@ from repfs.admin.service import AdminOptions, Daemon
 from repfs.admin.systemd import notify
 from repfs.errors import SetupError, UnmountIncomplete
 from repfs.fslock import lock_fs_dir, report
-from repfs.fuse.kernelcache import forward as forward_invalidations
+from repfs.fuse.kernelcache import Forwarder
 from repfs.fuse.ops import RepfsOperations
 from repfs.heap import tame_allocator
 from repfs.stack import Layers, StackOptions, open_stack
@@ -74,6 +74,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], 
             await layers.shutdown()
             raise SetupError(f"cannot mount on {opts.mountpoint}: {exc}") from None
         closed = False
+        invalidations = Forwarder(layers.kernel_cache)
         unstored = 0
         short = ""
         try:
@@ -85,12 +86,13 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], 
                         await layers.run_upkeep(upkeep)
                         await upkeep.start(Daemon(layers, opts.mountpoint, opts.admin, metrics).run)
                         upkeep.start_soon(_terminate_on_signal)
-                        upkeep.start_soon(forward_invalidations, layers.kernel_cache)
+                        upkeep.start_soon(invalidations.run)
                         log.info("mounted %s on %s", paths.root, opts.mountpoint)
                         if ready is not None:
                             ready(mount_notes(layers))
                         notify(f"READY=1\nSTATUS=mounted {paths.root} on {opts.mountpoint}")
                         await pyfuse3.main(min_tasks=4, max_tasks=64)
+                        invalidations.close()
                         pyfuse3.close(unmount=True)
                         closed = True
                         notify("STOPPING=1\nSTATUS=unmounting: storing dirty blocks")
@@ -103,6 +105,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], 
                 nursery.cancel_scope.cancel()
         finally:
             if not closed:
+                invalidations.close()
                 pyfuse3.close(unmount=True)
         if short:
             log.warning("%s", short)

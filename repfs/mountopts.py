@@ -39,6 +39,7 @@ HELPER_VALUED = {
     "max_dirty": "--max-dirty",
     "log": "--log",
     "admin_socket": "--admin-socket",
+    "user_socket": "--user-socket",
     "admin_group": "--admin-group",
     "metrics": "--metrics",
     "metrics_web_config": "--metrics-web-config",

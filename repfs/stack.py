@@ -18,7 +18,6 @@ from pathlib import Path
 
 import trio
 
-from repfs.admin.pools import PoolManager
 from repfs.backend.base import Pool
 from repfs.backend.copies import BlockCopies
 from repfs.backend.health import HealthMonitor
@@ -32,6 +31,7 @@ from repfs.cache.blockcache import BlockCache
 from repfs.codec.codec import BlockCodec
 from repfs.codec.keys import derive_keys
 from repfs.config import FsConfig
+from repfs.control.pools import PoolManager
 from repfs.errors import SetupError, StorageError
 from repfs.fs.accountmanager import AccountManager
 from repfs.fs.accounts import AccountBook, check_host
@@ -179,7 +179,7 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     objects = MetaObjects(poolset, cpu_limiter=cpu)
     meta = MetaStore(opened.paths.meta)
     journal = JournalWriter(meta, objects, codec, cpu=cpu, copies=config.replicas)
-    meta.sink = journal.append
+    meta.journal_to(journal)
     blocks = BlockManager(meta, codec, store, poolset, block_size=config.block_size, cpu=cpu, journal=journal)
     cache_dir = opts.cache_dir or opened.paths.cache
     try:
@@ -214,9 +214,8 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         blocks,
         cache,
         block_size=config.block_size,
-        usage=poolset.usage,
+        space=poolset,
         replicas=config.replicas,
-        no_space=poolset.no_space,
         accounts=book,
         audit=audit,
     )
@@ -238,8 +237,7 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     )
     lease = MountLease(objects, codec, os.path.abspath(opened.paths.root))
     usage = UsageMonitor(poolset, interval=opts.usage_interval)
-    pools = PoolManager(opened, meta, poolset, objects, health, repairer, usage)
-    pools.journal = journal
+    pools = PoolManager(opened, meta, poolset, objects, health, repairer, usage, journal)
     kernel_cache = KernelCacheQueue()
     accounts = AccountManager(meta, fs, book, kernel_cache)
     return Layers(

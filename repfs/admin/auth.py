@@ -8,12 +8,16 @@ the admin group. Anyone else gets 403, even if the socket's mode was loosened.
 
 The admin group is `--admin-group` (a name or a number); by default `repfs-admin` when
 that group exists, else none (root and the daemon's user only).
+
+The user socket (repfs.admin.user_socket) is made by the same `bind_socket`, mode 0666:
+anyone may connect, and each request is authorized by the peer's uid.
 """
 
 from __future__ import annotations
 
 import contextlib
 import grp
+import hashlib
 import logging
 import os
 import socket
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ADMIN_GROUP = "repfs-admin"
 SOCKET_MODE = 0o660
+USER_SOCKET_MODE = 0o666
+RUN_DIR = Path("/run/repfs")
 LISTEN_BACKLOG = 128
 # sockaddr_un holds 108 bytes; longer paths are reached through /proc/self/fd/N/NAME
 _MAX_SUN_PATH = 100
@@ -103,6 +109,14 @@ class Gate:
         return peer
 
 
+def user_socket_path(fs_dir: Path) -> Path:
+    """Where a filesystem's user socket is by default: under /run/repfs, in a folder named
+    after FS_DIR's path, so a user finds it from the mount point (mountinfo names FS_DIR)
+    without being able to read FS_DIR."""
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(fs_dir))).hexdigest()[:16]
+    return RUN_DIR / digest / "user.sock"
+
+
 def _short(path: Path) -> tuple[str, int | None]:
     """A name for `path` that fits in sockaddr_un, and a directory fd to close after."""
     if len(os.fsencode(path)) <= _MAX_SUN_PATH:
@@ -135,9 +149,11 @@ def _in_use(path: Path) -> bool:
     return True
 
 
-def bind_socket(path: Path, admin_gid: int | None) -> trio.socket.SocketType:
-    """A listening Unix socket at `path`, mode 0660, group `admin_gid`. A stale socket (one
-    nobody answers on) is replaced; a live one, or anything else at the path, is refused."""
+def bind_socket(
+    path: Path, admin_gid: int | None, *, mode: int = SOCKET_MODE, what: str = "admin socket"
+) -> trio.socket.SocketType:
+    """A listening Unix socket at `path`, `mode` (0660), group `admin_gid`. A stale socket
+    (one nobody answers on) is replaced; a live one, or anything else at the path, is refused."""
     st: os.stat_result | None
     try:
         st = path.lstat()
@@ -147,14 +163,15 @@ def bind_socket(path: Path, admin_gid: int | None) -> trio.socket.SocketType:
         if stat.S_ISLNK(st.st_mode) and not _in_use(path):
             # FS_DIR/admin.sock leads to a socket elsewhere (--admin-socket) of a daemon that
             # was killed: the caller holds FS_DIR's lock, so nobody else serves it any more
-            log.info("admin socket %s: removing the link a stopped daemon left (to %s)", path, os.readlink(path))
+            log.info("%s %s: removing the link a stopped daemon left (to %s)", what, path, os.readlink(path))
             path.unlink()
             st = None
     if st is not None:
         if not stat.S_ISSOCK(st.st_mode):
-            raise SetupError(f"admin socket {path}: something other than a socket is there; remove it")
+            raise SetupError(f"{what} {path}: something other than a socket is there; remove it")
         if _in_use(path):
-            raise SetupError(f"admin socket {path} is in use by another process; choose another with --admin-socket")
+            option = "--admin-socket" if what == "admin socket" else "--user-socket"
+            raise SetupError(f"{what} {path} is in use by another process; choose another with {option}")
         path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -164,7 +181,7 @@ def bind_socket(path: Path, admin_gid: int | None) -> trio.socket.SocketType:
         sock.bind(name)
     except OSError as exc:
         sock.close()
-        raise SetupError(f"cannot create the admin socket {path}: {exc.strerror}") from None
+        raise SetupError(f"cannot create the {what} {path}: {exc.strerror}") from None
     finally:
         os.umask(old_umask)
         if fd is not None:
@@ -173,8 +190,8 @@ def bind_socket(path: Path, admin_gid: int | None) -> trio.socket.SocketType:
         try:
             os.chown(path, -1, admin_gid)
         except OSError as exc:
-            log.warning("admin socket %s: cannot give it to group %d: %s", path, admin_gid, exc.strerror)
-    os.chmod(path, SOCKET_MODE)
+            log.warning("%s %s: cannot give it to group %d: %s", what, path, admin_gid, exc.strerror)
+    os.chmod(path, mode)
     # A burst of callers (monitoring, scripts) waits in the backlog rather than being refused
     # (a non-blocking connect to a full Unix socket backlog fails at once with EAGAIN).
     sock.listen(LISTEN_BACKLOG)

@@ -15,6 +15,7 @@ Exit codes:
   6  a scrub found blocks with no good copy left
   7  the daemon cannot be reached (not mounted, no socket, not allowed to connect)
   8  timed out waiting (--timeout)
+  9  a pool the request needs does not answer, or the daemon is busy (HTTP 503): ask again
 """
 
 from __future__ import annotations

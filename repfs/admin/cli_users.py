@@ -1,4 +1,7 @@
-"""`repfs-admin users ...`: the accounts of a mounted filesystem (see docs/ADMIN.md)."""
+"""`repfs-admin users ...`: the accounts of a mounted filesystem (see docs/ADMIN.md).
+
+`users show` and `users passwd` work for anyone: a caller who may not use the admin
+socket asks the user socket, about its own account only."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from urllib.parse import quote
 
 import click
 
-from repfs.admin.cliutil import call, die, fields, json_option, show, table
+from repfs.admin.cliutil import call, call_user, die, fields, is_admin, json_option, show, table
 from repfs.cli_common import read_fd
 
 
@@ -64,8 +67,27 @@ def users_list(ctx: click.Context, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def users_show(ctx: click.Context, name: str, as_json: bool) -> None:
-    """One account in full (never its password)."""
-    show(call(ctx, "GET", f"/v1/users/{quote(name)}"), as_json, _one)
+    """One account in full (never its password); your own if you are not an administrator."""
+    if is_admin(ctx):
+        show(call(ctx, "GET", f"/v1/users/{quote(name)}"), as_json, _one)
+        return
+    show(_own(ctx, name), as_json, _one)
+
+
+def _own(ctx: click.Context, name: str) -> dict[str, Any]:
+    """The caller's account from the user socket; it must be `name`."""
+    mine: dict[str, Any] = call_user(ctx, "GET", "/v1/me")
+    if mine["name"] != name:
+        die(f"you are {mine['name']}: without the admin group you may see and change only your own account", 3)
+    return mine
+
+
+@users.command("me")
+@json_option
+@click.pass_context
+def users_me(ctx: click.Context, as_json: bool) -> None:
+    """Your own account (from the user socket: anyone may ask)."""
+    show(call_user(ctx, "GET", "/v1/me"), as_json, _one)
 
 
 @users.command("add")
@@ -138,12 +160,37 @@ def users_enable(ctx: click.Context, name: str, as_json: bool) -> None:
 @users.command("passwd")
 @click.argument("name")
 @click.option("--password-fd", type=int, help="Read the password from this file descriptor instead of a prompt.")
+@click.option("--old-password-fd", type=int, help="Your current password from this file descriptor (not as admin).")
 @json_option
 @click.pass_context
-def users_passwd(ctx: click.Context, name: str, password_fd: int | None, as_json: bool) -> None:
-    """Set an account's password (typed twice, or from --password-fd)."""
-    answer = call(ctx, "PUT", f"/v1/users/{quote(name)}/password", {"password": _password(password_fd)})
-    show(answer, as_json, lambda a: f"account {a['name']}: password set")
+def users_passwd(
+    ctx: click.Context, name: str, password_fd: int | None, old_password_fd: int | None, as_json: bool
+) -> None:
+    """Set an account's password (typed twice, or from --password-fd). Not an administrator:
+    your own, and your current password is asked first."""
+    if is_admin(ctx):
+        answer = call(ctx, "PUT", f"/v1/users/{quote(name)}/password", {"password": _password(password_fd)})
+        show(answer, as_json, _password_set)
+        return
+    mine = _own(ctx, name)
+    body = {}
+    if mine["password_set"]:
+        body["old_password"] = _current(old_password_fd)
+    body["password"] = _password(password_fd)
+    show(call_user(ctx, "PUT", "/v1/me/password", body), as_json, _password_set)
+
+
+def _password_set(answer: dict[str, Any]) -> str:
+    return f"account {answer['name']}: password set"
+
+
+def _current(fd: int | None) -> str:
+    if fd is not None:
+        return read_fd(fd).decode()
+    if not sys.stdin.isatty():
+        die("no terminal to type your current password on: give --old-password-fd N", 2)
+    value: str = click.prompt("current password", hide_input=True)
+    return value
 
 
 @users.command("remove")

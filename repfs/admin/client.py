@@ -3,7 +3,8 @@
 The socket is found from `--socket PATH`, else $REPFS_ADMIN_SOCKET, else from a mount
 point (`-m MOUNTPOINT`: /proc/self/mountinfo names its FS_DIR) or a filesystem
 directory (`-d FS_DIR`): FS_DIR/admin.sock, which is the socket or a link to it. With
-none of them, the one repfs mount of this host is used.
+none of them, the one repfs mount of this host is used. The user socket is found the
+same way ($REPFS_USER_SOCKET, else `auth.user_socket_path(FS_DIR)`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from repfs.admin.auth import connect_unix
+from repfs.admin.auth import connect_unix, user_socket_path
 from repfs.admin.service import SOCKET_NAME
 
 ENV_SOCKET = "REPFS_ADMIN_SOCKET"
+ENV_USER_SOCKET = "REPFS_USER_SOCKET"
 
 
 class AdminError(Exception):
@@ -58,16 +60,27 @@ def find_socket(socket: Path | None = None, mountpoint: Path | None = None, fs_d
         return socket
     if os.environ.get(ENV_SOCKET):
         return Path(os.environ[ENV_SOCKET])
+    return find_fs_dir(mountpoint, fs_dir) / SOCKET_NAME
+
+
+def find_user_socket(mountpoint: Path | None = None, fs_dir: Path | None = None) -> Path:
+    if os.environ.get(ENV_USER_SOCKET):
+        return Path(os.environ[ENV_USER_SOCKET])
+    return user_socket_path(find_fs_dir(mountpoint, fs_dir))
+
+
+def find_fs_dir(mountpoint: Path | None = None, fs_dir: Path | None = None) -> Path:
+    """FS_DIR of the mount meant: `fs_dir`, else the one `mountpoint` names, else the only one."""
     if fs_dir is not None:
-        return fs_dir.absolute() / SOCKET_NAME
+        return fs_dir.absolute()
     mounts = repfs_mounts()
     if mountpoint is not None:
         target = Path(os.path.abspath(mountpoint))
         if target not in mounts:
             raise Unreachable(f"{mountpoint} is not a mounted repfs filesystem")
-        return mounts[target] / SOCKET_NAME
+        return mounts[target]
     if len(mounts) == 1:
-        return next(iter(mounts.values())) / SOCKET_NAME
+        return next(iter(mounts.values()))
     if not mounts:
         raise Unreachable("no repfs filesystem is mounted here; give --socket, -m MOUNTPOINT or -d FS_DIR")
     raise Unreachable(
@@ -85,25 +98,31 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class AdminClient:
-    def __init__(self, path: Path, *, timeout: float = 120.0) -> None:
+    """Requests to the admin socket (or, `user=True`, to the user socket)."""
+
+    def __init__(self, path: Path, *, timeout: float = 120.0, user: bool = False) -> None:
         self.path = path
         self.timeout = timeout
+        self.what = "user socket" if user else "admin socket"
+        self.who = "" if user else ": only root and the admin group may"
 
-    def request(self, method: str, target: str, body: dict[str, Any] | None = None) -> Any:
+    def request(
+        self, method: str, target: str, body: dict[str, Any] | None = None, *, headers: dict[str, str] | None = None
+    ) -> Any:
         conn = _UnixConnection(self.path, self.timeout)
         try:
             payload = json.dumps(body).encode() if body is not None else None
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            headers = dict(headers or {})
+            if payload is not None:
+                headers["Content-Type"] = "application/json"
             try:
                 conn.request(method, target, body=payload, headers=headers)
                 response = conn.getresponse()
                 raw = response.read()
             except PermissionError:
-                raise Unreachable(
-                    f"not allowed to use the admin socket {self.path}: only root and the admin group may"
-                ) from None
+                raise Unreachable(f"not allowed to use the {self.what} {self.path}{self.who}") from None
             except FileNotFoundError:
-                raise Unreachable(f"no admin socket at {self.path}: is the filesystem mounted?") from None
+                raise Unreachable(f"no {self.what} at {self.path}: is the filesystem mounted?") from None
             except ConnectionRefusedError:
                 raise Unreachable(f"nobody answers on {self.path}: the daemon is not running") from None
             except (OSError, http.client.HTTPException) as exc:

@@ -4,6 +4,7 @@ the tables and fields people read."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -11,12 +12,12 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from repfs.admin.client import AdminClient, AdminError, Unreachable, find_socket
+from repfs.admin.client import AdminClient, AdminError, Unreachable, find_socket, find_user_socket
 from repfs.progress import duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_STATUS = {400: 2, 403: 3, 404: 4, 405: 2, 409: 5, 413: 2}
+EXIT_STATUS = {400: 2, 403: 3, 404: 4, 405: 2, 409: 5, 413: 2, 503: 9}
 EXIT_UNREACHABLE = 7
 EXIT_TIMEOUT = 8
 EXIT_UNRECOVERABLE = 6
@@ -43,6 +44,31 @@ def call(ctx: click.Context, method: str, target: str, body: dict[str, Any] | No
         die(str(exc), EXIT_UNREACHABLE)
     except AdminError as exc:
         die(exc.message, EXIT_STATUS.get(exc.status, 1))
+
+
+def call_user(ctx: click.Context, method: str, target: str, body: dict[str, Any] | None = None) -> Any:
+    """One request to the user socket (what an account may ask about itself)."""
+    opts = ctx.find_root().obj
+    try:
+        path = find_user_socket(opts["mountpoint"], opts["fs_dir"])
+        return AdminClient(path, timeout=opts["timeout"], user=True).request(method, target, body)
+    except Unreachable as exc:
+        die(str(exc), EXIT_UNREACHABLE)
+    except AdminError as exc:
+        die(exc.message, EXIT_STATUS.get(exc.status, 1))
+
+
+def is_admin(ctx: click.Context) -> bool:
+    """Whether the caller may use the admin socket (else repfs-admin uses the user socket):
+    root, or allowed to connect to it (the admin group; mode 0660)."""
+    if os.geteuid() == 0:
+        return True
+    opts = ctx.find_root().obj
+    try:
+        path = find_socket(opts["socket"], opts["mountpoint"], opts["fs_dir"])
+    except Unreachable:
+        return False
+    return os.access(path, os.W_OK)
 
 
 def json_option(fn: F) -> F:

@@ -37,13 +37,13 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
 
 from repfs import __version__
-from repfs.admin import status
-from repfs.admin.pools import count_entries
 from repfs.backend.state import PoolState
+from repfs.control import status
+from repfs.control.pools import count_entries
 
 if TYPE_CHECKING:
-    from repfs.admin.pools import PoolManager
-    from repfs.admin.scrubber import OnlineScrub
+    from repfs.control.pools import PoolManager
+    from repfs.control.scrub import OnlineScrub
     from repfs.stack import Layers
 
 

@@ -1,9 +1,11 @@
 """The admin API of a running mount (HTTP/1.1 + JSON on a Unix socket) and its metrics
 endpoint: endpoints, what each answers, and the service that serves them.
 
-Every endpoint is listed in docs/ADMIN.md. Errors are JSON {"error": message}: 400 bad
-input, 403 not an administrator, 404 unknown pool or endpoint, 405 wrong method, 409
-refused (e.g. removing a pool that holds the only copy of a block), 500 a bug.
+Every endpoint is listed in docs/ADMIN.md. A transport: requests are parsed here and
+handed to the control plane (`repfs.control`), whose typed results go out as JSON. Errors
+are JSON {"error": message}: 400 bad input, 403 not an administrator, 404 unknown pool or
+endpoint, 405 wrong method, 409 refused (e.g. removing a pool that holds the only copy of
+a block), 503 a pool that does not answer, 500 a bug.
 """
 
 from __future__ import annotations
@@ -14,24 +16,36 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from repfs import __version__
-from repfs.admin import status
-from repfs.admin.auth import Gate, bind_socket, remove_socket, resolve_group
+from repfs.admin.auth import Gate, bind_socket, remove_socket, resolve_group, user_socket_path
 from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
 from repfs.admin.metrics import Metrics
-from repfs.admin.pools import AdminInvalid, AdminRefused, AdminUnknown, PoolManager, pool_spec_from
-from repfs.admin.scrubber import OnlineScrub
+from repfs.admin.user_socket import serve_user_socket
 from repfs.admin.users_api import add_routes as add_user_routes
 from repfs.admin.webconfig import REALM, BasicAuth, TlsContexts, TlsListener, WebConfig
 from repfs.config import parse_ratio, parse_size
-from repfs.errors import ConfigError, NotADirectory, NotFound, SetupError, WrongPassphrase
+from repfs.control import status
+from repfs.control.keys import change_secret
+from repfs.control.pools import PoolManager, spec_from_request
+from repfs.control.scrub import OnlineScrub
+from repfs.errors import (
+    ConfigError,
+    InvalidRequest,
+    NotADirectory,
+    NotFound,
+    PoolNotAnswering,
+    RequestRefused,
+    SetupError,
+    UnknownName,
+    WrongPassphrase,
+)
 from repfs.fs.check import check as check_path
-from repfs.volume import rewrap
 
 if TYPE_CHECKING:
     from repfs.stack import Layers
@@ -48,6 +62,8 @@ class AdminOptions:
     metrics: tuple[str, int] | None = None  # (address, port) or off
     metrics_web: WebConfig | None = None  # TLS and basic auth of the metrics endpoint
     enabled: bool = True
+    user_socket: Path | None = None  # None: auth.user_socket_path(FS_DIR)
+    user_socket_enabled: bool = True
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -64,7 +80,7 @@ def _number(body: dict[str, Any], key: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise AdminInvalid(f"{key} must be a number, got {value!r}")
+        raise InvalidRequest(f"{key} must be a number, got {value!r}")
     return float(value)
 
 
@@ -78,8 +94,8 @@ def _size(body: dict[str, Any], key: str) -> int | None:
         try:
             return parse_size(value)
         except ValueError as exc:
-            raise AdminInvalid(f"{key}: {exc}") from None
-    raise AdminInvalid(f"{key} must be a size in bytes or like '500G', got {value!r}")
+            raise InvalidRequest(f"{key}: {exc}") from None
+    raise InvalidRequest(f"{key} must be a size in bytes or like '500G', got {value!r}")
 
 
 def _ratio(body: dict[str, Any], key: str) -> float | None:
@@ -89,7 +105,12 @@ def _ratio(body: dict[str, Any], key: str) -> float | None:
     try:
         return parse_ratio(value, key)
     except ConfigError as exc:
-        raise AdminInvalid(str(exc)) from None
+        raise InvalidRequest(str(exc)) from None
+
+
+def _answer(code: int, result: Any) -> Response:
+    """A control-plane result (a dataclass) as the JSON body."""
+    return Response.json(code, dataclasses.asdict(result))
 
 
 class Daemon:
@@ -148,6 +169,12 @@ class Daemon:
                 scheme = "https" if web is not None and web.tls is not None else "http"
                 users = f", basic auth for {len(web.users)} user(s)" if web is not None and web.users else ""
                 log.info("metrics at %s://%s:%d/metrics%s", scheme, host, port, users)
+            if opts.user_socket_enabled:
+                where = opts.user_socket or user_socket_path(self.layers.opened.paths.root)
+                explicit = opts.user_socket is not None
+                await nursery.start(
+                    partial(serve_user_socket, self.layers.accounts, self.layers.audit, where, explicit=explicit)
+                )
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -194,12 +221,14 @@ class Daemon:
     async def _app(self, request: Request) -> Response:
         try:
             return await self.router(request)
-        except AdminUnknown as exc:
+        except UnknownName as exc:
             raise HttpError(404, str(exc)) from None
-        except AdminInvalid as exc:
+        except InvalidRequest as exc:
             raise HttpError(400, str(exc)) from None
-        except AdminRefused as exc:
+        except RequestRefused as exc:
             raise HttpError(409, str(exc)) from None
+        except PoolNotAnswering as exc:
+            raise HttpError(503, str(exc)) from None
 
     def _routes(self) -> Router:
         r = Router()
@@ -237,6 +266,7 @@ class Daemon:
         return Response.json(200, {"ok": True, "pid": os.getpid(), "mountpoint": str(self.mountpoint)})
 
     async def get_status(self, request: Request) -> Response:
+        await self.layers.accounts.check_host()  # fresh for the operator who asks
         snapshot = status.take(self.layers).as_json()
         snapshot.pop("blocks")
         snapshot.pop("scrub_finished_ns")
@@ -248,7 +278,7 @@ class Daemon:
             "pid": os.getpid(),
             "uptime_seconds": round(time.time() - self.started, 1),
         }
-        return Response.json(200, {**head, **snapshot, "scrub": self.scrub.info()})
+        return Response.json(200, {**head, **snapshot, "scrub": dataclasses.asdict(self.scrub.progress())})
 
     async def get_pools(self, request: Request) -> Response:
         return Response.json(200, {"pools": [self.pool_info(n) for n in self.layers.poolset.pool_names]})
@@ -260,16 +290,16 @@ class Daemon:
         body = dict(request.json())
         create = body.pop("create", False)
         if not isinstance(create, bool):
-            raise AdminInvalid("create must be true or false")
-        spec = pool_spec_from(body)
+            raise InvalidRequest("create must be true or false")
+        spec = spec_from_request(body)
         result = await self.pools.add(spec, create=create)
-        return Response.json(201, {**result, "info": self.pool_info(spec.name)})
+        return Response.json(201, {**dataclasses.asdict(result), "info": self.pool_info(spec.name)})
 
     async def patch_pool(self, request: Request) -> Response:
         body = request.json()
         unknown = set(body) - {"weight", "capacity", "warn", "critical"}
         if unknown:
-            raise AdminInvalid(f"unknown setting(s) {sorted(unknown)}; known: capacity, critical, warn, weight")
+            raise InvalidRequest(f"unknown setting(s) {sorted(unknown)}; known: capacity, critical, warn, weight")
         result = await self.pools.set(
             request.params["name"],
             weight=_number(body, "weight"),
@@ -277,12 +307,10 @@ class Daemon:
             warn=_ratio(body, "warn"),
             critical=_ratio(body, "critical"),
         )
-        if body.get("capacity") is not None:
-            await self.layers.usage.measure_now()
-        return Response.json(200, {**result, "info": self.pool_info(request.params["name"])})
+        return Response.json(200, {**dataclasses.asdict(result), "info": self.pool_info(request.params["name"])})
 
     async def delete_pool(self, request: Request) -> Response:
-        return Response.json(200, await self.pools.remove(request.params["name"]))
+        return _answer(200, await self.pools.remove(request.params["name"]))
 
     async def post_passwd(self, request: Request) -> Response:
         """Wrap the data key under a new secret while mounted (the body's secrets, hex, are
@@ -291,38 +319,28 @@ class Daemon:
         try:
             old, new = bytes.fromhex(body["old_secret"]), bytes.fromhex(body["new_secret"])
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise AdminInvalid("give old_secret and new_secret, each as hex") from None
+            raise InvalidRequest("give old_secret and new_secret, each as hex") from None
         if set(body) - {"old_secret", "new_secret"}:
-            raise AdminInvalid("only old_secret and new_secret are known here")
-        layers = self.layers
+            raise InvalidRequest("only old_secret and new_secret are known here")
         try:
-            sb, failed = await rewrap(
-                list(layers.opened.pools.values()), layers.health.superblock, layers.meta, old, new
-            )
+            changed = await change_secret(self.layers.opened, self.layers.health, self.layers.meta, old, new)
         except WrongPassphrase as exc:
             raise HttpError(403, str(exc)) from None
-        except SetupError as exc:  # the new secret is not acceptable (empty, too short)
-            raise AdminInvalid(str(exc)) from None
-        layers.health.superblock = sb  # what a wiped pool gets back from now on
-        layers.opened.superblock = sb
-        log.info("the data key is wrapped under a new secret (%d pools still hold the old one)", len(failed))
-        return Response.json(200, {"fs_uuid": sb.fs_uuid, "stale_pools": failed})
+        return _answer(200, changed)
 
     async def post_drain(self, request: Request) -> Response:
-        result = await self.pools.drain(request.params["name"])
-        return Response.json(202, result)
+        return _answer(202, await self.pools.drain(request.params["name"]))
 
     async def patch_config(self, request: Request) -> Response:
         body = request.json()
         unknown = set(body) - {"replicas", "write_quorum"}
         if unknown or not body:
-            raise AdminInvalid("give replicas and/or write_quorum")
+            raise InvalidRequest("give replicas and/or write_quorum")
         for key in body:
             if not isinstance(body[key], int) or isinstance(body[key], bool):
-                raise AdminInvalid(f"{key} must be a whole number")
-        return Response.json(
-            200, await self.pools.set_copies(replicas=body.get("replicas"), write_quorum=body.get("write_quorum"))
-        )
+                raise InvalidRequest(f"{key} must be a whole number")
+        replicas, quorum = body.get("replicas"), body.get("write_quorum")
+        return _answer(200, await self.pools.set_copies(replicas=replicas, write_quorum=quorum))
 
     async def post_check(self, request: Request) -> Response:
         """Where each block of a file (or of every file under a folder) has its copies, and
@@ -330,7 +348,7 @@ class Daemon:
         body = request.json()
         path, deep = body.get("path"), body.get("deep", False)
         if not isinstance(path, str) or not isinstance(deep, bool) or set(body) - {"path", "deep"}:
-            raise AdminInvalid("give path (relative to the mount point) and, if you like, deep: true")
+            raise InvalidRequest("give path (relative to the mount point) and, if you like, deep: true")
         try:
             files, cut, queued = await check_path(
                 self.layers.meta,
@@ -341,7 +359,7 @@ class Daemon:
                 deep=deep,
             )
         except (NotFound, NotADirectory) as exc:
-            raise AdminUnknown(str(exc)) from None
+            raise UnknownName(str(exc)) from None
         return Response.json(
             200,
             {
@@ -356,37 +374,36 @@ class Daemon:
         )
 
     async def post_offline(self, request: Request) -> Response:
-        return Response.json(200, await self.pools.offline(request.params["name"]))
+        return _answer(200, await self.pools.offline(request.params["name"]))
 
     async def post_online(self, request: Request) -> Response:
-        return Response.json(202, await self.pools.online(request.params["name"]))
+        return _answer(202, await self.pools.online(request.params["name"]))
 
     async def post_undrain(self, request: Request) -> Response:
-        return Response.json(200, await self.pools.undrain(request.params["name"]))
+        return _answer(200, await self.pools.undrain(request.params["name"]))
 
     async def post_clear(self, request: Request) -> Response:
-        return Response.json(202, await self.pools.clear(request.params["name"]))
+        return _answer(202, await self.pools.clear(request.params["name"]))
 
     async def get_repair(self, request: Request) -> Response:
         return Response.json(200, self.repair_info())
 
     async def get_scrub(self, request: Request) -> Response:
-        return Response.json(200, self.scrub.info())
+        return _answer(200, self.scrub.progress())
 
     async def post_scrub(self, request: Request) -> Response:
         body = request.json()
         unknown = set(body) - {"restart", "rate"}
         if unknown:
-            raise AdminInvalid(f"unknown setting(s) {sorted(unknown)}; known: rate, restart")
+            raise InvalidRequest(f"unknown setting(s) {sorted(unknown)}; known: rate, restart")
         restart = body.get("restart", False)
         if not isinstance(restart, bool):
-            raise AdminInvalid("restart must be true or false")
+            raise InvalidRequest("restart must be true or false")
         rate = _size(body, "rate")
         assert self._nursery is not None
         self.scrub.start(self._nursery, restart=restart, rate=rate or None)
-        return Response.json(202, self.scrub.info())
+        return _answer(202, self.scrub.progress())
 
     async def delete_scrub(self, request: Request) -> Response:
-        if not self.scrub.cancel():
-            raise AdminRefused("no scrub is running")
+        self.scrub.cancel()
         return Response.json(200, {"cancelled": True})

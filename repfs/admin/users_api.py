@@ -70,7 +70,7 @@ def _name_in(request: Request) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _fields(body: object, allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+def body_fields(body: object, allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise AccountInvalid("the body must be a JSON object")
     unknown = set(body) - allowed
@@ -82,7 +82,7 @@ def _fields(body: object, allowed: set[str], required: frozenset[str] | set[str]
     return body
 
 
-def _text(body: dict[str, Any], key: str) -> str | None:
+def body_text(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is not None and not isinstance(value, str):
         raise AccountInvalid(f"{key} must be a string")
@@ -90,7 +90,7 @@ def _text(body: dict[str, Any], key: str) -> str | None:
 
 
 def _until(body: dict[str, Any]) -> int | None:
-    value = _text(body, "valid_until")
+    value = body_text(body, "valid_until")
     if value is None:
         return None
     return acc.parse_date(value) if value else 0
@@ -101,7 +101,7 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
         return Response.json(200, [a.public() for a in manager.list()])
 
     async def add_user(request: Request) -> Response:
-        body = _fields(
+        body = body_fields(
             request.json(), {"name", "email", "uid", "create_system_user", "valid_until", "password"}, {"name", "email"}
         )
         uid = body.get("uid")
@@ -111,12 +111,12 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
         if not isinstance(create, bool):
             raise AccountInvalid("create_system_user must be true or false")
         account = await manager.add(
-            _text(body, "name") or "",
-            _text(body, "email") or "",
+            body_text(body, "name") or "",
+            body_text(body, "email") or "",
             uid=uid,
             create_system_user=create,
             valid_until=_until(body) or 0,
-            password=_text(body, "password"),
+            password=body_text(body, "password"),
         )
         return Response.json(201, account.public())
 
@@ -124,8 +124,8 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
         return Response.json(200, manager.show(request.params["name"]).public())
 
     async def patch_user(request: Request) -> Response:
-        body = _fields(request.json(), {"email", "valid_until"})
-        account = manager.update(request.params["name"], email=_text(body, "email"), valid_until=_until(body))
+        body = body_fields(request.json(), {"email", "valid_until"})
+        account = manager.update(request.params["name"], email=body_text(body, "email"), valid_until=_until(body))
         return Response.json(200, account.public())
 
     async def disable_user(request: Request) -> Response:
@@ -135,8 +135,8 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
         return Response.json(200, manager.set_disabled(request.params["name"], False).public())
 
     async def put_password(request: Request) -> Response:
-        body = _fields(request.json(), {"password"}, {"password"})
-        await manager.set_password(request.params["name"], _text(body, "password") or "")
+        body = body_fields(request.json(), {"password"}, {"password"})
+        await manager.set_password(request.params["name"], body_text(body, "password") or "")
         return Response.json(200, {"name": request.params["name"], "password_set": True})
 
     async def remove_user(request: Request) -> Response:

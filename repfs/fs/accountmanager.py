@@ -1,6 +1,7 @@
 """Account operations of a mounted filesystem: add, list, show, set, disable, enable,
-remove, passwd. Typed results; the admin socket (and later the user socket and the web)
-are transports over these and add no rules of their own.
+remove, passwd, and who a user-socket caller speaks for. Typed results; the admin socket,
+the user socket (and later the web) are transports over these and add no rules of their
+own.
 
 Every change is one metadata transaction (so it is journaled like any other), then the
 daemon's `AccountBook` learns it at once: a disabled account is refused at the caller's
@@ -12,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import subprocess
+import time
 from dataclasses import replace
 
 import trio
@@ -20,7 +22,7 @@ import trio.lowlevel
 from repfs.errors import FsError
 from repfs.fs import accounts as acc
 from repfs.fs.access import ROOT
-from repfs.fs.accounts import Account, AccountBook, AccountError, AccountInvalid
+from repfs.fs.accounts import Account, AccountBook, AccountError, AccountInvalid, AccountRefused
 from repfs.fs.core import Filesystem
 from repfs.fs.kernelcache import KernelCacheQueue
 from repfs.meta import schema as s
@@ -38,15 +40,24 @@ class AccountManager:
         self.fs = fs
         self.book = book
         self.kernel = kernel
+        self.not_on_host: list[str] = []  # as `check_host` last found
 
     def reload(self) -> None:
         """Learn every account from the metadata (after the journal's catch-up at mount)."""
         for account in self.list():
             self.book.note(account)
 
-    def not_on_host(self) -> list[str]:
-        """Accounts whose name and uid no longer match the host's passwd (changed since mount)."""
-        return [a.name for a in self.list() if (acc.host_uid(a.name) or (None,))[0] != a.uid]
+    async def check_host(self) -> list[str]:
+        """Accounts whose name and uid no longer match the host's passwd (changed since
+        mount); asked in a worker thread (passwd may be a network directory), and kept in
+        `not_on_host` for the status snapshot."""
+        accounts = self.list()
+
+        def mismatched() -> list[str]:
+            return [a.name for a in accounts if (acc.host_uid(a.name) or (None,))[0] != a.uid]
+
+        self.not_on_host = await trio.to_thread.run_sync(mismatched)
+        return self.not_on_host
 
     def list(self) -> list[Account]:
         with self.meta.read() as t:
@@ -114,6 +125,30 @@ class AccountManager:
         self.book.note(account)
         log.warning("account %s %s", name, "disabled" if disabled else "enabled")
         return account
+
+    def speaking_for(self, uid: int, act_as: str | None = None) -> Account:
+        """The account a caller of the user socket speaks for: the one its uid maps to; root
+        may name another (`act_as`), nobody else may. A disabled or expired account is refused."""
+        if act_as is not None and uid != 0:
+            raise AccountRefused("only root may act for another account")
+        with self.meta.read() as t:
+            account = acc.get_or_fail(t, act_as) if act_as is not None else acc.by_uid(t, uid)
+        if account is None:
+            raise AccountRefused(f"uid {uid} has no account on this filesystem")
+        why = account.refused(time.time())
+        if why is not None:
+            raise AccountRefused(why)
+        return account
+
+    async def change_own_password(self, account: Account, old: str | None, new: str, *, checked: bool) -> None:
+        """An account's password changed by its person: the old one must match when one is
+        set, unless the caller is `checked` already (root acting for the account)."""
+        if account.password and not checked:
+            if old is None:
+                raise AccountInvalid("give the current password (old_password) as well")
+            if not await trio.to_thread.run_sync(acc.password_matches, account, old):
+                raise AccountRefused(f"account {account.name}: the current password is not right")
+        await self.set_password(account.name, new)
 
     async def set_password(self, name: str, password: str) -> None:
         self.show(name)  # an unknown name fails before the slow hash

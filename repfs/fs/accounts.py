@@ -18,6 +18,7 @@ are unix seconds (0: none), `password` an argon2 hash or "" (none set).
 from __future__ import annotations
 
 import calendar
+import errno as errnos
 import json
 import pwd
 import re
@@ -66,6 +67,12 @@ class AccountExists(AccountError):
 
 class AccountUnknown(AccountError):
     """No account has that name."""
+
+
+class AccountRefused(AccountError):
+    """The caller may not act for that account (not its uid, or the account is refused)."""
+
+    errno = errnos.EACCES
 
 
 class NamespaceNotEmpty(AccountError):

@@ -15,9 +15,9 @@ import itertools
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from repfs.backend.base import PoolUsage
 from repfs.blocks.manager import BlockManager
@@ -90,6 +90,15 @@ class AttrChange:
     times_now: bool = False  # both times are "now" (UTIME_NOW), not explicit values
 
 
+class PoolSpace(Protocol):
+    """What the core asks of the pools' space: statfs figures, and whether a write
+    would find no pool to take it (ENOSPC at write(), not at write-back)."""
+
+    async def usage(self) -> dict[str, PoolUsage]: ...
+
+    def no_space(self) -> bool: ...
+
+
 class Filesystem:
     def __init__(
         self,
@@ -98,9 +107,8 @@ class Filesystem:
         cache: BlockCache,
         *,
         block_size: int,
-        usage: Callable[[], Awaitable[dict[str, PoolUsage]]],
+        space: PoolSpace,
         replicas: int,
-        no_space: Callable[[], bool] = lambda: False,
         accounts: AccountBook | None = None,
         audit: Audit | None = None,
     ) -> None:
@@ -108,8 +116,7 @@ class Filesystem:
         self.blocks = blocks
         self.cache = cache
         self.bs = block_size
-        self._usage = usage
-        self._no_space = no_space
+        self.space = space
         self.replicas = replicas
         self.accounts = accounts if accounts is not None else AccountBook()
         self.audit = audit
@@ -415,7 +422,7 @@ class Filesystem:
             raise InvalidArgument()
         if end > MAX_FILE_SIZE:
             raise FileTooLarge()
-        if data and self._no_space():  # every pool is full: fail now, not at write-back
+        if data and self.space.no_space():  # every pool is full: fail now, not at write-back
             raise NoSpace("every pool is full")
         if offset > inode.size and inode.size % self.bs:
             await self._cut_block(h.ino, inode.size)
@@ -497,7 +504,7 @@ class Filesystem:
         # Pools on one disk share its space: each disk is counted once.
         shared: dict[str, PoolUsage] = {}
         own: list[PoolUsage] = []
-        for u in (await self._usage()).values():
+        for u in (await self.space.usage()).values():
             if u.device:
                 shared[u.device] = u
             else:

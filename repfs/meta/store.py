@@ -18,9 +18,10 @@ Invariants the rest of the code relies on:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import lmdb
 
@@ -34,7 +35,12 @@ GROW_CHECK_EVERY = 16
 
 # One change of a write transaction: (database, key, new value or None for a delete).
 Change = tuple[str, bytes, bytes | None]
-ChangeSink = Callable[[int, list[Change]], None]
+
+
+class ChangeSink(Protocol):
+    """Where committed change sets go, in order (the metadata journal)."""
+
+    def append(self, seq: int, changes: list[Change]) -> None: ...
 
 
 class Txn:
@@ -212,10 +218,14 @@ class MetaStore:
         self._tight = True
         self._grow_if_needed()
         self.dbs = {name: self.env.open_db(name.encode()) for name in s.DATABASES}
-        self.sink: ChangeSink | None = None
+        self._sink: ChangeSink | None = None
         with self.env.begin() as txn:
             raw = txn.get(s.META_JOURNAL_SEQ, db=self.dbs["meta"])
         self.seq = s.from_u64(raw) if raw else 0
+
+    def journal_to(self, sink: ChangeSink) -> None:
+        """Send every change set committed from now on to `sink`."""
+        self._sink = sink
 
     def _grow_if_needed(self) -> None:
         # Looked at before every write once a quarter of the map is used, else every
@@ -248,8 +258,8 @@ class MetaStore:
             raise
         if changes:
             self.seq = seq
-            if self.sink is not None:
-                self.sink(seq, changes)
+            if self._sink is not None:
+                self._sink.append(seq, changes)
 
     @contextmanager
     def write_unjournaled(self) -> Iterator[Txn]:

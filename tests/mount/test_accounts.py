@@ -6,61 +6,21 @@ from __future__ import annotations
 import errno
 import json
 import os
-import pwd
 import secrets
 import shutil
 import stat
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from repfs.admin.client import AdminClient
-from tests.helpers import Repfs, oserror, public_filesystem, run_as, run_repfs, wait_for
+from tests.helpers import Repfs, oserror, run_as, run_repfs, wait_for
+from tests.mount.accounts_rig import add, admin, ids
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def admin(sock: Path, *args: str, input_fd: int | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repfs.admin.cli", "--socket", str(sock), *args],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-        pass_fds=(input_fd,) if input_fd is not None else (),
-    )  # fmt: skip
-
-
-@pytest.fixture
-def names() -> Iterator[list[str]]:
-    """Fresh account names; the host users made for them are deleted afterwards."""
-    made = [f"rt{secrets.token_hex(3)}" for _ in range(3)]
-    yield made
-    for name in made:
-        subprocess.run(["userdel", name], capture_output=True, timeout=30)
-        subprocess.run(["groupdel", name], capture_output=True, timeout=30)
-
-
-@pytest.fixture
-def mounted(request: pytest.FixtureRequest) -> Iterator[tuple[Repfs, Path]]:
-    sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
-    with public_filesystem(request.node, "--admin-socket", str(sock), "--audit") as fs:
-        yield fs, sock
-
-
-def add(sock: Path, name: str, *extra: str) -> dict[str, object]:
-    res = admin(sock, "users", "add", name, "--email", f"{name}@example.org", "--create-system-user", *extra, "--json")
-    assert res.returncode == 0, res.stdout + res.stderr
-    info: dict[str, object] = json.loads(res.stdout)
-    return info
-
-
-def ids(name: str) -> tuple[int, int]:
-    entry = pwd.getpwnam(name)
-    return entry.pw_uid, entry.pw_gid
 
 
 def test_accounts_have_private_namespaces_and_a_disabled_one_is_refused(

@@ -11,6 +11,9 @@ import time
 
 import pytest
 
+from repfs.meta import schema as s
+from repfs.meta.store import MetaStore
+from repfs.volume import FsPaths
 from tests.helpers import Repfs, run_repfs
 
 pytestmark = pytest.mark.timeout(240)
@@ -96,3 +99,36 @@ def test_a_crash_during_garbage_collection_loses_no_referenced_block(repfs: Repf
     repfs.mount()  # a cold cache: everything from the pools
     for name, data in keep.items():
         assert (repfs.mnt / name).read_bytes() == data, name
+
+
+def test_fsck_makes_the_link_table_match_the_names(repfs: Repfs) -> None:
+    """The link table (inode → its names, where audit and policy find a file) is checked
+    against the directory entries: a row lost and a row left behind are both repaired."""
+    (repfs.mnt / "d").mkdir()
+    (repfs.mnt / "d" / "kept").write_bytes(b"x")
+    os.link(repfs.mnt / "d" / "kept", repfs.mnt / "second")
+    repfs.unmount()
+    meta = MetaStore(FsPaths(repfs.fs_dir).meta)
+    try:
+        with meta.write_unjournaled() as t:  # behind repfs's back
+            d = t.lookup(s.ROOT_INO, b"d")
+            assert d is not None
+            kept = t.lookup(d, b"kept")
+            assert kept is not None and sorted(t.links_of(kept)) == sorted([(d, b"kept"), (s.ROOT_INO, b"second")])
+            t.delete("links", s.link_key(kept, s.ROOT_INO, b"second"))
+            t.put("links", s.link_key(kept, d, b"gone"), b"")
+    finally:
+        meta.close()
+    res = fsck(repfs)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert count(res.stdout, "link table rows that differ from the names (where a file lives)") == 2
+    res = fsck(repfs, "--repair")
+    assert res.returncode == 0 and "0 problems left" in res.stdout, res.stdout + res.stderr
+    meta = MetaStore(FsPaths(repfs.fs_dir).meta)
+    try:
+        with meta.read() as t:
+            assert sorted(t.links_of(kept)) == sorted([(d, b"kept"), (s.ROOT_INO, b"second")])
+    finally:
+        meta.close()
+    repfs.mount()
+    assert (repfs.mnt / "second").read_bytes() == b"x"

@@ -39,11 +39,11 @@ RANKS = {
     # the control plane beside the stack (pool health lives in backend/ but decides
     # pool states from superblocks: it is control plane)
     "repfs.backend.health": 7,
-    "repfs.admin.pools": 7,
-    "repfs.admin.scrubber": 7,
+    "repfs.control": 7,
     # the one factory
     "repfs.stack": 8,
-    # operations and transports on top
+    # operations and transports on top; the status snapshot reads the whole stack
+    "repfs.control.status": 9,
     "repfs.fsck": 9,
     "repfs.recovery": 9,
     "repfs.fuse": 9,

@@ -2,19 +2,18 @@
 
 The same `repfs.fs.scrub.scrub` as `repfs scrub` (resume from its saved position unless
 restarted, reads paced by a rate limit, repairs through the repairer), started in the
-background; `info()` is its progress for the admin API and metrics. One at a time.
+background; `progress()` is what the admin API and metrics show. One at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
 
 import trio
 
-from repfs.admin.pools import AdminRefused
-from repfs.errors import RepfsError
+from repfs.errors import RepfsError, RequestRefused
 from repfs.fs.ratelimit import RateLimit
 from repfs.fs.repair import Repairer
 from repfs.fs.scrub import ScrubReport, scrub
@@ -29,6 +28,33 @@ def record_finished(meta: MetaStore, when: float | None = None) -> None:
     repfs_scrub_last_finished_timestamp_seconds; journaled, so a new host knows it too)."""
     with meta.write() as t:
         t.put("meta", schema.META_SCRUB_FINISHED, schema.u64(int((time.time() if when is None else when) * 1e9)))
+
+
+@dataclass(frozen=True)
+class ScrubResult:
+    blocks: int
+    copies: int
+    repaired: int
+    removed: int
+    incomplete: int
+    unrecoverable: int
+    resumed: bool
+    summary: str
+
+
+@dataclass(frozen=True)
+class ScrubProgress:
+    running: bool
+    runs: int  # scrubs started since the mount
+    done: int
+    total: int
+    started: float | None
+    finished: float | None
+    blocks_per_second: float
+    eta_seconds: float | None
+    rate_limit: float | None
+    error: str | None
+    report: ScrubResult | None  # the last finished scrub's
 
 
 class OnlineScrub:
@@ -49,7 +75,7 @@ class OnlineScrub:
 
     def start(self, nursery: trio.Nursery, *, restart: bool = False, rate: float | None = None) -> None:
         if self.running:
-            raise AdminRefused("a scrub is running already; see its progress, or cancel it")
+            raise RequestRefused("a scrub is running already; see its progress, or cancel it")
         self.running = True
         self.done = self.total = self.first = 0
         self.started, self.finished = time.time(), None
@@ -57,11 +83,10 @@ class OnlineScrub:
         self.runs += 1
         nursery.start_soon(self._run, restart, rate)
 
-    def cancel(self) -> bool:
+    def cancel(self) -> None:
         if self._scope is None:
-            return False
+            raise RequestRefused("no scrub is running")
         self._scope.cancel()
-        return True
 
     def _progress(self, done: int, total: int) -> None:
         if self.done == 0 and self.total == 0:
@@ -89,32 +114,25 @@ class OnlineScrub:
             self.running = False
             self.finished = time.time()
 
-    def info(self) -> dict[str, Any]:
+    def progress(self) -> ScrubProgress:
         elapsed = ((self.finished or time.time()) - self.started) if self.started else 0.0
         speed = (self.done - self.first) / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.done) / speed if speed > 0 and self.running else None
-        report = self.report
-        return {
-            "running": self.running,
-            "runs": self.runs,
-            "done": self.done,
-            "total": self.total,
-            "started": self.started,
-            "finished": self.finished,
-            "blocks_per_second": round(speed, 2),
-            "eta_seconds": round(left, 1) if left is not None else None,
-            "rate_limit": self.rate,
-            "error": self.error,
-            "report": None
-            if report is None
-            else {
-                "blocks": report.blocks,
-                "copies": report.copies,
-                "repaired": report.repaired,
-                "removed": report.removed,
-                "incomplete": report.incomplete,
-                "unrecoverable": report.unrecoverable,
-                "resumed": report.resumed,
-                "summary": report.summary(),
-            },
-        }
+        r = self.report
+        return ScrubProgress(
+            running=self.running,
+            runs=self.runs,
+            done=self.done,
+            total=self.total,
+            started=self.started,
+            finished=self.finished,
+            blocks_per_second=round(speed, 2),
+            eta_seconds=round(left, 1) if left is not None else None,
+            rate_limit=self.rate,
+            error=self.error,
+            report=None
+            if r is None
+            else ScrubResult(
+                r.blocks, r.copies, r.repaired, r.removed, r.incomplete, r.unrecoverable, r.resumed, r.summary()
+            ),
+        )

@@ -2,7 +2,7 @@
 
 Every change follows the same steps, one change at a time:
 
-1. check it (404 unknown pool, 400 bad value, 409 refused) and, for a new pool, check the
+1. check it (`UnknownName`, `InvalidRequest`, `RequestRefused`) and, for a new pool, check the
    pool itself: reachable, and either empty (its superblock is written) or holding this
    filesystem's superblock; another filesystem's pool is refused;
 2. write `FS_DIR/rebalance.pending`, then the new repfs.toml (atomically);
@@ -38,13 +38,23 @@ from repfs.backend.health import HealthMonitor
 from repfs.backend.keys import JOURNAL_PREFIX, SNAPSHOT_PREFIX, SUPERBLOCK_KEY
 from repfs.backend.metaobjects import MetaObjects
 from repfs.backend.poolset import Placement, PoolSet
-from repfs.backend.s3 import S3Pool
 from repfs.backend.state import PoolState
 from repfs.backend.usage import UsageMonitor
 from repfs.codec.superblock import Superblock
-from repfs.config import FsConfig, PoolSpec, redact_url
-from repfs.errors import ConfigError, CorruptObject, ObjectNotFound, RepfsError, StorageError
+from repfs.config import FsConfig, PoolSpec, parse_pool, redact_url
+from repfs.errors import (
+    ConfigError,
+    CorruptObject,
+    InvalidRequest,
+    ObjectNotFound,
+    PoolNotAnswering,
+    RepfsError,
+    RequestRefused,
+    StorageError,
+    UnknownName,
+)
 from repfs.fs.repair import Repairer
+from repfs.journal.writer import JournalWriter
 from repfs.meta.records import BlockRecord
 from repfs.meta.store import MetaStore
 from repfs.volume import OpenedFs, open_pool, write_config
@@ -57,34 +67,75 @@ CHECK_TIMEOUT = 60.0  # seconds to check a new pool
 PENDING_NAME = "rebalance.pending"
 
 
-class AdminRefused(RepfsError):
-    """An administrator's request that cannot be done now (HTTP 409)."""
-
-
-class AdminInvalid(RepfsError):
-    """An administrator's request with a bad value (HTTP 400)."""
-
-
-class AdminUnknown(RepfsError):
-    """An administrator's request about a pool that does not exist (HTTP 404)."""
-
-
 @dataclass
 class Drain:
+    """A pool being emptied: how many blocks it held and still holds."""
+
     started: float
     total: int | None = None  # blocks held when counting began
     remaining: int | None = None
     done: bool = False
     finished: float | None = None
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "started": self.started,
-            "total": self.total,
-            "remaining": self.remaining,
-            "done": self.done,
-            "finished": self.finished,
-        }
+
+# --- what the changes answer -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolAdded:
+    pool: str
+    initialised: bool  # the pool was empty and got this filesystem's superblock
+    queued: int  # blocks queued to move onto it
+
+
+@dataclass(frozen=True)
+class PoolChanged:
+    pool: str
+    changed: tuple[str, ...]  # the settings changed (weight, capacity, warn_threshold, ...)
+    queued: int
+
+
+@dataclass(frozen=True)
+class DrainStarted:
+    pool: str
+    queued: int
+    drain: Drain
+
+
+@dataclass(frozen=True)
+class PoolRequeued:
+    """A change that moved blocks back or out: undrain."""
+
+    pool: str
+    queued: int
+
+
+@dataclass(frozen=True)
+class CopiesSet:
+    replicas: int
+    write_quorum: int
+    queued: int
+
+
+@dataclass(frozen=True)
+class PoolStateSet:
+    """Offline or online: the pool's state now."""
+
+    pool: str
+    state: str
+
+
+@dataclass(frozen=True)
+class PoolCleared:
+    pool: str
+    state: str
+    queued: int  # the repair list now, counting what the pool gets back
+
+
+@dataclass(frozen=True)
+class PoolRemoved:
+    pool: str
+    records_updated: int  # block records that no longer name it
 
 
 @dataclass
@@ -114,6 +165,7 @@ class PoolManager:
         health: HealthMonitor,
         repairer: Repairer,
         usage: UsageMonitor,
+        journal: JournalWriter,
         *,
         track_interval: float = TRACK_INTERVAL,
     ) -> None:
@@ -122,7 +174,7 @@ class PoolManager:
         self.poolset = poolset
         self.objects = objects
         self.health = health
-        self.journal: Any = None  # the journal writer, whose `copies` follow the replicas
+        self.journal = journal  # its `copies` follow the replicas
         self.repairer = repairer
         self.usage = usage
         self.track_interval = track_interval
@@ -143,7 +195,7 @@ class PoolManager:
         for p in self.config.pools:
             if p.name == name:
                 return p
-        raise AdminUnknown(f"no pool named {name!r}; pools are {', '.join(p.name for p in self.config.pools)}")
+        raise UnknownName(f"no pool named {name!r}; pools are {', '.join(p.name for p in self.config.pools)}")
 
     # --- persistence ------------------------------------------------------------------
 
@@ -181,7 +233,7 @@ class PoolManager:
                 extra=self.config.extra,
             )
         except ConfigError as exc:
-            raise AdminInvalid(str(exc)) from None
+            raise InvalidRequest(str(exc)) from None
 
     # --- queueing the blocks that move ------------------------------------------------------
 
@@ -251,24 +303,24 @@ class PoolManager:
 
     # --- the changes -------------------------------------------------------------------------
 
-    async def add(self, spec: PoolSpec, *, create: bool = False) -> dict[str, Any]:
+    async def add(self, spec: PoolSpec, *, create: bool = False) -> PoolAdded:
         """Add a pool; a local pool's directory must exist unless `create` (as at mount:
         a missing directory is a disk that is not there, never something to make)."""
         async with self._lock:
             if spec.name in self.poolset.pool_names:
-                raise AdminRefused(f"a pool named {spec.name} exists already")
+                raise RequestRefused(f"a pool named {spec.name} exists already")
             if spec.draining:
-                raise AdminInvalid("a new pool cannot start out draining")
+                raise InvalidRequest("a new pool cannot start out draining")
             config = self._with_pools([*self.config.pools, spec])
             if spec.kind == "file" and not create and not spec.path.is_dir():
-                raise AdminInvalid(
+                raise InvalidRequest(
                     f"pool {spec.name}: directory {spec.path} does not exist; create it first, or ask for it "
                     "to be made (repfs-admin pools add --create)"
                 )
             try:
                 pool = open_pool(spec, create=spec.kind == "file" and create)
             except RepfsError as exc:
-                raise AdminInvalid(f"cannot open pool {spec.name}: {exc}") from None
+                raise InvalidRequest(f"cannot open pool {spec.name}: {exc}") from None
             try:
                 initialised = await self._check_new_pool(spec, pool)
             except BaseException:
@@ -284,7 +336,7 @@ class PoolManager:
             queued = await self.queue_moved(before, f"pool {spec.name} added")
             self._settled()
             self.usage.refresh()
-            return {"pool": spec.name, "initialised": initialised, "queued": queued}
+            return PoolAdded(spec.name, initialised, queued)
 
     async def _check_new_pool(self, spec: PoolSpec, pool: Any) -> bool:
         """Reachable, and empty or this filesystem's; writes the superblock on an empty
@@ -293,28 +345,26 @@ class PoolManager:
         mine = self.health.superblock
         try:
             with trio.fail_after(CHECK_TIMEOUT):
-                if isinstance(pool, S3Pool) and not await pool.bucket_exists():
-                    raise AdminInvalid(f"{where}: bucket {pool.bucket} does not exist; create it first")
-                await pool.ping()
+                await pool.ping()  # an S3 pool whose bucket is missing says so here
                 try:
                     found: Superblock | None = Superblock.from_bytes(await pool.get(SUPERBLOCK_KEY))
                 except ObjectNotFound:
                     found = None
                 if found is not None:
                     if found.fs_uuid != mine.fs_uuid:
-                        raise AdminRefused(f"{where} belongs to filesystem {found.fs_uuid}, not {mine.fs_uuid}")
+                        raise RequestRefused(f"{where} belongs to filesystem {found.fs_uuid}, not {mine.fs_uuid}")
                     log.warning("%s already holds this filesystem's superblock: it was part of it before", where)
                     return False
                 async for key in pool.list(""):
-                    raise AdminRefused(f"{where} is not empty (it holds {key!r}) and has no repfs superblock")
+                    raise RequestRefused(f"{where} is not empty (it holds {key!r}) and has no repfs superblock")
                 await pool.put(SUPERBLOCK_KEY, mine.to_bytes())
                 return True
         except CorruptObject:
-            raise AdminRefused(f"{where} holds an unreadable superblock") from None
+            raise RequestRefused(f"{where} holds an unreadable superblock") from None
         except StorageError as exc:
-            raise AdminInvalid(f"{where} cannot be used: {exc}") from None
+            raise InvalidRequest(f"{where} cannot be used: {exc}") from None
         except trio.TooSlowError:
-            raise AdminInvalid(f"{where} did not answer within {CHECK_TIMEOUT:g} s") from None
+            raise InvalidRequest(f"{where} did not answer within {CHECK_TIMEOUT:g} s") from None
 
     async def set(
         self,
@@ -324,7 +374,7 @@ class PoolManager:
         capacity: int | None = None,
         warn: float | None = None,
         critical: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> PoolChanged:
         async with self._lock:
             spec = self.spec(name)
             changes: dict[str, Any] = {}
@@ -337,11 +387,11 @@ class PoolManager:
             if critical is not None:
                 changes["critical_threshold"] = float(critical)
             if not changes:
-                raise AdminInvalid("nothing to change: give weight, capacity, warn or critical")
+                raise InvalidRequest("nothing to change: give weight, capacity, warn or critical")
             try:
                 new = replace(spec, **changes)
             except ConfigError as exc:
-                raise AdminInvalid(str(exc)) from None
+                raise InvalidRequest(str(exc)) from None
             config = self._with_pools([new if p.name == name else p for p in self.config.pools])
             before = self.poolset.placement()
             self._commit(config)
@@ -353,16 +403,18 @@ class PoolManager:
                 why = f"pool {name} reweighted from {spec.weight:g} to {new.weight:g}"
                 queued = await self.queue_moved(before, why)
             self._settled()
-            return {"pool": name, "changed": sorted(changes), "queued": queued}
+            if capacity is not None:
+                await self.usage.measure_now()
+            return PoolChanged(name, tuple(sorted(changes)), queued)
 
-    async def drain(self, name: str) -> dict[str, Any]:
+    async def drain(self, name: str) -> DrainStarted:
         async with self._lock:
             spec = self.spec(name)
             if spec.draining:
-                return {"pool": name, "queued": 0, "drain": self.drains[name].info()}
+                return DrainStarted(name, 0, self.drains[name])
             placing = [p for p in self.config.pools if not p.draining and p.name != name]
             if len(placing) < self.config.replicas:
-                raise AdminRefused(
+                raise RequestRefused(
                     f"draining {name} would leave {len(placing)} pools to hold {self.config.replicas} replicas "
                     "of every block; add a pool first"
                 )
@@ -374,13 +426,13 @@ class PoolManager:
             queued = await self.queue_moved(before, f"pool {name} draining", held_by=name)
             self._settled()
             self._wake.set()
-            return {"pool": name, "queued": queued, "drain": self.drains[name].info()}
+            return DrainStarted(name, queued, self.drains[name])
 
-    async def undrain(self, name: str) -> dict[str, Any]:
+    async def undrain(self, name: str) -> PoolRequeued:
         async with self._lock:
             spec = self.spec(name)
             if not spec.draining:
-                raise AdminRefused(f"pool {name} is not draining")
+                raise RequestRefused(f"pool {name} is not draining")
             config = self._with_pools([replace(p, draining=False) if p.name == name else p for p in self.config.pools])
             before = self.poolset.placement()
             self._commit(config)
@@ -388,9 +440,9 @@ class PoolManager:
             self.drains.pop(name, None)
             queued = await self.queue_moved(before, f"pool {name} no longer draining")
             self._settled()
-            return {"pool": name, "queued": queued}
+            return PoolRequeued(name, queued)
 
-    async def set_copies(self, *, replicas: int | None = None, write_quorum: int | None = None) -> dict[str, Any]:
+    async def set_copies(self, *, replicas: int | None = None, write_quorum: int | None = None) -> CopiesSet:
         """Change the number of copies of every block (and of metadata objects) or the write
         quorum at runtime: kept in repfs.toml; the copies to add or remove are queued for the
         repairer, which `repair status` counts down."""
@@ -405,72 +457,72 @@ class PoolManager:
                     extra=old.extra,
                 )
             except ConfigError as exc:
-                raise AdminInvalid(str(exc)) from None
+                raise InvalidRequest(str(exc)) from None
             placing = [n for n in self.poolset.pool_names if not self.poolset.draining(n)]
             if config.replicas > len(placing):
-                raise AdminInvalid(f"replicas {config.replicas}: only {len(placing)} pools take blocks")
+                raise InvalidRequest(f"replicas {config.replicas}: only {len(placing)} pools take blocks")
             before = self.poolset.placement()
             self._commit(config)
             self.poolset.replicas, self.poolset.write_quorum = config.replicas, config.write_quorum
-            if self.journal is not None:
-                self.journal.copies = config.replicas
+            self.journal.copies = config.replicas
             queued = 0
             if config.replicas != old.replicas:
                 queued = await self.queue_moved(before, f"replicas {old.replicas} -> {config.replicas}")
             self._settled()
             log.info("replicas %d, write quorum %d (were %d and %d)", config.replicas, config.write_quorum,
                      old.replicas, old.write_quorum)  # fmt: skip
-            return {"replicas": config.replicas, "write_quorum": config.write_quorum, "queued": queued}
+            return CopiesSet(config.replicas, config.write_quorum, queued)
 
-    async def offline(self, name: str) -> dict[str, Any]:
+    async def offline(self, name: str) -> PoolStateSet:
         """Take a pool out on purpose (to fix it by hand): no traffic, no alarms, and so it
         stays across restarts (`offline = true` in repfs.toml) until it is put back."""
         async with self._lock:
             spec = self.spec(name)
             if self.poolset.draining(name):
-                raise AdminRefused(f"pool {name} is draining; undrain it before taking it offline")
+                raise RequestRefused(f"pool {name} is draining; undrain it before taking it offline")
             self.health.take_offline(name)
             if not spec.offline:
                 self._set_offline(name, True)
-            return {"pool": name, "state": self.poolset.state(name).value}
+            return PoolStateSet(name, self.poolset.state(name).value)
 
-    async def online(self, name: str) -> dict[str, Any]:
+    async def online(self, name: str) -> PoolStateSet:
         """Put an offline pool back: it is challenged (verifying), then used again."""
         async with self._lock:
             spec = self.spec(name)
             try:
                 self.health.put_online(name)
             except ValueError as exc:
-                raise AdminRefused(str(exc)) from None
+                raise RequestRefused(str(exc)) from None
             if spec.offline:
                 self._set_offline(name, False)
-            return {"pool": name, "state": self.poolset.state(name).value}
+            return PoolStateSet(name, self.poolset.state(name).value)
 
-    async def clear(self, name: str) -> dict[str, Any]:
+    async def clear(self, name: str) -> PoolCleared:
         """Accept a failed pool as it is; what it lacks is copied back (`repair status`)."""
-        self.spec(name)
-        try:
-            await self.health.clear(name)
-        except ValueError as exc:
-            raise AdminRefused(str(exc)) from None
-        except (StorageError, trio.TooSlowError) as exc:
-            raise AdminRefused(f"pool {name} does not answer: {exc or 'no answer in time'}") from None
-        return {"pool": name, "state": self.poolset.state(name).value, "queued": self.deficit()}
+        async with self._lock:
+            self.spec(name)
+            try:
+                await self.health.clear(name)
+            except ValueError as exc:
+                raise RequestRefused(str(exc)) from None
+            except (StorageError, trio.TooSlowError) as exc:
+                raise PoolNotAnswering(f"pool {name} does not answer: {exc or 'no answer in time'}") from None
+            return PoolCleared(name, self.poolset.state(name).value, self.deficit())
 
-    async def remove(self, name: str) -> dict[str, Any]:
+    async def remove(self, name: str) -> PoolRemoved:
         async with self._lock:
             self.spec(name)
             if self.poolset.state(name).serves:
                 await self.rescue_meta(name)
             rest = [p for p in self.config.pools if p.name != name]
             if len(rest) < self.config.replicas:
-                raise AdminRefused(
+                raise RequestRefused(
                     f"removing {name} would leave {len(rest)} pools for {self.config.replicas} replicas; add one first"
                 )
             config = self._with_pools(rest)
             only, short = self._copies_elsewhere(name)
             if only or short:
-                raise AdminRefused(
+                raise RequestRefused(
                     f"pool {name} holds the only copy of {only} blocks, and {short} more would keep fewer than "
                     f"{self.config.replicas} copies without it; drain it first (repfs-admin pools drain {name} --wait)"
                 )
@@ -488,7 +540,7 @@ class PoolManager:
             except (StorageError, OSError) as exc:
                 log.warning("error closing pool %s: %s", name, exc)
             log.info("pool %s removed; %d block records no longer name it", name, stripped)
-            return {"pool": name, "records_updated": stripped}
+            return PoolRemoved(name, stripped)
 
     def _copies_elsewhere(self, name: str) -> tuple[int, int]:
         """(blocks whose only copy `name` holds, blocks that would keep fewer than
@@ -539,7 +591,7 @@ class PoolManager:
                     data = await self.objects.get_from(name, key)
                     await self.objects.put_meta(key, data)
                 except StorageError as exc:
-                    raise AdminRefused(f"cannot copy {key} from pool {name} to the other pools: {exc}") from None
+                    raise RequestRefused(f"cannot copy {key} from pool {name} to the other pools: {exc}") from None
                 copied += 1
         if copied:
             log.warning("pool %s: copied %d metadata objects only it held to the other pools", name, copied)
@@ -569,7 +621,7 @@ class PoolManager:
             if d.remaining == 0 and not d.done and self.poolset.state(name).serves:
                 try:
                     await self.rescue_meta(name)
-                except AdminRefused as exc:
+                except RequestRefused as exc:
                     log.warning("pool %s holds no blocks any more, but: %s", name, exc)
                     continue
                 d.done, d.finished = True, time.time()
@@ -598,17 +650,15 @@ class PoolManager:
                 await self._wake.wait()
 
 
-def pool_spec_from(body: dict[str, Any]) -> PoolSpec:
+def spec_from_request(body: dict[str, Any]) -> PoolSpec:
     """A new pool from an admin request. Inline S3 secrets are refused: name a
     credentials_file (mode 0600), or let the daemon's environment provide them."""
-    from repfs.config import parse_pool
-
     if not isinstance(body.get("name"), str):
-        raise AdminInvalid("give the new pool's name")
+        raise InvalidRequest("give the new pool's name")
     if "access_key" in body or "secret_key" in body:
-        raise AdminInvalid("secrets do not travel over the admin socket: give credentials_file instead")
+        raise InvalidRequest("secrets do not travel over the admin socket: give credentials_file instead")
     try:
         return parse_pool(body, 0, source="request")
     except ConfigError as exc:
-        raise AdminInvalid(str(exc)) from None
+        raise InvalidRequest(str(exc)) from None
 

@@ -11,7 +11,7 @@ from repfs.config import redact_url
 from repfs.meta import schema
 
 if TYPE_CHECKING:
-    from repfs.admin.pools import PoolManager
+    from repfs.control.pools import PoolManager
     from repfs.stack import Layers
 
 
@@ -115,7 +115,7 @@ def pool_status(layers: Layers, pools: PoolManager, name: str) -> PoolStatus:
         level=space.level,
         full=space.full,
         usage_measured=layers.usage.measured.get(name),
-        drain=drain.info() if drain is not None else None,
+        drain=dataclasses.asdict(drain) if drain is not None else None,
     )
 
 
@@ -152,7 +152,7 @@ def repair_status(layers: Layers) -> RepairStatus:
             "recent": [job.info() for job in pools.rebalances],
             "pending": pools.pending.exists(),
         },
-        drains={name: d.info() for name, d in pools.drains.items()},
+        drains={name: dataclasses.asdict(d) for name, d in pools.drains.items()},
     )
 
 
@@ -189,7 +189,7 @@ def take(layers: Layers) -> Status:
             queued_bytes=int(getattr(layers.journal, "queued_bytes", 0)),
         ),
         accounts=AccountStatus(
-            total=len(book), refused=book.refused_count(), not_on_host=layers.accounts.not_on_host()
+            total=len(book), refused=book.refused_count(), not_on_host=list(layers.accounts.not_on_host)
         ),
         scrub_finished_ns=schema.from_u64(finished) if finished is not None else layers.opened.superblock.created_ns,
         blocks=dict(layers.blocks.stats),

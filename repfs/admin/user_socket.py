@@ -1,0 +1,153 @@
+"""The user socket: what an account may ask of the running filesystem about itself.
+
+A Unix socket of mode 0666 beside the admin socket (by default
+`/run/repfs/ID/user.sock`, see `auth.user_socket_path`; `repfs-admin -m MOUNTPOINT` finds
+it). Anyone may connect; every request is authorized by the peer's uid (SO_PEERCRED),
+mapped to its account by `AccountManager.speaking_for`. Only routes about one's own
+account are here, and no admin route at all: an unknown path is 404 whoever asks. Root
+may act for an account with the header `Repfs-Act-As: NAME` (the web interface does);
+anyone else who sends it gets 403. Limits are those of the admin socket (HttpServer).
+
+| method | path | body | answer |
+|---|---|---|---|
+| GET | /v1/health | | 200 {"ok": true} |
+| GET | /v1/me | | 200 ACCOUNT (as on the admin socket: never the password hash) |
+| PUT | /v1/me/password | {"password", "old_password"?} | 200 {"name", "password_set"} |
+
+`old_password` is needed when the account has a password, unless root acts for it.
+403: no account for the uid, the account is disabled or expired, a wrong old password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import trio
+
+from repfs.admin.auth import USER_SOCKET_MODE, Peer, bind_socket, peer_of, remove_socket
+from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
+from repfs.admin.users_api import body_fields, body_text
+from repfs.errors import SetupError
+from repfs.fs.accountmanager import AccountManager
+from repfs.fs.accounts import Account, AccountError, AccountInvalid, AccountRefused, AccountUnknown
+from repfs.fs.audit import Audit
+
+log = logging.getLogger(__name__)
+
+ACT_AS = "repfs-act-as"  # request header, lower case as the server keys them
+
+
+def identify(stream: trio.abc.Stream) -> Peer:
+    assert isinstance(stream, trio.SocketStream)
+    return peer_of(stream.socket)
+
+
+class UserSocket:
+    def __init__(self, accounts: AccountManager, audit: Audit, path: Path) -> None:
+        self.accounts = accounts
+        self.audit = audit
+        self.path = path
+        self.server = HttpServer(self._app, identify=identify, name="user socket")
+        self._made = False  # whether bind() made the socket's folder (removed after)
+        self.router = Router()
+        self.router.add("GET", "/v1/health", self.get_health)
+        self.router.add("GET", "/v1/me", self.get_me)
+        self.router.add("PUT", "/v1/me/password", self.put_password)
+
+    def bind(self) -> trio.socket.SocketType:
+        """The listening socket; SetupError or OSError if it cannot be made."""
+        self._made = not self.path.parent.exists()
+        sock = bind_socket(self.path, None, mode=USER_SOCKET_MODE, what="user socket")
+        if self._made:
+            self.path.parent.chmod(0o755)
+        return sock
+
+    async def serve(
+        self, sock: trio.socket.SocketType, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled; the socket (and the folder made for it) is removed after."""
+        ino = self.path.lstat().st_ino
+        try:
+            await self.server.serve([trio.SocketListener(sock)], task_status=task_status)
+        finally:
+            remove_socket(self.path, ino)
+            if self._made:
+                with contextlib.suppress(OSError):
+                    self.path.parent.rmdir()
+
+    async def _app(self, request: Request) -> Response:
+        try:
+            return await self.router(request)
+        except AccountRefused as exc:
+            raise HttpError(403, str(exc)) from None
+        except AccountUnknown as exc:  # root acting for a name that has no account
+            raise HttpError(404, str(exc)) from None
+        except AccountInvalid as exc:
+            raise HttpError(400, str(exc)) from None
+        except AccountError as exc:
+            raise HttpError(409, str(exc)) from None
+
+    def _caller(self, request: Request) -> tuple[Account, bool]:
+        """The account the request speaks for, and whether root acts for it."""
+        peer: Peer = request.peer
+        act_as = request.headers.get(ACT_AS) or None
+        return self.accounts.speaking_for(peer.uid, act_as), act_as is not None
+
+    async def get_health(self, request: Request) -> Response:
+        return Response.json(200, {"ok": True})
+
+    async def get_me(self, request: Request) -> Response:
+        account, _ = self._caller(request)
+        return Response.json(200, account.public())
+
+    async def put_password(self, request: Request) -> Response:
+        peer: Peer = request.peer
+        result = "ok"
+        name: str | None = None
+        by_root = False
+        try:
+            account, by_root = self._caller(request)
+            name = account.name
+            body = body_fields(request.json(), {"password", "old_password"}, {"password"})
+            await self.accounts.change_own_password(
+                account, body_text(body, "old_password"), body_text(body, "password") or "", checked=by_root
+            )
+            return Response.json(200, {"name": account.name, "password_set": True})
+        except (AccountError, HttpError) as exc:
+            result = _result(exc)
+            raise
+        finally:
+            acting = name if by_root else None
+            self.audit.write(peer.uid, "me.passwd", f"/{name}" if name else None, result, socket="user", act_as=acting)
+
+
+def _result(exc: Exception) -> str:
+    if isinstance(exc, HttpError):
+        return f"HTTP {exc.status}"
+    return "EACCES" if isinstance(exc, AccountRefused) else "EINVAL"
+
+
+async def serve_user_socket(
+    accounts: AccountManager,
+    audit: Audit,
+    path: Path,
+    *,
+    explicit: bool,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the user socket at `path`. A default path that cannot be made (a daemon not
+    run as root cannot write /run/repfs) turns it off with a warning; an explicit one
+    (`--user-socket`) is an error."""
+    socket = UserSocket(accounts, audit, path)
+    try:
+        sock = socket.bind()
+    except (SetupError, OSError) as exc:
+        if explicit:
+            raise SetupError(f"cannot serve the user socket at {path}: {exc}") from None
+        log.warning("no user socket: %s (give --user-socket PATH, or run the daemon as root)", exc)
+        task_status.started()
+        return
+    log.info("user socket at %s", path)
+    await socket.serve(sock, task_status=task_status)

@@ -218,11 +218,14 @@ class AccountManager:
 
 def make_host_user(name: str, uid: int | None) -> tuple[int, int]:
     """Make a host user for an account (with `uid`, or the next free one): no home
-    directory, no login shell. Returns its (uid, gid)."""
+    directory, no login shell, no password of the host (`*`: none matches, yet the account
+    is not locked, so sshd lets it log in with a key for the sftp recipe). Returns its
+    (uid, gid)."""
     with_uid = ["--uid", str(uid)] if uid is not None else []
     try:
         subprocess.run(
-            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", *with_uid, name],
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--password", "*", "--user-group",
+             *with_uid, name],
             check=True, capture_output=True, text=True, timeout=USERADD_TIMEOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     except FileNotFoundError:

@@ -182,10 +182,12 @@ def test_sftp_scp_and_rsync_put_each_account_in_its_namespace(
     assert (fs.mnt / bob / "backup" / "a.txt").stat().st_uid == b_uid
     again = sshd.rsync("-a", "--itemize-changes", f"{tree}/", f"{bob}@127.0.0.1:backup/")
     assert again.returncode == 0 and again.stdout.strip() == ""  # nothing to send twice
-    for target in (f"{bob}@127.0.0.1:../{alice}/", f"{bob}@127.0.0.1:/etc/"):
-        res = sshd.rsync("-a", f"{tree}/", target)
-        assert res.returncode != 0, (target, res.stdout)
-    assert not (fs.mnt / alice / "a.txt").exists()
+    res = sshd.rsync("-a", f"{tree}/", f"{bob}@127.0.0.1:../{alice}/")
+    assert res.returncode != 0 and not (fs.mnt / alice / "a.txt").exists(), res.stdout
+    marker = f"repfs-sshd-{os.urandom(4).hex()}"
+    res = sshd.rsync("-a", f"{tree}/", f"{bob}@127.0.0.1:/{marker}/")  # an absolute path is inside too
+    assert res.returncode == 0 and not Path("/", marker).exists(), res.stderr
+    assert (fs.mnt / bob / marker / "a.txt").read_text() == "alpha\n"
     res = subprocess.run(["ssh", "-p", str(sshd.port), *sshd.ssh_options(), f"{bob}@127.0.0.1", "id"],
                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
     assert "uid=" not in res.stdout

@@ -112,6 +112,18 @@ class BadFileHandle(FsError):
     errno = _errno.EBADF
 
 
+class FileLocked(FsError):
+    """Another account is modifying the file (it holds its lock)."""
+
+    errno = _errno.EBUSY
+
+
+class LockBroken(FsError):
+    """This handle's lock was broken by an administrator: its writes are refused."""
+
+    errno = _errno.EIO
+
+
 class NoSpace(FsError):
     """No space left on any pool."""
 

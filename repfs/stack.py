@@ -38,8 +38,10 @@ from repfs.fs.accounts import AccountBook, check_host
 from repfs.fs.audit import Audit
 from repfs.fs.core import Filesystem
 from repfs.fs.kernelcache import KernelCacheQueue
+from repfs.fs.locks import LockTable
 from repfs.fs.ratelimit import RateLimit
 from repfs.fs.repair import Repairer
+from repfs.fs.sharemanager import ShareManager
 from repfs.journal.replay import catch_up
 from repfs.journal.writer import JournalWriter
 from repfs.lease import MountLease
@@ -92,6 +94,8 @@ class Layers:
     accounts: AccountManager
     kernel_cache: KernelCacheQueue
     audit: Audit
+    locks: LockTable
+    shares: ShareManager
 
     async def run_upkeep(self, nursery: trio.Nursery) -> None:
         """Background work that uses the metadata: garbage collection, pool health and
@@ -209,6 +213,7 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     )
     book = AccountBook()
     audit = Audit(meta, book, enabled=opts.audit)
+    locks = LockTable()
     fs = Filesystem(
         meta,
         blocks,
@@ -218,6 +223,7 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         replicas=config.replicas,
         accounts=book,
         audit=audit,
+        locks=locks,
     )
     repairer = Repairer(meta, poolset, copies, blocks.locks, rate=RateLimit(opts.repair_rate))
     health = HealthMonitor(
@@ -240,9 +246,10 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     pools = PoolManager(opened, meta, poolset, objects, health, repairer, usage, journal)
     kernel_cache = KernelCacheQueue()
     accounts = AccountManager(meta, fs, book, kernel_cache)
+    share_manager = ShareManager(meta, fs, kernel_cache, audit)
     return Layers(
         opened, meta, poolset, store, copies, objects, blocks, cache, fs, health, repairer, journal, lease, usage,
-        pools, accounts, kernel_cache, audit,
+        pools, accounts, kernel_cache, audit, locks, share_manager,
     )  # fmt: skip
 
 

@@ -21,7 +21,6 @@ Exit codes:
 from __future__ import annotations
 
 import io
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +29,9 @@ from typing import Any, TypeVar
 
 import click
 
-from repfs import __version__, mountinfo
+from repfs import __version__
+from repfs.admin.cli_locks import locks
+from repfs.admin.cli_shares import shares
 from repfs.admin.cli_users import users
 from repfs.admin.cliutil import (
     EXIT_TIMEOUT,
@@ -40,6 +41,7 @@ from repfs.admin.cliutil import (
     die,
     emit,
     fields,
+    in_mount,
     json_option,
     pct,
     show,
@@ -124,6 +126,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     a = st["accounts"]
     moved = f"; NOT ON THIS HOST (name or uid changed): {', '.join(a['not_on_host'])}" if a["not_on_host"] else ""
     click.echo(f"accounts    {a['total']}, {a['refused']} disabled or expired{moved}")
+    sharing = st.get("sharing", {})
+    click.echo(f"sharing     {sharing.get('shares', 0)} shares, {sharing.get('locks', 0)} files locked now")
     click.echo("")
     if st["alerts"]:
         for alert in st["alerts"]:
@@ -397,18 +401,6 @@ def scrub(
         sys.exit(1)
 
 
-def _in_mount(path: str) -> str:
-    """PATH relative to the root of the repfs mount that holds it (or as given, when it is
-    not an absolute path under a repfs mount: then it is relative to the root already)."""
-    absolute = os.path.abspath(path) if path.startswith((".", "/")) or os.path.exists(path) else None
-    if absolute is not None:
-        targets = [m.target for m in mountinfo.mounts() if m.source.startswith(mountinfo.FSNAME_PREFIX)]
-        for target in sorted(targets, key=len, reverse=True):
-            if absolute == target or absolute.startswith(target.rstrip("/") + "/"):
-                return os.path.relpath(absolute, target)
-    return path
-
-
 @main.command()
 @click.argument("path")
 @click.option("--deep", is_flag=True, help="Read every copy and check it by digest (else: ask whether it is there).")
@@ -418,7 +410,7 @@ def check(ctx: click.Context, path: str, deep: bool, as_json: bool) -> None:
     """Where each block of a file (or of every file under a folder) has its copies, and
     whether they are there (or, with --deep, good). Missing or damaged copies are queued
     for repair. Exit 0 when every block has all its copies good, 1 otherwise."""
-    answer = call(ctx, "POST", "/v1/check", {"path": _in_mount(path), "deep": deep})
+    answer = call(ctx, "POST", "/v1/check", {"path": in_mount(path), "deep": deep})
     problems = 0
     lines = []
     for f in answer["files"]:
@@ -528,6 +520,8 @@ def repair_status(ctx: click.Context, as_json: bool) -> None:
 
 
 main.add_command(users)
+main.add_command(locks)
+main.add_command(shares)
 
 
 if __name__ == "__main__":

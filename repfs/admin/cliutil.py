@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from repfs import mountinfo
 from repfs.admin.client import AdminClient, AdminError, Unreachable, find_socket, find_user_socket
 from repfs.progress import duration
 
@@ -141,3 +142,15 @@ def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
     cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+def in_mount(path: str) -> str:
+    """PATH relative to the root of the repfs mount that holds it (or as given, when it is
+    not an absolute path under a repfs mount: then it is relative to the root already)."""
+    absolute = os.path.abspath(path) if path.startswith((".", "/")) or os.path.exists(path) else None
+    if absolute is not None:
+        targets = [m.target for m in mountinfo.mounts() if m.source.startswith(mountinfo.FSNAME_PREFIX)]
+        for target in sorted(targets, key=len, reverse=True):
+            if absolute == target or absolute.startswith(target.rstrip("/") + "/"):
+                return os.path.relpath(absolute, target)
+    return path

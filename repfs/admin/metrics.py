@@ -77,6 +77,8 @@ HELP: dict[str, str] = {
     "repfs_replica_deficit_blocks": "Blocks not exactly on their placement pools (missing copies, or to be moved)",
     "repfs_accounts": "Accounts of the filesystem",
     "repfs_accounts_refused": "Accounts refused now: disabled or past their validity",
+    "repfs_shares": "Shares: (item, account) pairs in the share table",
+    "repfs_locks": "Files locked now: open for writing by one account",
     "repfs_block_records": "Distinct blocks the filesystem holds (block records in the metadata, one per block id)",
     "repfs_repair_copies_total": "Copies written by the repairer (repair, rebalance, drain)",
     "repfs_repair_removed_copies_total": "Extra or damaged copies deleted by the repairer",
@@ -255,6 +257,8 @@ class LiveCollector(Collector):
         yield from self._gauges(
             ("repfs_accounts", st.accounts.total),
             ("repfs_accounts_refused", st.accounts.refused),
+            ("repfs_shares", st.sharing.shares),
+            ("repfs_locks", st.sharing.locks),
             ("repfs_replica_deficit_blocks", st.repair.deficit),
             ("repfs_block_records", count_entries(layers.meta, "blocks")),
         )

@@ -26,12 +26,14 @@ from repfs import __version__
 from repfs.admin.auth import Gate, bind_socket, remove_socket, resolve_group, user_socket_path
 from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
 from repfs.admin.metrics import Metrics
+from repfs.admin.shares_api import add_admin_routes as add_share_routes
 from repfs.admin.user_socket import serve_user_socket
 from repfs.admin.users_api import add_routes as add_user_routes
 from repfs.admin.webconfig import REALM, BasicAuth, TlsContexts, TlsListener, WebConfig
 from repfs.config import parse_ratio, parse_size
 from repfs.control import status
 from repfs.control.keys import change_secret
+from repfs.control.locks import break_lock, list_locks
 from repfs.control.pools import PoolManager, spec_from_request
 from repfs.control.scrub import OnlineScrub
 from repfs.errors import (
@@ -172,9 +174,7 @@ class Daemon:
             if opts.user_socket_enabled:
                 where = opts.user_socket or user_socket_path(self.layers.opened.paths.root)
                 explicit = opts.user_socket is not None
-                await nursery.start(
-                    partial(serve_user_socket, self.layers.accounts, self.layers.audit, where, explicit=explicit)
-                )
+                await nursery.start(partial(serve_user_socket, self.layers, where, explicit=explicit))
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -251,7 +251,10 @@ class Daemon:
         r.add("POST", "/v1/scrub", self.post_scrub)
         r.add("DELETE", "/v1/scrub", self.delete_scrub)
         r.add("POST", "/v1/keys/passwd", self.post_passwd)
+        r.add("GET", "/v1/locks", self.get_locks)
+        r.add("POST", "/v1/locks/break", self.post_lock_break)
         add_user_routes(r, self.layers.accounts, self.layers.audit)
+        add_share_routes(r, self.layers.shares)
         return r
 
     # --- what the endpoints say --------------------------------------------------------------
@@ -384,6 +387,19 @@ class Daemon:
 
     async def post_clear(self, request: Request) -> Response:
         return _answer(202, await self.pools.clear(request.params["name"]))
+
+    async def get_locks(self, request: Request) -> Response:
+        held = list_locks(self.layers.meta, self.layers.locks)
+        return Response.json(200, {"locks": [dataclasses.asdict(lock) for lock in held]})
+
+    async def post_lock_break(self, request: Request) -> Response:
+        body = request.json()
+        path = body.get("path")
+        if not isinstance(path, str) or set(body) - {"path"}:
+            raise InvalidRequest("give path (relative to the mount point)")
+        peer = request.peer
+        by = peer.uid if peer is not None else 0
+        return _answer(200, break_lock(self.layers.meta, self.layers.locks, self.layers.audit, path, by_uid=by))
 
     async def get_repair(self, request: Request) -> Response:
         return Response.json(200, self.repair_info())

@@ -13,6 +13,7 @@ anyone else who sends it gets 403. Limits are those of the admin socket (HttpSer
 | GET | /v1/health | | 200 {"ok": true} |
 | GET | /v1/me | | 200 ACCOUNT (as on the admin socket: never the password hash) |
 | PUT | /v1/me/password | {"password", "old_password"?} | 200 {"name", "password_set"} |
+| GET, POST | /v1/me/shares, /v1/me/shares/remove | see `shares_api` | shares of what it owns or masters |
 
 `old_password` is needed when the account has a password, unless root acts for it.
 403: no account for the uid, the account is disabled or expired, a wrong old password.
@@ -23,16 +24,22 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from repfs.admin.auth import USER_SOCKET_MODE, Peer, bind_socket, peer_of, remove_socket
 from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
+from repfs.admin.shares_api import add_user_routes as add_user_share_routes
 from repfs.admin.users_api import body_fields, body_text
 from repfs.errors import SetupError
 from repfs.fs.accountmanager import AccountManager
 from repfs.fs.accounts import Account, AccountError, AccountInvalid, AccountRefused, AccountUnknown
 from repfs.fs.audit import Audit
+from repfs.fs.sharemanager import ShareManager
+
+if TYPE_CHECKING:
+    from repfs.stack import Layers
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +52,7 @@ def identify(stream: trio.abc.Stream) -> Peer:
 
 
 class UserSocket:
-    def __init__(self, accounts: AccountManager, audit: Audit, path: Path) -> None:
+    def __init__(self, accounts: AccountManager, shares: ShareManager, audit: Audit, path: Path) -> None:
         self.accounts = accounts
         self.audit = audit
         self.path = path
@@ -55,6 +62,7 @@ class UserSocket:
         self.router.add("GET", "/v1/health", self.get_health)
         self.router.add("GET", "/v1/me", self.get_me)
         self.router.add("PUT", "/v1/me/password", self.put_password)
+        add_user_share_routes(self.router, shares, lambda request: self._caller(request)[0].uid)
 
     def bind(self) -> trio.socket.SocketType:
         """The listening socket; SetupError or OSError if it cannot be made."""
@@ -130,8 +138,7 @@ def _result(exc: Exception) -> str:
 
 
 async def serve_user_socket(
-    accounts: AccountManager,
-    audit: Audit,
+    layers: Layers,
     path: Path,
     *,
     explicit: bool,
@@ -140,7 +147,7 @@ async def serve_user_socket(
     """Serve the user socket at `path`. A default path that cannot be made (a daemon not
     run as root cannot write /run/repfs) turns it off with a warning; an explicit one
     (`--user-socket`) is an error."""
-    socket = UserSocket(accounts, audit, path)
+    socket = UserSocket(layers.accounts, layers.shares, layers.audit, path)
     try:
         sock = socket.bind()
     except (SetupError, OSError) as exc:

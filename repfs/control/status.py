@@ -74,6 +74,12 @@ class AccountStatus:
 
 
 @dataclass
+class SharingStatus:
+    shares: int  # rows of the share table
+    locks: int  # files locked now
+
+
+@dataclass
 class Status:
     fs_uuid: str
     fs_dir: str
@@ -86,6 +92,7 @@ class Status:
     cache: CacheStatus
     journal: JournalStatus
     accounts: AccountStatus
+    sharing: SharingStatus
     scrub_finished_ns: int  # when a scrub last went through every block (else the filesystem's birth)
     blocks: dict[str, int] = field(default_factory=dict)  # the block layer's counters
 
@@ -165,6 +172,7 @@ def take(layers: Layers) -> Status:
     book = layers.accounts.book
     with layers.meta.read() as t:
         finished = t.get("meta", schema.META_SCRUB_FINISHED)
+        shares = int(t.txn.stat(t.db["shares"])["entries"])
     return Status(
         fs_uuid=layers.opened.superblock.fs_uuid,
         fs_dir=str(layers.opened.paths.root),
@@ -191,6 +199,7 @@ def take(layers: Layers) -> Status:
         accounts=AccountStatus(
             total=len(book), refused=book.refused_count(), not_on_host=list(layers.accounts.not_on_host)
         ),
+        sharing=SharingStatus(shares=shares, locks=len(layers.locks.held())),
         scrub_finished_ns=schema.from_u64(finished) if finished is not None else layers.opened.superblock.created_ns,
         blocks=dict(layers.blocks.stats),
     )

@@ -21,6 +21,7 @@ import trio.lowlevel
 
 from repfs.errors import FsError
 from repfs.fs import accounts as acc
+from repfs.fs import shares
 from repfs.fs.access import ROOT
 from repfs.fs.accounts import Account, AccountBook, AccountError, AccountInvalid, AccountRefused
 from repfs.fs.core import Filesystem
@@ -170,6 +171,7 @@ class AccountManager:
         with self.meta.write() as t:
             home = acc.namespace_of(t, acc.get_or_fail(t, name))
             account = acc.remove(t, name)
+            shares.forget_grantee(t, account.uid)  # what it was given goes with it
         if home is not None:  # an ordinary empty directory now: removed like any other
             self.fs.rmdir(ROOT, s.ROOT_INO, name.encode())
         self.book.forget(account)

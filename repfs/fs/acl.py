@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from repfs.errors import AccessDenied, InvalidArgument, NoAttribute, NotSupported
+from repfs.fs import shares
 from repfs.meta import schema as s
 from repfs.meta.records import Inode
 from repfs.meta.store import Txn
@@ -156,11 +157,57 @@ def _stored(t: Txn, ino: int, name: bytes) -> Acl | None:
 
 
 def effective_access(t: Txn, inode: Inode) -> Acl | None:
-    """The inode's access ACL as the kernel should see it; None when the mode says it all."""
+    """The inode's access ACL as the kernel should see it; None when the mode says it all.
+
+    The stored ACL with the mode's bits, plus the entries shares give (`shares.grants`),
+    the mask widened to cover them."""
     if inode.is_symlink:
         return None
-    acl = _stored(t, inode.ino, ACCESS)
-    return acl.with_mode(inode.mode) if acl is not None else None
+    stored = _stored(t, inode.ino, ACCESS)
+    acl = stored.with_mode(inode.mode) if stored is not None else None
+    extra = shares.grants(t, inode)
+    if not extra:
+        return acl
+    return with_grants(acl if acl is not None else from_mode(inode.mode), extra)
+
+
+def with_grants(acl: Acl, extra: dict[int, int]) -> Acl:
+    """`acl` with a named user entry per uid in `extra` (bits added to one it has), and a
+    mask that covers every named entry and the group entry it had."""
+    named = {e.qualifier: e.perm for e in acl.named(USER)}
+    for uid, perm in extra.items():
+        named[uid] = named.get(uid, 0) | perm
+    old_mask = acl.get(MASK)
+    mask = old_mask.perm if old_mask is not None else acl.perm(GROUP_OBJ)
+    for perm in named.values():
+        mask |= perm
+    entries = [e for e in acl.entries if e.tag not in (USER, MASK)]
+    entries += [Entry(USER, uid, perm) for uid, perm in named.items()]
+    entries.append(Entry(MASK, UNDEFINED_ID, mask))
+    return Acl(tuple(sorted(entries)))
+
+
+def _without_grants(acl: Acl, extra: dict[int, int]) -> Acl:
+    """An ACL written back (setfacl reads the computed one, changes it, writes it all):
+    the named entries that shares give are not stored, so a revoke takes them away."""
+    if not extra:
+        return acl
+
+    def granted(e: Entry) -> bool:
+        return e.tag == USER and e.qualifier in extra and e.perm & ~extra[e.qualifier] == 0
+
+    return Acl(tuple(e for e in acl.entries if not granted(e)))
+
+
+def shown_mode(t: Txn, inode: Inode) -> int:
+    """The mode the kernel is shown: its group bits are the mask of the effective ACL,
+    which shares may widen (the kernel skips an ACL whose mask is empty)."""
+    if inode.is_symlink or not shares.any_shares(t):
+        return inode.mode
+    acl = effective_access(t, inode)
+    if acl is None or acl.get(MASK) is None:
+        return inode.mode
+    return (inode.mode & ~0o070) | (acl.perm(MASK) << 3)
 
 
 def default_of(t: Txn, inode: Inode) -> Acl | None:
@@ -195,6 +242,7 @@ def store(t: Txn, inode: Inode, name: bytes, value: bytes) -> None:
             raise AccessDenied("only directories have a default ACL")
         t.put("xattrs", key, acl.pack())
         return
+    acl = _without_grants(acl, shares.grants(t, inode))
     inode.mode = (inode.mode & ~0o777) | acl.mode_bits()
     if acl.extended:
         t.put("xattrs", key, acl.pack())

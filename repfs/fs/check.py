@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from repfs.backend.copies import BlockCopies
 from repfs.backend.poolset import PoolSet
-from repfs.errors import NotADirectory, NotFound, StorageError
+from repfs.errors import StorageError
+from repfs.fs.paths import resolve
 from repfs.fs.repair import Repairer
-from repfs.meta import schema as s
 from repfs.meta.store import MetaStore
 
 MAX_FILES = 100_000  # files one check answers for (a folder with more is cut off, and says so)
@@ -39,20 +39,6 @@ class FileCheck:
     path: str
     size: int
     blocks: list[BlockCheck] = field(default_factory=list)
-
-
-def resolve(meta: MetaStore, path: str) -> int:
-    """The inode of `path`, relative to the root of the filesystem (NotFound, NotADirectory)."""
-    ino = s.ROOT_INO
-    with meta.read() as t:
-        for name in [p for p in path.split("/") if p and p != "."]:
-            if not t.inode(ino).is_dir:
-                raise NotADirectory(f"{name!r}: a component of the path is not a directory")
-            child = t.lookup(ino, name.encode())
-            if child is None:
-                raise NotFound(f"no such file or folder: {path}")
-            ino = child
-    return ino
 
 
 def _files(meta: MetaStore, ino: int, path: str) -> tuple[list[tuple[int, str, int]], bool]:

@@ -11,6 +11,7 @@ the last `forget`, at unmount, or at the next mount after a crash.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -31,11 +32,12 @@ from repfs.errors import (
     NoSpace,
     NotADirectory,
 )
-from repfs.fs import access
+from repfs.fs import access, acl, shares
 from repfs.fs import namespace as ns
 from repfs.fs.access import Caller
 from repfs.fs.accounts import AccountBook
 from repfs.fs.audit import Audit
+from repfs.fs.locks import LockTable
 from repfs.meta import schema as s
 from repfs.meta.records import Inode
 from repfs.meta.store import MetaStore, Txn
@@ -111,6 +113,7 @@ class Filesystem:
         replicas: int,
         accounts: AccountBook | None = None,
         audit: Audit | None = None,
+        locks: LockTable | None = None,
     ) -> None:
         self.meta = meta
         self.blocks = blocks
@@ -120,6 +123,7 @@ class Filesystem:
         self.replicas = replicas
         self.accounts = accounts if accounts is not None else AccountBook()
         self.audit = audit
+        self.locks = locks if locks is not None else LockTable()
         self.lookups: dict[int, int] = {}
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
@@ -163,6 +167,7 @@ class Filesystem:
         """Free an inode nobody can reach: its data, then its metadata."""
         self.cache.drop(ino)
         self.blocks.drop(t, ino, 0)
+        shares.forget_item(t, ino)
         ns.forget_inode_metadata(t, ino)
 
     def _unlinked(self, t: Txn, inode: Inode) -> None:
@@ -191,6 +196,13 @@ class Filesystem:
     def getattr(self, ino: int) -> Inode:
         with self.meta.read() as t:
             return t.inode(ino)
+
+    def presented(self, inode: Inode) -> Inode:
+        """`inode` as the kernel is to see it: shares widen the mode's group bits (they
+        are the mask of the ACL the kernel reads with getxattr)."""
+        with self.meta.read() as t:
+            mode = acl.shown_mode(t, inode)
+        return inode if mode == inode.mode else dataclasses.replace(inode, mode=mode)
 
     def allocated(self, inode: Inode) -> int:
         """Bytes of the file's blocks that are not holes (what st_blocks counts): logical
@@ -240,6 +252,9 @@ class Filesystem:
                 handle = self.handles.get(fh) if fh is not None else None
                 if handle is None or not handle.writable:
                     access.check(t, caller, inode, access.W_OK)
+                    self.locks.check_free(ino, caller.uid)
+                elif fh is not None:
+                    self.locks.check_write(fh)
                 if ch.size > MAX_FILE_SIZE:
                     raise FileTooLarge()
                 inode.mode = access.killed_privileges(caller, inode)
@@ -315,16 +330,28 @@ class Filesystem:
     def unlink(self, caller: Caller, parent: int, name: bytes) -> None:
         self._admit(caller)
         with self.meta.write() as t:
+            self._check_removable(t, caller, parent, name)
             self._unlinked(t, ns.unlink(t, caller, parent, name, rmdir=False))
+
+    def _check_removable(self, t: Txn, caller: Caller, parent: int, name: bytes) -> None:
+        """A name about to be removed, moved or replaced: refused while another account
+        holds its file (EBUSY), or to a grantee that did not make it (EPERM)."""
+        child = t.lookup(parent, name)
+        if child is not None:
+            self.locks.check_free(child, caller.uid)
+            shares.check_change(t, caller.uid, t.inode(child), parent)
 
     def rmdir(self, caller: Caller, parent: int, name: bytes) -> None:
         self._admit(caller)
         with self.meta.write() as t:
+            self._check_removable(t, caller, parent, name)
             self._unlinked(t, ns.unlink(t, caller, parent, name, rmdir=True))
 
     def rename(self, caller: Caller, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int) -> None:
         self._admit(caller)
         with self.meta.write() as t:
+            self._check_removable(t, caller, old_parent, old)
+            self._check_removable(t, caller, new_parent, new)
             replaced = ns.rename(t, caller, old_parent, old, new_parent, new, flags)
             if replaced is not None:
                 self._unlinked(t, replaced)
@@ -347,9 +374,14 @@ class Filesystem:
 
     # --- files ------------------------------------------------------------------------
     def _new_handle(self, ino: int, flags: int, caller: Caller) -> int:
+        """A handle; one that may write takes (or joins) its account's lock on the file."""
         fh = self._next_fh
         self._next_fh += 1
-        self.handles[fh] = Handle(ino, flags, caller)
+        h = Handle(ino, flags, caller)
+        if h.writable:
+            holder = self.accounts.name_of(caller.uid) or f"uid {caller.uid}"
+            self.locks.take(ino, caller.uid, holder, fh)
+        self.handles[fh] = h
         return fh
 
     def handle(self, fh: int) -> Handle:
@@ -365,13 +397,14 @@ class Filesystem:
             if inode.is_dir and (flags & os.O_ACCMODE) != os.O_RDONLY:
                 raise IsADirectory()
             access.check(t, caller, inode, access.open_access(flags))
+        fh = self._new_handle(ino, flags, caller)  # the lock before anything changes
         # The kernel hands O_TRUNC to open (atomic_o_trunc) instead of a separate setattr.
         if flags & os.O_TRUNC and inode.is_reg and (flags & os.O_ACCMODE) != os.O_RDONLY:
             if access.killed_privileges(caller, inode) != inode.mode:
                 self._set_mode(ino, access.killed_privileges(caller, inode))
             if inode.size:
                 await self._set_size(ino, 0)
-        return self._new_handle(ino, flags, caller)
+        return fh
 
     def create(self, caller: Caller, parent: int, name: bytes, mode: int, flags: int) -> tuple[int, Inode]:
         inode = self._create(caller, parent, name, stat.S_IFREG | stat.S_IMODE(mode))
@@ -414,6 +447,7 @@ class Filesystem:
         self._admit(h.caller)
         if not h.writable:
             raise BadFileHandle()
+        self.locks.check_write(fh)
         inode = self.getattr(h.ino)
         if h.flags & os.O_APPEND:
             offset = inode.size
@@ -462,7 +496,11 @@ class Filesystem:
 
     def release(self, fh: int) -> None:
         h = self.handles.pop(fh, None)
-        if h is not None and h.written:
+        if h is None:
+            return
+        if h.writable:
+            self.locks.release(h.ino, fh)
+        if h.written:
             self.cache.kick()
 
     async def fsyncdir(self) -> None:

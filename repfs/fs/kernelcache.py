@@ -5,7 +5,7 @@ a second; without this, a new namespace could look missing and a removed one pre
 
 The queue is bounded: when it is full an invalidation is dropped and counted, and the
 kernel's cache still expires by its timeout. The FUSE session drains it
-(`repfs.fuse.kernelcache.forward`), outside every request handler: sending from inside
+(`repfs.fuse.kernelcache.Forwarder`), outside every request handler: sending from inside
 one would deadlock the session.
 """
 

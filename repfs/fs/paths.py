@@ -1,10 +1,12 @@
 """The path of an inode, from the link table: for audit records and policy that needs a
-file's place in the tree. One read per level; the first name of an inode with several."""
+file's place in the tree. One read per level; the first name of an inode with several.
+And the other way: the inode of a path an administrator or user names (`resolve`)."""
 
 from __future__ import annotations
 
+from repfs.errors import NotADirectory, NotFound
 from repfs.meta import schema as s
-from repfs.meta.store import Txn
+from repfs.meta.store import MetaStore, Txn
 
 MAX_DEPTH = 4096  # a cycle would be corruption: stop rather than loop
 
@@ -26,3 +28,17 @@ def path_of(t: Txn, ino: int) -> str:
 def child_path(t: Txn, parent: int, name: bytes) -> str:
     base = path_of(t, parent)
     return base.rstrip("/") + "/" + name.decode(errors="replace")
+
+
+def resolve(meta: MetaStore, path: str) -> int:
+    """The inode of `path`, relative to the root of the filesystem (NotFound, NotADirectory)."""
+    ino = s.ROOT_INO
+    with meta.read() as t:
+        for name in [p for p in path.split("/") if p and p != "."]:
+            if not t.inode(ino).is_dir:
+                raise NotADirectory(f"{name!r}: a component of the path is not a directory")
+            child = t.lookup(ino, name.encode())
+            if child is None:
+                raise NotFound(f"no such file or folder: {path}")
+            ino = child
+    return ino

@@ -91,7 +91,7 @@ class RepfsOperations(pyfuse3.Operations):
         self.audit = audit if audit is not None else Audit(fs.meta, fs.accounts)
 
     def _entry(self, inode: Inode) -> pyfuse3.EntryAttributes:
-        return entry(inode, self.bs, self.fs.allocated(inode))
+        return entry(self.fs.presented(inode), self.bs, self.fs.allocated(inode))
 
     @fuse_op
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:

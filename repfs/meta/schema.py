@@ -20,6 +20,9 @@ All integers in keys are big-endian so that LMDB's byte order is numeric order.
 | account_uids | uid (u64)                        | account name                            |
 | namespaces | directory ino (u64)                | account name: the account's `/<name>/`  |
 | links     | ino (u64) ‖ parent ino (u64) ‖ name | empty: one per name of the inode (paths)|
+| shares    | item ino (u64) ‖ grantee uid (u64)  | `fs.shares.Share` (versioned JSON)      |
+| shares_by_grantee | grantee uid (u64) ‖ item ino (u64) | empty                            |
+| shares_in | namespace ino ‖ item ino ‖ grantee uid (u64 each) | empty                     |
 
 Absent blockmap entries inside a file's size are holes and read as zeros.
 """
@@ -49,6 +52,9 @@ DATABASE_IDS: dict[str, int] = {
     "account_uids": 13,
     "namespaces": 14,
     "links": 15,
+    "shares": 16,
+    "shares_by_grantee": 17,
+    "shares_in": 18,
 }
 DATABASES = tuple(DATABASE_IDS)
 DATABASE_BY_ID = {i: name for name, i in DATABASE_IDS.items()}

@@ -214,6 +214,7 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     book = AccountBook()
     audit = Audit(meta, book, enabled=opts.audit)
     locks = LockTable()
+    kernel_cache = KernelCacheQueue()
     fs = Filesystem(
         meta,
         blocks,
@@ -224,6 +225,7 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         accounts=book,
         audit=audit,
         locks=locks,
+        kernel=kernel_cache,
     )
     repairer = Repairer(meta, poolset, copies, blocks.locks, rate=RateLimit(opts.repair_rate))
     health = HealthMonitor(
@@ -244,9 +246,8 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     lease = MountLease(objects, codec, os.path.abspath(opened.paths.root))
     usage = UsageMonitor(poolset, interval=opts.usage_interval)
     pools = PoolManager(opened, meta, poolset, objects, health, repairer, usage, journal)
-    kernel_cache = KernelCacheQueue()
-    accounts = AccountManager(meta, fs, book, kernel_cache)
     share_manager = ShareManager(meta, fs, kernel_cache, audit)
+    accounts = AccountManager(meta, fs, book, kernel_cache, share_manager)
     return Layers(
         opened, meta, poolset, store, copies, objects, blocks, cache, fs, health, repairer, journal, lease, usage,
         pools, accounts, kernel_cache, audit, locks, share_manager,

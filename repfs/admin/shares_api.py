@@ -63,11 +63,11 @@ def add_routes(router: Router, manager: ShareManager, acting: Acting, *, prefix:
 
     async def add(request: Request) -> Response:
         path, user, role = _change(request, with_role=True)
-        return Response.json(201, dataclasses.asdict(manager.add(path, user, role, by_uid=acting(request))))
+        return Response.json(201, dataclasses.asdict(await manager.add(path, user, role, by_uid=acting(request))))
 
     async def remove(request: Request) -> Response:
         path, user, _ = _change(request, with_role=False)
-        return Response.json(200, dataclasses.asdict(manager.remove(path, user, by_uid=acting(request))))
+        return Response.json(200, dataclasses.asdict(await manager.remove(path, user, by_uid=acting(request))))
 
     router.add("POST", f"{prefix}/shares", _mapped(add))
     router.add("POST", f"{prefix}/shares/remove", _mapped(remove))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from repfs.errors import AccessDenied, NoAttribute, NotPermitted, NotSupported
 from repfs.fs import acl as acls
@@ -91,8 +91,10 @@ def allowed(caller: Caller, inode: Inode, want: int, acl: acls.Acl | None = None
 
 
 def permitted(t: Txn, caller: Caller, inode: Inode, want: int) -> bool:
-    """`allowed` with the inode's ACL read from the metadata."""
-    return allowed(caller, inode, want, acls.effective_access(t, inode))
+    """`allowed` with the inode's ACL read from the metadata, on the mode the kernel is
+    shown (shares widen its group bits, which are the mask)."""
+    mode, acl = acls.shown(t, inode)
+    return allowed(caller, inode if mode == inode.mode else replace(inode, mode=mode), want, acl)
 
 
 def check(t: Txn, caller: Caller, inode: Inode, want: int) -> None:

@@ -21,11 +21,12 @@ import trio.lowlevel
 
 from repfs.errors import FsError
 from repfs.fs import accounts as acc
-from repfs.fs import shares
+from repfs.fs import shares as sh
 from repfs.fs.access import ROOT
 from repfs.fs.accounts import Account, AccountBook, AccountError, AccountInvalid, AccountRefused
 from repfs.fs.core import Filesystem
 from repfs.fs.kernelcache import KernelCacheQueue
+from repfs.fs.sharemanager import ShareManager
 from repfs.meta import schema as s
 from repfs.meta.store import MetaStore
 
@@ -36,11 +37,17 @@ DELETE_BATCH = 256  # names deleted between checkpoints
 
 
 class AccountManager:
-    def __init__(self, meta: MetaStore, fs: Filesystem, book: AccountBook, kernel: KernelCacheQueue) -> None:
+    def __init__(
+        self, meta: MetaStore, fs: Filesystem, book: AccountBook, kernel: KernelCacheQueue, shares: ShareManager
+    ) -> None:
         self.meta = meta
         self.fs = fs
         self.book = book
         self.kernel = kernel
+        self.shares = shares
+        # argon2 takes ~64 MiB and a CPU for a moment: one hash at a time, whoever asks
+        # (anyone may ask the user socket), on threads of its own
+        self._hashing = trio.CapacityLimiter(1)
         self.not_on_host: list[str] = []  # as `check_host` last found
 
     def reload(self) -> None:
@@ -93,7 +100,9 @@ class AccountManager:
             raise AccountInvalid(f"{name} is not a user of this host: give --create-system-user to make one")
         if uid is not None and uid != found[0]:
             raise AccountInvalid(f"{name} is uid {found[0]} on this host, not {uid}")
-        hashed = await trio.to_thread.run_sync(acc.hash_password, password) if password is not None else ""
+        hashed = ""
+        if password is not None:
+            hashed = await trio.to_thread.run_sync(acc.hash_password, password, limiter=self._hashing)
         account = Account(name, email, found[0], found[1], valid_until=valid_until, password=hashed)
         with self.meta.write() as t:
             acc.add(t, account)
@@ -147,13 +156,13 @@ class AccountManager:
         if account.password and not checked:
             if old is None:
                 raise AccountInvalid("give the current password (old_password) as well")
-            if not await trio.to_thread.run_sync(acc.password_matches, account, old):
+            if not await trio.to_thread.run_sync(acc.password_matches, account, old, limiter=self._hashing):
                 raise AccountRefused(f"account {account.name}: the current password is not right")
         await self.set_password(account.name, new)
 
     async def set_password(self, name: str, password: str) -> None:
         self.show(name)  # an unknown name fails before the slow hash
-        hashed = await trio.to_thread.run_sync(acc.hash_password, password)
+        hashed = await trio.to_thread.run_sync(acc.hash_password, password, limiter=self._hashing)
         with self.meta.write() as t:
             acc.put(t, replace(acc.get_or_fail(t, name), password=hashed))
         log.info("account %s: password changed", name)
@@ -171,13 +180,15 @@ class AccountManager:
         with self.meta.write() as t:
             home = acc.namespace_of(t, acc.get_or_fail(t, name))
             account = acc.remove(t, name)
-            shares.forget_grantee(t, account.uid)  # what it was given goes with it
+            given = [share.ino for share in sh.of_grantee(t, account.uid)]
+            sh.forget_grantee(t, account.uid)  # what it was given goes with it
         if home is not None:  # an ordinary empty directory now: removed like any other
             self.fs.rmdir(ROOT, s.ROOT_INO, name.encode())
         self.book.forget(account)
         self.kernel.forget_entry(s.ROOT_INO, name.encode())
         if home is not None:
             self.kernel.forget_inode(home.ino)
+        await self.shares.forget_items(given)
         log.warning("account %s removed%s", name, " with its files" if delete_files else "")
         return account
 

@@ -172,42 +172,81 @@ def effective_access(t: Txn, inode: Inode) -> Acl | None:
 
 
 def with_grants(acl: Acl, extra: dict[int, int]) -> Acl:
-    """`acl` with a named user entry per uid in `extra` (bits added to one it has), and a
-    mask that covers every named entry and the group entry it had."""
-    named = {e.qualifier: e.perm for e in acl.named(USER)}
-    for uid, perm in extra.items():
-        named[uid] = named.get(uid, 0) | perm
+    """`acl` with a named user entry per uid in `extra`, and a mask wide enough for them.
+    The entries the old mask limited (the group, named groups, other named users) are
+    capped at it first, so widening the mask gives them nothing."""
     old_mask = acl.get(MASK)
-    mask = old_mask.perm if old_mask is not None else acl.perm(GROUP_OBJ)
-    for perm in named.values():
-        mask |= perm
-    entries = [e for e in acl.entries if e.tag not in (USER, MASK)]
-    entries += [Entry(USER, uid, perm) for uid, perm in named.items()]
+    cap = old_mask.perm if old_mask is not None else 7
+    entries = []
+    for e in acl.entries:
+        if e.tag == MASK:
+            continue
+        if e.tag in (GROUP_OBJ, GROUP) or (e.tag == USER and e.qualifier not in extra):
+            e = Entry(e.tag, e.qualifier, e.perm & cap)
+        elif e.tag == USER:
+            e = Entry(USER, e.qualifier, (e.perm & cap) | extra[e.qualifier])
+        entries.append(e)
+    have = {e.qualifier for e in entries if e.tag == USER}
+    entries += [Entry(USER, uid, perm) for uid, perm in extra.items() if uid not in have]
+    mask = 0
+    for e in entries:
+        if e.tag in (USER, GROUP, GROUP_OBJ):
+            mask |= e.perm
     entries.append(Entry(MASK, UNDEFINED_ID, mask))
     return Acl(tuple(sorted(entries)))
 
 
-def _without_grants(acl: Acl, extra: dict[int, int]) -> Acl:
+def _without_grants(acl: Acl, extra: dict[int, int], stored_group: int) -> Acl:
     """An ACL written back (setfacl reads the computed one, changes it, writes it all):
-    the named entries that shares give are not stored, so a revoke takes them away."""
+    the named entries exactly as shares give them are not stored, and neither are the
+    mask bits only they needed, so a revoke takes them away."""
     if not extra:
         return acl
+    only_grants = 0
+    for perm in extra.values():
+        only_grants |= perm
+    only_grants &= ~stored_group
+    kept = []
+    for e in acl.entries:
+        if e.tag == USER and extra.get(e.qualifier) == e.perm:
+            continue
+        if e.tag == MASK:
+            e = Entry(MASK, UNDEFINED_ID, e.perm & ~only_grants)
+        kept.append(e)
+    return Acl(tuple(kept))
 
-    def granted(e: Entry) -> bool:
-        return e.tag == USER and e.qualifier in extra and e.perm & ~extra[e.qualifier] == 0
 
-    return Acl(tuple(e for e in acl.entries if not granted(e)))
+def shown(t: Txn, inode: Inode) -> tuple[int, Acl | None]:
+    """The mode the kernel is shown, and the effective ACL. The group bits are the ACL's
+    mask, which shares may widen (the kernel skips an ACL whose mask is empty)."""
+    acl = effective_access(t, inode)
+    if acl is None or acl.get(MASK) is None:
+        return inode.mode, acl
+    return (inode.mode & ~0o070) | (acl.perm(MASK) << 3), acl
 
 
 def shown_mode(t: Txn, inode: Inode) -> int:
-    """The mode the kernel is shown: its group bits are the mask of the effective ACL,
-    which shares may widen (the kernel skips an ACL whose mask is empty)."""
-    if inode.is_symlink or not shares.any_shares(t):
+    if inode.is_symlink or not shares.in_use(t):
         return inode.mode
-    acl = effective_access(t, inode)
-    if acl is None or acl.get(MASK) is None:
-        return inode.mode
-    return (inode.mode & ~0o070) | (acl.perm(MASK) << 3)
+    return shown(t, inode)[0]
+
+
+def chmod_keeping_grants(t: Txn, inode: Inode, mode: int) -> None:
+    """A chmod of an inode shares add entries to. Its group bits arrive as the mask the
+    kernel was shown (tools send back what they read): like chmod on any file with an ACL
+    they set the mask, and the group entry keeps its own bits, so nothing the shares
+    gave stays with the group after a revoke. The caller puts the inode afterwards."""
+    if not shares.grants(t, inode):
+        inode.mode = mode
+        return
+    key = s.xattr_key(inode.ino, ACCESS)
+    stored = _stored(t, inode.ino, ACCESS)
+    if stored is None:  # the mode alone so far: its group bits were the group's
+        base = from_mode(inode.mode)
+        stored = Acl(tuple(sorted([*base.entries, Entry(MASK, UNDEFINED_ID, (inode.mode >> 3) & 7)])))
+    entries = [e for e in stored.entries if e.tag != MASK] + [Entry(MASK, UNDEFINED_ID, (mode >> 3) & 7)]
+    t.put("xattrs", key, Acl(tuple(sorted(entries))).pack())
+    inode.mode = mode
 
 
 def default_of(t: Txn, inode: Inode) -> Acl | None:
@@ -224,8 +263,11 @@ def read(t: Txn, inode: Inode, name: bytes) -> bytes:
 
 
 def listed(t: Txn, inode: Inode) -> list[bytes]:
-    """The ACL names listxattr shows for `inode`."""
-    return [n for n in NAMES if t.get("xattrs", s.xattr_key(inode.ino, n)) is not None]
+    """The ACL names listxattr shows for `inode` (the access ACL also when only shares make it)."""
+    out = [n for n in NAMES if t.get("xattrs", s.xattr_key(inode.ino, n)) is not None]
+    if ACCESS not in out and not inode.is_symlink and shares.in_use(t) and shares.grants(t, inode):
+        out.insert(0, ACCESS)
+    return out
 
 
 def store(t: Txn, inode: Inode, name: bytes, value: bytes) -> None:
@@ -242,7 +284,7 @@ def store(t: Txn, inode: Inode, name: bytes, value: bytes) -> None:
             raise AccessDenied("only directories have a default ACL")
         t.put("xattrs", key, acl.pack())
         return
-    acl = _without_grants(acl, shares.grants(t, inode))
+    acl = _without_grants(acl, shares.grants(t, inode), (inode.mode >> 3) & 7)
     inode.mode = (inode.mode & ~0o777) | acl.mode_bits()
     if acl.extended:
         t.put("xattrs", key, acl.pack())

@@ -37,6 +37,7 @@ from repfs.fs import namespace as ns
 from repfs.fs.access import Caller
 from repfs.fs.accounts import AccountBook
 from repfs.fs.audit import Audit
+from repfs.fs.kernelcache import KernelCacheQueue
 from repfs.fs.locks import LockTable
 from repfs.meta import schema as s
 from repfs.meta.records import Inode
@@ -114,6 +115,7 @@ class Filesystem:
         accounts: AccountBook | None = None,
         audit: Audit | None = None,
         locks: LockTable | None = None,
+        kernel: KernelCacheQueue | None = None,
     ) -> None:
         self.meta = meta
         self.blocks = blocks
@@ -124,6 +126,7 @@ class Filesystem:
         self.accounts = accounts if accounts is not None else AccountBook()
         self.audit = audit
         self.locks = locks if locks is not None else LockTable()
+        self.kernel = kernel if kernel is not None else KernelCacheQueue()
         self.lookups: dict[int, int] = {}
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
@@ -234,7 +237,7 @@ class Filesystem:
         with self.meta.write() as t:
             inode = t.inode(ino)
             if ch.mode is not None:
-                inode.mode = stat.S_IFMT(inode.mode) | access.chmod_mode(caller, inode, ch.mode)
+                acl.chmod_keeping_grants(t, inode, stat.S_IFMT(inode.mode) | access.chmod_mode(caller, inode, ch.mode))
             if ch.uid is not None or ch.gid is not None:
                 access.check_chown(caller, inode, ch.uid, ch.gid)
                 inode.mode = access.mode_after_chown(caller, inode)
@@ -324,6 +327,9 @@ class Filesystem:
         self._admit(caller)
         with self.meta.write() as t:
             inode = ns.link(t, caller, ino, parent, name)
+            sharing = shares.in_use(t)
+        if sharing:  # a name in another folder: it may be shared there
+            self.kernel.forget_inode(ino)
         self._count(ino)
         return inode
 
@@ -352,9 +358,25 @@ class Filesystem:
         with self.meta.write() as t:
             self._check_removable(t, caller, old_parent, old)
             self._check_removable(t, caller, new_parent, new)
+            moved = t.lookup(old_parent, old)
             replaced = ns.rename(t, caller, old_parent, old, new_parent, new, flags)
             if replaced is not None:
                 self._unlinked(t, replaced)
+            sharing = old_parent != new_parent and shares.in_use(t)
+        if sharing and moved is not None:
+            self._forget_moved(moved)
+
+    def _forget_moved(self, ino: int) -> None:
+        """What moved to another folder may be shared differently there: the kernel
+        forgets the ACLs it cached of it and, for a folder, of what it knows below it."""
+        self.kernel.forget_inode(ino)
+        with self.meta.read() as t:
+            if not t.inode(ino).is_dir:
+                return
+            for other in list(self.lookups):
+                o = t.inode_or_none(other)
+                if o is not None and other != ino and ino in shares.above(t, o):
+                    self.kernel.forget_inode(other)
 
     # --- directories ------------------------------------------------------------------
     def opendir(self, caller: Caller, ino: int) -> int:
@@ -398,12 +420,16 @@ class Filesystem:
                 raise IsADirectory()
             access.check(t, caller, inode, access.open_access(flags))
         fh = self._new_handle(ino, flags, caller)  # the lock before anything changes
-        # The kernel hands O_TRUNC to open (atomic_o_trunc) instead of a separate setattr.
-        if flags & os.O_TRUNC and inode.is_reg and (flags & os.O_ACCMODE) != os.O_RDONLY:
-            if access.killed_privileges(caller, inode) != inode.mode:
-                self._set_mode(ino, access.killed_privileges(caller, inode))
-            if inode.size:
-                await self._set_size(ino, 0)
+        try:
+            # The kernel hands O_TRUNC to open (atomic_o_trunc) instead of a separate setattr.
+            if flags & os.O_TRUNC and inode.is_reg and (flags & os.O_ACCMODE) != os.O_RDONLY:
+                if access.killed_privileges(caller, inode) != inode.mode:
+                    self._set_mode(ino, access.killed_privileges(caller, inode))
+                if inode.size:
+                    await self._set_size(ino, 0)
+        except BaseException:
+            self.release(fh)  # the kernel never learns of this handle: its lock goes now
+            raise
         return fh
 
     def create(self, caller: Caller, parent: int, name: bytes, mode: int, flags: int) -> tuple[int, Inode]:

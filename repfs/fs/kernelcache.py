@@ -35,10 +35,16 @@ class KernelCacheQueue:
         """The kernel must ask for `ino`'s attributes and data again."""
         self._put(("inode", ino, b""))
 
+    async def forget_inode_surely(self, ino: int) -> None:
+        """`forget_inode`, waiting for room rather than dropping it: for a revoke, whose
+        effect the kernel would otherwise keep (it caches ACLs until told)."""
+        await self._send.send(("inode", ino, b""))
+
     def _put(self, item: Invalidation) -> None:
         try:
             self._send.send_nowait(item)
         except trio.WouldBlock:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("kernel cache invalidations are behind: %d dropped (they expire in a second)", self.dropped)
+                log.warning("kernel cache invalidations are behind: %d dropped (names and attributes expire in "
+                            "a second, ACLs when the kernel evicts the inode)", self.dropped)  # fmt: skip

@@ -12,18 +12,26 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import trio
+import trio.lowlevel
+
 from repfs.errors import InvalidArgument, NotFound
+from repfs.fs import access
 from repfs.fs import accounts as acc
 from repfs.fs import shares as sh
+from repfs.fs.access import Caller
 from repfs.fs.accounts import AccountUnknown
 from repfs.fs.audit import Audit
 from repfs.fs.core import Filesystem
 from repfs.fs.kernelcache import KernelCacheQueue
 from repfs.fs.paths import path_of, resolve
+from repfs.meta import schema as s
 from repfs.meta.records import Inode
 from repfs.meta.store import MetaStore, Txn
 
 log = logging.getLogger(__name__)
+
+FORGET_BATCH = 500  # known inodes looked at between checkpoints
 
 
 @dataclass(frozen=True)
@@ -50,10 +58,10 @@ class ShareManager:
             raise AccountUnknown(f"uid {uid} has no account")
         return account.name
 
-    def add(self, path: str, user: str, role: str, *, by_uid: int) -> ShareInfo:
+    async def add(self, path: str, user: str, role: str, *, by_uid: int) -> ShareInfo:
         """Share the item at `path` (relative to the mount's root) with account `user`."""
         sh.check_role(role)
-        ino = resolve(self.meta, path)
+        ino = self._resolve(path, by_uid)
         with self.meta.write() as t:
             inode = t.inode(ino)
             namespace = sh.namespace_of_item(t, ino)
@@ -65,16 +73,17 @@ class ShareManager:
             self._may_change(t, by_uid, inode, namespace, role)
             share = sh.new_share(ino, grantee.name, grantee.uid, role, self._who(t, by_uid), namespace)
             sh.put(t, share)
+            sh.mark_in_use(t)
             info = self._info(t, share)
-        self._forget_around(ino)
+        await self.forget_around(ino)
         self.audit.write(by_uid, "shares.add", info.path, user=user, role=role)
         log.info("%s shared %s with %s as %s", info.by, info.path, user, role)
         return info
 
-    def remove(self, path: str, user: str, *, by_uid: int) -> ShareInfo:
+    async def remove(self, path: str, user: str, *, by_uid: int) -> ShareInfo:
         """End `user`'s share of the item at `path` (the owner, a master, root, or the
         grantee itself, who may leave)."""
-        ino = resolve(self.meta, path)
+        ino = self._resolve(path, by_uid)
         with self.meta.write() as t:
             inode = t.inode(ino)
             grantee = acc.get_or_fail(t, user)
@@ -85,10 +94,27 @@ class ShareManager:
                 self._may_change(t, by_uid, inode, share.namespace, share.role)
             info = self._info(t, share)
             sh.delete(t, share)
-        self._forget_around(ino)
+        await self.forget_around(ino)
         self.audit.write(by_uid, "shares.remove", info.path, user=user)
         log.info("share of %s with %s removed", info.path, user)
         return info
+
+    def _resolve(self, path: str, uid: int) -> int:
+        """The inode of `path` as `uid` may reach it: a folder it may not go through
+        answers as if the path did not exist (a user learns nothing of others' names)."""
+        if uid == 0:
+            return resolve(self.meta, path)
+        ino = s.ROOT_INO
+        with self.meta.read() as t:
+            account = acc.by_uid(t, uid)
+            caller = Caller(uid, account.gid if account is not None else uid)
+            for name in [p for p in path.split("/") if p and p != "."]:
+                here = t.inode(ino)
+                child = t.lookup(ino, name.encode()) if here.is_dir else None
+                if child is None or not access.permitted(t, caller, here, access.X_OK):
+                    raise NotFound(f"no such file or folder: {path}")
+                ino = child
+        return ino
 
     def _may_change(self, t: Txn, uid: int, inode: Inode, namespace: int, role: str) -> None:
         if uid == t.inode(namespace).uid:  # the namespace's owner: everything in it
@@ -134,19 +160,31 @@ class ShareManager:
     def _info(self, t: Txn, share: sh.Share) -> ShareInfo:
         return ShareInfo(path_of(t, share.ino), share.grantee, share.role, share.by, share.since)
 
-    def _forget_around(self, ino: int) -> None:
-        """The kernel forgets the item, what it knows below it, and the folders above it."""
-        known = list(self.fs.lookups)
+    async def forget_around(self, ino: int) -> None:
+        """The kernel forgets the item, the folders above it (their `--x` entries), and
+        what it knows below it: the inodes it holds are looked at a batch at a time, with
+        a checkpoint between batches (requests go on)."""
         with self.meta.read() as t:
             inode = t.inode_or_none(ino)
             if inode is None:
                 return
-            above = sh.above(t, inode)
-            for other in known:
-                if other in above:
-                    self.kernel.forget_inode(other)
-                    continue
-                o = t.inode_or_none(other)
-                if o is not None and ino in sh.above(t, o):
-                    self.kernel.forget_inode(other)
-        self.kernel.forget_inode(ino)
+            doomed = sh.above(t, inode)
+        for other in doomed:
+            await self.kernel.forget_inode_surely(other)
+        if not inode.is_dir:
+            return
+        known = [i for i in self.fs.lookups if i not in doomed]
+        for start in range(0, len(known), FORGET_BATCH):
+            with self.meta.read() as t:
+                below = []
+                for other in known[start : start + FORGET_BATCH]:
+                    o = t.inode_or_none(other)
+                    if o is not None and ino in sh.above(t, o):
+                        below.append(other)
+            for other in below:
+                await self.kernel.forget_inode_surely(other)
+            await trio.lowlevel.checkpoint()
+
+    async def forget_items(self, items: list[int]) -> None:
+        for ino in items:
+            await self.forget_around(ino)

@@ -85,9 +85,16 @@ def check_role(role: str) -> None:
 # --- the table -----------------------------------------------------------------------------
 
 
-def any_shares(t: Txn) -> bool:
-    """Whether any share exists (one cursor step: the cost of the common case)."""
-    return next(t.scan("shares", b""), None) is not None
+def in_use(t: Txn) -> bool:
+    """Whether this filesystem has ever had a share (one read: the cost of the common
+    case). From the first share on, every inode's ACL is computed: accounts may have
+    made files in each other's namespaces, which their owners can reach through it,
+    also once the last share is gone."""
+    return t.get("meta", s.META_SHARING) is not None
+
+
+def mark_in_use(t: Txn) -> None:
+    t.put("meta", s.META_SHARING, b"1")
 
 
 def on_item(t: Txn, ino: int) -> list[Share]:
@@ -192,7 +199,7 @@ def above(t: Txn, inode: Inode) -> set[int]:
 
 def grants(t: Txn, inode: Inode) -> dict[int, int]:
     """uid → permission bits the shares add to `inode`'s access ACL (empty: none)."""
-    if inode.is_symlink or not any_shares(t):
+    if inode.is_symlink or not in_use(t):
         return {}
     out: dict[int, int] = {}
     reach = above(t, inode)
@@ -248,7 +255,7 @@ def check_change(t: Txn, uid: int, inode: Inode, parent: int) -> None:
         return
     if _owner_uid(t, namespace) == uid:
         return
-    if any_shares(t) and role_of(t, inode, uid) in ("editor", "master"):  # a reader: POSIX says no first
+    if in_use(t) and role_of(t, inode, uid) in ("editor", "master"):  # a reader: POSIX says no first
         raise NotPermitted("a share lets you read or edit this, not delete, move or re-permission it")
 
 
@@ -256,8 +263,9 @@ def check_change(t: Txn, uid: int, inode: Inode, parent: int) -> None:
 
 
 def who_may_share(t: Txn, uid: int, inode: Inode, role: str) -> None:
-    """The owner (and root) may share anything of theirs; a master up to its own role."""
-    if uid == 0 or uid == inode.uid:
+    """Root may share anything (the namespace's owner too: the caller checks); a master
+    up to its own role. Having made an item in another's namespace gives no right to share it."""
+    if uid == 0:
         return
     mine = role_of(t, inode, uid)
     if mine != "master":

@@ -76,6 +76,7 @@ META_CLEAN = b"clean_unmount"
 META_CACHE_DIR = b"cache_dir"
 META_SCRUB_CURSOR = b"scrub_cursor"
 META_SCRUB_FINISHED = b"scrub_finished"  # u64 unix ns: when a scrub last went through every block
+META_SHARING = b"sharing"  # present once a share was ever made: ACLs are computed from then on
 META_JOURNAL_SEQ = b"journal_seq"  # the sequence number of the last committed change set
 META_JOURNAL_STORED = b"journal_stored"  # the last sequence number known to be on the pools
 

@@ -98,7 +98,7 @@ async def test_each_role_decides_in_the_core_as_on_the_mount(rig: Rig) -> None:
     home = rig.fs.lookup(ALICE, ROOT_INO, b"alice").ino
     for role in ("reader", "editor", "master"):
         folder = rig.fs.mkdir(ALICE, home, role.encode(), 0o755)
-        rig.layers.shares.add(f"/alice/{role}", "bob", role, by_uid=ALICE.uid)
+        await rig.layers.shares.add(f"/alice/{role}", "bob", role, by_uid=ALICE.uid)
         for mode in (0o600, 0o644):
             name = f"made-{mode:o}".encode()
             fh, _ = rig.fs.create(ALICE, folder.ino, name, mode, os.O_WRONLY)
@@ -117,12 +117,12 @@ async def test_the_kernel_is_shown_the_computed_acl_and_mask(rig: Rig) -> None:
     fh, f = rig.fs.create(ALICE, d.ino, b"a", 0o600, os.O_WRONLY)
     rig.fs.release(fh)
     assert rig.fs.presented(rig.fs.getattr(f.ino)).mode & 0o777 == 0o600  # nothing shared yet
-    rig.layers.shares.add("/alice/docs", "bob", "editor", by_uid=ALICE.uid)
+    await rig.layers.shares.add("/alice/docs", "bob", "editor", by_uid=ALICE.uid)
     got = acl.parse(rig.fs.getxattr(ALICE, f.ino, acl.ACCESS))
     assert acl.Entry(acl.USER, BOB.uid, 6) in got.entries and got.perm(acl.MASK) == 6
     assert rig.fs.presented(rig.fs.getattr(f.ino)).mode & 0o777 == 0o660  # group bits: the mask
     folder_acl = acl.parse(rig.fs.getxattr(ALICE, home, acl.ACCESS))
     assert acl.Entry(acl.USER, BOB.uid, 1) in folder_acl.entries  # --x on the way there
-    rig.layers.shares.remove("/alice/docs", "bob", by_uid=ALICE.uid)
+    await rig.layers.shares.remove("/alice/docs", "bob", by_uid=ALICE.uid)
     with pytest.raises(FsError):  # back to the mode alone: no ACL to show
         rig.fs.getxattr(ALICE, f.ino, acl.ACCESS)

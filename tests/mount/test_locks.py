@@ -154,6 +154,7 @@ def test_a_broken_lock_refuses_the_old_holders_writes(mounted: tuple[Repfs, Path
         assert held.write() == errno.EIO  # never two writers
         assert run_as(b_uid, b_gid, lambda: oserror(lambda: f.write_bytes(b"bob's"))) is None
         assert f.read_bytes() == b"bob's"
+        assert wait_for(lambda: not locks(sock), 10)  # bob's release arrives after his close
         res = admin(sock, "locks", "break", str(f))
         assert res.returncode == 5 and "not locked" in res.stderr, res.stderr
         res = admin(sock, "locks", "break", "/no/such/file")

@@ -198,11 +198,14 @@ def test_the_kernel_forgets_what_it_cached_of_a_namespace_made_or_removed(
 
 def test_accounts_come_back_with_recover_on_a_new_host(mounted: tuple[Repfs, Path], names: list[str]) -> None:
     fs, sock = mounted
-    name = names[0]
+    name, friend = names[0], names[1]
     add(sock, name)
+    add(sock, friend)
     uid, gid = ids(name)
     home = fs.mnt / name
     assert run_as(uid, gid, lambda: (home / "report").write_bytes(b"kept")) == 4  # bytes written
+    res = admin(sock, "shares", "add", str(home / "report"), friend, "--role", "reader")
+    assert res.returncode == 0, res.stderr
     subprocess.run(["usermod", "--uid", str(uid + 500), name], check=True, timeout=30)  # behind repfs's back
     status = admin(sock, "status")
     assert f"NOT ON THIS HOST (name or uid changed): {name}" in status.stdout, status.stdout
@@ -211,6 +214,7 @@ def test_accounts_come_back_with_recover_on_a_new_host(mounted: tuple[Repfs, Pat
     shutil.rmtree(fs.fs_dir / "meta")  # a new host: only repfs.toml is left, and the user is not there
     shutil.rmtree(fs.fs_dir / "cache", ignore_errors=True)
     subprocess.run(["userdel", name], check=True, timeout=30)
+    subprocess.run(["userdel", friend], check=True, timeout=30)
     res = run_repfs("recover", str(fs.fs_dir), "--key-file", str(fs.key), timeout=120)
     assert res.returncode != 0 and f"{name} (uid {uid}) has no passwd entry" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
@@ -222,3 +226,7 @@ def test_accounts_come_back_with_recover_on_a_new_host(mounted: tuple[Repfs, Pat
     fs.mount(*fs.mount_args)
     assert json.loads(admin(sock, "users", "show", name, "--json").stdout)["uid"] == uid
     assert home.stat().st_uid == uid and (home / "report").read_bytes() == b"kept"
+    shares = json.loads(admin(sock, "shares", "list", "--user", friend, "--json").stdout)  # back with the metadata
+    assert [(s["path"], s["role"]) for s in shares] == [(f"/{name}/report", "reader")]
+    f_uid, f_gid = ids(friend)
+    assert run_as(f_uid, f_gid, lambda: (home / "report").read_bytes()) == b"kept"

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from repfs.admin.cli import main as admin_main
 from tests.helpers import Repfs, oserror, run_as, wait_for
 from tests.mount.accounts_rig import add, admin, ids
 
@@ -196,9 +198,7 @@ def _getfacl(path: Path) -> str:
 
 
 def _cli(mnt: Path, *args: str) -> tuple[int, str]:
-    from click.testing import CliRunner
-
-    from repfs.admin.cli import main
-
-    res = CliRunner().invoke(main, ["-m", str(mnt), *args])
+    """repfs-admin in-process (imported here, before a forked child drops root: the child
+    may not be able to read the interpreter's files)."""
+    res = CliRunner().invoke(admin_main, ["-m", str(mnt), *args])
     return res.exit_code, res.output

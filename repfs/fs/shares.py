@@ -195,34 +195,101 @@ def above(t: Txn, inode: Inode) -> set[int]:
 
 
 # --- what the kernel is shown -----------------------------------------------------------------
+# Per folder, what shares on it and above it give, and its namespace: computed once and
+# kept in the metadata store's policy memo (read transactions only), which every commit
+# that changes folders, namespaces, shares or accounts empties. A stat then costs a few
+# reads whatever the depth.
+
+
+@dataclass(frozen=True)
+class FolderView:
+    namespace: int | None
+    roles: dict[int, str]  # uid → the strongest role shares on this folder or above give
+
+
+_OUTSIDE = FolderView(None, {})
+
+
+def _stronger(a: str | None, b: str) -> str:
+    return b if a is None or RANK[b] > RANK[a] else a
+
+
+def folder_view(t: Txn, folder: int) -> FolderView:
+    memo = t.memo
+    chain: list[int] = []
+    view = _OUTSIDE
+    ino = folder
+    while ino != s.ROOT_INO and len(chain) < MAX_DEPTH:
+        hit = memo.get(("folder", ino)) if memo is not None else None
+        if isinstance(hit, FolderView):
+            view = hit
+            break
+        chain.append(ino)
+        up = t.get("parents", s.inode_key(ino))
+        if up is None:
+            break
+        ino = s.from_u64(up)
+    for f in reversed(chain):
+        roles = dict(view.roles)
+        for share in on_item(t, f):
+            roles[share.uid] = _stronger(roles.get(share.uid), share.role)
+        view = FolderView(f if zones.owner(t, f) is not None else view.namespace, roles)
+        if memo is not None:
+            memo[("folder", f)] = view
+    return view
+
+
+def _through(t: Txn, namespace: int) -> dict[int, set[int]]:
+    """folder → the grantees that go through it to an item shared below it."""
+    memo = t.memo
+    hit = memo.get(("through", namespace)) if memo is not None else None
+    if isinstance(hit, dict):
+        return hit
+    out: dict[int, set[int]] = {}
+    for item, uid in in_namespace(t, namespace):
+        inode = t.inode_or_none(item)
+        if inode is None:
+            continue
+        for folder in above(t, inode) - {item}:
+            out.setdefault(folder, set()).add(uid)
+    if memo is not None:
+        memo[("through", namespace)] = out
+    return out
+
+
+def roles_on(t: Txn, inode: Inode) -> tuple[dict[int, str], int | None]:
+    """uid → strongest role on `inode` (shares on it or a folder above), and its namespace."""
+    if inode.is_dir:
+        view = folder_view(t, inode.ino)
+        return view.roles, view.namespace
+    roles: dict[int, str] = {}
+    namespace = None
+    for parent in parents_of(t, inode):
+        view = folder_view(t, parent)
+        for uid, role in view.roles.items():
+            roles[uid] = _stronger(roles.get(uid), role)
+        namespace = namespace if namespace is not None else view.namespace
+    for share in on_item(t, inode.ino):
+        roles[share.uid] = _stronger(roles.get(share.uid), share.role)
+    return roles, namespace
 
 
 def grants(t: Txn, inode: Inode) -> dict[int, int]:
     """uid → permission bits the shares add to `inode`'s access ACL (empty: none)."""
     if inode.is_symlink or not in_use(t):
         return {}
-    out: dict[int, int] = {}
-    reach = above(t, inode)
+    roles, namespace = roles_on(t, inode)
     perms = DIR_PERM if inode.is_dir else FILE_PERM
-    for ino in reach:
-        for share in on_item(t, ino):
-            out[share.uid] = out.get(share.uid, 0) | perms[share.role]
-    namespace = next((i for i in reach if zones.owner(t, i) is not None), None)
+    out = {uid: perms[role] for uid, role in roles.items()}
     if namespace is None:
         return out
     if inode.is_dir:
-        for item, uid in in_namespace(t, namespace):
-            if item != inode.ino and inode.ino in _item_chain(t, item):
-                out[uid] = out.get(uid, 0) | SEARCH
+        for uid in _through(t, namespace).get(inode.ino, ()):
+            out[uid] = out.get(uid, 0) | SEARCH
     owner_uid = _owner_uid(t, namespace)
     if owner_uid is not None and owner_uid != inode.uid:
         out[owner_uid] = out.get(owner_uid, 0) | (7 if inode.is_dir else 6)
     return out
-
-
-def _item_chain(t: Txn, item: int) -> set[int]:
-    inode = t.inode_or_none(item)
-    return above(t, inode) if inode is not None else set()
 
 
 def _owner_uid(t: Txn, namespace: int) -> int | None:
@@ -234,12 +301,7 @@ def _owner_uid(t: Txn, namespace: int) -> int | None:
 
 def role_of(t: Txn, inode: Inode, uid: int) -> str | None:
     """The strongest role `uid` has on `inode` through shares on it or a folder above."""
-    best: str | None = None
-    for ino in above(t, inode):
-        share = get(t, ino, uid)
-        if share is not None and (best is None or RANK[share.role] > RANK[best]):
-            best = share.role
-    return best
+    return roles_on(t, inode)[0].get(uid)
 
 
 # --- what POSIX cannot say ------------------------------------------------------------------

@@ -30,6 +30,9 @@ from repfs.meta import schema as s
 from repfs.meta.records import BlockRecord, Inode
 
 INITIAL_MAP_SIZE = 256 * 1024 * 1024
+# Databases whose change empties the policy memo: what folders, namespaces and shares are.
+POLICY_DBS = frozenset({"parents", "namespaces", "shares", "shares_in", "shares_by_grantee", "accounts"})
+POLICY_MEMO_MAX = 200_000
 GROW_WHEN_USED = 0.5
 GROW_CHECK_EVERY = 16
 
@@ -46,10 +49,20 @@ class ChangeSink(Protocol):
 class Txn:
     """One LMDB transaction with typed accessors for every database."""
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database], *, record: bool = False) -> None:
+    def __init__(
+        self,
+        txn: lmdb.Transaction,
+        dbs: dict[str, lmdb._Database],
+        *,
+        record: bool = False,
+        memo: dict[object, object] | None = None,
+    ) -> None:
         self.txn = txn
         self.db = dbs
         self.changes: list[Change] | None = [] if record else None
+        # what policy computed from the tables it watches (repfs.fs.shares), read
+        # transactions only: a write may change them under it
+        self.memo = memo
 
     # --- raw helpers ---------------------------------------------------------------
     def get(self, db: str, key: bytes) -> bytes | None:
@@ -219,6 +232,7 @@ class MetaStore:
         self._grow_if_needed()
         self.dbs = {name: self.env.open_db(name.encode()) for name in s.DATABASES}
         self._sink: ChangeSink | None = None
+        self.policy_memo: dict[object, object] = {}
         with self.env.begin() as txn:
             raw = txn.get(s.META_JOURNAL_SEQ, db=self.dbs["meta"])
         self.seq = s.from_u64(raw) if raw else 0
@@ -258,6 +272,8 @@ class MetaStore:
             raise
         if changes:
             self.seq = seq
+            if any(db in POLICY_DBS for db, _, _ in changes):
+                self.policy_memo.clear()
             if self._sink is not None:
                 self._sink.append(seq, changes)
 
@@ -274,11 +290,15 @@ class MetaStore:
         except BaseException:
             txn.abort()
             raise
+        finally:
+            self.policy_memo.clear()
 
     @contextmanager
     def read(self) -> Iterator[Txn]:
+        if len(self.policy_memo) > POLICY_MEMO_MAX:
+            self.policy_memo.clear()
         with self.env.begin(write=False) as txn:
-            yield Txn(txn, self.dbs)
+            yield Txn(txn, self.dbs, memo=self.policy_memo)
 
     def sync(self) -> None:
         """Make every committed transaction durable on the local disk."""

@@ -87,21 +87,27 @@ def locks(sock: Path) -> list[dict[str, Any]]:
     return held
 
 
+def two_writers(
+    fs: Repfs, sock: Path, names: list[str], data: bytes
+) -> tuple[tuple[int, int], tuple[int, int], Path, Path]:
+    """Accounts names[0] and names[1] ((uid, gid) each), a folder both may write and a
+    file in it both may write: only the lock keeps them apart."""
+    add(sock, names[0])
+    add(sock, names[1])
+    pub = fs.mnt / "pub"
+    pub.mkdir()
+    pub.chmod(0o777)
+    f = pub / "report.txt"
+    f.write_bytes(data)
+    f.chmod(0o666)
+    return ids(names[0]), ids(names[1]), pub, f
+
+
 def test_a_file_open_for_writing_is_locked_against_other_accounts(
     mounted: tuple[Repfs, Path], names: list[str]
 ) -> None:
     fs, sock = mounted
-    alice, bob = names[0], names[1]
-    add(sock, alice)
-    add(sock, bob)
-    a_uid, a_gid = ids(alice)
-    b_uid, b_gid = ids(bob)
-    pub = fs.mnt / "pub"
-    pub.mkdir()
-    pub.chmod(0o777)  # a folder both may write: only the lock keeps them apart
-    f = pub / "report.txt"
-    f.write_bytes(b"first version")
-    f.chmod(0o666)
+    (a_uid, a_gid), (b_uid, b_gid), pub, f = two_writers(fs, sock, names, b"first version")
 
     def other_file() -> Path:
         o = pub / "other"
@@ -125,7 +131,7 @@ def test_a_file_open_for_writing_is_locked_against_other_accounts(
         assert run_as(a_uid, a_gid, lambda: oserror(lambda: os.close(os.open(f, os.O_WRONLY)))) is None
         assert held.write() == 0
         (lock,) = locks(sock)
-        assert lock["path"] == "/pub/report.txt" and lock["holder"] == alice and lock["uid"] == a_uid
+        assert lock["path"] == "/pub/report.txt" and lock["holder"] == names[0] and lock["uid"] == a_uid
         assert lock["how"] == "open" and lock["handles"] >= 1
     finally:
         held.close()
@@ -136,17 +142,8 @@ def test_a_file_open_for_writing_is_locked_against_other_accounts(
 
 def test_a_broken_lock_refuses_the_old_holders_writes(mounted: tuple[Repfs, Path], names: list[str]) -> None:
     fs, sock = mounted
-    alice, bob = names[0], names[1]
-    add(sock, alice)
-    add(sock, bob)
-    a_uid, a_gid = ids(alice)
-    b_uid, b_gid = ids(bob)
-    pub = fs.mnt / "pub"
-    pub.mkdir(mode=0o777)
-    pub.chmod(0o777)
-    f = pub / "log.txt"
-    f.write_bytes(b"x")
-    f.chmod(0o666)
+    alice = names[0]
+    (a_uid, a_gid), (b_uid, b_gid), _, f = two_writers(fs, sock, names, b"x")
     held = Holder(a_uid, a_gid, f)
     try:
         res = admin(sock, "locks", "break", str(f), "--json")

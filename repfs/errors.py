@@ -124,6 +124,12 @@ class LockBroken(FsError):
     errno = _errno.EIO
 
 
+class QuotaExceeded(FsError):
+    """The namespace's quota would be passed."""
+
+    errno = _errno.EDQUOT
+
+
 class NoSpace(FsError):
     """No space left on any pool."""
 

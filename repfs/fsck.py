@@ -3,7 +3,8 @@
 Checks, in order (each a phase of the progress display):
 1. names: every directory entry names an inode that exists and its cookie entry matches;
    link counts match the names; the link table (inode → its names) holds exactly the
-   names; inodes no name reaches (and not deleted-while-open) are orphans;
+   names; inodes no name reaches (and not deleted-while-open) are orphans; each
+   namespace's usage counter equals what its tree holds;
 2. block references: each block's refcount equals the block-map entries pointing at it;
    a block map entry without a block record is a dangling reference; an unreferenced
    block is listed for garbage collection;
@@ -14,7 +15,7 @@ Checks, in order (each a phase of the progress display):
 
 `--repair` fixes what can be fixed without losing data: dangling names and cookie
 entries are removed, the link table made to match the names, link counts and refcounts
-corrected, orphans moved to
+corrected, usage counters set from the trees, orphans moved to
 /lost+found, unreferenced objects deleted, missing copies rewritten from good ones
 (the repairer), records of lost blocks kept (their files read EIO there, and are named
 in the report), and a fresh snapshot closes any journal gap.
@@ -38,7 +39,9 @@ from repfs.backend.keys import (
     parse_snapshot_key,
 )
 from repfs.fs import namespace as ns
+from repfs.fs import quota
 from repfs.fs.access import ROOT
+from repfs.fs.paths import path_of
 from repfs.meta import schema as s
 from repfs.meta.records import BlockRecord, Inode
 
@@ -59,6 +62,7 @@ class FsckReport:
     bad_refcounts: list[str] = field(default_factory=list)
     dangling_blocks: list[str] = field(default_factory=list)  # map entries without a record
     bad_links: list[str] = field(default_factory=list)  # link table rows no name backs, or missing
+    bad_usage: list[str] = field(default_factory=list)  # namespaces whose usage counter is off
     unlisted_garbage: list[str] = field(default_factory=list)
     orphan_objects: list[tuple[str, str]] = field(default_factory=list)  # (pool, key)
     missing_copies: list[tuple[str, str]] = field(default_factory=list)  # (pool, block)
@@ -78,6 +82,7 @@ class FsckReport:
                 self.bad_refcounts,
                 self.dangling_blocks,
                 self.bad_links,
+                self.bad_usage,
                 self.unlisted_garbage,
                 self.orphan_objects,
                 self.missing_copies,
@@ -95,6 +100,7 @@ class FsckReport:
             ("wrong block refcounts", self.bad_refcounts),
             ("block map entries without a block record", self.dangling_blocks),
             ("link table rows that differ from the names (where a file lives)", self.bad_links),
+            ("namespaces whose usage counter differs from their tree", self.bad_usage),
             ("unreferenced blocks not yet listed for deletion", self.unlisted_garbage),
             ("objects on pools that no metadata references", self.orphan_objects),
             ("missing copies of blocks", self.missing_copies),
@@ -177,6 +183,17 @@ async def fsck(layers: Layers, *, repair: bool = False, progress: Progress | Non
             report.bad_link_counts.append(ino)
             wanted_nlink[ino] = want
 
+    with meta.read() as t:
+        counted = {}
+        for k, _ in t.scan("namespaces", b""):
+            home = s.from_u64(k)
+            kept, real = quota.usage(t, home), quota.recount(t, home)
+            if kept.files != real.files or kept.bytes != real.bytes:
+                orphaned = [o for o in open_orphans if t.get("orphans", s.inode_key(o)) == s.u64(home)]
+                if not orphaned:  # an open, unlinked file still counts: nothing to say then
+                    counted[home] = real
+                    report.bad_usage.append(f"{path_of(t, home)}: counted {kept}, the tree holds {real}")
+
     # --- 2. block references ------------------------------------------------------------
     with meta.read() as t:
         refs: Counter[bytes] = Counter(v for _, v in t.scan("blockmap", b""))
@@ -245,6 +262,10 @@ async def fsck(layers: Layers, *, repair: bool = False, progress: Progress | Non
     if repair and report.problems:
         link_fix = (stale_links, missing_links)
         await _repair(layers, report, dangling, link_fix, wanted_nlink, refs, records, on_pools)
+        if counted:
+            with meta.write() as t:
+                for home, real in counted.items():
+                    quota.store(t, home, real)
         report.repaired = True
     return report
 

@@ -33,6 +33,7 @@ from repfs.codec.keys import derive_keys
 from repfs.config import FsConfig
 from repfs.control.pools import PoolManager
 from repfs.errors import SetupError, StorageError
+from repfs.fs import quota
 from repfs.fs.accountmanager import AccountManager
 from repfs.fs.accounts import AccountBook, check_host
 from repfs.fs.audit import Audit
@@ -283,7 +284,7 @@ async def prepare(layers: Layers, opts: StackOptions) -> None:
     crash left."""
     await layers.lease.acquire(take_over=opts.take_over, break_lease=opts.break_lease)
     await catch_up(layers.meta, layers.journal, layers.objects, layers.journal.codec)
-    if migrate(layers.meta):  # unjournaled: a snapshot puts it on the pools at once
+    if migrate(layers.meta, count_usage=quota.count_all):  # unjournaled: a snapshot puts it on the pools at once
         try:
             await layers.journal.snapshot_now()
         except StorageError as exc:

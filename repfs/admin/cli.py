@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import click
 
 from repfs import __version__
+from repfs.admin.cli_holds import hold
 from repfs.admin.cli_locks import locks
 from repfs.admin.cli_shares import shares
 from repfs.admin.cli_users import users
@@ -522,6 +523,7 @@ def repair_status(ctx: click.Context, as_json: bool) -> None:
 main.add_command(users)
 main.add_command(locks)
 main.add_command(shares)
+main.add_command(hold)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import click
 
-from repfs.admin.cliutil import call, call_user, die, fields, is_admin, json_option, show, table
+from repfs.admin.cliutil import call, call_user, die, fields, is_admin, json_option, show, size, table
 from repfs.cli_common import read_fd
 
 
@@ -28,13 +28,30 @@ def _state(info: dict[str, Any]) -> str:
     return "active"
 
 
+def _quota(a: dict[str, Any]) -> str:
+    q = a.get("quota", {})
+    parts = []
+    if q.get("max_bytes"):
+        parts.append(size(q["max_bytes"]))
+    if q.get("max_files"):
+        parts.append(f"{q['max_files']} files")
+    return ", ".join(parts) or "-"
+
+
 def _rows(accounts: list[dict[str, Any]]) -> str:
-    rows = [[a["name"], a["uid"], a["email"], _state(a), _until(a)] for a in accounts]
-    return table(rows, ["NAME", "UID", "EMAIL", "STATE", "VALID UNTIL"])
+    rows = [[a["name"], a["uid"], a["email"], _state(a), _until(a), a["usage"]["files"], size(a["usage"]["bytes"]),
+             _quota(a)] for a in accounts]  # fmt: skip
+    return table(rows, ["NAME", "UID", "EMAIL", "STATE", "VALID UNTIL", "FILES", "SIZE", "QUOTA"])
 
 
 def _one(info: dict[str, Any]) -> str:
     shown = {**info, "state": _state(info), "valid_until": _until(info)}
+    used, limits = shown.pop("usage", {}), shown.pop("quota", {})
+    if used:
+        shown["files"], shown["used"] = used["files"], size(used["bytes"])
+    if limits:
+        shown["quota"] = _quota({"quota": limits})
+        shown["soft"] = size(limits["soft_bytes"]) if limits.get("soft_bytes") else "-"
     shown["created"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["created"]))
     return fields(shown)
 
@@ -125,17 +142,29 @@ def users_add(
 @click.argument("name")
 @click.option("--email", help="A new email address.")
 @click.option("--valid-until", metavar="YYYY-MM-DD", help="The last day the account may be used; '' for no end.")
+@click.option("--quota", metavar="SIZE", help="Hard limit on the bytes of the namespace (e.g. 10G; 0: none).")
+@click.option("--quota-files", metavar="N", help="Hard limit on the number of files and folders (0: none).")
+@click.option("--soft", metavar="SIZE", help="Soft limit: a warning, a status entry and a metric past it (0: none).")
 @json_option
 @click.pass_context
-def users_set(ctx: click.Context, name: str, email: str | None, valid_until: str | None, as_json: bool) -> None:
-    """Change an account's email or validity."""
+def users_set(
+    ctx: click.Context,
+    name: str,
+    email: str | None,
+    valid_until: str | None,
+    quota: str | None,
+    quota_files: str | None,
+    soft: str | None,
+    as_json: bool,
+) -> None:
+    """Change an account's email, validity or quota."""
     body: dict[str, Any] = {}
-    if email is not None:
-        body["email"] = email
-    if valid_until is not None:
-        body["valid_until"] = valid_until
+    for key, value in (("email", email), ("valid_until", valid_until), ("quota", quota),
+                       ("quota_files", quota_files), ("soft", soft)):  # fmt: skip
+        if value is not None:
+            body[key] = value
     if not body:
-        die("nothing to change: give --email or --valid-until", 2)
+        die("nothing to change: give --email, --valid-until, --quota, --quota-files or --soft", 2)
     show(call(ctx, "PATCH", f"/v1/users/{quote(name)}", body), as_json, _one)
 
 

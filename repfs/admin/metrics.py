@@ -78,6 +78,11 @@ HELP: dict[str, str] = {
     "repfs_accounts": "Accounts of the filesystem",
     "repfs_accounts_refused": "Accounts refused now: disabled or past their validity",
     "repfs_shares": "Shares: (item, account) pairs in the share table",
+    "repfs_user_bytes": "Bytes an account's namespace holds (st_size of its files and symlinks, each inode once)",
+    "repfs_user_files": "Files, folders and other inodes in an account's namespace",
+    "repfs_user_quota_bytes": "An account's hard limit on bytes (0: none)",
+    "repfs_user_quota_files": "An account's hard limit on files (0: none)",
+    "repfs_user_over_soft_limit": "1 while an account's namespace is past its soft limit",
     "repfs_locks": "Files locked now: open for writing by one account",
     "repfs_block_records": "Distinct blocks the filesystem holds (block records in the metadata, one per block id)",
     "repfs_repair_copies_total": "Copies written by the repairer (repair, rebalance, drain)",
@@ -277,6 +282,14 @@ class LiveCollector(Collector):
                 total.add_metric([name], drain["total"] or 0)
             done.add_metric([name], int(drain["done"]))
         yield from (remaining, total, done)
+        user_gauges = [(name, self._gauge(name, ["account"])) for name in (
+            "repfs_user_bytes", "repfs_user_files", "repfs_user_quota_bytes", "repfs_user_quota_files",
+            "repfs_user_over_soft_limit")]  # fmt: skip
+        for user in st.users:
+            values = (user.bytes, user.files, user.max_bytes, user.max_files, int(user.over_soft))
+            for (_, gauge), value in zip(user_gauges, values, strict=True):
+                gauge.add_metric([user.name], value)
+        yield from (gauge for _, gauge in user_gauges)
         scrub = d.scrub
         yield from self._gauges(
             ("repfs_scrub_running", int(scrub.running)),

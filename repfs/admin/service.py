@@ -32,6 +32,7 @@ from repfs.admin.users_api import add_routes as add_user_routes
 from repfs.admin.webconfig import REALM, BasicAuth, TlsContexts, TlsListener, WebConfig
 from repfs.config import parse_ratio, parse_size
 from repfs.control import status
+from repfs.control.holds import add_hold, list_holds, remove_hold
 from repfs.control.keys import change_secret
 from repfs.control.locks import break_lock, list_locks
 from repfs.control.pools import PoolManager, spec_from_request
@@ -108,6 +109,12 @@ def _ratio(body: dict[str, Any], key: str) -> float | None:
         return parse_ratio(value, key)
     except ConfigError as exc:
         raise InvalidRequest(str(exc)) from None
+
+
+def _uid(request: Request) -> int:
+    """The administrator who asks (root when the peer is unknown)."""
+    peer = request.peer
+    return int(peer.uid) if peer is not None else 0
 
 
 def _answer(code: int, result: Any) -> Response:
@@ -251,6 +258,9 @@ class Daemon:
         r.add("POST", "/v1/scrub", self.post_scrub)
         r.add("DELETE", "/v1/scrub", self.delete_scrub)
         r.add("POST", "/v1/keys/passwd", self.post_passwd)
+        r.add("GET", "/v1/holds", self.get_holds)
+        r.add("POST", "/v1/holds", self.post_hold)
+        r.add("POST", "/v1/holds/remove", self.post_hold_remove)
         r.add("GET", "/v1/locks", self.get_locks)
         r.add("POST", "/v1/locks/break", self.post_lock_break)
         add_user_routes(r, self.layers.accounts, self.layers.audit)
@@ -388,6 +398,23 @@ class Daemon:
     async def post_clear(self, request: Request) -> Response:
         return _answer(202, await self.pools.clear(request.params["name"]))
 
+    async def get_holds(self, request: Request) -> Response:
+        return Response.json(200, {"holds": [dataclasses.asdict(h) for h in list_holds(self.layers.meta)]})
+
+    async def post_hold(self, request: Request) -> Response:
+        body = request.json()
+        path, reason = body.get("path"), body.get("reason", "")
+        if not isinstance(path, str) or not isinstance(reason, str) or set(body) - {"path", "reason"}:
+            raise InvalidRequest("give path (relative to the mount point) and, if you like, reason")
+        return _answer(201, add_hold(self.layers.meta, self.layers.audit, path, reason, by_uid=_uid(request)))
+
+    async def post_hold_remove(self, request: Request) -> Response:
+        body = request.json()
+        path = body.get("path")
+        if not isinstance(path, str) or set(body) - {"path"}:
+            raise InvalidRequest("give path (relative to the mount point)")
+        return _answer(200, remove_hold(self.layers.meta, self.layers.audit, path, by_uid=_uid(request)))
+
     async def get_locks(self, request: Request) -> Response:
         held = list_locks(self.layers.meta, self.layers.locks)
         return Response.json(200, {"locks": [dataclasses.asdict(lock) for lock in held]})
@@ -397,9 +424,8 @@ class Daemon:
         path = body.get("path")
         if not isinstance(path, str) or set(body) - {"path"}:
             raise InvalidRequest("give path (relative to the mount point)")
-        peer = request.peer
-        by = peer.uid if peer is not None else 0
-        return _answer(200, break_lock(self.layers.meta, self.layers.locks, self.layers.audit, path, by_uid=by))
+        layers = self.layers
+        return _answer(200, break_lock(layers.meta, layers.locks, layers.audit, path, by_uid=_uid(request)))
 
     async def get_repair(self, request: Request) -> Response:
         return Response.json(200, self.repair_info())

@@ -12,6 +12,7 @@ anyone else who sends it gets 403. Limits are those of the admin socket (HttpSer
 |---|---|---|---|
 | GET | /v1/health | | 200 {"ok": true} |
 | GET | /v1/me | | 200 ACCOUNT (as on the admin socket: never the password hash) |
+| GET | /v1/me/usage | | 200 {"usage": {"bytes", "files"}, "quota": {"max_bytes", "max_files", "soft_bytes"}} |
 | PUT | /v1/me/password | {"password", "old_password"?} | 200 {"name", "password_set"} |
 | GET, POST | /v1/me/shares, /v1/me/shares/remove | see `shares_api` | shares of what it owns or masters |
 
@@ -22,6 +23,7 @@ anyone else who sends it gets 403. Limits are those of the admin socket (HttpSer
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +33,7 @@ import trio
 from repfs.admin.auth import USER_SOCKET_MODE, Peer, bind_socket, peer_of, remove_socket
 from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
 from repfs.admin.shares_api import add_user_routes as add_user_share_routes
-from repfs.admin.users_api import body_fields, body_text
+from repfs.admin.users_api import body_fields, body_text, described
 from repfs.errors import SetupError
 from repfs.fs.accountmanager import AccountManager
 from repfs.fs.accounts import Account, AccountError, AccountInvalid, AccountRefused, AccountUnknown
@@ -61,6 +63,7 @@ class UserSocket:
         self.router = Router()
         self.router.add("GET", "/v1/health", self.get_health)
         self.router.add("GET", "/v1/me", self.get_me)
+        self.router.add("GET", "/v1/me/usage", self.get_usage)
         self.router.add("PUT", "/v1/me/password", self.put_password)
         add_user_share_routes(self.router, shares, lambda request: self._caller(request)[0].uid)
 
@@ -108,7 +111,12 @@ class UserSocket:
 
     async def get_me(self, request: Request) -> Response:
         account, _ = self._caller(request)
-        return Response.json(200, account.public())
+        return Response.json(200, described(self.accounts, account))
+
+    async def get_usage(self, request: Request) -> Response:
+        account, _ = self._caller(request)
+        used, limits = self.accounts.usage(account)
+        return Response.json(200, {"usage": dataclasses.asdict(used), "quota": dataclasses.asdict(limits)})
 
     async def put_password(self, request: Request) -> Response:
         peer: Peer = request.peer

@@ -5,22 +5,26 @@
 | GET | /v1/users | | 200 [ACCOUNT] |
 | POST | /v1/users | {"name", "email", "uid"?, "create_system_user"?, "valid_until"?, "password"?} | 201 ACCOUNT |
 | GET | /v1/users/NAME | | 200 ACCOUNT; 404 |
-| PATCH | /v1/users/NAME | {"email"?, "valid_until"?} | 200 ACCOUNT |
+| PATCH | /v1/users/NAME | {"email"?, "valid_until"?, "quota"?, "quota_files"?, "soft"?} | 200 ACCOUNT |
 | POST | /v1/users/NAME/disable, /enable | | 200 ACCOUNT |
 | PUT | /v1/users/NAME/password | {"password"} | 200 {"name", "password_set"} |
 | DELETE | /v1/users/NAME?delete_files=1 | | 200 ACCOUNT; 409 if its namespace holds files |
 
-ACCOUNT is `Account.public()`: no password hash, only `password_set`. A password in a
+ACCOUNT is `Account.public()` (no password hash, only `password_set`) with `usage`
+({"bytes", "files"}) and `quota` ({"max_bytes", "max_files", "soft_bytes"}; 0: none). A password in a
 body is never logged or answered. `valid_until` is `YYYY-MM-DD` or "" for no end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from repfs.admin.http import HttpError, Request, Response, Router
+from repfs.config import parse_size
 from repfs.fs import accounts as acc
+from repfs.fs import quota
 from repfs.fs.accountmanager import AccountManager
 from repfs.fs.accounts import AccountError, AccountExists, AccountInvalid, AccountUnknown, NamespaceNotEmpty
 from repfs.fs.audit import Audit
@@ -96,9 +100,29 @@ def _until(body: dict[str, Any]) -> int | None:
     return acc.parse_date(value) if value else 0
 
 
+def described(manager: AccountManager, account: acc.Account) -> dict[str, Any]:
+    """ACCOUNT: the record without its password, with its usage and quota."""
+    used, limits = manager.usage(account)
+    return {**account.public(), "usage": dataclasses.asdict(used), "quota": dataclasses.asdict(limits)}
+
+
+def _limit(body: dict[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_size(value) if key != "quota_files" else int(value)
+        except ValueError as exc:
+            raise AccountInvalid(f"{key}: {exc}") from None
+    raise AccountInvalid(f"{key} must be a number or a size like '10G' (0: no limit), got {value!r}")
+
+
 def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
     async def list_users(request: Request) -> Response:
-        return Response.json(200, [a.public() for a in manager.list()])
+        return Response.json(200, [described(manager, a) for a in manager.list()])
 
     async def add_user(request: Request) -> Response:
         body = body_fields(
@@ -118,15 +142,24 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
             valid_until=_until(body) or 0,
             password=body_text(body, "password"),
         )
-        return Response.json(201, account.public())
+        return Response.json(201, described(manager, account))
 
     async def show_user(request: Request) -> Response:
-        return Response.json(200, manager.show(request.params["name"]).public())
+        return Response.json(200, described(manager, manager.show(request.params["name"])))
 
     async def patch_user(request: Request) -> Response:
-        body = body_fields(request.json(), {"email", "valid_until"})
-        account = manager.update(request.params["name"], email=body_text(body, "email"), valid_until=_until(body))
-        return Response.json(200, account.public())
+        body = body_fields(request.json(), {"email", "valid_until", "quota", "quota_files", "soft"})
+        name = request.params["name"]
+        account = manager.update(name, email=body_text(body, "email"), valid_until=_until(body))
+        if {"quota", "quota_files", "soft"} & set(body):
+            _, old = manager.usage(account)
+            new = quota.Limits(
+                max_bytes=old.max_bytes if (v := _limit(body, "quota")) is None else v,
+                max_files=old.max_files if (f := _limit(body, "quota_files")) is None else f,
+                soft_bytes=old.soft_bytes if (w := _limit(body, "soft")) is None else w,
+            )
+            manager.set_limits(name, new)
+        return Response.json(200, described(manager, account))
 
     async def disable_user(request: Request) -> Response:
         return Response.json(200, manager.set_disabled(request.params["name"], True).public())

@@ -74,6 +74,17 @@ class AccountStatus:
 
 
 @dataclass
+class UserUsage:
+    name: str
+    bytes: int
+    files: int
+    max_bytes: int  # 0: no limit
+    max_files: int
+    soft_bytes: int
+    over_soft: bool
+
+
+@dataclass
 class SharingStatus:
     shares: int  # rows of the share table
     locks: int  # files locked now
@@ -93,6 +104,7 @@ class Status:
     journal: JournalStatus
     accounts: AccountStatus
     sharing: SharingStatus
+    users: list[UserUsage]
     scrub_finished_ns: int  # when a scrub last went through every block (else the filesystem's birth)
     blocks: dict[str, int] = field(default_factory=dict)  # the block layer's counters
 
@@ -126,6 +138,15 @@ def pool_status(layers: Layers, pools: PoolManager, name: str) -> PoolStatus:
     )
 
 
+def user_usage(layers: Layers) -> list[UserUsage]:
+    out = []
+    for account in layers.accounts.list():
+        used, lim = layers.accounts.usage(account)
+        over = bool(lim.soft_bytes and used.bytes > lim.soft_bytes)
+        out.append(UserUsage(account.name, used.bytes, used.files, lim.max_bytes, lim.max_files, lim.soft_bytes, over))
+    return out
+
+
 def alerts(layers: Layers) -> list[str]:
     """What an operator must look at: pools out of service or over a threshold."""
     out = []
@@ -141,6 +162,9 @@ def alerts(layers: Layers) -> list[str]:
                 f"(warn {space.warn * 100:g}%, critical {space.critical * 100:g}%)"
                 + ("; it takes no new blocks" if space.level == "critical" else "")
             )
+    for user in user_usage(layers):
+        if user.over_soft:
+            out.append(f"account {user.name} is past its soft limit: {user.bytes} bytes of {user.soft_bytes}")
     return out
 
 
@@ -200,6 +224,7 @@ def take(layers: Layers) -> Status:
             total=len(book), refused=book.refused_count(), not_on_host=list(layers.accounts.not_on_host)
         ),
         sharing=SharingStatus(shares=shares, locks=len(layers.locks.held())),
+        users=user_usage(layers),
         scrub_finished_ns=schema.from_u64(finished) if finished is not None else layers.opened.superblock.created_ns,
         blocks=dict(layers.blocks.stats),
     )

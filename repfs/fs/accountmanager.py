@@ -21,6 +21,7 @@ import trio.lowlevel
 
 from repfs.errors import FsError
 from repfs.fs import accounts as acc
+from repfs.fs import holds, quota
 from repfs.fs import shares as sh
 from repfs.fs.access import ROOT
 from repfs.fs.accounts import Account, AccountBook, AccountError, AccountInvalid, AccountRefused
@@ -112,6 +113,19 @@ class AccountManager:
         log.info("account %s added (uid %d, namespace /%s)", name, account.uid, name)
         return account
 
+    def usage(self, account: Account) -> tuple[quota.Usage, quota.Limits]:
+        """What the account's namespace holds (the defined unit, counted live), and its limits."""
+        with self.meta.read() as t:
+            home = acc.namespace_of(t, account)
+            used = quota.usage(t, home.ino) if home is not None else quota.Usage(0, 0)
+            return used, quota.limits_of(t, account.name)
+
+    def set_limits(self, name: str, limits: quota.Limits) -> None:
+        with self.meta.write() as t:
+            acc.get_or_fail(t, name)
+            quota.set_limits(t, name, limits)
+        log.info("account %s: quota %s", name, limits)
+
     def update(self, name: str, *, email: str | None = None, valid_until: int | None = None) -> Account:
         if email is not None:
             acc.check_email(email)
@@ -172,6 +186,11 @@ class AccountManager:
         deletes every file in it by the normal unlink path (the account is refused from
         the start, and the daemon goes on serving meanwhile)."""
         if delete_files:
+            with self.meta.read() as t:
+                home = acc.namespace_of(t, acc.get_or_fail(t, name))
+                held = holds.held_below(t, home.ino) if home is not None else []
+            if held:
+                raise AccountError(f"{len(held)} items in /{name} are on legal hold: lift the holds first")
             account = self.set_disabled(name, True)  # nothing new is made while it is emptied
             with self.meta.read() as t:
                 home = acc.namespace_of(t, account)
@@ -180,6 +199,9 @@ class AccountManager:
         with self.meta.write() as t:
             home = acc.namespace_of(t, acc.get_or_fail(t, name))
             account = acc.remove(t, name)
+            quota.set_limits(t, name, quota.NO_LIMITS)
+            if home is not None:
+                quota.forget(t, home.ino)
             given = [share.ino for share in sh.of_grantee(t, account.uid)]
             sh.forget_grantee(t, account.uid)  # what it was given goes with it
         if home is not None:  # an ordinary empty directory now: removed like any other

@@ -11,6 +11,7 @@ the last `forget`, at unmount, or at the next mount after a crash.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -32,13 +33,14 @@ from repfs.errors import (
     NoSpace,
     NotADirectory,
 )
-from repfs.fs import access, acl, shares
+from repfs.fs import access, acl, holds, quota, shares, zones
 from repfs.fs import namespace as ns
 from repfs.fs.access import Caller
 from repfs.fs.accounts import AccountBook
 from repfs.fs.audit import Audit
 from repfs.fs.kernelcache import KernelCacheQueue
 from repfs.fs.locks import LockTable
+from repfs.fs.paths import path_of
 from repfs.meta import schema as s
 from repfs.meta.records import Inode
 from repfs.meta.store import MetaStore, Txn
@@ -68,6 +70,8 @@ class Handle:
 # Block map entries `allocated` reads for one stat (see there).
 ALLOCATED_SCAN = 1024
 
+NAMESPACE_CACHE = 100_000  # inodes whose namespace is kept in memory
+
 # Blocks fetched ahead of a sequential reader: enough to keep several pools streaming.
 READ_AHEAD_BLOCKS = 4
 
@@ -91,6 +95,12 @@ class AttrChange:
     atime_ns: int | None = None
     mtime_ns: int | None = None
     times_now: bool = False  # both times are "now" (UTIME_NOW), not explicit values
+
+
+def _orphan_namespace(t: Txn, ino: int) -> int | None:
+    """The namespace an unlinked, still open inode was in (kept in its `orphans` row)."""
+    raw = t.get("orphans", s.inode_key(ino))
+    return s.from_u64(raw) or None if raw is not None and len(raw) == 8 else None
 
 
 class PoolSpace(Protocol):
@@ -127,6 +137,7 @@ class Filesystem:
         self.audit = audit
         self.locks = locks if locks is not None else LockTable()
         self.kernel = kernel if kernel is not None else KernelCacheQueue()
+        self._namespaces: dict[int, int | None] = {}  # ino → its namespace (fixed for its life)
         self.lookups: dict[int, int] = {}
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
@@ -164,25 +175,31 @@ class Filesystem:
             for ino in orphans:
                 inode = t.inode_or_none(ino)
                 if inode is not None and inode.nlink == 0 and ino != s.ROOT_INO:
-                    self._purge(t, ino)
+                    self._purge(t, ino, _orphan_namespace(t, ino))
 
-    def _purge(self, t: Txn, ino: int) -> None:
-        """Free an inode nobody can reach: its data, then its metadata."""
+    def _purge(self, t: Txn, ino: int, namespace: int | None) -> None:
+        """Free an inode nobody can reach: its data, its count in its namespace's usage,
+        then its metadata."""
+        inode = t.inode_or_none(ino)
+        if inode is not None:
+            quota.charge(t, namespace, nbytes=-quota.counted_bytes(inode), files=-1)
+        self._namespaces.pop(ino, None)
         self.cache.drop(ino)
         self.blocks.drop(t, ino, 0)
         shares.forget_item(t, ino)
         ns.forget_inode_metadata(t, ino)
 
-    def _unlinked(self, t: Txn, inode: Inode) -> None:
+    def _unlinked(self, t: Txn, inode: Inode, namespace: int | None) -> None:
         if inode.nlink > 0:
             return
         # The kernel may still use an inode it knows without its name: a process that
         # resolved the path just before (an open racing a rename over the file), an open
-        # FIFO (opened without asking us), a working directory. It is freed at `forget`.
+        # FIFO (opened without asking us), a working directory. It is freed at `forget`,
+        # and counts to its namespace until then (kept with it: it has no name to find it by).
         if self.lookups.get(inode.ino, 0) > 0:
-            t.put("orphans", s.inode_key(inode.ino), b"")
+            t.put("orphans", s.inode_key(inode.ino), s.u64(namespace or 0))
         else:
-            self._purge(t, inode.ino)
+            self._purge(t, inode.ino, namespace)
 
     def purge_orphans(self) -> int:
         """Free every unlinked inode the kernel no longer knows (unmount, start-up)."""
@@ -191,9 +208,33 @@ class Filesystem:
             freed = 0
             for ino in orphans:
                 if self.lookups.get(ino, 0) == 0:
-                    self._purge(t, ino)
+                    self._purge(t, ino, _orphan_namespace(t, ino))
                     freed += 1
         return freed
+
+    def _namespace(self, t: Txn, ino: int) -> int | None:
+        """The namespace `ino` lives in (None: outside all). An inode never changes
+        namespace (moves between them are EXDEV), so the answer is kept for its life."""
+        if ino in self._namespaces:
+            return self._namespaces[ino]
+        inode = t.inode(ino)
+        if inode.is_dir:
+            found = zones.namespace_of(t, ino)
+        else:
+            link = next(t.links_of(ino), None)
+            found = zones.namespace_of(t, link[0]) if link is not None else _orphan_namespace(t, ino)
+        if len(self._namespaces) >= NAMESPACE_CACHE:
+            self._namespaces.clear()
+        self._namespaces[ino] = found
+        return found
+
+    def _charge(self, t: Txn, ino: int, *, nbytes: int = 0, files: int = 0) -> None:
+        """Count a change in the namespace of `ino` (EDQUOT past a hard limit)."""
+        namespace = self._namespace(t, ino)
+        if quota.charge(t, namespace, nbytes=nbytes, files=files):
+            with contextlib.suppress(Exception):
+                log.warning("the namespace %s is past its soft limit: %s", path_of(t, namespace or 0),
+                            quota.usage(t, namespace or 0))  # fmt: skip
 
     # --- attributes -------------------------------------------------------------------
     def getattr(self, ino: int) -> Inode:
@@ -260,6 +301,7 @@ class Filesystem:
                     self.locks.check_write(fh)
                 if ch.size > MAX_FILE_SIZE:
                     raise FileTooLarge()
+                holds.check_not_held(t, inode, "truncated")
                 inode.mode = access.killed_privileges(caller, inode)
             inode.ctime_ns = ns.now_ns()
             t.put_inode(inode)
@@ -281,6 +323,7 @@ class Filesystem:
             old = inode.size
             if new == old:
                 return
+            self._charge(t, ino, nbytes=new - old)
             inode.size = new
             inode.mtime_ns = inode.ctime_ns = ns.now_ns()
             t.put_inode(inode)
@@ -314,6 +357,8 @@ class Filesystem:
     def _create(self, caller: Caller, parent: int, name: bytes, mode: int, rdev: int = 0, target: bytes = b"") -> Inode:
         self._admit(caller)
         with self.meta.write() as t:
+            holds.check_not_held(t, t.inode(parent), "written (no new names)")
+            self._charge(t, parent, nbytes=len(target) if stat.S_ISLNK(mode) else 0, files=1)
             inode = ns.create_node(t, caller, parent, name, mode, rdev, target)
         self._count(inode.ino)
         return inode
@@ -326,6 +371,7 @@ class Filesystem:
     def link(self, caller: Caller, ino: int, parent: int, name: bytes) -> Inode:
         self._admit(caller)
         with self.meta.write() as t:
+            holds.check_not_held(t, t.inode(parent), "written (no new names)")
             inode = ns.link(t, caller, ino, parent, name)
             sharing = shares.in_use(t)
         if sharing:  # a name in another folder: it may be shared there
@@ -337,31 +383,35 @@ class Filesystem:
         self._admit(caller)
         with self.meta.write() as t:
             self._check_removable(t, caller, parent, name)
-            self._unlinked(t, ns.unlink(t, caller, parent, name, rmdir=False))
+            self._unlinked(t, ns.unlink(t, caller, parent, name, rmdir=False), self._namespace(t, parent))
 
     def _check_removable(self, t: Txn, caller: Caller, parent: int, name: bytes) -> None:
         """A name about to be removed, moved or replaced: refused while another account
         holds its file (EBUSY), or to a grantee that did not make it (EPERM)."""
         child = t.lookup(parent, name)
         if child is not None:
+            victim = t.inode(child)
+            holds.check_not_held(t, victim, "deleted, renamed or replaced")
             self.locks.check_free(child, caller.uid)
-            shares.check_change(t, caller.uid, t.inode(child), parent)
+            shares.check_change(t, caller.uid, victim, parent)
 
     def rmdir(self, caller: Caller, parent: int, name: bytes) -> None:
         self._admit(caller)
         with self.meta.write() as t:
             self._check_removable(t, caller, parent, name)
-            self._unlinked(t, ns.unlink(t, caller, parent, name, rmdir=True))
+            self._unlinked(t, ns.unlink(t, caller, parent, name, rmdir=True), self._namespace(t, parent))
 
     def rename(self, caller: Caller, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int) -> None:
         self._admit(caller)
         with self.meta.write() as t:
             self._check_removable(t, caller, old_parent, old)
             self._check_removable(t, caller, new_parent, new)
+            if new_parent != old_parent:
+                holds.check_not_held(t, t.inode(new_parent), "written (no new names)")
             moved = t.lookup(old_parent, old)
             replaced = ns.rename(t, caller, old_parent, old, new_parent, new, flags)
             if replaced is not None:
-                self._unlinked(t, replaced)
+                self._unlinked(t, replaced, self._namespace(t, new_parent))
             sharing = old_parent != new_parent and shares.in_use(t)
         if sharing and moved is not None:
             self._forget_moved(moved)
@@ -419,6 +469,8 @@ class Filesystem:
             if inode.is_dir and (flags & os.O_ACCMODE) != os.O_RDONLY:
                 raise IsADirectory()
             access.check(t, caller, inode, access.open_access(flags))
+            if (flags & os.O_ACCMODE) != os.O_RDONLY:
+                holds.check_not_held(t, inode, "written")
         fh = self._new_handle(ino, flags, caller)  # the lock before anything changes
         try:
             # The kernel hands O_TRUNC to open (atomic_o_trunc) instead of a separate setattr.
@@ -489,6 +541,9 @@ class Filesystem:
         # size first: an upload that finishes mid-write must see its block as live
         with self.meta.write() as t:
             inode = t.inode(h.ino)
+            holds.check_not_held(t, inode, "written")  # also through a handle opened before the hold
+            if end > inode.size:
+                self._charge(t, h.ino, nbytes=end - inode.size)
             inode.size = max(inode.size, end)
             inode.mtime_ns = inode.ctime_ns = ns.now_ns()
             inode.mode = access.killed_privileges(h.caller, inode)

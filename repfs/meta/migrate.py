@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 
 from repfs.errors import SetupError
 from repfs.meta import schema as s
@@ -27,8 +28,10 @@ def schema_version(meta: MetaStore) -> int:
     return s.from_u64(raw) if raw else 1
 
 
-def migrate(meta: MetaStore) -> bool:
-    """Bring the metadata to this version's schema; whether anything changed."""
+def migrate(meta: MetaStore, *, count_usage: Callable[[MetaStore], int]) -> bool:
+    """Bring the metadata to this version's schema; whether anything changed.
+    `count_usage` fills the usage counters from the trees (its unit is the filesystem
+    layer's, repfs.fs.quota)."""
     version = schema_version(meta)
     if version > s.SCHEMA_VERSION:
         raise SetupError(
@@ -37,6 +40,9 @@ def migrate(meta: MetaStore) -> bool:
     if version < 2:
         built = _build_links(meta)
         log.info("metadata schema 1 -> 2: %d names recorded in the link table", built)
+    if version < 3:
+        counted = count_usage(meta)
+        log.info("metadata schema 2 -> 3: the usage of %d namespaces counted", counted)
     if version < s.SCHEMA_VERSION:
         with meta.write_unjournaled() as t:
             t.put("meta", s.META_SCHEMA, s.u64(s.SCHEMA_VERSION))
@@ -61,3 +67,4 @@ def _build_links(meta: MetaStore) -> int:
                 t.put("links", s.link_key(child, parent, name), b"")
         built += len(batch)
         start = batch[-1][0]
+

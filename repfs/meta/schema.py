@@ -12,7 +12,7 @@ All integers in keys are big-endian so that LMDB's byte order is numeric order.
 | blockmap  | ino (u64) ‖ block index (u64)       | block id (32 bytes)                     |
 | blocks    | block id (32 bytes)                 | `records.BlockRecord` (packed)          |
 | xattrs    | ino (u64) ‖ name                    | value bytes                             |
-| orphans   | ino (u64)                           | empty: inode with nlink 0, still open   |
+| orphans   | ino (u64)                           | its namespace ino (u64; empty: none): nlink 0, still open |
 | gc        | block id (32 bytes)                 | empty: refcount reached 0, to delete    |
 | deficit   | block id (32 bytes)                 | empty: fewer copies than `replicas`     |
 | meta      | ascii name                          | value (superblock copy, counters, ...)  |
@@ -23,6 +23,9 @@ All integers in keys are big-endian so that LMDB's byte order is numeric order.
 | shares    | item ino (u64) ‖ grantee uid (u64)  | `fs.shares.Share` (versioned JSON)      |
 | shares_by_grantee | grantee uid (u64) ‖ item ino (u64) | empty                            |
 | shares_in | namespace ino ‖ item ino ‖ grantee uid (u64 each) | empty                     |
+| usage     | namespace ino (u64)                 | bytes (u64) ‖ files (u64): `fs.quota`   |
+| quotas    | account name                        | `fs.quota.Limits` (versioned JSON)      |
+| holds     | item ino (u64)                      | `fs.holds.Hold` (versioned JSON)        |
 
 Absent blockmap entries inside a file's size are holes and read as zeros.
 """
@@ -55,12 +58,16 @@ DATABASE_IDS: dict[str, int] = {
     "shares": 16,
     "shares_by_grantee": 17,
     "shares_in": 18,
+    "usage": 19,
+    "quotas": 20,
+    "holds": 21,
 }
 DATABASES = tuple(DATABASE_IDS)
 DATABASE_BY_ID = {i: name for name, i in DATABASE_IDS.items()}
 
 # 2: the `links` table (built from `dirents` at the first mount of an older filesystem)
-SCHEMA_VERSION = 2
+# 3: the `usage` counters (counted from each namespace's tree at the first mount)
+SCHEMA_VERSION = 3
 ROOT_INO = 1
 
 _U64 = struct.Struct(">Q")

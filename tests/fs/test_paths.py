@@ -8,6 +8,7 @@ import os
 import pytest
 
 from repfs.errors import SetupError
+from repfs.fs import quota
 from repfs.fs.paths import child_path, path_of
 from repfs.meta import schema as s
 from repfs.meta.migrate import migrate, schema_version
@@ -55,7 +56,7 @@ async def test_an_older_filesystem_gets_its_link_table_at_mount(rig: Rig) -> Non
 
     old_batch, m.BATCH = m.BATCH, 7  # several transactions
     try:
-        migrate(rig.meta)
+        migrate(rig.meta, count_usage=quota.count_all)
     finally:
         m.BATCH = old_batch
     with rig.meta.read() as t:
@@ -64,4 +65,4 @@ async def test_an_older_filesystem_gets_its_link_table_at_mount(rig: Rig) -> Non
     with rig.meta.write() as t:
         t.put("meta", s.META_SCHEMA, s.u64(s.SCHEMA_VERSION + 1))
     with pytest.raises(SetupError, match="newer than this repfs"):
-        migrate(rig.meta)
+        migrate(rig.meta, count_usage=quota.count_all)

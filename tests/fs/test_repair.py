@@ -189,7 +189,10 @@ async def test_down_verifying_up_and_failed(rig: Rig) -> None:
 
 
 async def test_a_pool_wiped_while_up_gets_back_what_it_should_hold(rig: Rig) -> None:
-    await write_file(rig, b"f", os.urandom(6 * BS))
+    for i in range(10):  # random blocks: p1 is among the two targets of each with odds 2/3
+        await write_file(rig, f"f{i}".encode(), os.urandom(6 * BS))
+        if any(k.startswith("blocks/") for k in rig.pools["p1"].objects):
+            break
     health = monitor(rig)
     held = {k for k in rig.pools["p1"].objects if k.startswith("blocks/")}
     assert held

@@ -288,6 +288,22 @@ def _s3_defaults(
     metavar="SIZE",
     help="Most bytes a second the background repair writes to pools that come back; 0: no limit.",
 )
+@click.option(
+    "--retention-interval",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(1, 7 * 86400),
+    metavar="SECONDS",
+    help="How often the retention sweeper deletes files past their maximum age (repfs-admin retention).",
+)
+@click.option(
+    "--expire-rate",
+    default=100.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    metavar="FILES",
+    help="Most files a second that retention and eviction remove; 0: no limit.",
+)
 @click.option("--take-over", is_flag=True, help="Take over the expired mount lease of another host (it crashed).")
 @click.option(
     "--break-lease",
@@ -320,6 +336,8 @@ def mount(
     down_after: int,
     challenge_size: str,
     repair_rate: str,
+    retention_interval: float,
+    expire_rate: float,
     take_over: bool,
     break_lease: bool,
     debug: bool,
@@ -362,6 +380,8 @@ def mount(
                 break_lease=break_lease,
                 usage_interval=usage_interval,
                 audit=audit,
+                retention_interval=retention_interval,
+                expire_rate=expire_rate or None,
             ),
             fuse_options=options,
             allow_non_empty=allow_non_empty,
@@ -382,7 +402,8 @@ def mount(
         if not foreground:
             extra = [f"--cache-size={cache_size}", f"--max-dirty={max_dirty}", f"--heartbeat={heartbeat}"]
             extra += [f"--challenge-size={challenge_size}", f"--repair-rate={repair_rate}"]
-            extra += [f"--down-after={down_after}"]
+            extra += [f"--down-after={down_after}", f"--retention-interval={retention_interval}"]
+            extra += [f"--expire-rate={expire_rate}"]
             extra += (["--take-over"] if take_over else []) + (["--break-lease"] if break_lease else [])
             extra += [f"--cache-dir={opts.stack.cache_dir}"] if opts.stack.cache_dir else []
             extra += [f"-o{o}" for o in sorted(options)] + (["--debug"] if debug else [])

@@ -101,6 +101,29 @@ def redact_url(url: str) -> str:
     return f"{scheme}{sep}{authority}{slash}{path}"
 
 
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> int:
+    """`30d`, `12h`, `90m`, `45s`, `2w`, `1d12h` or plain seconds → seconds; ValueError otherwise."""
+    parts = re.findall(r"(\d+)\s*([smhdw]?)", text.strip().lower())
+    if not text.strip() or re.sub(r"(\d+)\s*([smhdw]?)", "", text.strip().lower()).strip():
+        raise ValueError(f"{text!r} is not an age; write e.g. 30d, 12h, 90m or 2w")
+    return sum(int(n) * _AGE_UNITS[u or "s"] for n, u in parts)
+
+
+def format_age(seconds: int) -> str:
+    """Seconds as `parse_age` reads them: 2592000 → `30d`, 5400 → `1h30m`."""
+    if seconds <= 0:
+        return "0"
+    out = []
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        n, seconds = divmod(seconds, length)
+        if n:
+            out.append(f"{n}{unit}")
+    return "".join(out)
+
+
 def parse_size(text: str) -> int:
     """`4M`, `512K`, `2G`, `1T` or plain bytes → bytes (binary units); ValueError otherwise."""
     m = _SIZE_RE.match(text)

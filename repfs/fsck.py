@@ -38,8 +38,8 @@ from repfs.backend.keys import (
     parse_journal_key,
     parse_snapshot_key,
 )
+from repfs.fs import ingest, quota
 from repfs.fs import namespace as ns
-from repfs.fs import quota
 from repfs.fs.access import ROOT
 from repfs.fs.paths import path_of
 from repfs.meta import schema as s
@@ -63,6 +63,7 @@ class FsckReport:
     dangling_blocks: list[str] = field(default_factory=list)  # map entries without a record
     bad_links: list[str] = field(default_factory=list)  # link table rows no name backs, or missing
     bad_usage: list[str] = field(default_factory=list)  # namespaces whose usage counter is off
+    bad_ingest: list[str] = field(default_factory=list)  # ingest times missing, or their order off
     unlisted_garbage: list[str] = field(default_factory=list)
     orphan_objects: list[tuple[str, str]] = field(default_factory=list)  # (pool, key)
     missing_copies: list[tuple[str, str]] = field(default_factory=list)  # (pool, block)
@@ -83,6 +84,7 @@ class FsckReport:
                 self.dangling_blocks,
                 self.bad_links,
                 self.bad_usage,
+                self.bad_ingest,
                 self.unlisted_garbage,
                 self.orphan_objects,
                 self.missing_copies,
@@ -101,6 +103,7 @@ class FsckReport:
             ("block map entries without a block record", self.dangling_blocks),
             ("link table rows that differ from the names (where a file lives)", self.bad_links),
             ("namespaces whose usage counter differs from their tree", self.bad_usage),
+            ("ingest times missing or out of their order", self.bad_ingest),
             ("unreferenced blocks not yet listed for deletion", self.unlisted_garbage),
             ("objects on pools that no metadata references", self.orphan_objects),
             ("missing copies of blocks", self.missing_copies),
@@ -193,6 +196,7 @@ async def fsck(layers: Layers, *, repair: bool = False, progress: Progress | Non
                 if not orphaned:  # an open, unlinked file still counts: nothing to say then
                     counted[home] = real
                     report.bad_usage.append(f"{path_of(t, home)}: counted {kept}, the tree holds {real}")
+        report.bad_ingest = ingest.check(t, inodes)
 
     # --- 2. block references ------------------------------------------------------------
     with meta.read() as t:
@@ -266,6 +270,10 @@ async def fsck(layers: Layers, *, repair: bool = False, progress: Progress | Non
             with meta.write() as t:
                 for home, real in counted.items():
                     quota.store(t, home, real)
+        if report.bad_ingest:
+            with meta.write() as t:
+                ingest.check(t, {s.from_u64(k): Inode.unpack(s.from_u64(k), v) for k, v in t.scan("inodes", b"")},
+                             repair=True)  # fmt: skip
         report.repaired = True
     return report
 
@@ -297,7 +305,9 @@ async def _repair(
         if report.orphans:
             lost = t.lookup(s.ROOT_INO, LOST_FOUND)
             if lost is None:
-                lost = ns.create_node(t, ROOT, s.ROOT_INO, LOST_FOUND, stat.S_IFDIR | 0o700).ino
+                made = ns.create_node(t, ROOT, s.ROOT_INO, LOST_FOUND, stat.S_IFDIR | 0o700)
+                ingest.record(t, made, None, made.ctime_ns)
+                lost = made.ino
             for ino in report.orphans:
                 inode = t.inode(ino)
                 t.add_entry(lost, f"#{ino}".encode(), ino)

@@ -46,6 +46,8 @@ HELPER_VALUED = {
     "heartbeat": "--heartbeat",
     "repair_rate": "--repair-rate",
     "usage_interval": "--usage-interval",
+    "retention_interval": "--retention-interval",
+    "expire_rate": "--expire-rate",
 }
 HELPER_FLAGS = {
     "audit": "--audit",

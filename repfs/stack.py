@@ -33,11 +33,12 @@ from repfs.codec.keys import derive_keys
 from repfs.config import FsConfig
 from repfs.control.pools import PoolManager
 from repfs.errors import SetupError, StorageError
-from repfs.fs import quota
+from repfs.fs import expiry, ingest, quota
 from repfs.fs.accountmanager import AccountManager
 from repfs.fs.accounts import AccountBook, check_host
 from repfs.fs.audit import Audit
 from repfs.fs.core import Filesystem
+from repfs.fs.expiry import Expirer
 from repfs.fs.kernelcache import KernelCacheQueue
 from repfs.fs.locks import LockTable
 from repfs.fs.ratelimit import RateLimit
@@ -71,6 +72,8 @@ class StackOptions:
     break_lease: bool = False  # take the lease whatever its state
     usage_interval: float = USAGE_INTERVAL  # seconds between measurements of pool usage
     audit: bool = False  # one JSON record per file access and account action (repfs.fs.audit)
+    retention_interval: float = expiry.DEFAULT_INTERVAL  # seconds between retention sweeps
+    expire_rate: float | None = expiry.DEFAULT_RATE  # files/s a sweep or an eviction may remove
 
 
 @dataclass
@@ -97,16 +100,19 @@ class Layers:
     audit: Audit
     locks: LockTable
     shares: ShareManager
+    expiry: Expirer
 
     async def run_upkeep(self, nursery: trio.Nursery) -> None:
         """Background work that uses the metadata: garbage collection, pool health and
-        usage, repair, the lease, and changes of pools (resumed drains and rebalances)."""
+        usage, repair, the lease, changes of pools (resumed drains and rebalances), and
+        the removal of files by retention and eviction."""
         await nursery.start(self.blocks.run_gc)
         await nursery.start(self.health.run)
         await nursery.start(self.repairer.run)
         await nursery.start(self.lease.run)
         await nursery.start(self.usage.run)
         await nursery.start(self.pools.run)
+        await nursery.start(self.expiry.run)
 
     async def store_dirty(self) -> int:
         """Store every dirty block and sync the metadata; the number of blocks left unstored.
@@ -249,9 +255,10 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     pools = PoolManager(opened, meta, poolset, objects, health, repairer, usage, journal)
     share_manager = ShareManager(meta, fs, kernel_cache, audit)
     accounts = AccountManager(meta, fs, book, kernel_cache, share_manager)
+    expirer = Expirer(meta, fs, interval=opts.retention_interval, rate=opts.expire_rate)
     return Layers(
         opened, meta, poolset, store, copies, objects, blocks, cache, fs, health, repairer, journal, lease, usage,
-        pools, accounts, kernel_cache, audit, locks, share_manager,
+        pools, accounts, kernel_cache, audit, locks, share_manager, expirer,
     )  # fmt: skip
 
 
@@ -284,7 +291,8 @@ async def prepare(layers: Layers, opts: StackOptions) -> None:
     crash left."""
     await layers.lease.acquire(take_over=opts.take_over, break_lease=opts.break_lease)
     await catch_up(layers.meta, layers.journal, layers.objects, layers.journal.codec)
-    if migrate(layers.meta, count_usage=quota.count_all):  # unjournaled: a snapshot puts it on the pools at once
+    # unjournaled: a snapshot puts it on the pools at once
+    if migrate(layers.meta, count_usage=quota.count_all, record_ingest=ingest.record_all):
         try:
             await layers.journal.snapshot_now()
         except StorageError as exc:

@@ -32,6 +32,7 @@ import click
 from repfs import __version__
 from repfs.admin.cli_holds import hold
 from repfs.admin.cli_locks import locks
+from repfs.admin.cli_retention import info, retention
 from repfs.admin.cli_shares import shares
 from repfs.admin.cli_users import users
 from repfs.admin.cliutil import (
@@ -54,6 +55,7 @@ from repfs.errors import RepfsError
 from repfs.progress import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
+
 
 def pool_rows(pools: list[dict[str, Any]]) -> str:
     rows = []
@@ -521,6 +523,8 @@ def repair_status(ctx: click.Context, as_json: bool) -> None:
 
 
 main.add_command(users)
+main.add_command(retention)
+main.add_command(info)
 main.add_command(locks)
 main.add_command(shares)
 main.add_command(hold)

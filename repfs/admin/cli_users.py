@@ -52,6 +52,7 @@ def _one(info: dict[str, Any]) -> str:
     if limits:
         shown["quota"] = _quota({"quota": limits})
         shown["soft"] = size(limits["soft_bytes"]) if limits.get("soft_bytes") else "-"
+        shown["evict_past"] = f"{size(limits['evict_bytes'])} (oldest first)" if limits.get("evict_bytes") else "-"
     shown["created"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["created"]))
     return fields(shown)
 
@@ -145,6 +146,8 @@ def users_add(
 @click.option("--quota", metavar="SIZE", help="Hard limit on the bytes of the namespace (e.g. 10G; 0: none).")
 @click.option("--quota-files", metavar="N", help="Hard limit on the number of files and folders (0: none).")
 @click.option("--soft", metavar="SIZE", help="Soft limit: a warning, a status entry and a metric past it (0: none).")
+@click.option("--max-size", metavar="SIZE", help="Past this size the oldest files are removed (needs --evict oldest).")
+@click.option("--evict", type=click.Choice(["oldest", "none"]), help="How to get under --max-size; none: never evict.")
 @json_option
 @click.pass_context
 def users_set(
@@ -155,16 +158,18 @@ def users_set(
     quota: str | None,
     quota_files: str | None,
     soft: str | None,
+    max_size: str | None,
+    evict: str | None,
     as_json: bool,
 ) -> None:
-    """Change an account's email, validity or quota."""
+    """Change an account's email, validity, quota or eviction size."""
     body: dict[str, Any] = {}
-    for key, value in (("email", email), ("valid_until", valid_until), ("quota", quota),
-                       ("quota_files", quota_files), ("soft", soft)):  # fmt: skip
+    for key, value in (("email", email), ("valid_until", valid_until), ("quota", quota), ("quota_files", quota_files),
+                       ("soft", soft), ("max_size", max_size), ("evict", evict)):  # fmt: skip
         if value is not None:
             body[key] = value
     if not body:
-        die("nothing to change: give --email, --valid-until, --quota, --quota-files or --soft", 2)
+        die("nothing to change: give --email, --valid-until, --quota, --quota-files, --soft, --max-size or --evict", 2)
     show(call(ctx, "PATCH", f"/v1/users/{quote(name)}", body), as_json, _one)
 
 

@@ -13,6 +13,7 @@ for an error answer, which is JSON `{"error": message}`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -23,6 +24,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import h11
 import trio
+
+from repfs.config import parse_size
+from repfs.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,38 @@ class Response:
     @classmethod
     def error(cls, status: int, message: str) -> Response:
         return cls.json(status, {"error": message})
+
+    @classmethod
+    def of(cls, status: int, result: Any) -> Response:
+        """A typed result (a dataclass, e.g. of repfs.control) as the JSON body."""
+        return cls.json(status, dataclasses.asdict(result))
+
+
+def body_size(body: dict[str, Any], key: str, *, count: bool = False) -> int | None:
+    """A size field of a JSON body: bytes, or text like '500G' (a plain number when
+    `count`); None when absent. InvalidRequest (400) otherwise."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        try:
+            if count:
+                if not value.strip().isdigit():
+                    raise ValueError(f"{value!r} is not a number")
+                return int(value)
+            return parse_size(value)
+        except ValueError as exc:
+            raise InvalidRequest(f"{key}: {exc}") from None
+    kind = "a number" if count else "a size in bytes or like '500G'"
+    raise InvalidRequest(f"{key} must be {kind} (0: none), got {value!r}")
+
+
+def peer_uid(request: Request) -> int:
+    """The uid of who asks on a Unix socket (root when the peer is unknown)."""
+    peer = request.peer
+    return int(peer.uid) if peer is not None else 0
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -57,6 +57,7 @@ class Daemon(Protocol):
 
     def admin_requests(self) -> int: ...
 
+
 # name -> help: the documented list (docs/METRICS.md is checked against it by a test)
 HELP: dict[str, str] = {
     "repfs_info": "Always 1; labels: version, fs_uuid",
@@ -84,6 +85,10 @@ HELP: dict[str, str] = {
     "repfs_user_quota_files": "An account's hard limit on files (0: none)",
     "repfs_user_over_soft_limit": "1 while an account's namespace is past its soft limit",
     "repfs_locks": "Files locked now: open for writing by one account",
+    "repfs_retention_rules": "Folders with a retention rule",
+    "repfs_retention_sweep_running": "1 while the retention sweeper deletes files past their maximum age",
+    "repfs_retention_last_sweep_timestamp_seconds": "When the last retention sweep ended (unix time; 0: never)",
+    "repfs_expired_files_total": "Files removed by policy since mount, by reason (retention, eviction)",
     "repfs_block_records": "Distinct blocks the filesystem holds (block records in the metadata, one per block id)",
     "repfs_repair_copies_total": "Copies written by the repairer (repair, rebalance, drain)",
     "repfs_repair_removed_copies_total": "Extra or damaged copies deleted by the repairer",
@@ -290,6 +295,18 @@ class LiveCollector(Collector):
             for (_, gauge), value in zip(user_gauges, values, strict=True):
                 gauge.add_metric([user.name], value)
         yield from (gauge for _, gauge in user_gauges)
+        ex = st.expiry
+        yield from self._gauges(
+            ("repfs_retention_rules", ex.rules),
+            ("repfs_retention_sweep_running", int(ex.sweep_running)),
+            ("repfs_retention_last_sweep_timestamp_seconds", ex.sweep_finished),
+        )
+        expired = CounterMetricFamily(
+            _base("repfs_expired_files_total"), HELP["repfs_expired_files_total"], labels=["reason"]
+        )
+        for reason, n in ex.removed.items():
+            expired.add_metric([reason], n)
+        yield expired
         scrub = d.scrub
         yield from self._gauges(
             ("repfs_scrub_running", int(scrub.running)),
@@ -358,4 +375,3 @@ class LiveCollector(Collector):
                 state.add_metric([p.name, s.value], int(s.value == p.state))
         yield from g.values()
         yield state
-

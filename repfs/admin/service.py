@@ -24,17 +24,16 @@ import trio
 
 from repfs import __version__
 from repfs.admin.auth import Gate, bind_socket, remove_socket, resolve_group, user_socket_path
-from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
+from repfs.admin.http import HttpError, HttpServer, Request, Response, Router, body_size
 from repfs.admin.metrics import Metrics
+from repfs.admin.policy_api import add_routes as add_policy_routes
 from repfs.admin.shares_api import add_admin_routes as add_share_routes
 from repfs.admin.user_socket import serve_user_socket
 from repfs.admin.users_api import add_routes as add_user_routes
 from repfs.admin.webconfig import REALM, BasicAuth, TlsContexts, TlsListener, WebConfig
-from repfs.config import parse_ratio, parse_size
+from repfs.config import parse_ratio
 from repfs.control import status
-from repfs.control.holds import add_hold, list_holds, remove_hold
 from repfs.control.keys import change_secret
-from repfs.control.locks import break_lock, list_locks
 from repfs.control.pools import PoolManager, spec_from_request
 from repfs.control.scrub import OnlineScrub
 from repfs.errors import (
@@ -87,20 +86,6 @@ def _number(body: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
-def _size(body: dict[str, Any], key: str) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str):
-        try:
-            return parse_size(value)
-        except ValueError as exc:
-            raise InvalidRequest(f"{key}: {exc}") from None
-    raise InvalidRequest(f"{key} must be a size in bytes or like '500G', got {value!r}")
-
-
 def _ratio(body: dict[str, Any], key: str) -> float | None:
     value = body.get(key)
     if value is None:
@@ -109,17 +94,6 @@ def _ratio(body: dict[str, Any], key: str) -> float | None:
         return parse_ratio(value, key)
     except ConfigError as exc:
         raise InvalidRequest(str(exc)) from None
-
-
-def _uid(request: Request) -> int:
-    """The administrator who asks (root when the peer is unknown)."""
-    peer = request.peer
-    return int(peer.uid) if peer is not None else 0
-
-
-def _answer(code: int, result: Any) -> Response:
-    """A control-plane result (a dataclass) as the JSON body."""
-    return Response.json(code, dataclasses.asdict(result))
 
 
 class Daemon:
@@ -258,11 +232,7 @@ class Daemon:
         r.add("POST", "/v1/scrub", self.post_scrub)
         r.add("DELETE", "/v1/scrub", self.delete_scrub)
         r.add("POST", "/v1/keys/passwd", self.post_passwd)
-        r.add("GET", "/v1/holds", self.get_holds)
-        r.add("POST", "/v1/holds", self.post_hold)
-        r.add("POST", "/v1/holds/remove", self.post_hold_remove)
-        r.add("GET", "/v1/locks", self.get_locks)
-        r.add("POST", "/v1/locks/break", self.post_lock_break)
+        add_policy_routes(r, self.layers)
         add_user_routes(r, self.layers.accounts, self.layers.audit)
         add_share_routes(r, self.layers.shares)
         return r
@@ -316,14 +286,14 @@ class Daemon:
         result = await self.pools.set(
             request.params["name"],
             weight=_number(body, "weight"),
-            capacity=_size(body, "capacity"),
+            capacity=body_size(body, "capacity"),
             warn=_ratio(body, "warn"),
             critical=_ratio(body, "critical"),
         )
         return Response.json(200, {**dataclasses.asdict(result), "info": self.pool_info(request.params["name"])})
 
     async def delete_pool(self, request: Request) -> Response:
-        return _answer(200, await self.pools.remove(request.params["name"]))
+        return Response.of(200, await self.pools.remove(request.params["name"]))
 
     async def post_passwd(self, request: Request) -> Response:
         """Wrap the data key under a new secret while mounted (the body's secrets, hex, are
@@ -339,10 +309,10 @@ class Daemon:
             changed = await change_secret(self.layers.opened, self.layers.health, self.layers.meta, old, new)
         except WrongPassphrase as exc:
             raise HttpError(403, str(exc)) from None
-        return _answer(200, changed)
+        return Response.of(200, changed)
 
     async def post_drain(self, request: Request) -> Response:
-        return _answer(202, await self.pools.drain(request.params["name"]))
+        return Response.of(202, await self.pools.drain(request.params["name"]))
 
     async def patch_config(self, request: Request) -> Response:
         body = request.json()
@@ -353,7 +323,7 @@ class Daemon:
             if not isinstance(body[key], int) or isinstance(body[key], bool):
                 raise InvalidRequest(f"{key} must be a whole number")
         replicas, quorum = body.get("replicas"), body.get("write_quorum")
-        return _answer(200, await self.pools.set_copies(replicas=replicas, write_quorum=quorum))
+        return Response.of(200, await self.pools.set_copies(replicas=replicas, write_quorum=quorum))
 
     async def post_check(self, request: Request) -> Response:
         """Where each block of a file (or of every file under a folder) has its copies, and
@@ -377,8 +347,7 @@ class Daemon:
             200,
             {
                 "files": [
-                    {"path": f.path, "size": f.size, "blocks": [dataclasses.asdict(b) for b in f.blocks]}
-                    for f in files
+                    {"path": f.path, "size": f.size, "blocks": [dataclasses.asdict(b) for b in f.blocks]} for f in files
                 ],
                 "truncated": cut,
                 "queued_for_repair": queued,
@@ -387,51 +356,22 @@ class Daemon:
         )
 
     async def post_offline(self, request: Request) -> Response:
-        return _answer(200, await self.pools.offline(request.params["name"]))
+        return Response.of(200, await self.pools.offline(request.params["name"]))
 
     async def post_online(self, request: Request) -> Response:
-        return _answer(202, await self.pools.online(request.params["name"]))
+        return Response.of(202, await self.pools.online(request.params["name"]))
 
     async def post_undrain(self, request: Request) -> Response:
-        return _answer(200, await self.pools.undrain(request.params["name"]))
+        return Response.of(200, await self.pools.undrain(request.params["name"]))
 
     async def post_clear(self, request: Request) -> Response:
-        return _answer(202, await self.pools.clear(request.params["name"]))
-
-    async def get_holds(self, request: Request) -> Response:
-        return Response.json(200, {"holds": [dataclasses.asdict(h) for h in list_holds(self.layers.meta)]})
-
-    async def post_hold(self, request: Request) -> Response:
-        body = request.json()
-        path, reason = body.get("path"), body.get("reason", "")
-        if not isinstance(path, str) or not isinstance(reason, str) or set(body) - {"path", "reason"}:
-            raise InvalidRequest("give path (relative to the mount point) and, if you like, reason")
-        return _answer(201, add_hold(self.layers.meta, self.layers.audit, path, reason, by_uid=_uid(request)))
-
-    async def post_hold_remove(self, request: Request) -> Response:
-        body = request.json()
-        path = body.get("path")
-        if not isinstance(path, str) or set(body) - {"path"}:
-            raise InvalidRequest("give path (relative to the mount point)")
-        return _answer(200, remove_hold(self.layers.meta, self.layers.audit, path, by_uid=_uid(request)))
-
-    async def get_locks(self, request: Request) -> Response:
-        held = list_locks(self.layers.meta, self.layers.locks)
-        return Response.json(200, {"locks": [dataclasses.asdict(lock) for lock in held]})
-
-    async def post_lock_break(self, request: Request) -> Response:
-        body = request.json()
-        path = body.get("path")
-        if not isinstance(path, str) or set(body) - {"path"}:
-            raise InvalidRequest("give path (relative to the mount point)")
-        layers = self.layers
-        return _answer(200, break_lock(layers.meta, layers.locks, layers.audit, path, by_uid=_uid(request)))
+        return Response.of(202, await self.pools.clear(request.params["name"]))
 
     async def get_repair(self, request: Request) -> Response:
         return Response.json(200, self.repair_info())
 
     async def get_scrub(self, request: Request) -> Response:
-        return _answer(200, self.scrub.progress())
+        return Response.of(200, self.scrub.progress())
 
     async def post_scrub(self, request: Request) -> Response:
         body = request.json()
@@ -441,10 +381,10 @@ class Daemon:
         restart = body.get("restart", False)
         if not isinstance(restart, bool):
             raise InvalidRequest("restart must be true or false")
-        rate = _size(body, "rate")
+        rate = body_size(body, "rate")
         assert self._nursery is not None
         self.scrub.start(self._nursery, restart=restart, rate=rate or None)
-        return _answer(202, self.scrub.progress())
+        return Response.of(202, self.scrub.progress())
 
     async def delete_scrub(self, request: Request) -> Response:
         self.scrub.cancel()

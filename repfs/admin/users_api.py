@@ -21,8 +21,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from repfs.admin.http import HttpError, Request, Response, Router
-from repfs.config import parse_size
+from repfs.admin.http import HttpError, Request, Response, Router, body_size
 from repfs.fs import accounts as acc
 from repfs.fs import quota
 from repfs.fs.accountmanager import AccountManager
@@ -106,18 +105,22 @@ def described(manager: AccountManager, account: acc.Account) -> dict[str, Any]:
     return {**account.public(), "usage": dataclasses.asdict(used), "quota": dataclasses.asdict(limits)}
 
 
-def _limit(body: dict[str, Any], key: str) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str):
-        try:
-            return parse_size(value) if key != "quota_files" else int(value)
-        except ValueError as exc:
-            raise AccountInvalid(f"{key}: {exc}") from None
-    raise AccountInvalid(f"{key} must be a number or a size like '10G' (0: no limit), got {value!r}")
+def _new_limits(old: quota.Limits, body: dict[str, Any]) -> quota.Limits:
+    """The limits a PATCH asks for; what it leaves out stays. `max_size` (the eviction
+    size) goes with `evict: "oldest"`, the one policy; `evict: "none"` turns it off."""
+    evict = body_text(body, "evict")
+    if evict not in (None, "oldest", "none"):
+        raise AccountInvalid(f"evict must be 'oldest' or 'none', got {evict!r}")
+    max_size = body_size(body, "max_size")
+    if max_size and evict != "oldest" and not old.evict_bytes:
+        raise AccountInvalid("max_size needs evict: 'oldest' (the files removed first are the oldest ingested)")
+    evict_bytes = old.evict_bytes if max_size is None else max_size
+    return quota.Limits(
+        max_bytes=old.max_bytes if (v := body_size(body, "quota")) is None else v,
+        max_files=old.max_files if (f := body_size(body, "quota_files", count=True)) is None else f,
+        soft_bytes=old.soft_bytes if (w := body_size(body, "soft")) is None else w,
+        evict_bytes=0 if evict == "none" else evict_bytes,
+    )
 
 
 def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
@@ -148,17 +151,13 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
         return Response.json(200, described(manager, manager.show(request.params["name"])))
 
     async def patch_user(request: Request) -> Response:
-        body = body_fields(request.json(), {"email", "valid_until", "quota", "quota_files", "soft"})
+        limits = {"quota", "quota_files", "soft", "max_size", "evict"}
+        body = body_fields(request.json(), {"email", "valid_until"} | limits)
         name = request.params["name"]
         account = manager.update(name, email=body_text(body, "email"), valid_until=_until(body))
-        if {"quota", "quota_files", "soft"} & set(body):
+        if limits & set(body):
             _, old = manager.usage(account)
-            new = quota.Limits(
-                max_bytes=old.max_bytes if (v := _limit(body, "quota")) is None else v,
-                max_files=old.max_files if (f := _limit(body, "quota_files")) is None else f,
-                soft_bytes=old.soft_bytes if (w := _limit(body, "soft")) is None else w,
-            )
-            manager.set_limits(name, new)
+            manager.set_limits(name, _new_limits(old, body))
         return Response.json(200, described(manager, account))
 
     async def disable_user(request: Request) -> Response:

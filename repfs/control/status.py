@@ -91,6 +91,14 @@ class SharingStatus:
 
 
 @dataclass
+class ExpiryStatus:
+    rules: int  # retention rules (folders with one)
+    removed: dict[str, int]  # files removed since mount, by "retention" and "eviction"
+    sweep_running: bool
+    sweep_finished: float  # unix time the last sweep ended (0: never)
+
+
+@dataclass
 class Status:
     fs_uuid: str
     fs_dir: str
@@ -105,6 +113,7 @@ class Status:
     accounts: AccountStatus
     sharing: SharingStatus
     users: list[UserUsage]
+    expiry: ExpiryStatus
     scrub_finished_ns: int  # when a scrub last went through every block (else the filesystem's birth)
     blocks: dict[str, int] = field(default_factory=dict)  # the block layer's counters
 
@@ -197,6 +206,8 @@ def take(layers: Layers) -> Status:
     with layers.meta.read() as t:
         finished = t.get("meta", schema.META_SCRUB_FINISHED)
         shares = int(t.txn.stat(t.db["shares"])["entries"])
+        rules = int(t.txn.stat(t.db["retention"])["entries"])
+    sweep = layers.expiry.state()
     return Status(
         fs_uuid=layers.opened.superblock.fs_uuid,
         fs_dir=str(layers.opened.paths.root),
@@ -225,6 +236,7 @@ def take(layers: Layers) -> Status:
         ),
         sharing=SharingStatus(shares=shares, locks=len(layers.locks.held())),
         users=user_usage(layers),
+        expiry=ExpiryStatus(rules, dict(layers.expiry.removed), sweep.running, sweep.finished),
         scrub_finished_ns=schema.from_u64(finished) if finished is not None else layers.opened.superblock.created_ns,
         blocks=dict(layers.blocks.stats),
     )

@@ -122,9 +122,12 @@ class AccountManager:
 
     def set_limits(self, name: str, limits: quota.Limits) -> None:
         with self.meta.write() as t:
-            acc.get_or_fail(t, name)
+            home = acc.namespace_of(t, acc.get_or_fail(t, name))
             quota.set_limits(t, name, limits)
+            over = home is not None and limits.evict_bytes and quota.usage(t, home.ino).bytes > limits.evict_bytes
         log.info("account %s: quota %s", name, limits)
+        if over and home is not None and self.fs.on_over_size is not None:  # the evictor starts now
+            self.fs.on_over_size(home.ino)
 
     def update(self, name: str, *, email: str | None = None, valid_until: int | None = None) -> Account:
         if email is not None:
@@ -272,4 +275,3 @@ def make_host_user(name: str, uid: int | None) -> tuple[int, int]:
         raise AccountInvalid(f"useradd {name} made no passwd entry")
     log.info("made host user %s (uid %d)", name, found[0])
     return found
-

@@ -31,7 +31,7 @@ from typing import Any
 import argon2
 
 from repfs.errors import FsError, SetupError
-from repfs.fs import acl
+from repfs.fs import acl, ingest, retention
 from repfs.fs import namespace as ns
 from repfs.fs.access import ROOT
 from repfs.meta import schema as s
@@ -230,6 +230,10 @@ def make_namespace(t: Txn, account: Account) -> Inode:
     t.put_inode(inode)
     acl.store(t, inode, acl.DEFAULT, NAMESPACE_DEFAULT_ACL.pack())
     t.put("namespaces", s.u64(inode.ino), account.name.encode())
+    ingest.record(t, inode, inode.ino, inode.ctime_ns)
+    rule = retention.default(t)
+    if rule is not None:  # the rule new namespaces get
+        retention.put(t, inode.ino, rule)
     return inode
 
 
@@ -263,7 +267,8 @@ def check_host(accounts: Iterable[Account]) -> None:
             wrong.append(f"{a.name} is uid {a.uid} in repfs but uid {found[0]} on this host")
     if wrong:
         raise SetupError(
-            "accounts do not match this host's users: " + "; ".join(wrong)
+            "accounts do not match this host's users: "
+            + "; ".join(wrong)
             + "; make the users (repfs recover --create-system-users does) or fix their uids"
         )
 

@@ -17,7 +17,7 @@ import itertools
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,8 +32,9 @@ from repfs.errors import (
     IsADirectory,
     NoSpace,
     NotADirectory,
+    NotFound,
 )
-from repfs.fs import access, acl, holds, quota, shares, zones
+from repfs.fs import access, acl, holds, ingest, quota, shares, zones
 from repfs.fs import namespace as ns
 from repfs.fs.access import Caller
 from repfs.fs.accounts import AccountBook
@@ -138,6 +139,7 @@ class Filesystem:
         self.locks = locks if locks is not None else LockTable()
         self.kernel = kernel if kernel is not None else KernelCacheQueue()
         self._namespaces: dict[int, int | None] = {}  # ino → its namespace (fixed for its life)
+        self.on_over_size: Callable[[int], None] | None = None  # a namespace past its eviction size
         self.lookups: dict[int, int] = {}
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
@@ -183,6 +185,7 @@ class Filesystem:
         inode = t.inode_or_none(ino)
         if inode is not None:
             quota.charge(t, namespace, nbytes=-quota.counted_bytes(inode), files=-1)
+        ingest.forget(t, ino)
         self._namespaces.pop(ino, None)
         self.cache.drop(ino)
         self.blocks.drop(t, ino, 0)
@@ -231,10 +234,13 @@ class Filesystem:
     def _charge(self, t: Txn, ino: int, *, nbytes: int = 0, files: int = 0) -> None:
         """Count a change in the namespace of `ino` (EDQUOT past a hard limit)."""
         namespace = self._namespace(t, ino)
-        if quota.charge(t, namespace, nbytes=nbytes, files=files):
+        charged = quota.charge(t, namespace, nbytes=nbytes, files=files)
+        if charged.soft:
             with contextlib.suppress(Exception):
                 log.warning("the namespace %s is past its soft limit: %s", path_of(t, namespace or 0),
                             quota.usage(t, namespace or 0))  # fmt: skip
+        if charged.evict and namespace is not None and self.on_over_size is not None:
+            self.on_over_size(namespace)
 
     # --- attributes -------------------------------------------------------------------
     def getattr(self, ino: int) -> Inode:
@@ -360,6 +366,7 @@ class Filesystem:
             holds.check_not_held(t, t.inode(parent), "written (no new names)")
             self._charge(t, parent, nbytes=len(target) if stat.S_ISLNK(mode) else 0, files=1)
             inode = ns.create_node(t, caller, parent, name, mode, rdev, target)
+            ingest.record(t, inode, self._namespace(t, parent), inode.ctime_ns)
         self._count(inode.ino)
         return inode
 
@@ -379,9 +386,12 @@ class Filesystem:
         self._count(ino)
         return inode
 
-    def unlink(self, caller: Caller, parent: int, name: bytes) -> None:
+    def unlink(self, caller: Caller, parent: int, name: bytes, *, expect: int | None = None) -> None:
+        """Remove a name (only if it still names inode `expect`, when given: ENOENT if not)."""
         self._admit(caller)
         with self.meta.write() as t:
+            if expect is not None and t.lookup(parent, name) != expect:
+                raise NotFound("the name no longer names that file")
             self._check_removable(t, caller, parent, name)
             self._unlinked(t, ns.unlink(t, caller, parent, name, rmdir=False), self._namespace(t, parent))
 

@@ -19,13 +19,12 @@ import time
 from dataclasses import asdict, dataclass
 
 from repfs.errors import NotPermitted
-from repfs.fs import shares
+from repfs.fs import folders, shares
 from repfs.meta import schema as s
 from repfs.meta.records import Inode
 from repfs.meta.store import Txn
 
 RECORD_VERSION = 1
-MAX_DEPTH = 4096
 
 
 @dataclass(frozen=True)
@@ -70,25 +69,10 @@ def every(t: Txn) -> list[tuple[int, Hold]]:
 
 
 def _folder_held(t: Txn, folder: int) -> bool:
-    memo = t.memo
-    chain: list[int] = []
-    held = False
-    ino = folder
-    while ino != s.ROOT_INO and len(chain) < MAX_DEPTH:
-        hit = memo.get(("held", ino)) if memo is not None else None
-        if isinstance(hit, bool):
-            held = hit
-            break
-        chain.append(ino)
-        up = t.get("parents", s.inode_key(ino))
-        if up is None:
-            break
-        ino = s.from_u64(up)
-    for f in reversed(chain):
-        held = held or t.get("holds", s.u64(f)) is not None
-        if memo is not None:
-            memo[("held", f)] = held
-    return held
+    def step(f: int, above: bool) -> bool:
+        return above or t.get("holds", s.u64(f)) is not None
+
+    return folders.inherited(t, folder, "held", False, step)
 
 
 def is_held(t: Txn, inode: Inode) -> bool:

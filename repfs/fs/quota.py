@@ -30,7 +30,7 @@ from repfs.meta import schema as s
 from repfs.meta.records import Inode
 from repfs.meta.store import MetaStore, Txn
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2 added `evict_bytes`; version 1 records read with it 0
 _USAGE = struct.Struct(">QQ")
 
 
@@ -39,6 +39,7 @@ class Limits:
     max_bytes: int = 0  # hard limit on bytes; 0: none
     max_files: int = 0  # hard limit on files; 0: none
     soft_bytes: int = 0  # a warning past it; 0: none
+    evict_bytes: int = 0  # past it the oldest files are removed (`repfs.fs.expiry`); 0: never
 
     def pack(self) -> bytes:
         return json.dumps({"v": RECORD_VERSION, **asdict(self)}, sort_keys=True).encode()
@@ -47,7 +48,7 @@ class Limits:
     def unpack(cls, raw: bytes) -> Limits:
         data = json.loads(raw)
         version = data.pop("v", None)
-        if version != RECORD_VERSION:
+        if version not in (1, RECORD_VERSION):
             raise ValueError(f"quota record version {version} is not known")
         return cls(**data)
 
@@ -92,11 +93,20 @@ def set_limits(t: Txn, account: str, new: Limits) -> None:
         t.put("quotas", account.encode(), new.pack())
 
 
-def charge(t: Txn, namespace: int | None, *, nbytes: int = 0, files: int = 0) -> bool:
+@dataclass(frozen=True)
+class Charged:
+    soft: bool = False  # the change took the namespace past its soft limit
+    evict: bool = False  # the namespace is past its eviction size
+
+
+NOTHING = Charged()
+
+
+def charge(t: Txn, namespace: int | None, *, nbytes: int = 0, files: int = 0) -> Charged:
     """Count a change to `namespace` (None: outside every namespace, not counted).
-    QuotaExceeded when it grows past a hard limit; True when it crosses the soft one."""
+    QuotaExceeded when it grows past a hard limit."""
     if namespace is None or (nbytes == 0 and files == 0):
-        return False
+        return NOTHING
     now = usage(t, namespace)
     new = Usage(max(0, now.bytes + nbytes), max(0, now.files + files))
     lim = limits(t, namespace) if nbytes > 0 or files > 0 else NO_LIMITS
@@ -105,7 +115,12 @@ def charge(t: Txn, namespace: int | None, *, nbytes: int = 0, files: int = 0) ->
     if files > 0 and lim.max_files and new.files > lim.max_files:
         raise QuotaExceeded(f"the namespace would hold {new.files} files; its quota is {lim.max_files}")
     t.put("usage", s.u64(namespace), _USAGE.pack(new.bytes, new.files))
-    return bool(nbytes > 0 and lim.soft_bytes and now.bytes <= lim.soft_bytes < new.bytes)
+    if lim is NO_LIMITS:
+        return NOTHING
+    return Charged(
+        soft=bool(nbytes > 0 and lim.soft_bytes and now.bytes <= lim.soft_bytes < new.bytes),
+        evict=bool(nbytes > 0 and lim.evict_bytes and new.bytes > lim.evict_bytes),
+    )
 
 
 def forget(t: Txn, namespace: int) -> None:

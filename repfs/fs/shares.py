@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from repfs.errors import AccessDenied, InvalidArgument, NotPermitted
-from repfs.fs import zones
+from repfs.fs import folders, zones
 from repfs.meta import schema as s
 from repfs.meta.records import Inode
 from repfs.meta.store import Txn
@@ -46,7 +46,6 @@ RANK = {role: i for i, role in enumerate(ROLES, 1)}
 FILE_PERM = {"reader": 4, "editor": 6, "master": 6}
 DIR_PERM = {"reader": 5, "editor": 7, "master": 7}
 SEARCH = 1  # --x: through a folder to a shared item below it
-MAX_DEPTH = 4096
 
 _KEY = struct.Struct(">QQ")
 _IN = struct.Struct(">QQQ")
@@ -162,15 +161,7 @@ def parents_of(t: Txn, inode: Inode) -> list[int]:
 
 def folder_chain(t: Txn, folder: int) -> list[int]:
     """`folder` and every folder above it, up to (not including) the root."""
-    chain: list[int] = []
-    ino = folder
-    while ino != s.ROOT_INO and len(chain) < MAX_DEPTH:
-        chain.append(ino)
-        up = t.get("parents", s.inode_key(ino))
-        if up is None:
-            break
-        ino = s.from_u64(up)
-    return chain
+    return folders.chain(t, folder)
 
 
 def namespace_of_item(t: Txn, ino: int) -> int | None:
@@ -215,28 +206,13 @@ def _stronger(a: str | None, b: str) -> str:
 
 
 def folder_view(t: Txn, folder: int) -> FolderView:
-    memo = t.memo
-    chain: list[int] = []
-    view = _OUTSIDE
-    ino = folder
-    while ino != s.ROOT_INO and len(chain) < MAX_DEPTH:
-        hit = memo.get(("folder", ino)) if memo is not None else None
-        if isinstance(hit, FolderView):
-            view = hit
-            break
-        chain.append(ino)
-        up = t.get("parents", s.inode_key(ino))
-        if up is None:
-            break
-        ino = s.from_u64(up)
-    for f in reversed(chain):
+    def step(f: int, view: FolderView) -> FolderView:
         roles = dict(view.roles)
         for share in on_item(t, f):
             roles[share.uid] = _stronger(roles.get(share.uid), share.role)
-        view = FolderView(f if zones.owner(t, f) is not None else view.namespace, roles)
-        if memo is not None:
-            memo[("folder", f)] = view
-    return view
+        return FolderView(f if zones.owner(t, f) is not None else view.namespace, roles)
+
+    return folders.inherited(t, folder, "folder", _OUTSIDE, step)
 
 
 def _through(t: Txn, namespace: int) -> dict[int, set[int]]:

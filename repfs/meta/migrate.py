@@ -28,10 +28,12 @@ def schema_version(meta: MetaStore) -> int:
     return s.from_u64(raw) if raw else 1
 
 
-def migrate(meta: MetaStore, *, count_usage: Callable[[MetaStore], int]) -> bool:
+def migrate(
+    meta: MetaStore, *, count_usage: Callable[[MetaStore], int], record_ingest: Callable[[MetaStore], int]
+) -> bool:
     """Bring the metadata to this version's schema; whether anything changed.
     `count_usage` fills the usage counters from the trees (its unit is the filesystem
-    layer's, repfs.fs.quota)."""
+    layer's, repfs.fs.quota), `record_ingest` the ingest times (repfs.fs.ingest)."""
     version = schema_version(meta)
     if version > s.SCHEMA_VERSION:
         raise SetupError(
@@ -43,6 +45,9 @@ def migrate(meta: MetaStore, *, count_usage: Callable[[MetaStore], int]) -> bool
     if version < 3:
         counted = count_usage(meta)
         log.info("metadata schema 2 -> 3: the usage of %d namespaces counted", counted)
+    if version < 4:
+        recorded = record_ingest(meta)
+        log.info("metadata schema 3 -> 4: %d inodes given their ctime as ingest time", recorded)
     if version < s.SCHEMA_VERSION:
         with meta.write_unjournaled() as t:
             t.put("meta", s.META_SCHEMA, s.u64(s.SCHEMA_VERSION))
@@ -67,4 +72,3 @@ def _build_links(meta: MetaStore) -> int:
                 t.put("links", s.link_key(child, parent, name), b"")
         built += len(batch)
         start = batch[-1][0]
-

@@ -26,6 +26,9 @@ All integers in keys are big-endian so that LMDB's byte order is numeric order.
 | usage     | namespace ino (u64)                 | bytes (u64) ‖ files (u64): `fs.quota`   |
 | quotas    | account name                        | `fs.quota.Limits` (versioned JSON)      |
 | holds     | item ino (u64)                      | `fs.holds.Hold` (versioned JSON)        |
+| ingest    | ino (u64)                           | ingest time (u64 ns) ‖ namespace (u64): `fs.ingest` |
+| ingest_order | namespace ‖ ingest time ‖ ino (u64 each) | empty: files by ingest time       |
+| retention | folder ino (u64; 1: the whole filesystem) | `fs.retention.Rule` (versioned JSON) |
 
 Absent blockmap entries inside a file's size are holes and read as zeros.
 """
@@ -61,13 +64,17 @@ DATABASE_IDS: dict[str, int] = {
     "usage": 19,
     "quotas": 20,
     "holds": 21,
+    "ingest": 22,
+    "ingest_order": 23,
+    "retention": 24,
 }
 DATABASES = tuple(DATABASE_IDS)
 DATABASE_BY_ID = {i: name for name, i in DATABASE_IDS.items()}
 
 # 2: the `links` table (built from `dirents` at the first mount of an older filesystem)
 # 3: the `usage` counters (counted from each namespace's tree at the first mount)
-SCHEMA_VERSION = 3
+# 4: ingest times (each existing inode's ctime) and their order
+SCHEMA_VERSION = 4
 ROOT_INO = 1
 
 _U64 = struct.Struct(">Q")
@@ -86,9 +93,13 @@ META_SCRUB_FINISHED = b"scrub_finished"  # u64 unix ns: when a scrub last went t
 META_SHARING = b"sharing"  # present once a share was ever made: ACLs are computed from then on
 META_JOURNAL_SEQ = b"journal_seq"  # the sequence number of the last committed change set
 META_JOURNAL_STORED = b"journal_stored"  # the last sequence number known to be on the pools
+META_RETENTION_DEFAULT = b"retention_default"  # `fs.retention.Rule` given to each new namespace
+META_SWEEP = b"retention_sweep"  # the sweeper's progress (`fs.expiry`): resumed after a restart
 
 # `meta` entries that describe this host's copy, not the filesystem: never journaled
-LOCAL_META = frozenset({META_CACHE_DIR, META_SCRUB_CURSOR, META_CLEAN, META_JOURNAL_SEQ, META_JOURNAL_STORED})
+LOCAL_META = frozenset(
+    {META_SWEEP, META_CACHE_DIR, META_SCRUB_CURSOR, META_CLEAN, META_JOURNAL_SEQ, META_JOURNAL_STORED}
+)
 
 
 def u64(n: int) -> bytes:

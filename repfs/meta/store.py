@@ -31,7 +31,9 @@ from repfs.meta.records import BlockRecord, Inode
 
 INITIAL_MAP_SIZE = 256 * 1024 * 1024
 # Databases whose change empties the policy memo: what folders, namespaces and shares are.
-POLICY_DBS = frozenset({"parents", "namespaces", "shares", "shares_in", "shares_by_grantee", "accounts", "holds"})
+POLICY_DBS = frozenset(
+    {"parents", "namespaces", "shares", "shares_in", "shares_by_grantee", "accounts", "holds", "retention"}
+)
 POLICY_MEMO_MAX = 200_000
 GROW_WHEN_USED = 0.5
 GROW_CHECK_EVERY = 16

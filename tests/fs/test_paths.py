@@ -8,7 +8,7 @@ import os
 import pytest
 
 from repfs.errors import SetupError
-from repfs.fs import quota
+from repfs.fs import ingest, quota
 from repfs.fs.paths import child_path, path_of
 from repfs.meta import schema as s
 from repfs.meta.migrate import migrate, schema_version
@@ -47,22 +47,31 @@ async def test_an_older_filesystem_gets_its_link_table_at_mount(rig: Rig) -> Non
         await write_file(rig, f"f{i}".encode(), b"x", parent=d.ino)
     with rig.meta.read() as t:
         before = dict(t.scan("links", b""))
-    assert len(before) == 26
-    with rig.meta.write() as t:  # what a filesystem made before the link table looks like
+        ingested = dict(t.scan("ingest", b""))
+        ordered = dict(t.scan("ingest_order", b""))
+    assert len(before) == 26 and len(ingested) == 26 and len(ordered) == 25
+    with rig.meta.write() as t:  # what a filesystem made before the link table and ingest times looks like
         for key in before:
             t.delete("links", key)
+        for key in ingested:
+            t.delete("ingest", key)
+        for key in ordered:
+            t.delete("ingest_order", key)
         t.put("meta", s.META_SCHEMA, s.u64(1))
     import repfs.meta.migrate as m
 
     old_batch, m.BATCH = m.BATCH, 7  # several transactions
     try:
-        migrate(rig.meta, count_usage=quota.count_all)
+        migrate(rig.meta, count_usage=quota.count_all, record_ingest=ingest.record_all)
     finally:
         m.BATCH = old_batch
     with rig.meta.read() as t:
         assert dict(t.scan("links", b"")) == before
+        rebuilt = {s.from_u64(k): ingest.of(t, s.from_u64(k)) for k in ingested}
+        assert {ino: e.time_ns for ino, e in rebuilt.items() if e} == {ino: t.inode(ino).ctime_ns for ino in rebuilt}
+        assert len(dict(t.scan("ingest_order", b""))) == 25  # the 25 files, in time order
     assert schema_version(rig.meta) == s.SCHEMA_VERSION
     with rig.meta.write() as t:
         t.put("meta", s.META_SCHEMA, s.u64(s.SCHEMA_VERSION + 1))
     with pytest.raises(SetupError, match="newer than this repfs"):
-        migrate(rig.meta, count_usage=quota.count_all)
+        migrate(rig.meta, count_usage=quota.count_all, record_ingest=ingest.record_all)

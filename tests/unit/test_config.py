@@ -11,7 +11,9 @@ from repfs.config import (
     FsConfig,
     PoolSpec,
     S3Location,
+    format_age,
     load_config,
+    parse_age,
     parse_config,
     parse_size,
     pool_from_url,
@@ -272,3 +274,18 @@ def test_pools_side_by_side_are_fine() -> None:
         ),
         replicas=1,
     )
+
+
+AGES = [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("45", 45), ("2w", 14 * 86400), ("1d12h", 129600)]
+
+
+@pytest.mark.parametrize(("text", "seconds"), AGES)
+def test_ages_read_and_print_the_same(text: str, seconds: int) -> None:
+    assert parse_age(text) == seconds
+    assert parse_age(format_age(seconds)) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "x", "3y", "-5", "3d x", "1.5d"])
+def test_a_bad_age_is_refused_with_what_to_write(text: str) -> None:
+    with pytest.raises(ValueError, match=r"is not an age; write e\.g\. 30d"):
+        parse_age(text)

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 3600.0  # seconds between sweeps
 DEFAULT_RATE = 100.0  # files per second a sweep or an eviction may remove
 BATCH = 256  # index entries read per transaction
+SAVE_EVERY = 16  # files looked at between two records of the sweeper's place
 DRY_RUN_LISTED = 1000  # paths a dry run lists (it counts all)
 RETRY_AFTER = 60  # seconds before a sweep or an eviction that failed is tried again
 SWEEP_VERSION = 1
@@ -176,8 +177,11 @@ class Expirer:
 
     # --- removing ---------------------------------------------------------------------
     async def _remove(self, ino: int, names: list[tuple[int, bytes]], op: str, why: str) -> bool:
-        """Remove these names of inode `ino`, if they still name it; whether all went."""
+        """Remove these names of inode `ino`, if they still name it; whether all went.
+        A file open for writing is left alone (root's own writes included)."""
         for parent, name in names:
+            if self.fs.locks.holder(ino) is not None:
+                return False
             await self.rate.take(1)
             with self.meta.read() as t:
                 where = child_path(t, parent, name)
@@ -256,27 +260,26 @@ class Expirer:
                     paths = {e.ino: [child_path(t, p, n) for p, n in names] for e, names, _ in batch} if dry_run else {}
                 if not batch:
                     break
-                for entry, names, held in batch:
-                    if not names:
-                        continue
-                    if held:
-                        report.held += 1
-                        st.skipped += 1
-                        continue
+                for i, (entry, names, held) in enumerate(batch, 1):
                     if dry_run:
-                        report.count += 1
-                        room = DRY_RUN_LISTED - len(report.paths)
-                        report.paths += paths[entry.ino][: max(0, room)]
+                        if names and held:
+                            report.held += 1
+                        elif names:
+                            report.count += 1
+                            report.paths += paths[entry.ino][: max(0, DRY_RUN_LISTED - len(report.paths))]
                         continue
-                    why = f"ingested {_iso(entry.time_ns)}, past its maximum age"
-                    if await self._remove(entry.ino, names, "expire", why):
-                        st.removed += 1
-                    else:
+                    if names and held:
                         st.skipped += 1
+                    elif names:
+                        why = f"ingested {_iso(entry.time_ns)}, past its maximum age"
+                        if await self._remove(entry.ino, names, "expire", why):
+                            st.removed += 1
+                        else:
+                            st.skipped += 1
+                    if i % SAVE_EVERY == 0 or i == len(batch):  # a restart goes on after this file
+                        st.namespace, st.after = home, (entry.time_ns, entry.ino)
+                        self._save(st)
                 after = (batch[-1][0].time_ns, batch[-1][0].ino)
-                if not dry_run:
-                    st.namespace, st.after = home, after
-                    self._save(st)
                 await trio.lowlevel.checkpoint()
         if not dry_run:
             log.info("retention sweep done: %d files deleted, %d left (on hold or in use)", st.removed, st.skipped)

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from repfs.admin.auth import user_socket_path
 from repfs.backend.keys import TEMP_PREFIX
 
 REPFS = [sys.executable, "-m", "repfs.cli"]
@@ -319,6 +320,8 @@ class Repfs:
                     res = run_repfs("umount", str(self.mnt), timeout=UMOUNT_TIMEOUT)
                     if res.returncode != 0:
                         detach(self.mnt)
+            if lock_is_free(self.fs_dir):  # the user socket's folder a killed daemon left
+                shutil.rmtree(user_socket_path(self.fs_dir).parent, ignore_errors=True)
 
     def emergency_stop(self) -> None:
         """Kill the daemon from another thread: frees any process blocked on the mount."""

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import click
 
-from repfs.admin.cliutil import call, die, fields, in_mount, json_option, show, table, when
+from repfs.admin.cliutil import call, call_user, die, fields, in_mount, is_admin, json_option, show, table, when
 from repfs.config import format_age, parse_age
 
 
@@ -146,8 +146,14 @@ def _stamp(t: float | None) -> str:
 @click.pass_context
 def info(ctx: click.Context, path: str, as_json: bool) -> None:
     """What repfs knows of PATH: attributes, ingest time (when repfs took it in; not
-    changed by touch, rsync -a or cp -p), hold, retention, lock and shares."""
-    show(call(ctx, "GET", f"/v1/info?path={_quoted(in_mount(path))}"), as_json, _info)
+    changed by touch, rsync -a or cp -p), hold, retention, lock and shares. Not an
+    administrator: of what your account may reach."""
+    where = _quoted(in_mount(path))
+    if is_admin(ctx):
+        answer = call(ctx, "GET", f"/v1/info?path={where}")
+    else:
+        answer = call_user(ctx, "GET", f"/v1/me/info?path={where}")
+    show(answer, as_json, _info)
 
 
 def _quoted(path: str) -> str:

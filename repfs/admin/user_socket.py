@@ -15,6 +15,7 @@ anyone else who sends it gets 403. Limits are those of the admin socket (HttpSer
 | GET | /v1/me/usage | | 200 {"usage": {"bytes", "files"}, "quota": {"max_bytes", "max_files", "soft_bytes"}} |
 | PUT | /v1/me/password | {"password", "old_password"?} | 200 {"name", "password_set"} |
 | GET, POST | /v1/me/shares, /v1/me/shares/remove | see `shares_api` | shares of what it owns or masters |
+| GET | /v1/me/info?path=P | | 200 INFO (as `repfs-admin info`): what the account may reach, else 404 |
 
 `old_password` is needed when the account has a password, unless root acts for it.
 403: no account for the uid, the account is disabled or expired, a wrong old password.
@@ -34,10 +35,12 @@ from repfs.admin.auth import USER_SOCKET_MODE, Peer, bind_socket, peer_of, remov
 from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
 from repfs.admin.shares_api import add_user_routes as add_user_share_routes
 from repfs.admin.users_api import body_fields, body_text, described
-from repfs.errors import SetupError
+from repfs.control.info import info
+from repfs.errors import SetupError, UnknownName
 from repfs.fs.accountmanager import AccountManager
 from repfs.fs.accounts import Account, AccountError, AccountInvalid, AccountRefused, AccountUnknown
 from repfs.fs.audit import Audit
+from repfs.fs.locks import LockTable
 from repfs.fs.sharemanager import ShareManager
 
 if TYPE_CHECKING:
@@ -54,10 +57,14 @@ def identify(stream: trio.abc.Stream) -> Peer:
 
 
 class UserSocket:
-    def __init__(self, accounts: AccountManager, shares: ShareManager, audit: Audit, path: Path) -> None:
+    def __init__(
+        self, accounts: AccountManager, shares: ShareManager, audit: Audit, locks: LockTable, path: Path, *, own: bool
+    ) -> None:
         self.accounts = accounts
         self.audit = audit
+        self.locks = locks
         self.path = path
+        self.own = own  # the folder is repfs's (the default path): removed when empty
         self.server = HttpServer(self._app, identify=identify, name="user socket")
         self._made = False  # whether bind() made the socket's folder (removed after)
         self.router = Router()
@@ -65,14 +72,16 @@ class UserSocket:
         self.router.add("GET", "/v1/me", self.get_me)
         self.router.add("GET", "/v1/me/usage", self.get_usage)
         self.router.add("PUT", "/v1/me/password", self.put_password)
+        self.router.add("GET", "/v1/me/info", self.get_info)
         add_user_share_routes(self.router, shares, lambda request: self._caller(request)[0].uid)
 
     def bind(self) -> trio.socket.SocketType:
         """The listening socket; SetupError or OSError if it cannot be made."""
-        self._made = not self.path.parent.exists()
+        made = not self.path.parent.exists()
         sock = bind_socket(self.path, None, mode=USER_SOCKET_MODE, what="user socket")
-        if self._made:
+        if made:
             self.path.parent.chmod(0o755)
+        self._made = made or self.own  # a folder a killed daemon left goes too
         return sock
 
     async def serve(
@@ -118,6 +127,16 @@ class UserSocket:
         used, limits = self.accounts.usage(account)
         return Response.json(200, {"usage": dataclasses.asdict(used), "quota": dataclasses.asdict(limits)})
 
+    async def get_info(self, request: Request) -> Response:
+        account, _ = self._caller(request)
+        path = request.query.get("path")
+        if path is None:
+            raise HttpError(400, "give ?path= (relative to the mount point)")
+        try:
+            return Response.of(200, info(self.accounts.meta, self.locks, path, uid=account.uid))
+        except UnknownName as exc:
+            raise HttpError(404, str(exc)) from None
+
     async def put_password(self, request: Request) -> Response:
         peer: Peer = request.peer
         result = "ok"
@@ -155,7 +174,7 @@ async def serve_user_socket(
     """Serve the user socket at `path`. A default path that cannot be made (a daemon not
     run as root cannot write /run/repfs) turns it off with a warning; an explicit one
     (`--user-socket`) is an error."""
-    socket = UserSocket(layers.accounts, layers.shares, layers.audit, path)
+    socket = UserSocket(layers.accounts, layers.shares, layers.audit, layers.locks, path, own=not explicit)
     try:
         sock = socket.bind()
     except (SetupError, OSError) as exc:

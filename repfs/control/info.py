@@ -10,7 +10,8 @@ from repfs.errors import NotADirectory, NotFound, UnknownName
 from repfs.fs import accounts as acc
 from repfs.fs import holds, ingest, retention, shares, zones
 from repfs.fs.locks import LockTable
-from repfs.fs.paths import child_path, resolve
+from repfs.fs.paths import child_path
+from repfs.fs.sharemanager import resolve_as
 from repfs.meta.store import MetaStore
 
 _KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "folder", stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo",
@@ -41,9 +42,10 @@ class FileInfo:
     shared_with: dict[str, str]  # account → role, of shares on it (not above it)
 
 
-def info(meta: MetaStore, locks: LockTable, path: str) -> FileInfo:
+def info(meta: MetaStore, locks: LockTable, path: str, *, uid: int = 0) -> FileInfo:
+    """What repfs knows of `path`, as `uid` may reach it (root: everything)."""
     try:
-        ino = resolve(meta, path)
+        ino = resolve_as(meta, path, uid)
     except (NotFound, NotADirectory) as exc:
         raise UnknownName(str(exc)) from None
     with meta.read() as t:

@@ -25,7 +25,6 @@ from repfs.fs.audit import Audit
 from repfs.fs.core import Filesystem
 from repfs.fs.kernelcache import KernelCacheQueue
 from repfs.fs.paths import path_of, resolve
-from repfs.meta import schema as s
 from repfs.meta.records import Inode
 from repfs.meta.store import MetaStore, Txn
 
@@ -41,6 +40,17 @@ class ShareInfo:
     role: str
     by: str
     since: float
+
+
+def resolve_as(meta: MetaStore, path: str, uid: int) -> int:
+    """The inode of `path` as `uid` may reach it (search permission on every folder on
+    the way); root reaches everything."""
+    if uid == 0:
+        return resolve(meta, path)
+    with meta.read() as t:
+        account = acc.by_uid(t, uid)
+    caller = Caller(uid, account.gid if account is not None else uid)
+    return resolve(meta, path, may_pass=lambda t, folder: access.permitted(t, caller, folder, access.X_OK))
 
 
 class ShareManager:
@@ -102,19 +112,7 @@ class ShareManager:
     def _resolve(self, path: str, uid: int) -> int:
         """The inode of `path` as `uid` may reach it: a folder it may not go through
         answers as if the path did not exist (a user learns nothing of others' names)."""
-        if uid == 0:
-            return resolve(self.meta, path)
-        ino = s.ROOT_INO
-        with self.meta.read() as t:
-            account = acc.by_uid(t, uid)
-            caller = Caller(uid, account.gid if account is not None else uid)
-            for name in [p for p in path.split("/") if p and p != "."]:
-                here = t.inode(ino)
-                child = t.lookup(ino, name.encode()) if here.is_dir else None
-                if child is None or not access.permitted(t, caller, here, access.X_OK):
-                    raise NotFound(f"no such file or folder: {path}")
-                ino = child
-        return ino
+        return resolve_as(self.meta, path, uid)
 
     def _may_change(self, t: Txn, uid: int, inode: Inode, namespace: int, role: str) -> None:
         if uid == t.inode(namespace).uid:  # the namespace's owner: everything in it

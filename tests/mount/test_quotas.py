@@ -159,6 +159,11 @@ def test_counts_survive_kill9_and_recover_and_an_editors_file_is_the_owners(
     run_as(*a, lambda: (home / "keep").write_bytes(os.urandom(5000)))
     before = usage(sock, alice)
     assert before == from_tree(home) == {"bytes": 5000, "files": 2}
+
+    def ingested() -> float:
+        return float(json.loads(admin(sock, "info", str(home / "keep"), "--json").stdout)["ingested"])
+
+    made = ingested()  # the ingest time is metadata like the counts: the same after recover
     fs.kill9()
     fs.mount(*fs.mount_args)
     assert usage(sock, alice) == before
@@ -169,5 +174,6 @@ def test_counts_survive_kill9_and_recover_and_an_editors_file_is_the_owners(
     assert res.returncode == 0, res.stderr
     fs.mount(*fs.mount_args)
     assert usage(sock, alice) == before == from_tree(home)
+    assert ingested() == made
     shown: dict[str, Any] = json.loads(admin(sock, "users", "list", "--json").stdout)[0]
     assert {"usage", "quota"} <= set(shown)

@@ -76,6 +76,13 @@ def test_the_user_socket_answers_only_about_the_callers_own_account(
     assert code == 3 and f"you are {alice}" in out, out
     code, out = run_as(a_uid, a_gid, lambda: cli(fs.mnt, "users", "list"))
     assert code == 7 and "not allowed to use the admin socket" in out, out
+    # what repfs knows of a file: of her own, not of what she cannot reach
+    run_as(a_uid, a_gid, lambda: (fs.mnt / alice / "note").write_bytes(b"n"))
+    run_as(*ids(bob), lambda: (fs.mnt / bob / "private").write_bytes(b"p"))
+    code, out = run_as(a_uid, a_gid, lambda: cli(fs.mnt, "info", str(fs.mnt / alice / "note"), "--json"))
+    assert code == 0 and json.loads(out)["owner"] == alice and json.loads(out)["ingested"] > 0, out
+    code, out = run_as(a_uid, a_gid, lambda: cli(fs.mnt, "info", str(fs.mnt / bob / "private")))
+    assert code == 4 and "no such file" in out, out
 
     # a uid with no account, and root acting for one
     status, err = run_as(65534, 65534, lambda: ask(path, "GET", "/v1/me"))

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import click
@@ -25,7 +26,7 @@ from repfs import __version__
 from repfs.cli_common import exit_code, fail, get_secret, parse_count, parse_size, read_fd, secret_options
 from repfs.cli_maintenance import fsck, passwd, recover, scrub
 from repfs.config import DEFAULT_BLOCK_SIZE, DEFAULT_REPLICAS, FsConfig, PoolSpec, pool_from_url
-from repfs.errors import ConfigError, RepfsError
+from repfs.errors import ConfigError, RepfsError, SetupError
 
 # --- commands ----------------------------------------------------------------------
 
@@ -547,6 +548,60 @@ def umount(mountpoint: Path, timeout: float) -> None:
 
 for command in (passwd, scrub, recover, fsck):
     main.add_command(command)
+
+
+
+
+@main.command()
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--bind", default="127.0.0.1:8443", show_default=True, metavar="ADDR:PORT", help="Where to listen.")
+@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path), help="TLS certificate (PEM); with --key.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Its private key (PEM).")
+@click.option("--insecure-http", is_flag=True, help="Plain HTTP, no TLS: for debugging only (warned in the log).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Sessions and the made certificate [default: FS_DIR/web].")  # fmt: skip
+@click.option("--max-put", default="1G", show_default=True, metavar="SIZE", help="Largest simple PUT upload.")
+@click.option("--token-ttl", default=8 * 3600.0, show_default=True, type=click.FloatRange(60), metavar="SECONDS",
+              help="How long a sign-in lasts.")  # fmt: skip
+@click.option("--log", "log_file", metavar="PATH|syslog", help="Log to a file or syslog [default: standard error].")
+@click.option("--debug", is_flag=True, help="Log debug messages.")
+@click.option("--ready-fd", type=int, hidden=True)
+def web(
+    target: Path,
+    bind: str,
+    cert: Path | None,
+    key: Path | None,
+    insecure_http: bool,
+    state_dir: Path | None,
+    max_put: str,
+    token_ttl: float,
+    log_file: str | None,
+    debug: bool,
+    ready_fd: int | None,
+) -> None:
+    """Serve the REST/JSON API over HTTPS for the filesystem mounted at TARGET (the mount
+    point, or its FS_DIR), as root: every request's files are read and written on the mount
+    as the signed-in account. See docs/API.md."""
+    from repfs import logs
+    from repfs.web.app import WebOptions
+    from repfs.web.server import ServeOptions, serve
+
+    logs.setup(log_file, debug=debug)
+    if os.geteuid() != 0:
+        fail(SetupError("repfs web runs as root: it reads and writes files as each signed-in account"))
+    opts = ServeOptions(target=target, bind=bind, cert=cert, key=key, insecure_http=insecure_http,
+                        state=state_dir, token_ttl=token_ttl, web=WebOptions(max_put=parse_size(max_put)))  # fmt: skip
+
+    def ready(where: str) -> None:
+        click.echo(f"serving {where}/api/v1", err=True)
+        if ready_fd is not None:
+            os.write(ready_fd, f"ok {where}\n".encode())
+            os.close(ready_fd)
+
+    try:
+        trio.run(partial(serve, opts, ready=ready))
+    except RepfsError as exc:
+        fail(exc)
 
 
 if __name__ == "__main__":

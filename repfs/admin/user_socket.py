@@ -16,6 +16,10 @@ anyone else who sends it gets 403. Limits are those of the admin socket (HttpSer
 | PUT | /v1/me/password | {"password", "old_password"?} | 200 {"name", "password_set"} |
 | GET, POST | /v1/me/shares, /v1/me/shares/remove | see `shares_api` | shares of what it owns or masters |
 | GET | /v1/me/info?path=P | | 200 INFO (as `repfs-admin info`): what the account may reach, else 404 |
+| POST | /v1/login | {"login", "password"} | root only (the web process): 200 ACCOUNT, 403 otherwise |
+
+To root acting for an account, ACCOUNT also carries `password_stamp` (changes with the
+password: what web sessions are bound to).
 
 `old_password` is needed when the account has a password, unless root acts for it.
 403: no account for the uid, the account is disabled or expired, a wrong old password.
@@ -73,6 +77,7 @@ class UserSocket:
         self.router.add("GET", "/v1/me/usage", self.get_usage)
         self.router.add("PUT", "/v1/me/password", self.put_password)
         self.router.add("GET", "/v1/me/info", self.get_info)
+        self.router.add("POST", "/v1/login", self.post_login)
         add_user_share_routes(self.router, shares, lambda request: self._caller(request)[0].uid)
 
     def bind(self) -> trio.socket.SocketType:
@@ -119,8 +124,20 @@ class UserSocket:
         return Response.json(200, {"ok": True})
 
     async def get_me(self, request: Request) -> Response:
-        account, _ = self._caller(request)
-        return Response.json(200, described(self.accounts, account))
+        account, by_root = self._caller(request)
+        extra = {"password_stamp": account.password_stamp} if by_root else {}
+        return Response.json(200, {**described(self.accounts, account), **extra})
+
+    async def post_login(self, request: Request) -> Response:
+        """A password check for the web process (root); nobody else may ask, so the socket
+        is no password oracle."""
+        peer: Peer = request.peer
+        if peer.uid != 0:
+            raise HttpError(403, "only root may check passwords")
+        body = body_fields(request.json(), {"login", "password"}, {"login", "password"})
+        login, password = body_text(body, "login") or "", body_text(body, "password") or ""
+        account = await self.accounts.login(login, password)
+        return Response.json(200, {**described(self.accounts, account), "password_stamp": account.password_stamp})
 
     async def get_usage(self, request: Request) -> Response:
         account, _ = self._caller(request)

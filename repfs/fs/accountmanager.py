@@ -167,6 +167,23 @@ class AccountManager:
             raise AccountRefused(why)
         return account
 
+    async def login(self, login: str, password: str) -> Account:
+        """The account whose name or email is `login`, if `password` is its password and
+        it may use the filesystem now. One message for every failure: a caller learns
+        nothing of which names exist."""
+        with self.meta.read() as t:
+            account = acc.get(t, login)
+            if account is None:
+                account = next((a for a in acc.listed(t) if a.email.lower() == login.lower()), None)
+        if account is None or not await trio.to_thread.run_sync(
+            acc.password_matches, account, password, limiter=self._hashing
+        ):
+            raise AccountRefused("wrong account name or password")
+        why = account.refused(time.time())
+        if why is not None:
+            raise AccountRefused(why)
+        return account
+
     async def change_own_password(self, account: Account, old: str | None, new: str, *, checked: bool) -> None:
         """An account's password changed by its person: the old one must match when one is
         set, unless the caller is `checked` already (root acting for the account)."""

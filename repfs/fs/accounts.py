@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import calendar
 import errno as errnos
+import hashlib
 import json
 import pwd
 import re
@@ -97,6 +98,12 @@ class Account:
         if self.valid_until and now > self.valid_until:
             return f"account {self.name} expired at {time.strftime('%Y-%m-%d', time.gmtime(self.valid_until))}"
         return None
+
+    @property
+    def password_stamp(self) -> str:
+        """A value that changes whenever the password does (a digest of its hash, not the
+        hash): what a login token is bound to, so a new password ends every session."""
+        return hashlib.sha256(self.password.encode()).hexdigest()[:16] if self.password else ""
 
     def public(self) -> dict[str, Any]:
         """What a reply may show: everything but the password hash."""

@@ -100,6 +100,7 @@ class Expirer:
         self.rate = RateLimit(rate)
         self.removed = {"retention": 0, "eviction": 0}  # files, since mount (metrics)
         self._over: set[int] = set()  # namespaces past their eviction size
+        self._stuck: dict[int, float] = {}  # namespace → when all it had left was protected
         self._run_now = False
         self._wake = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
@@ -129,8 +130,9 @@ class Expirer:
         self._poke()
 
     def over_size(self, namespace: int) -> None:
-        """A namespace went past its eviction size (called by the core, any thread)."""
-        if namespace not in self._over:
+        """A namespace went past its eviction size (called by the core, any thread). One
+        whose files were all protected at the last try is tried again after RETRY_AFTER."""
+        if namespace not in self._over and namespace not in self._stuck:
             self._over.add(namespace)
             self._poke()
 
@@ -151,6 +153,10 @@ class Expirer:
             while True:
                 self._wake = trio.Event()
                 failed = False
+                for home, since in list(self._stuck.items()):
+                    if time.monotonic() - since >= RETRY_AFTER:
+                        del self._stuck[home]
+                        self._over.add(home)
                 while self._over:
                     failed |= not await self._guarded(self.evict(self._over.pop()))
                 due = self.next_run()
@@ -160,6 +166,8 @@ class Expirer:
                         continue
                     failed = True
                 wait = RETRY_AFTER if failed else (due - time.time() if due is not None else self.interval)
+                if self._stuck:
+                    wait = min(wait, RETRY_AFTER - (time.monotonic() - min(self._stuck.values())))
                 with trio.move_on_after(max(0.0, wait)):
                     await self._wake.wait()
         finally:
@@ -322,6 +330,7 @@ class Expirer:
             if not batch:
                 log.warning("namespace %d is %d bytes past its eviction size, and what is left is held, "
                             "under its retention minimum or in use", namespace, used - limit)  # fmt: skip
+                self._stuck[namespace] = time.monotonic()
                 break
             for entry, names, size in batch:
                 after = (entry.time_ns, entry.ino)

@@ -49,6 +49,7 @@ RANKS = {
     "repfs.fuse": 9,
     "repfs.admin": 9,
     "repfs.mount": 10,
+    "repfs.web": 10,  # its own process: talks to the daemon over the user socket, files through the mount
     "repfs.cli_maintenance": 11,
     "repfs.cli": 11,
     "repfs.mount_helper": 12,

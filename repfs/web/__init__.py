@@ -1,0 +1,1 @@
+"""`repfs web`: the REST/JSON API over HTTPS, a process of its own beside the mount."""

@@ -1,0 +1,410 @@
+"""The REST/JSON API (`/api/v1`), an ASGI application (Starlette) served by hypercorn.
+
+A transport: it authenticates the request, then hands file work to `files.Tree` run as
+the account (`asuser`), and account work to the user socket (`control`). The rules are
+the mount's. Errors are JSON `{"error": CODE, "message": TEXT}` with the status of
+`errors.status_of`; never a traceback. Every route is in `openapi.DOCUMENT` and
+docs/API.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import quote
+
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from repfs.admin.client import AdminError, Unreachable
+from repfs.errors import InvalidArgument
+from repfs.web import files, openapi
+from repfs.web.asuser import Who, Workers, groups_of
+from repfs.web.control import Control
+from repfs.web.errors import ApiError, from_admin, from_os
+from repfs.web.sessions import LoginBrake, Sessions
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20  # bytes read or written per worker call
+PAGE = 1000  # entries of a listing by default
+MAX_PAGE = 10_000
+RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+UPLOAD_PREFIX = ".repfs-put-"
+
+
+@dataclass(frozen=True)
+class WebOptions:
+    max_put: int = 1 << 30  # bytes of a simple PUT (resumable uploads are for more)
+    cors_origins: tuple[str, ...] = ()
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Api:
+    def __init__(self, tree: files.Tree, control: Control, sessions: Sessions, opts: WebOptions) -> None:
+        self.tree = tree
+        self.control = control
+        self.sessions = sessions
+        self.opts = opts
+        self.workers = Workers()
+        self.brake = LoginBrake()
+        self._db = trio.CapacityLimiter(1)  # the session file: one call at a time
+
+    # --- plumbing ---------------------------------------------------------------------
+    async def _db_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._db)
+
+    def route(self, handler: Handler, *, auth: bool = True) -> Handler:
+        """Errors as JSON with their status; with `auth`, the caller's account first."""
+
+        async def call(request: Request) -> Response:
+            try:
+                if auth:
+                    request.state.who = await self._who(request)
+                return await handler(request)
+            except ApiError as exc:
+                return exc.response()
+            except OSError as exc:
+                return from_os(exc).response()
+            except InvalidArgument as exc:
+                return ApiError(400, "bad_request", str(exc)).response()
+            except AdminError as exc:
+                return from_admin(exc).response()
+            except Unreachable as exc:
+                return ApiError(503, "unavailable", f"the filesystem does not answer: {exc}").response()
+
+        return call
+
+    def _token(self, request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "sign in: POST /api/v1/token, then send Authorization: Bearer TOKEN")
+        return token.strip()
+
+    async def _who(self, request: Request) -> Who:
+        token = self._token(request)
+        session = await self._db_call(self.sessions.get, token)
+        if session is None:
+            raise ApiError(401, "unauthorized", "the token is not valid (expired, or signed out): sign in again")
+        try:
+            account = await self.control.me(session.account)
+        except AdminError as exc:
+            if exc.status in (403, 404):  # disabled, expired or removed: the session ends
+                await self._db_call(self.sessions.close, token)
+                raise ApiError(401, "unauthorized", exc.message) from None
+            raise
+        if account.get("password_stamp") != session.stamp:
+            await self._db_call(self.sessions.close, token)
+            raise ApiError(401, "unauthorized", "the password changed since this sign-in: sign in again")
+        request.state.account = account
+        return Who(account["name"], int(account["uid"]), int(account["gid"]),
+                   groups_of(account["name"], int(account["gid"])))  # fmt: skip
+
+    async def _as(self, request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self.workers.call(request.state.who, fn, *args)
+
+    # --- sessions ---------------------------------------------------------------------
+    async def post_token(self, request: Request) -> Response:
+        body = await _json(request, {"login", "password"}, {"login", "password"})
+        login, password = _text(body, "login"), _text(body, "password")
+        wait = self.brake.wait(login)
+        if wait == float("inf"):
+            raise ApiError(429, "locked_out", "too many failed sign-ins for this name: try again later")
+        await trio.sleep(wait)  # pacing failed guesses, not synchronisation
+        try:
+            account = await self.control.login(login, password)
+        except AdminError as exc:
+            if exc.status == 403:
+                fails = self.brake.failed(login)
+                log.warning("API sign-in refused for %r (%d in a row): %s", login, fails, exc.message)
+                raise ApiError(401, "unauthorized", exc.message) from None
+            raise
+        self.brake.succeeded(login)
+        token, session = await self._db_call(self.sessions.open, account["name"], account["password_stamp"])
+        log.info("API sign-in: %s", account["name"])
+        return JSONResponse({"token": token, "expires": session.expires, "account": _public(account)}, status_code=201)
+
+    async def delete_token(self, request: Request) -> Response:
+        await self._db_call(self.sessions.close, self._token(request))
+        return Response(status_code=204)
+
+    async def get_me(self, request: Request) -> Response:
+        account = request.state.account
+        usage = await self.control.usage(account["name"])
+        return JSONResponse({**_public(account), **usage})
+
+    async def put_password(self, request: Request) -> Response:
+        body = await _json(request, {"old_password", "password"}, {"old_password", "password"})
+        name = request.state.account["name"]
+        try:
+            await self.control.login(name, _text(body, "old_password"))
+        except AdminError as exc:
+            if exc.status == 403:
+                raise ApiError(403, "forbidden", "the current password is not right") from None
+            raise
+        await self.control.set_password(name, None, _text(body, "password"))
+        await self._db_call(self.sessions.close_all, name)  # every session ends, this one too
+        return JSONResponse({"name": name, "password_set": True})
+
+    # --- files ------------------------------------------------------------------------
+    async def get_stat(self, request: Request) -> Response:
+        entry = await self._as(request, self.tree.stat, request.path_params["path"])
+        return JSONResponse(_entry(entry))
+
+    async def get_list(self, request: Request) -> Response:
+        q = request.query_params
+        offset, limit = _int(q.get("offset"), 0, "offset"), _int(q.get("limit"), PAGE, "limit")
+        if limit < 1 or limit > MAX_PAGE:
+            raise ApiError(400, "bad_request", f"limit must be 1 to {MAX_PAGE}")
+        order = q.get("order", "asc")
+        if order not in ("asc", "desc"):
+            raise ApiError(400, "bad_request", "order must be asc or desc")
+        path = request.path_params.get("path", "")
+        listing = await self._as(request, lambda: self.tree.listing(path, sort=q.get("sort", "name"),
+                                                                    reverse=order == "desc"))  # fmt: skip
+        page = listing[offset : offset + limit]
+        return JSONResponse({"path": files.joined(files.split(path)), "total": len(listing), "offset": offset,
+                             "entries": [_entry(e) for e in page]})  # fmt: skip
+
+    async def get_file(self, request: Request) -> Response:
+        path = request.path_params["path"]
+        fd = await self._as(request, self.tree.open_file, path, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            entry = files.Entry("", path, "file", st.st_size, st.st_mtime, "", st.st_uid, st.st_gid)
+            headers = {"ETag": entry.etag, "Accept-Ranges": "bytes", "Last-Modified": _http_date(st.st_mtime)}
+            if request.headers.get("if-none-match") == entry.etag:
+                os.close(fd)
+                return Response(status_code=304, headers=headers)
+            start, length, status = 0, st.st_size, 200
+            wanted = request.headers.get("range")
+            if wanted and request.headers.get("if-range", entry.etag) == entry.etag:
+                start, length = _range(wanted, st.st_size)
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{st.st_size}"
+            headers["Content-Length"] = str(length)
+        except BaseException:
+            os.close(fd)
+            raise
+        name = files.split(path)[-1]
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{_quote(name)}"
+        return StreamingResponse(self._chunks(fd, start, length), status_code=status, headers=headers,
+                                 media_type="application/octet-stream")  # fmt: skip
+
+    async def _chunks(self, fd: int, start: int, length: int) -> AsyncIterator[bytes]:
+        try:
+            pos, end = start, start + length
+            while pos < end:
+                data = await trio.to_thread.run_sync(os.pread, fd, min(CHUNK, end - pos), pos,
+                                                     limiter=self.workers.limiter)  # fmt: skip
+                if not data:
+                    return
+                pos += len(data)
+                yield data
+        finally:
+            os.close(fd)
+
+    async def put_file(self, request: Request) -> Response:
+        path = request.path_params["path"]
+        parts = files.split(path)
+        if not parts:
+            raise ApiError(409, "conflict", "the root is a folder")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.opts.max_put:
+            raise ApiError(413, "too_large", f"a simple PUT takes at most {self.opts.max_put} bytes")
+        existed = await self._as(request, _exists, self.tree, path)
+        temp = files.joined([*parts[:-1], f"{UPLOAD_PREFIX}{os.urandom(8).hex()}"])
+        fd = await self._as(request, self.tree.open_file, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        written = 0
+        try:
+            try:
+                async for chunk in request.stream():
+                    written += len(chunk)
+                    if written > self.opts.max_put:
+                        raise ApiError(413, "too_large", f"a simple PUT takes at most {self.opts.max_put} bytes")
+                    await self._as(request, _write_all, fd, chunk)
+                await self._as(request, os.fsync, fd)
+            finally:
+                os.close(fd)
+            await self._as(request, _replace, self.tree, temp, path)
+        except BaseException:
+            with trio.CancelScope(shield=True), contextlib.suppress(OSError):
+                await self._as(request, self.tree.delete, temp)
+            raise
+        entry = await self._as(request, self.tree.stat, path)
+        return JSONResponse(_entry(entry), status_code=200 if existed else 201)
+
+    async def post_folder(self, request: Request) -> Response:
+        entry = await self._as(request, self.tree.mkdir, request.path_params["path"])
+        return JSONResponse(_entry(entry), status_code=201)
+
+    async def post_move(self, request: Request) -> Response:
+        body = await _json(request, {"from", "to", "replace"}, {"from", "to"})
+        replace = body.get("replace", False)
+        if not isinstance(replace, bool):
+            raise ApiError(400, "bad_request", "replace must be true or false")
+        entry = await self._as(request, lambda: self.tree.move(_text(body, "from"), _text(body, "to"), replace=replace))
+        return JSONResponse(_entry(entry))
+
+    async def delete_file(self, request: Request) -> Response:
+        await self._as(request, self.tree.delete, request.path_params["path"])
+        return Response(status_code=204)
+
+    async def get_info(self, request: Request) -> Response:
+        info = await self.control.info(request.state.account["name"], request.path_params["path"])
+        return JSONResponse(info)
+
+    # --- the rest ---------------------------------------------------------------------
+    async def get_health(self, request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def get_openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi.DOCUMENT)
+
+    def app(self) -> Starlette:
+        r = self.route
+        routes = [
+            Route("/api/v1/health", r(self.get_health, auth=False), methods=["GET"]),
+            Route("/api/v1/openapi.json", r(self.get_openapi, auth=False), methods=["GET"]),
+            Route("/api/v1/token", r(self.post_token, auth=False), methods=["POST"]),
+            Route("/api/v1/token", r(self.delete_token, auth=False), methods=["DELETE"]),
+            Route("/api/v1/me", r(self.get_me), methods=["GET"]),
+            Route("/api/v1/me/password", r(self.put_password), methods=["PUT"]),
+            Route("/api/v1/list", r(self.get_list), methods=["GET"]),
+            Route("/api/v1/list/{path:path}", r(self.get_list), methods=["GET"]),
+            Route("/api/v1/stat/{path:path}", r(self.get_stat), methods=["GET"]),
+            Route("/api/v1/info/{path:path}", r(self.get_info), methods=["GET"]),
+            Route("/api/v1/files/{path:path}", r(self.get_file), methods=["GET"]),
+            Route("/api/v1/files/{path:path}", r(self.put_file), methods=["PUT"]),
+            Route("/api/v1/files/{path:path}", r(self.delete_file), methods=["DELETE"]),
+            Route("/api/v1/folders/{path:path}", r(self.post_folder), methods=["POST"]),
+            Route("/api/v1/move", r(self.post_move), methods=["POST"]),
+        ]
+        app = Starlette(routes=routes)
+
+        async def not_found(request: Request, exc: Exception) -> Response:
+            code = getattr(exc, "status_code", 404)
+            name = "method_not_allowed" if code == 405 else "not_found"
+            return ApiError(code, name, f"no such endpoint: {request.method} {request.url.path}").response()
+
+        app.add_exception_handler(404, not_found)
+        app.add_exception_handler(405, not_found)
+        return app
+
+
+# --- helpers ----------------------------------------------------------------------------
+def _public(account: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in account.items() if k != "password_stamp"}
+
+
+def _entry(e: files.Entry) -> dict[str, Any]:
+    return {**asdict(e), "etag": e.etag}
+
+
+async def _json(request: Request, allowed: set[str], required: set[str]) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > 1 << 20:
+        raise ApiError(413, "too_large", "a JSON body takes at most 1 MiB")
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    if set(body) - allowed:
+        raise ApiError(400, "bad_request", f"unknown field(s) {sorted(set(body) - allowed)}")
+    if required - set(body):
+        raise ApiError(400, "bad_request", f"missing field(s): {', '.join(sorted(required - set(body)))}")
+    return body
+
+
+def _text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise ApiError(400, "bad_request", f"{key} must be text")
+    return value
+
+
+def _int(value: str | None, default: int, name: str) -> int:
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise ApiError(400, "bad_request", f"{name} must be a number")
+    return int(value)
+
+
+def _range(header: str, size: int) -> tuple[int, int]:
+    """(start, length) of a single byte range; 416 when it cannot be served."""
+    m = RANGE.match(header.strip())
+    if m is None or (not m.group(1) and not m.group(2)):
+        raise ApiError(416, "range_not_satisfiable", "one range: bytes=START-END, bytes=START- or bytes=-LAST")
+    if not m.group(1):
+        length = min(int(m.group(2)), size)
+        if length == 0:
+            raise ApiError(416, "range_not_satisfiable", f"the file has {size} bytes")
+        return size - length, length
+    start = int(m.group(1))
+    end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    if start >= size or end < start:
+        raise ApiError(416, "range_not_satisfiable", f"the file has {size} bytes")
+    return start, end - start + 1
+
+
+def _http_date(t: float) -> str:
+    return email.utils.formatdate(t, usegmt=True)
+
+
+def _quote(name: str) -> str:
+    return quote(name, safe="")
+
+
+def _exists(tree: files.Tree, path: str) -> bool:
+    try:
+        tree.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _replace(tree: files.Tree, temp: str, path: str) -> None:
+    """The uploaded temp file in place of `path`. An editor may not rename over a file
+    another account made (the shares' rule), so then the data is copied into it instead."""
+    try:
+        tree.move(temp, path, replace=True)
+        return
+    except PermissionError:
+        if not _exists(tree, path):
+            raise
+    src = tree.open_file(temp, os.O_RDONLY)
+    try:
+        dst = tree.open_file(path, os.O_WRONLY | os.O_TRUNC)
+        try:
+            while chunk := os.read(src, CHUNK):
+                _write_all(dst, chunk)
+            os.fsync(dst)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    tree.delete(temp)
+

@@ -1,0 +1,51 @@
+"""The web process's calls to the mount daemon's user socket, acting for an account
+(`Repfs-Act-As`: the web process runs as root, the only caller allowed to act for others).
+Blocking socket calls run in worker threads, a bounded number at once, each with a deadline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import trio
+
+from repfs.admin.client import AdminClient
+from repfs.admin.user_socket import ACT_AS
+
+TIMEOUT = 30.0
+
+
+class Control:
+    def __init__(self, socket: Path, *, concurrency: int = 16) -> None:
+        self.client = AdminClient(socket, timeout=TIMEOUT, user=True)
+        self.limiter = trio.CapacityLimiter(concurrency)
+
+    async def _call(self, method: str, target: str, body: dict[str, Any] | None = None, *, act_as: str | None) -> Any:
+        headers = {ACT_AS: act_as} if act_as else None
+        return await trio.to_thread.run_sync(
+            lambda: self.client.request(method, target, body, headers=headers), limiter=self.limiter
+        )
+
+    async def login(self, login: str, password: str) -> dict[str, Any]:
+        """The account, if the password is right (AdminError 403 otherwise)."""
+        body = {"login": login, "password": password}
+        answer: dict[str, Any] = await self._call("POST", "/v1/login", body, act_as=None)
+        return answer
+
+    async def me(self, account: str) -> dict[str, Any]:
+        """The account as it is now (AdminError 403 when disabled or expired, 404 when gone)."""
+        answer: dict[str, Any] = await self._call("GET", "/v1/me", act_as=account)
+        return answer
+
+    async def usage(self, account: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._call("GET", "/v1/me/usage", act_as=account)
+        return answer
+
+    async def info(self, account: str, path: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._call("GET", f"/v1/me/info?path={quote(path, safe='/')}", act_as=account)
+        return answer
+
+    async def set_password(self, account: str, old: str | None, new: str) -> None:
+        body = {"password": new} | ({"old_password": old} if old is not None else {})
+        await self._call("PUT", "/v1/me/password", body, act_as=account)

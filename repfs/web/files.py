@@ -1,0 +1,187 @@
+"""The file operations of the API, done on the mount (call them through `asuser.Workers`,
+so they run with the account's credentials and the kernel decides).
+
+Paths are relative to the root of the filesystem (`/alice/docs/a.txt`). They are walked a
+component at a time from a descriptor of the mount's root with O_NOFOLLOW: a symbolic
+link is never followed, so no request leaves the mount whatever links an account makes.
+`..` and empty components are refused.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
+from repfs.errors import InvalidArgument
+
+KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "folder", stat.S_IFLNK: "symlink"}
+SORTS = ("name", "size", "mtime", "kind")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    path: str
+    kind: str  # file, folder, symlink, other
+    size: int
+    mtime: float
+    mode: str
+    uid: int
+    gid: int
+    target: str | None = None  # of a symbolic link
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.size:x}-{int(self.mtime * 1e9):x}"'
+
+
+def split(path: str) -> list[str]:
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise InvalidArgument("'..' is not allowed in a path")
+    if any(len(p.encode()) > 255 for p in parts):
+        raise OSError(errno.ENAMETOOLONG, "a name is longer than 255 bytes")
+    return parts
+
+
+def joined(parts: list[str]) -> str:
+    return "/" + "/".join(parts)
+
+
+class Tree:
+    """The mounted filesystem, seen from its root."""
+
+    def __init__(self, mountpoint: str) -> None:
+        self.mountpoint = mountpoint
+
+    def _parent(self, parts: list[str]) -> int:
+        """A descriptor of the folder holding the last component (the caller closes it)."""
+        fd = os.open(self.mountpoint, os.O_PATH | os.O_DIRECTORY)
+        try:
+            for name in parts[:-1]:
+                nxt = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _entry(self, parts: list[str], st: os.stat_result, target: str | None = None) -> Entry:
+        return Entry(
+            name=parts[-1] if parts else "",
+            path=joined(parts),
+            kind=KINDS.get(stat.S_IFMT(st.st_mode), "other"),
+            size=st.st_size,
+            mtime=st.st_mtime,
+            mode=oct(stat.S_IMODE(st.st_mode)),
+            uid=st.st_uid,
+            gid=st.st_gid,
+            target=target,
+        )
+
+    def stat(self, path: str) -> Entry:
+        parts = split(path)
+        if not parts:
+            return self._entry(parts, os.stat(self.mountpoint))
+        fd = self._parent(parts)
+        try:
+            st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+            target = os.readlink(parts[-1], dir_fd=fd) if stat.S_ISLNK(st.st_mode) else None
+            return self._entry(parts, st, target)
+        finally:
+            os.close(fd)
+
+    def listing(self, path: str, *, sort: str = "name", reverse: bool = False) -> list[Entry]:
+        """Every entry of a folder, sorted (paging is the caller's: it needs the order)."""
+        if sort not in SORTS:
+            raise InvalidArgument(f"sort by one of {', '.join(SORTS)}")
+        parts = split(path)
+        fd = self.open_dir(parts)
+        try:
+            out = []
+            with os.scandir(fd) as it:
+                for de in it:
+                    try:
+                        st = de.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # gone meanwhile
+                    target = os.readlink(de.name, dir_fd=fd) if stat.S_ISLNK(st.st_mode) else None
+                    out.append(self._entry([*parts, de.name], st, target))
+        finally:
+            os.close(fd)
+        key = {"name": lambda e: e.name, "size": lambda e: (e.size, e.name), "mtime": lambda e: (e.mtime, e.name),
+               "kind": lambda e: (e.kind != "folder", e.kind, e.name)}[sort]  # fmt: skip
+        return sorted(out, key=key, reverse=reverse)
+
+    def open_dir(self, parts: list[str]) -> int:
+        if not parts:
+            return os.open(self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+        fd = self._parent(parts)
+        try:
+            return os.open(parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def open_file(self, path: str, flags: int, mode: int = 0o644) -> int:
+        """A descriptor of the regular file at `path` (EISDIR for a folder, ELOOP for a link)."""
+        parts = split(path)
+        if not parts:
+            raise IsADirectoryError(errno.EISDIR, "the root is a folder")
+        fd = self._parent(parts)
+        try:
+            out = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(os.fstat(out).st_mode):
+            os.close(out)
+            raise IsADirectoryError(errno.EISDIR, "not a regular file")
+        return out
+
+    def mkdir(self, path: str, mode: int = 0o755) -> Entry:
+        parts = split(path)
+        if not parts:
+            raise FileExistsError(errno.EEXIST, "the root exists")
+        fd = self._parent(parts)
+        try:
+            os.mkdir(parts[-1], mode, dir_fd=fd)
+        finally:
+            os.close(fd)
+        return self.stat(path)
+
+    def move(self, src: str, dst: str, *, replace: bool = False) -> Entry:
+        a, b = split(src), split(dst)
+        if not a or not b:
+            raise InvalidArgument("the root cannot be moved, nor anything moved onto it")
+        fa, fb = self._parent(a), self._parent(b)
+        try:
+            if not replace:
+                try:
+                    os.stat(b[-1], dir_fd=fb, follow_symlinks=False)
+                except FileNotFoundError:
+                    pass
+                else:
+                    raise FileExistsError(errno.EEXIST, f"{dst} exists (ask with replace to replace it)")
+            os.rename(a[-1], b[-1], src_dir_fd=fa, dst_dir_fd=fb)
+        finally:
+            os.close(fa)
+            os.close(fb)
+        return self.stat(dst)
+
+    def delete(self, path: str) -> None:
+        """A file or an empty folder (ENOTEMPTY for another)."""
+        parts = split(path)
+        if not parts:
+            raise PermissionError(errno.EPERM, "the root cannot be deleted")
+        fd = self._parent(parts)
+        try:
+            st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(parts[-1], dir_fd=fd)
+            else:
+                os.unlink(parts[-1], dir_fd=fd)
+        finally:
+            os.close(fd)
+

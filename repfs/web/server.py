@@ -1,0 +1,98 @@
+"""`repfs web`: find the mount, make or load the certificate, serve the API with hypercorn
+on trio until SIGTERM or SIGINT. A process of its own: a fault, overload or restart of the
+web side never takes the mount down or slows FUSE through the GIL."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+
+from repfs import mountinfo
+from repfs.admin.auth import user_socket_path
+from repfs.errors import SetupError
+from repfs.web import tls
+from repfs.web.app import Api, WebOptions
+from repfs.web.control import Control
+from repfs.web.files import Tree
+from repfs.web.sessions import DEFAULT_TTL, Sessions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    target: Path  # the mount point, or FS_DIR of a mounted filesystem
+    bind: str = "127.0.0.1:8443"
+    cert: Path | None = None
+    key: Path | None = None
+    insecure_http: bool = False
+    state: Path | None = None  # default FS_DIR/web
+    token_ttl: float = DEFAULT_TTL
+    web: WebOptions = field(default_factory=WebOptions)
+
+
+def locate(target: Path) -> tuple[Path, Path]:
+    """(mount point, FS_DIR) of a mounted repfs filesystem named by either."""
+    target = target.absolute()
+    fs_dir = mountinfo.fs_dir_of(target)
+    if fs_dir is not None:
+        return target, fs_dir
+    points = mountinfo.mountpoints_of(target)
+    if points:
+        return Path(points[0]), target
+    raise SetupError(f"{target} is not a mounted repfs filesystem (nor the FS_DIR of one): mount it first")
+
+
+def config_for(opts: ServeOptions, state: Path) -> tuple[Config, str]:
+    config = Config()
+    config.bind = [opts.bind]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("repfs.web.http")
+    config.keep_alive_timeout = 75
+    config.read_timeout = 120  # a client that sends nothing for two minutes is dropped
+    config.h11_max_incomplete_size = 16 * 1024  # request line and headers
+    config.graceful_timeout = 5
+    config.ssl_handshake_timeout = 30
+    if opts.insecure_http:
+        log.warning("serving plain HTTP (--insecure-http): passwords and files cross the network unencrypted; "
+                    "for debugging only")  # fmt: skip
+        return config, "http"
+    cert, key = tls.certificate(state, opts.cert, opts.key)
+    config.certfile, config.keyfile = str(cert), str(key)
+    log.info("TLS certificate %s, SHA-256 fingerprint %s", cert, tls.fingerprint(cert))
+    return config, "https"
+
+
+async def serve(opts: ServeOptions, *, ready: Callable[[str], None] | None = None) -> None:
+    mountpoint, fs_dir = locate(opts.target)
+    state = (opts.state or fs_dir / "web").absolute()
+    config, scheme = config_for(opts, state)
+    sessions = Sessions(state / "sessions.sqlite", ttl=opts.token_ttl)
+    api = Api(Tree(str(mountpoint)), Control(user_socket_path(fs_dir)), sessions, opts.web)
+    stop = trio.Event()
+
+    async def on_signal() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("signal %s: stopping", signal.Signals(signum).name)
+                stop.set()
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(on_signal)
+        await nursery.start(partial(hypercorn_serve, api.app(), config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        where = f"{scheme}://{opts.bind}"
+        log.info("serving the API of %s at %s/api/v1", mountpoint, where)
+        if ready is not None:
+            ready(where)
+        await stop.wait()
+        nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout + 1
+    log.info("stopped")

@@ -119,6 +119,22 @@ def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path, installe
     assert res.returncode != 0 and "repfs-mount(1)" in res.stderr, res.stderr
 
 
+def test_the_web_unit_passes_systemd_analyze_verify(tmp_path: Path, installed: Path) -> None:
+    analyze = tool("systemd-analyze")
+    unit = (CONTRIB / "systemd" / "repfs-web@.service").read_text().replace("/usr/local/", f"{installed}/")
+    assert f"ExecStart={installed}/bin/repfs web" in unit and "CapabilityBoundingSet=CAP_SETUID CAP_SETGID" in unit
+    docs = re.search(r"^Documentation=(.*)$", unit, re.M)
+    assert docs is not None
+    for uri in docs[1].split():
+        if uri.startswith("file://"):
+            assert Path(uri.removeprefix("file://")).is_file(), uri
+    env = {**os.environ, "MANPATH": str(installed / "share" / "man")}
+    good = tmp_path / "repfs-web@main.service"
+    good.write_text(unit)
+    res = subprocess.run([analyze, "verify", str(good)], capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 0 and "repfs-web@main" not in res.stderr, res.stderr
+
+
 # What the unit sets (each reported as set by `systemd-analyze security`), and what it must
 # not set: those make a private mount namespace or a device rule, so the mount would appear
 # only inside the service's namespace, or /dev/fuse would be closed to the daemon.

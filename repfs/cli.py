@@ -561,10 +561,16 @@ for command in (passwd, scrub, recover, fsck):
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Sessions and the made certificate [default: FS_DIR/web].")  # fmt: skip
 @click.option("--max-put", default="1G", show_default=True, metavar="SIZE", help="Largest simple PUT upload.")
+@click.option("--max-upload", default="100G", show_default=True, metavar="SIZE", help="Largest resumable upload.")
+@click.option("--upload-expiry", default=24 * 3600.0, show_default=True, type=click.FloatRange(1), metavar="SECONDS",
+              help="How long an unfinished resumable upload is kept after its last bytes.")  # fmt: skip
 @click.option("--token-ttl", default=8 * 3600.0, show_default=True, type=click.FloatRange(60), metavar="SECONDS",
               help="How long a sign-in lasts.")  # fmt: skip
 @click.option("--log", "log_file", metavar="PATH|syslog", help="Log to a file or syslog [default: standard error].")
 @click.option("--debug", is_flag=True, help="Log debug messages.")
+@click.option("--admin-socket", type=click.Path(dir_okay=False, path_type=Path),
+              help="The mount's admin socket, for administrators' routes [default: FS_DIR/admin.sock].")  # fmt: skip
+@click.option("--admin-group", metavar="GROUP", help="Its members' accounts are administrators [default: repfs-admin].")
 @click.option("--ready-fd", type=int, hidden=True)
 def web(
     target: Path,
@@ -574,9 +580,13 @@ def web(
     insecure_http: bool,
     state_dir: Path | None,
     max_put: str,
+    max_upload: str,
+    upload_expiry: float,
     token_ttl: float,
     log_file: str | None,
     debug: bool,
+    admin_socket: Path | None,
+    admin_group: str | None,
     ready_fd: int | None,
 ) -> None:
     """Serve the REST/JSON API over HTTPS for the filesystem mounted at TARGET (the mount
@@ -589,8 +599,10 @@ def web(
     logs.setup(log_file, debug=debug)
     if os.geteuid() != 0:
         fail(SetupError("repfs web runs as root: it reads and writes files as each signed-in account"))
+    web_opts = WebOptions(max_put=parse_size(max_put), max_upload=parse_size(max_upload))
     opts = ServeOptions(target=target, bind=bind, cert=cert, key=key, insecure_http=insecure_http,
-                        state=state_dir, token_ttl=token_ttl, web=WebOptions(max_put=parse_size(max_put)))  # fmt: skip
+                        state=state_dir, token_ttl=token_ttl, upload_expiry=upload_expiry, web=web_opts,
+                        admin_socket=admin_socket, admin_group=admin_group)  # fmt: skip
 
     def ready(where: str) -> None:
         click.echo(f"serving {where}/api/v1", err=True)

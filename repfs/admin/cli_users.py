@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 import click
 
-from repfs.admin.cliutil import call, call_user, die, fields, is_admin, json_option, show, size, table
+from repfs.admin.cli_keys import keys
+from repfs.admin.cliutil import call, call_user, die, fields, is_admin, json_option, own_account, show, size, table
 from repfs.cli_common import read_fd
 
 
@@ -89,15 +90,7 @@ def users_show(ctx: click.Context, name: str, as_json: bool) -> None:
     if is_admin(ctx):
         show(call(ctx, "GET", f"/v1/users/{quote(name)}"), as_json, _one)
         return
-    show(_own(ctx, name), as_json, _one)
-
-
-def _own(ctx: click.Context, name: str) -> dict[str, Any]:
-    """The caller's account from the user socket; it must be `name`."""
-    mine: dict[str, Any] = call_user(ctx, "GET", "/v1/me")
-    if mine["name"] != name:
-        die(f"you are {mine['name']}: without the admin group you may see and change only your own account", 3)
-    return mine
+    show(own_account(ctx, name), as_json, _one)
 
 
 @users.command("me")
@@ -206,7 +199,7 @@ def users_passwd(
         answer = call(ctx, "PUT", f"/v1/users/{quote(name)}/password", {"password": _password(password_fd)})
         show(answer, as_json, _password_set)
         return
-    mine = _own(ctx, name)
+    mine = own_account(ctx, name)
     body = {}
     if mine["password_set"]:
         body["old_password"] = _current(old_password_fd)
@@ -236,3 +229,6 @@ def users_remove(ctx: click.Context, name: str, delete_files: bool, as_json: boo
     """Remove an account and its (empty, or with --delete-files emptied) namespace."""
     target = f"/v1/users/{quote(name)}" + ("?delete_files=1" if delete_files else "")
     show(call(ctx, "DELETE", target), as_json, lambda a: f"account {a['name']} removed")
+
+
+users.add_command(keys)

@@ -59,6 +59,14 @@ def call_user(ctx: click.Context, method: str, target: str, body: dict[str, Any]
         die(exc.message, EXIT_STATUS.get(exc.status, 1))
 
 
+def own_account(ctx: click.Context, name: str) -> dict[str, Any]:
+    """The caller's account from the user socket; it must be `name`."""
+    mine: dict[str, Any] = call_user(ctx, "GET", "/v1/me")
+    if mine["name"] != name:
+        die(f"you are {mine['name']}: without the admin group you may see and change only your own account", 3)
+    return mine
+
+
 def is_admin(ctx: click.Context) -> bool:
     """Whether the caller may use the admin socket (else repfs-admin uses the user socket):
     root, or allowed to connect to it (the admin group; mode 0660)."""

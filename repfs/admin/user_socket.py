@@ -17,6 +17,9 @@ anyone else who sends it gets 403. Limits are those of the admin socket (HttpSer
 | GET, POST | /v1/me/shares, /v1/me/shares/remove | see `shares_api` | shares of what it owns or masters |
 | GET | /v1/me/info?path=P | | 200 INFO (as `repfs-admin info`): what the account may reach, else 404 |
 | POST | /v1/login | {"login", "password"} | root only (the web process): 200 ACCOUNT, 403 otherwise |
+| POST | /v1/keys/check | {"token"} | root only: 200 {"account", "key"} for a valid API key, else 403 |
+| GET, POST | /v1/me/keys | {"paths", "ops", "label"?, "expires"?} | the account's API keys; a new one, token once |
+| DELETE | /v1/me/keys/{id} | | 200 KEY: removed |
 
 To root acting for an account, ACCOUNT also carries `password_stamp` (changes with the
 password: what web sessions are bound to).
@@ -38,7 +41,7 @@ import trio
 from repfs.admin.auth import USER_SOCKET_MODE, Peer, bind_socket, peer_of, remove_socket
 from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
 from repfs.admin.shares_api import add_user_routes as add_user_share_routes
-from repfs.admin.users_api import body_fields, body_text, described
+from repfs.admin.users_api import body_fields, body_text, described, new_key
 from repfs.control.info import info
 from repfs.errors import SetupError, UnknownName
 from repfs.fs.accountmanager import AccountManager
@@ -78,6 +81,10 @@ class UserSocket:
         self.router.add("PUT", "/v1/me/password", self.put_password)
         self.router.add("GET", "/v1/me/info", self.get_info)
         self.router.add("POST", "/v1/login", self.post_login)
+        self.router.add("POST", "/v1/keys/check", self.post_key_check)
+        self.router.add("GET", "/v1/me/keys", self.get_keys)
+        self.router.add("POST", "/v1/me/keys", self.post_key)
+        self.router.add("DELETE", "/v1/me/keys/{id}", self.delete_key)
         add_user_share_routes(self.router, shares, lambda request: self._caller(request)[0].uid)
 
     def bind(self) -> trio.socket.SocketType:
@@ -153,6 +160,32 @@ class UserSocket:
             return Response.of(200, info(self.accounts.meta, self.locks, path, uid=account.uid))
         except UnknownName as exc:
             raise HttpError(404, str(exc)) from None
+
+    async def post_key_check(self, request: Request) -> Response:
+        peer: Peer = request.peer
+        if peer.uid != 0:
+            raise HttpError(403, "only root may check API keys")
+        body = body_fields(request.json(), {"token"}, {"token"})
+        account, key = self.accounts.check_key(body_text(body, "token") or "")
+        return Response.json(200, {"account": described(self.accounts, account), "key": key.public()})
+
+    async def get_keys(self, request: Request) -> Response:
+        account, _ = self._caller(request)
+        return Response.json(200, {"keys": [k.public() for k in self.accounts.keys(account.name)]})
+
+    async def post_key(self, request: Request) -> Response:
+        account, by_root = self._caller(request)
+        key, token = new_key(self.accounts, account.name, request.json())
+        self.audit.write(request.peer.uid, "me.keys.add", f"/{account.name}", socket="user",
+                         act_as=account.name if by_root else None)  # fmt: skip
+        return Response.json(201, {**key.public(), "token": token})
+
+    async def delete_key(self, request: Request) -> Response:
+        account, by_root = self._caller(request)
+        key = self.accounts.remove_key(account.name, request.params["id"])
+        self.audit.write(request.peer.uid, "me.keys.remove", f"/{account.name}", socket="user",
+                         act_as=account.name if by_root else None)  # fmt: skip
+        return Response.json(200, key.public())
 
     async def put_password(self, request: Request) -> Response:
         peer: Peer = request.peer

@@ -22,8 +22,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from repfs.admin.http import HttpError, Request, Response, Router, body_size
+from repfs.errors import InvalidRequest
 from repfs.fs import accounts as acc
-from repfs.fs import quota
+from repfs.fs import apikeys, quota
 from repfs.fs.accountmanager import AccountManager
 from repfs.fs.accounts import AccountError, AccountExists, AccountInvalid, AccountUnknown, NamespaceNotEmpty
 from repfs.fs.audit import Audit
@@ -123,6 +124,22 @@ def _new_limits(old: quota.Limits, body: dict[str, Any]) -> quota.Limits:
     )
 
 
+def new_key(manager: AccountManager, name: str, raw: object) -> tuple[apikeys.ApiKey, str]:
+    """A key as a request asks for it: {"paths": [..], "ops": [..], "label"?, "expires"?}."""
+    body = body_fields(raw, {"paths", "ops", "label", "expires"}, {"paths", "ops"})
+    paths, ops = body["paths"], body["ops"]
+    if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths)):
+        raise AccountInvalid("paths must be a list of folders")
+    if not (isinstance(ops, list) and all(isinstance(o, str) for o in ops)):
+        raise AccountInvalid(f"ops must be a list of {', '.join(apikeys.OPS)}")
+    expires = body_text(body, "expires")
+    try:
+        return manager.add_key(name, paths, ops, label=body_text(body, "label") or "",
+                               expires=acc.parse_date(expires) if expires else 0)  # fmt: skip
+    except InvalidRequest as exc:
+        raise AccountInvalid(str(exc)) from None
+
+
 def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
     async def list_users(request: Request) -> Response:
         return Response.json(200, [described(manager, a) for a in manager.list()])
@@ -176,6 +193,19 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
         account = await manager.remove(request.params["name"], delete_files=delete_files)
         return Response.json(200, account.public())
 
+    async def list_keys(request: Request) -> Response:
+        return Response.json(200, {"keys": [k.public() for k in manager.keys(request.params["name"])]})
+
+    async def add_key(request: Request) -> Response:
+        key, token = new_key(manager, request.params["name"], request.json())
+        return Response.json(201, {**key.public(), "token": token})
+
+    async def remove_key(request: Request) -> Response:
+        return Response.json(200, manager.remove_key(request.params["name"], request.params["id"]).public())
+
+    router.add("GET", "/v1/users/{name}/keys", _mapped(list_keys, audit, None))
+    router.add("POST", "/v1/users/{name}/keys", _mapped(add_key, audit, "users.keys.add"))
+    router.add("DELETE", "/v1/users/{name}/keys/{id}", _mapped(remove_key, audit, "users.keys.remove"))
     router.add("GET", "/v1/users", _mapped(list_users, audit, None))
     router.add("POST", "/v1/users", _mapped(add_user, audit, "users.add"))
     router.add("GET", "/v1/users/{name}", _mapped(show_user, audit, None))

@@ -14,6 +14,7 @@ import itertools
 import logging
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 
 import trio
@@ -21,10 +22,10 @@ import trio.lowlevel
 
 from repfs.errors import FsError
 from repfs.fs import accounts as acc
-from repfs.fs import holds, quota
+from repfs.fs import apikeys, holds, quota
 from repfs.fs import shares as sh
 from repfs.fs.access import ROOT
-from repfs.fs.accounts import Account, AccountBook, AccountError, AccountInvalid, AccountRefused
+from repfs.fs.accounts import Account, AccountBook, AccountError, AccountInvalid, AccountRefused, AccountUnknown
 from repfs.fs.core import Filesystem
 from repfs.fs.kernelcache import KernelCacheQueue
 from repfs.fs.sharemanager import ShareManager
@@ -184,6 +185,42 @@ class AccountManager:
             raise AccountRefused(why)
         return account
 
+    # --- API keys -----------------------------------------------------------------------
+    def add_key(
+        self, name: str, paths: Sequence[str], ops: Sequence[str], *, label: str = "", expires: float = 0
+    ) -> tuple[apikeys.ApiKey, str]:
+        with self.meta.write() as t:
+            acc.get_or_fail(t, name)
+            key, token = apikeys.make(t, name, [*paths], [*ops], label=label, expires=expires)
+        log.info("account %s: API key %s made for %s (%s)", name, key.id, ", ".join(key.paths), ",".join(key.ops))
+        return key, token
+
+    def keys(self, name: str) -> Sequence[apikeys.ApiKey]:
+        with self.meta.read() as t:
+            acc.get_or_fail(t, name)
+            return apikeys.of_account(t, name)
+
+    def remove_key(self, name: str, key_id: str) -> apikeys.ApiKey:
+        with self.meta.write() as t:
+            acc.get_or_fail(t, name)
+            key = apikeys.remove(t, name, key_id)
+        if key is None:
+            raise AccountUnknown(f"account {name} has no API key {key_id}")
+        log.info("account %s: API key %s removed", name, key_id)
+        return key
+
+    def check_key(self, token: str) -> tuple[Account, apikeys.ApiKey]:
+        """The account and key of an API key token, if both may be used now."""
+        with self.meta.read() as t:
+            key = apikeys.check(t, token)
+            account = acc.get(t, key.account) if key is not None else None
+        if key is None or account is None:
+            raise AccountRefused("the API key is not valid (unknown, expired or removed)")
+        why = account.refused(time.time())
+        if why is not None:
+            raise AccountRefused(why)
+        return account, key
+
     async def change_own_password(self, account: Account, old: str | None, new: str, *, checked: bool) -> None:
         """An account's password changed by its person: the old one must match when one is
         set, unless the caller is `checked` already (root acting for the account)."""
@@ -222,6 +259,7 @@ class AccountManager:
             quota.set_limits(t, name, quota.NO_LIMITS)
             if home is not None:
                 quota.forget(t, home.ino)
+            apikeys.forget_account(t, name)
             given = [share.ino for share in sh.of_grantee(t, account.uid)]
             sh.forget_grantee(t, account.uid)  # what it was given goes with it
         if home is not None:  # an ordinary empty directory now: removed like any other

@@ -29,6 +29,7 @@ All integers in keys are big-endian so that LMDB's byte order is numeric order.
 | ingest    | ino (u64)                           | ingest time (u64 ns) ‖ namespace (u64): `fs.ingest` |
 | ingest_order | namespace ‖ ingest time ‖ ino (u64 each) | empty: files by ingest time       |
 | retention | folder ino (u64; 1: the whole filesystem) | `fs.retention.Rule` (versioned JSON) |
+| api_keys  | key id (ASCII)                      | `fs.apikeys.ApiKey` (versioned JSON; the secret's SHA-256) |
 
 Absent blockmap entries inside a file's size are holes and read as zeros.
 """
@@ -67,6 +68,7 @@ DATABASE_IDS: dict[str, int] = {
     "ingest": 22,
     "ingest_order": 23,
     "retention": 24,
+    "api_keys": 25,
 }
 DATABASES = tuple(DATABASE_IDS)
 DATABASE_BY_ID = {i: name for name, i in DATABASE_IDS.items()}

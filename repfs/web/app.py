@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import json
 import logging
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -28,17 +28,22 @@ from starlette.routing import Route
 
 from repfs.admin.client import AdminError, Unreachable
 from repfs.errors import InvalidArgument
-from repfs.web import files, openapi
+from repfs.web import files, keyscope, openapi
+from repfs.web.accounts_api import AccountsApi
 from repfs.web.asuser import Who, Workers, groups_of
+from repfs.web.bodies import json_body, number, text
 from repfs.web.control import Control
 from repfs.web.errors import ApiError, from_admin, from_os
 from repfs.web.sessions import LoginBrake, Sessions
+from repfs.web.tus import Tus
+from repfs.web.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # bytes read or written per worker call
 PAGE = 1000  # entries of a listing by default
 MAX_PAGE = 10_000
+API_KEY_PREFIX = "rk_"
 RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 UPLOAD_PREFIX = ".repfs-put-"
 
@@ -46,20 +51,27 @@ UPLOAD_PREFIX = ".repfs-put-"
 @dataclass(frozen=True)
 class WebOptions:
     max_put: int = 1 << 30  # bytes of a simple PUT (resumable uploads are for more)
+    max_upload: int = 100 << 30  # bytes of a resumable upload
     cors_origins: tuple[str, ...] = ()
+    admin_socket: Path | None = None  # for administrators' routes (None: there are none)
+    admin_gid: int | None = None  # the admin group: its members are administrators
 
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Api:
-    def __init__(self, tree: files.Tree, control: Control, sessions: Sessions, opts: WebOptions) -> None:
+    def __init__(
+        self, tree: files.Tree, control: Control, sessions: Sessions, uploads: Uploads, opts: WebOptions
+    ) -> None:
         self.tree = tree
         self.control = control
         self.sessions = sessions
         self.opts = opts
         self.workers = Workers()
         self.brake = LoginBrake()
+        self.tus = Tus(tree, self.workers, uploads, max_size=opts.max_upload)
+        self.accounts = AccountsApi(control, opts.admin_socket, opts.admin_gid)
         self._db = trio.CapacityLimiter(1)  # the session file: one call at a time
 
     # --- plumbing ---------------------------------------------------------------------
@@ -96,6 +108,18 @@ class Api:
 
     async def _who(self, request: Request) -> Who:
         token = self._token(request)
+        request.state.key = None
+        if token.startswith(API_KEY_PREFIX):
+            try:
+                found = await self.control.check_key(token)
+            except AdminError as exc:
+                if exc.status == 403:
+                    raise ApiError(401, "unauthorized", exc.message) from None
+                raise
+            account, request.state.key = found["account"], found["key"]
+            request.state.account = account
+            return Who(account["name"], int(account["uid"]), int(account["gid"]),
+                       groups_of(account["name"], int(account["gid"])))  # fmt: skip
         session = await self._db_call(self.sessions.get, token)
         if session is None:
             raise ApiError(401, "unauthorized", "the token is not valid (expired, or signed out): sign in again")
@@ -118,8 +142,8 @@ class Api:
 
     # --- sessions ---------------------------------------------------------------------
     async def post_token(self, request: Request) -> Response:
-        body = await _json(request, {"login", "password"}, {"login", "password"})
-        login, password = _text(body, "login"), _text(body, "password")
+        body = await json_body(request, {"login", "password"}, {"login", "password"})
+        login, password = text(body, "login"), text(body, "password")
         wait = self.brake.wait(login)
         if wait == float("inf"):
             raise ApiError(429, "locked_out", "too many failed sign-ins for this name: try again later")
@@ -147,32 +171,35 @@ class Api:
         return JSONResponse({**_public(account), **usage})
 
     async def put_password(self, request: Request) -> Response:
-        body = await _json(request, {"old_password", "password"}, {"old_password", "password"})
+        keyscope.check(request, None)
+        body = await json_body(request, {"old_password", "password"}, {"old_password", "password"})
         name = request.state.account["name"]
         try:
-            await self.control.login(name, _text(body, "old_password"))
+            await self.control.login(name, text(body, "old_password"))
         except AdminError as exc:
             if exc.status == 403:
                 raise ApiError(403, "forbidden", "the current password is not right") from None
             raise
-        await self.control.set_password(name, None, _text(body, "password"))
+        await self.control.set_password(name, None, text(body, "password"))
         await self._db_call(self.sessions.close_all, name)  # every session ends, this one too
         return JSONResponse({"name": name, "password_set": True})
 
     # --- files ------------------------------------------------------------------------
     async def get_stat(self, request: Request) -> Response:
+        keyscope.check(request, "read", request.path_params["path"])
         entry = await self._as(request, self.tree.stat, request.path_params["path"])
         return JSONResponse(_entry(entry))
 
     async def get_list(self, request: Request) -> Response:
         q = request.query_params
-        offset, limit = _int(q.get("offset"), 0, "offset"), _int(q.get("limit"), PAGE, "limit")
+        offset, limit = number(q.get("offset"), 0, "offset"), number(q.get("limit"), PAGE, "limit")
         if limit < 1 or limit > MAX_PAGE:
             raise ApiError(400, "bad_request", f"limit must be 1 to {MAX_PAGE}")
         order = q.get("order", "asc")
         if order not in ("asc", "desc"):
             raise ApiError(400, "bad_request", "order must be asc or desc")
         path = request.path_params.get("path", "")
+        keyscope.check(request, "read", path)
         listing = await self._as(request, lambda: self.tree.listing(path, sort=q.get("sort", "name"),
                                                                     reverse=order == "desc"))  # fmt: skip
         page = listing[offset : offset + limit]
@@ -181,6 +208,7 @@ class Api:
 
     async def get_file(self, request: Request) -> Response:
         path = request.path_params["path"]
+        keyscope.check(request, "read", path)
         fd = await self._as(request, self.tree.open_file, path, os.O_RDONLY)
         try:
             st = os.fstat(fd)
@@ -219,6 +247,7 @@ class Api:
 
     async def put_file(self, request: Request) -> Response:
         path = request.path_params["path"]
+        keyscope.check(request, "write", path)
         parts = files.split(path)
         if not parts:
             raise ApiError(409, "conflict", "the root is a folder")
@@ -235,11 +264,11 @@ class Api:
                     written += len(chunk)
                     if written > self.opts.max_put:
                         raise ApiError(413, "too_large", f"a simple PUT takes at most {self.opts.max_put} bytes")
-                    await self._as(request, _write_all, fd, chunk)
+                    await self._as(request, files.write_all, fd, chunk)
                 await self._as(request, os.fsync, fd)
             finally:
                 os.close(fd)
-            await self._as(request, _replace, self.tree, temp, path)
+            await self._as(request, self.tree.replace, temp, path)
         except BaseException:
             with trio.CancelScope(shield=True), contextlib.suppress(OSError):
                 await self._as(request, self.tree.delete, temp)
@@ -248,22 +277,26 @@ class Api:
         return JSONResponse(_entry(entry), status_code=200 if existed else 201)
 
     async def post_folder(self, request: Request) -> Response:
+        keyscope.check(request, "write", request.path_params["path"])
         entry = await self._as(request, self.tree.mkdir, request.path_params["path"])
         return JSONResponse(_entry(entry), status_code=201)
 
     async def post_move(self, request: Request) -> Response:
-        body = await _json(request, {"from", "to", "replace"}, {"from", "to"})
+        body = await json_body(request, {"from", "to", "replace"}, {"from", "to"})
         replace = body.get("replace", False)
         if not isinstance(replace, bool):
             raise ApiError(400, "bad_request", "replace must be true or false")
-        entry = await self._as(request, lambda: self.tree.move(_text(body, "from"), _text(body, "to"), replace=replace))
+        keyscope.check(request, "write", text(body, "from"), text(body, "to"))
+        entry = await self._as(request, lambda: self.tree.move(text(body, "from"), text(body, "to"), replace=replace))
         return JSONResponse(_entry(entry))
 
     async def delete_file(self, request: Request) -> Response:
+        keyscope.check(request, "delete", request.path_params["path"])
         await self._as(request, self.tree.delete, request.path_params["path"])
         return Response(status_code=204)
 
     async def get_info(self, request: Request) -> Response:
+        keyscope.check(request, "read", request.path_params["path"])
         info = await self.control.info(request.state.account["name"], request.path_params["path"])
         return JSONResponse(info)
 
@@ -292,6 +325,8 @@ class Api:
             Route("/api/v1/files/{path:path}", r(self.delete_file), methods=["DELETE"]),
             Route("/api/v1/folders/{path:path}", r(self.post_folder), methods=["POST"]),
             Route("/api/v1/move", r(self.post_move), methods=["POST"]),
+            *self.tus.routes(r),
+            *self.accounts.routes(r),
         ]
         app = Starlette(routes=routes)
 
@@ -312,38 +347,6 @@ def _public(account: dict[str, Any]) -> dict[str, Any]:
 
 def _entry(e: files.Entry) -> dict[str, Any]:
     return {**asdict(e), "etag": e.etag}
-
-
-async def _json(request: Request, allowed: set[str], required: set[str]) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > 1 << 20:
-        raise ApiError(413, "too_large", "a JSON body takes at most 1 MiB")
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:
-        raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
-    if set(body) - allowed:
-        raise ApiError(400, "bad_request", f"unknown field(s) {sorted(set(body) - allowed)}")
-    if required - set(body):
-        raise ApiError(400, "bad_request", f"missing field(s): {', '.join(sorted(required - set(body)))}")
-    return body
-
-
-def _text(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str):
-        raise ApiError(400, "bad_request", f"{key} must be text")
-    return value
-
-
-def _int(value: str | None, default: int, name: str) -> int:
-    if value is None:
-        return default
-    if not value.isdigit():
-        raise ApiError(400, "bad_request", f"{name} must be a number")
-    return int(value)
 
 
 def _range(header: str, size: int) -> tuple[int, int]:
@@ -377,34 +380,3 @@ def _exists(tree: files.Tree, path: str) -> bool:
     except FileNotFoundError:
         return False
     return True
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _replace(tree: files.Tree, temp: str, path: str) -> None:
-    """The uploaded temp file in place of `path`. An editor may not rename over a file
-    another account made (the shares' rule), so then the data is copied into it instead."""
-    try:
-        tree.move(temp, path, replace=True)
-        return
-    except PermissionError:
-        if not _exists(tree, path):
-            raise
-    src = tree.open_file(temp, os.O_RDONLY)
-    try:
-        dst = tree.open_file(path, os.O_WRONLY | os.O_TRUNC)
-        try:
-            while chunk := os.read(src, CHUNK):
-                _write_all(dst, chunk)
-            os.fsync(dst)
-        finally:
-            os.close(dst)
-    finally:
-        os.close(src)
-    tree.delete(temp)
-

@@ -21,7 +21,7 @@ class Control:
         self.client = AdminClient(socket, timeout=TIMEOUT, user=True)
         self.limiter = trio.CapacityLimiter(concurrency)
 
-    async def _call(self, method: str, target: str, body: dict[str, Any] | None = None, *, act_as: str | None) -> Any:
+    async def call(self, method: str, target: str, body: dict[str, Any] | None = None, *, act_as: str | None) -> Any:
         headers = {ACT_AS: act_as} if act_as else None
         return await trio.to_thread.run_sync(
             lambda: self.client.request(method, target, body, headers=headers), limiter=self.limiter
@@ -30,22 +30,27 @@ class Control:
     async def login(self, login: str, password: str) -> dict[str, Any]:
         """The account, if the password is right (AdminError 403 otherwise)."""
         body = {"login": login, "password": password}
-        answer: dict[str, Any] = await self._call("POST", "/v1/login", body, act_as=None)
+        answer: dict[str, Any] = await self.call("POST", "/v1/login", body, act_as=None)
+        return answer
+
+    async def check_key(self, token: str) -> dict[str, Any]:
+        """{"account", "key"} of a valid API key (AdminError 403 otherwise)."""
+        answer: dict[str, Any] = await self.call("POST", "/v1/keys/check", {"token": token}, act_as=None)
         return answer
 
     async def me(self, account: str) -> dict[str, Any]:
         """The account as it is now (AdminError 403 when disabled or expired, 404 when gone)."""
-        answer: dict[str, Any] = await self._call("GET", "/v1/me", act_as=account)
+        answer: dict[str, Any] = await self.call("GET", "/v1/me", act_as=account)
         return answer
 
     async def usage(self, account: str) -> dict[str, Any]:
-        answer: dict[str, Any] = await self._call("GET", "/v1/me/usage", act_as=account)
+        answer: dict[str, Any] = await self.call("GET", "/v1/me/usage", act_as=account)
         return answer
 
     async def info(self, account: str, path: str) -> dict[str, Any]:
-        answer: dict[str, Any] = await self._call("GET", f"/v1/me/info?path={quote(path, safe='/')}", act_as=account)
+        answer: dict[str, Any] = await self.call("GET", f"/v1/me/info?path={quote(path, safe='/')}", act_as=account)
         return answer
 
     async def set_password(self, account: str, old: str | None, new: str) -> None:
         body = {"password": new} | ({"old_password": old} if old is not None else {})
-        await self._call("PUT", "/v1/me/password", body, act_as=account)
+        await self.call("PUT", "/v1/me/password", body, act_as=account)

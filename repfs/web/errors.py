@@ -28,6 +28,7 @@ ERRNO_STATUS: dict[int, tuple[int, str]] = {
     errno.ENAMETOOLONG: (400, "bad_request"),
     errno.EINVAL: (400, "bad_request"),
     errno.EIO: (503, "unavailable"),
+    errno.ENOTCONN: (503, "unavailable"),
 }
 
 

@@ -18,6 +18,7 @@ from repfs.errors import InvalidArgument
 
 KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "folder", stat.S_IFLNK: "symlink"}
 SORTS = ("name", "size", "mtime", "kind")
+COPY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,18 @@ class Tree:
     def __init__(self, mountpoint: str) -> None:
         self.mountpoint = mountpoint
 
+    def _root(self, flags: int = os.O_PATH) -> int:
+        """A descriptor of the mount's root; ENOTCONN when nothing is mounted there (the
+        daemon restarting): never the empty folder below the mount."""
+        fd = os.open(self.mountpoint, flags | os.O_DIRECTORY)
+        if os.fstat(fd).st_dev == os.stat(os.path.dirname(self.mountpoint.rstrip("/")) or "/").st_dev:
+            os.close(fd)
+            raise OSError(errno.ENOTCONN, f"the filesystem is not mounted on {self.mountpoint} now")
+        return fd
+
     def _parent(self, parts: list[str]) -> int:
         """A descriptor of the folder holding the last component (the caller closes it)."""
-        fd = os.open(self.mountpoint, os.O_PATH | os.O_DIRECTORY)
+        fd = self._root()
         try:
             for name in parts[:-1]:
                 nxt = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
@@ -85,7 +95,11 @@ class Tree:
     def stat(self, path: str) -> Entry:
         parts = split(path)
         if not parts:
-            return self._entry(parts, os.stat(self.mountpoint))
+            fd = self._root()
+            try:
+                return self._entry(parts, os.fstat(fd))
+            finally:
+                os.close(fd)
         fd = self._parent(parts)
         try:
             st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
@@ -118,7 +132,7 @@ class Tree:
 
     def open_dir(self, parts: list[str]) -> int:
         if not parts:
-            return os.open(self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+            return self._root(os.O_RDONLY)
         fd = self._parent(parts)
         try:
             return os.open(parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
@@ -185,3 +199,34 @@ class Tree:
         finally:
             os.close(fd)
 
+    def replace(self, temp: str, path: str) -> None:
+        """The finished file `temp` in place of `path`, in one rename. An editor may not
+        rename over a file another account made (the shares' rule): then the data is
+        copied into that file instead, and `temp` deleted."""
+        try:
+            self.move(temp, path, replace=True)
+            return
+        except PermissionError:
+            try:
+                self.stat(path)
+            except FileNotFoundError:
+                raise
+        src = self.open_file(temp, os.O_RDONLY)
+        try:
+            dst = self.open_file(path, os.O_WRONLY | os.O_TRUNC)
+            try:
+                while chunk := os.read(src, COPY_CHUNK):
+                    write_all(dst, chunk)
+                os.fsync(dst)
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+        self.delete(temp)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]

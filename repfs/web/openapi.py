@@ -23,6 +23,7 @@ def _ok(code: int, schema: str | None = None, text: str = "done") -> dict[str, A
 PATH = {"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
         "description": "relative to the root of the filesystem, e.g. alice/docs/a.txt"}  # fmt: skip
 AUTH_ERRORS = (401, 503)
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "description": "an account name"}
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -72,6 +73,52 @@ DOCUMENT: dict[str, Any] = {
         },
         "/api/v1/folders/{path}": {"post": {"summary": "Make a folder", "parameters": [PATH],
                                             "responses": {**_ok(201, "Entry"), **_err(403, 404, 409, 507, *AUTH_ERRORS)}}},
+        "/api/v1/uploads": {
+            "options": {"summary": "tus: the protocol's version, extensions, largest size and checksums", "security": [],
+                        "responses": _ok(204)},
+            "post": {"summary": "tus: create an upload (Upload-Length, Upload-Metadata: path or folder+filename; Upload-Concat; a first chunk may come along)",
+                     "responses": {"201": {"description": "made: Location, Upload-Offset, Upload-Expires"}, **_err(400, 403, 404, 412, 413, 423, 507, *AUTH_ERRORS)}},
+        },
+        "/api/v1/uploads/{id}": {
+            "head": {"summary": "tus: where the upload is (Upload-Offset: durable bytes)", "responses": {"200": {"description": "Upload-Offset, Upload-Length"}, **_err(404, 412, *AUTH_ERRORS)}},
+            "patch": {"summary": "tus: the next bytes at Upload-Offset (Upload-Checksum: sha256 or sha1)",
+                      "requestBody": {"content": {"application/offset+octet-stream": {}}},
+                      "responses": {"204": {"description": "taken: the new Upload-Offset"}, "460": {"description": "checksum mismatch: resend the chunk"},
+                                    **_err(400, 403, 404, 409, 412, 413, 415, 423, 507, *AUTH_ERRORS)}},
+            "delete": {"summary": "tus: end an upload and drop its bytes", "responses": {**_ok(204), **_err(404, 412, *AUTH_ERRORS)}},
+        },
+        "/api/v1/shares": {
+            "get": {"summary": "Shares of what the account owns, and those it was given", "responses": {**_ok(200), **_err(*AUTH_ERRORS)}},
+            "post": {"summary": "Share a file or folder: {path, user, role: reader|editor|master}", "responses": {**_ok(201), **_err(400, 403, 404, *AUTH_ERRORS)}},
+            "delete": {"summary": "Remove a share: ?path=P&user=U", "parameters": [
+                {"name": "path", "in": "query", "required": True, "schema": {"type": "string"}},
+                {"name": "user", "in": "query", "required": True, "schema": {"type": "string"}}],
+                "responses": {**_ok(200), **_err(400, 403, 404, *AUTH_ERRORS)}},
+        },
+        "/api/v1/keys": {
+            "get": {"summary": "The account's API keys (never their secrets); signed-in persons only", "responses": {**_ok(200), **_err(403, *AUTH_ERRORS)}},
+            "post": {"summary": "A new API key {paths, ops: read|write|delete, label?, expires?: YYYY-MM-DD}; its token is in the answer, once",
+                     "responses": {**_ok(201), **_err(400, 403, *AUTH_ERRORS)}},
+        },
+        "/api/v1/keys/{id}": {"delete": {"summary": "Remove an API key: it stops working at once",
+                                         "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                                         "responses": {**_ok(200), **_err(403, 404, *AUTH_ERRORS)}}},
+        "/api/v1/users": {
+            "get": {"summary": "Administrators: every account with its files and volume", "responses": {**_ok(200), **_err(403, *AUTH_ERRORS)}},
+            "post": {"summary": "Administrators: add an account {name, email, uid?, create_system_user?, valid_until?, password?}",
+                     "responses": {**_ok(201), **_err(400, 403, 409, *AUTH_ERRORS)}},
+        },
+        "/api/v1/users/{name}": {
+            "get": {"summary": "Administrators: one account", "parameters": [NAME], "responses": {**_ok(200), **_err(403, 404, *AUTH_ERRORS)}},
+            "patch": {"summary": "Administrators: email, validity, quota, eviction size", "parameters": [NAME],
+                      "responses": {**_ok(200), **_err(400, 403, 404, *AUTH_ERRORS)}},
+        },
+        "/api/v1/users/{name}/{what}": {"post": {"summary": "Administrators: disable or enable an account (what: disable, enable)",
+                                                 "parameters": [NAME, {"name": "what", "in": "path", "required": True, "schema": {"enum": ["disable", "enable"]}}],
+                                                 "responses": {**_ok(200), **_err(403, 404, *AUTH_ERRORS)}}},
+        "/api/v1/pools": {"get": {"summary": "Administrators: every pool, its state and space", "responses": {**_ok(200), **_err(403, *AUTH_ERRORS)}}},
+        "/api/v1/status": {"get": {"summary": "Administrators: the filesystem's status and alerts", "responses": {**_ok(200), **_err(403, *AUTH_ERRORS)}}},
+        "/api/v1/locks": {"get": {"summary": "Administrators: files open for writing by one account", "responses": {**_ok(200), **_err(403, *AUTH_ERRORS)}}},
         "/api/v1/move": {"post": {
             "summary": "Move or rename",
             "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Move"}}}},

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -16,15 +16,19 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 from repfs import mountinfo
-from repfs.admin.auth import user_socket_path
+from repfs.admin.auth import resolve_group, user_socket_path
+from repfs.admin.service import SOCKET_NAME
 from repfs.errors import SetupError
 from repfs.web import tls
 from repfs.web.app import Api, WebOptions
 from repfs.web.control import Control
 from repfs.web.files import Tree
 from repfs.web.sessions import DEFAULT_TTL, Sessions
+from repfs.web.uploads import DEFAULT_EXPIRY, Uploads
 
 log = logging.getLogger(__name__)
+
+UPKEEP_INTERVAL = 600.0  # seconds between removals of expired uploads and sessions
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,9 @@ class ServeOptions:
     insecure_http: bool = False
     state: Path | None = None  # default FS_DIR/web
     token_ttl: float = DEFAULT_TTL
+    upload_expiry: float = DEFAULT_EXPIRY
+    admin_socket: Path | None = None  # default FS_DIR/admin.sock
+    admin_group: str | None = None  # default repfs-admin, if it exists
     web: WebOptions = field(default_factory=WebOptions)
 
 
@@ -74,9 +81,12 @@ def config_for(opts: ServeOptions, state: Path) -> tuple[Config, str]:
 async def serve(opts: ServeOptions, *, ready: Callable[[str], None] | None = None) -> None:
     mountpoint, fs_dir = locate(opts.target)
     state = (opts.state or fs_dir / "web").absolute()
+    admin_socket = opts.admin_socket or fs_dir / SOCKET_NAME
+    web_opts = replace(opts.web, admin_socket=admin_socket, admin_gid=resolve_group(opts.admin_group))
     config, scheme = config_for(opts, state)
     sessions = Sessions(state / "sessions.sqlite", ttl=opts.token_ttl)
-    api = Api(Tree(str(mountpoint)), Control(user_socket_path(fs_dir)), sessions, opts.web)
+    uploads = Uploads(state / "uploads.sqlite", expiry=opts.upload_expiry)
+    api = Api(Tree(str(mountpoint)), Control(user_socket_path(fs_dir)), sessions, uploads, web_opts)
     stop = trio.Event()
 
     async def on_signal() -> None:
@@ -86,8 +96,18 @@ async def serve(opts: ServeOptions, *, ready: Callable[[str], None] | None = Non
                 stop.set()
                 return
 
+    async def upkeep() -> None:
+        while True:
+            try:
+                await api.tus.expire()
+                await trio.to_thread.run_sync(sessions.prune)
+            except OSError as exc:
+                log.warning("expired uploads and sessions left for later: %s", exc)
+            await trio.sleep(UPKEEP_INTERVAL)  # a period, not synchronisation
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(on_signal)
+        nursery.start_soon(upkeep)
         await nursery.start(partial(hypercorn_serve, api.app(), config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
         where = f"{scheme}://{opts.bind}"
         log.info("serving the API of %s at %s/api/v1", mountpoint, where)
@@ -95,4 +115,6 @@ async def serve(opts: ServeOptions, *, ready: Callable[[str], None] | None = Non
             ready(where)
         await stop.wait()
         nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout + 1
+        await trio.sleep(config.graceful_timeout + 0.5)  # hypercorn's graceful stop, then the rest goes
+        nursery.cancel_scope.cancel()
     log.info("stopped")

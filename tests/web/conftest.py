@@ -46,6 +46,7 @@ class Web:
     proc: subprocess.Popen[bytes]
     log: Path
     names: list[str]
+    args: tuple[str, ...] = ()  # what `repfs web` was started with
     clients: list[httpx.Client] = field(default_factory=list)
 
     def client(self, token: str | None = None) -> httpx.Client:
@@ -105,13 +106,17 @@ def stop_web(proc: subprocess.Popen[bytes]) -> None:
 def web(request: pytest.FixtureRequest) -> Iterator[Web]:
     sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
     names = [f"wt{secrets.token_hex(3)}" for _ in range(3)]
+    group = f"wta{secrets.token_hex(3)}"  # the admin group: the second account is in it
     with public_filesystem(None, "--admin-socket", str(sock), "--audit") as fs:
         try:
             for name in names[:2]:
                 add_with_password(sock, name)
+            subprocess.run(["groupadd", group], check=True, timeout=30)
+            subprocess.run(["usermod", "-aG", group, names[1]], check=True, timeout=30)
             state = fs.base / "web"
-            proc, url, log = start_web(fs, state)
-            rig = Web(fs, sock, url, state / "cert.pem", state, proc, log, names)
+            extra = ("--admin-socket", str(sock), "--admin-group", group)
+            proc, url, log = start_web(fs, state, *extra)
+            rig = Web(fs, sock, url, state / "cert.pem", state, proc, log, names, extra)
             try:
                 yield rig
             finally:
@@ -122,3 +127,4 @@ def web(request: pytest.FixtureRequest) -> Iterator[Web]:
             for name in names:
                 subprocess.run(["userdel", name], capture_output=True, timeout=30)
                 subprocess.run(["groupdel", name], capture_output=True, timeout=30)
+            subprocess.run(["groupdel", group], capture_output=True, timeout=30)

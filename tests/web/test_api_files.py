@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers import run_as, wait_for
 from tests.mount.accounts_rig import admin, ids
-from tests.web.conftest import PASSWORD, Web
+from tests.web.conftest import PASSWORD, Web, start_web, stop_web
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -37,6 +37,18 @@ def test_tls_with_the_made_certificate_and_no_plain_http(web: Web) -> None:
         httpx.get(web.url + "/api/v1/health", timeout=10, verify=True)
     doc = web.client().get("/api/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.1") and "/api/v1/files/{path}" in doc["paths"]
+
+
+def test_plain_http_only_with_insecure_http_and_warned(web: Web) -> None:
+    state = web.fs.base / "web-plain"
+    proc, url, log = start_web(web.fs, state, "--insecure-http")
+    try:
+        assert url.startswith("http://")
+        assert httpx.get(url + "/api/v1/health", timeout=10).json() == {"ok": True}
+        assert "for debugging only" in log.read_text()
+        assert not (state / "cert.pem").exists()
+    finally:
+        stop_web(proc)
 
 
 def test_sign_in_and_out_and_a_new_password_ends_every_session(web: Web) -> None:
@@ -205,3 +217,35 @@ def test_a_symbolic_link_never_leads_out_of_the_mount(web: Web) -> None:
     assert a.get(f"/api/v1/files/{alice}/etc/passwd").status_code in (404, 409)
     assert a.get(f"/api/v1/list/{alice}/etc").status_code in (404, 409)
     assert hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest() not in a.get(f"/api/v1/list/{alice}").text
+
+
+def test_shares_by_the_api_and_the_administrators_routes(web: Web) -> None:
+    alice, bob = web.names[0], web.names[1]  # bob is in the admin group
+    a, b = web.sign_in(alice), web.sign_in(bob)
+    assert a.post(f"/api/v1/folders/{alice}/album").status_code == 201
+    assert a.put(f"/api/v1/files/{alice}/album/p1.jpg", content=b"jpeg").status_code == 201
+    assert b.get(f"/api/v1/files/{alice}/album/p1.jpg").status_code == 403
+    made = a.post("/api/v1/shares", json={"path": f"{alice}/album", "user": bob, "role": "reader"})
+    assert made.status_code == 201 and made.json()["role"] == "reader", made.text
+    assert [s["path"] for s in b.get("/api/v1/shares").json()["given"]] == [f"/{alice}/album"]
+    assert b.get(f"/api/v1/files/{alice}/album/p1.jpg").content == b"jpeg"
+    refused = b.post("/api/v1/shares", json={"path": f"{alice}/album", "user": web.names[0], "role": "master"})
+    assert refused.status_code == 403  # a reader shares nothing on
+    assert a.delete("/api/v1/shares", params={"path": f"{alice}/album", "user": bob}).status_code == 200
+    assert b.get(f"/api/v1/files/{alice}/album/p1.jpg").status_code == 403
+
+    # administrators: bob is one, alice is not
+    assert a.get("/api/v1/users").status_code == 403
+    users = {u["name"]: u for u in b.get("/api/v1/users").json()["users"]}
+    assert {alice, bob} <= set(users) and users[alice]["usage"]["files"] >= 2
+    assert b.patch(f"/api/v1/users/{alice}", json={"quota": "1G"}).json()["quota"]["max_bytes"] == 1 << 30
+    assert b.post(f"/api/v1/users/{alice}/disable").json()["disabled"] is True
+    assert a.get("/api/v1/me").status_code == 401  # her session ended with it
+    assert b.post(f"/api/v1/users/{alice}/enable").json()["disabled"] is False
+    assert b.patch(f"/api/v1/users/{alice}", json={"quota": 0}).status_code == 200
+    assert b.post(f"/api/v1/users/{alice}/explode").status_code == 404
+    pools = b.get("/api/v1/pools").json()["pools"]
+    assert len(pools) == 3 and {p["state"] for p in pools} == {"up"}
+    assert "alerts" in b.get("/api/v1/status").json()
+    assert a.get("/api/v1/pools").status_code == 403
+

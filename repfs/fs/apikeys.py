@@ -1,0 +1,129 @@
+"""API keys: long-lived credentials an account gives an application server, scoped to
+paths and operations (seed 002: "API keys for service-to-service calls").
+
+A key is `rk_ID_SECRET`; repfs keeps its ID and the SHA-256 of the secret, never the
+secret (it is shown once, when made). A key acts as its account, and only inside its
+scope: `paths` (folders relative to the root, and everything in them) and `ops` (`read`:
+list, stat, download; `write`: upload, make folders, move; `delete`). It ends when it
+expires, when it is removed (`repfs-admin users keys remove`), and with its account
+(disabled, expired or removed). Keys are metadata like the rest: journaled, recovered.
+
+| database | key | value |
+|---|---|---|
+| api_keys | key id (ASCII) | `ApiKey` (versioned JSON) |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+
+from repfs.errors import InvalidRequest
+from repfs.meta.store import Txn
+
+RECORD_VERSION = 1
+OPS = ("read", "write", "delete")
+PREFIX = "rk_"
+MAX_KEYS = 100  # per account
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    account: str
+    digest: str  # hex SHA-256 of the secret
+    paths: list[str] = field(default_factory=list)
+    ops: list[str] = field(default_factory=list)
+    label: str = ""
+    created: float = 0.0
+    expires: float = 0.0  # unix time; 0: never
+
+    def pack(self) -> bytes:
+        return json.dumps({"v": RECORD_VERSION, **asdict(self)}, sort_keys=True).encode()
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> ApiKey:
+        data = json.loads(raw)
+        version = data.pop("v", None)
+        if version != RECORD_VERSION:
+            raise ValueError(f"API key record version {version} is not known")
+        return cls(**data)
+
+    def public(self) -> dict[str, object]:
+        """What an answer may show: everything but the digest."""
+        out = asdict(self)
+        del out["digest"]
+        return out
+
+    def allows(self, op: str, path: str) -> bool:
+        """Whether the key may do `op` on `path` (normalized: `/a/b`)."""
+        if op not in self.ops:
+            return False
+        return any(path == p or path.startswith(p.rstrip("/") + "/") or p == "/" for p in self.paths)
+
+
+def _normal(path: str) -> str:
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidRequest("'..' is not allowed in a key's path")
+    return "/" + "/".join(parts)
+
+
+def make(
+    t: Txn, account: str, paths: list[str], ops: list[str], *, label: str = "", expires: float = 0
+) -> tuple[ApiKey, str]:
+    """A new key of `account` and its token (shown once)."""
+    if not paths:
+        raise InvalidRequest("a key needs at least one path (a folder it may use; / for all)")
+    bad = sorted(set(ops) - set(OPS))
+    if bad or not ops:
+        raise InvalidRequest(f"ops are {', '.join(OPS)}; got {', '.join(bad) or 'none'}")
+    if expires and expires < time.time():
+        raise InvalidRequest("the key would have expired already")
+    if len(of_account(t, account)) >= MAX_KEYS:
+        raise InvalidRequest(f"an account has at most {MAX_KEYS} keys: remove one first")
+    key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    key = ApiKey(key_id, account, hashlib.sha256(secret.encode()).hexdigest(), sorted({_normal(p) for p in paths}),
+                 [op for op in OPS if op in ops], label, time.time(), expires)  # fmt: skip
+    t.put("api_keys", key_id.encode(), key.pack())
+    return key, f"{PREFIX}{key_id}_{secret}"
+
+
+def of_account(t: Txn, account: str) -> list[ApiKey]:
+    return [k for k in (ApiKey.unpack(v) for _, v in t.scan("api_keys", b"")) if k.account == account]
+
+
+def remove(t: Txn, account: str, key_id: str) -> ApiKey | None:
+    raw = t.get("api_keys", key_id.encode())
+    if raw is None:
+        return None
+    key = ApiKey.unpack(raw)
+    if key.account != account:
+        return None
+    t.delete("api_keys", key_id.encode())
+    return key
+
+
+def forget_account(t: Txn, account: str) -> None:
+    for key in of_account(t, account):
+        t.delete("api_keys", key.id.encode())
+
+
+def check(t: Txn, token: str) -> ApiKey | None:
+    """The key a token is, if it is one and has not expired (its account is checked by the caller)."""
+    if not token.startswith(PREFIX):
+        return None
+    key_id, _, secret = token[len(PREFIX) :].partition("_")
+    raw = t.get("api_keys", key_id.encode()) if key_id and secret else None
+    if raw is None:
+        return None
+    key = ApiKey.unpack(raw)
+    if not hmac.compare_digest(key.digest, hashlib.sha256(secret.encode()).hexdigest()):
+        return None
+    if key.expires and key.expires < time.time():
+        return None
+    return key

@@ -1,0 +1,141 @@
+"""The API's account routes: shares (as the signed-in account, by the user socket's rules),
+and for administrators the accounts, pools and status (by the admin socket). A transport:
+the daemon decides; this module only chooses the socket and passes the answer on.
+
+An administrator is an account whose host user is in the admin group (`--admin-group`,
+default `repfs-admin`), as for `repfs-admin` on the host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from repfs.admin.client import AdminClient
+from repfs.web import keyscope
+from repfs.web.bodies import json_body
+from repfs.web.control import Control
+from repfs.web.errors import ApiError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+TIMEOUT = 60.0
+ACCOUNT_FIELDS = {"email", "valid_until", "quota", "quota_files", "soft", "max_size", "evict"}
+
+
+class AccountsApi:
+    def __init__(self, control: Control, admin_socket: Path | None, admin_gid: int | None) -> None:
+        self.control = control
+        self.admin = AdminClient(admin_socket, timeout=TIMEOUT) if admin_socket is not None else None
+        self.admin_gid = admin_gid
+        self.limiter = trio.CapacityLimiter(8)
+
+    def is_admin(self, request: Request) -> bool:
+        who = request.state.who
+        return self.admin_gid is not None and self.admin_gid in who.groups
+
+    async def _admin_call(self, request: Request, method: str, target: str, body: Any = None) -> Any:
+        keyscope.check(request, None)
+        if not self.is_admin(request) or self.admin is None:
+            raise ApiError(403, "forbidden", "only administrators may (members of the admin group)")
+        client = self.admin
+        return await trio.to_thread.run_sync(lambda: client.request(method, target, body), limiter=self.limiter)
+
+    # --- shares, as the account ---------------------------------------------------------
+    async def get_shares(self, request: Request) -> Response:
+        keyscope.check(request, None)
+        return JSONResponse(await self.control.call("GET", "/v1/me/shares", act_as=_name(request)))
+
+    async def post_share(self, request: Request) -> Response:
+        keyscope.check(request, None)
+        body = await json_body(request, {"path", "user", "role"}, {"path", "user", "role"})
+        answer = await self.control.call("POST", "/v1/me/shares", body, act_as=_name(request))
+        return JSONResponse(answer, status_code=201)
+
+    async def delete_share(self, request: Request) -> Response:
+        keyscope.check(request, None)
+        q = request.query_params
+        if "path" not in q or "user" not in q:
+            raise ApiError(400, "bad_request", "give ?path=P&user=U")
+        body = {"path": q["path"], "user": q["user"]}
+        return JSONResponse(await self.control.call("POST", "/v1/me/shares/remove", body, act_as=_name(request)))
+
+    # --- API keys of the account ----------------------------------------------------------
+    async def get_keys(self, request: Request) -> Response:
+        keyscope.check(request, None)
+        return JSONResponse(await self.control.call("GET", "/v1/me/keys", act_as=_name(request)))
+
+    async def post_key(self, request: Request) -> Response:
+        keyscope.check(request, None)
+        body = await json_body(request, {"paths", "ops", "label", "expires"}, {"paths", "ops"})
+        answer = await self.control.call("POST", "/v1/me/keys", body, act_as=_name(request))
+        return JSONResponse(answer, status_code=201)
+
+    async def delete_key(self, request: Request) -> Response:
+        keyscope.check(request, None)
+        key_id = quote(request.path_params["id"], safe="")
+        return JSONResponse(await self.control.call("DELETE", f"/v1/me/keys/{key_id}", act_as=_name(request)))
+
+    # --- administrators -----------------------------------------------------------------
+    async def get_users(self, request: Request) -> Response:
+        return JSONResponse({"users": await self._admin_call(request, "GET", "/v1/users")})
+
+    async def get_user(self, request: Request) -> Response:
+        name = quote(request.path_params["name"], safe="")
+        return JSONResponse(await self._admin_call(request, "GET", f"/v1/users/{name}"))
+
+    async def post_user(self, request: Request) -> Response:
+        body = await json_body(request, {"name", "email", "uid", "create_system_user", "valid_until", "password"},
+                                {"name", "email"})  # fmt: skip
+        return JSONResponse(await self._admin_call(request, "POST", "/v1/users", body), status_code=201)
+
+    async def patch_user(self, request: Request) -> Response:
+        body = await json_body(request, ACCOUNT_FIELDS)
+        name = quote(request.path_params["name"], safe="")
+        return JSONResponse(await self._admin_call(request, "PATCH", f"/v1/users/{name}", body))
+
+    async def post_user_state(self, request: Request) -> Response:
+        name, what = quote(request.path_params["name"], safe=""), request.path_params["what"]
+        if what not in ("disable", "enable"):
+            raise ApiError(404, "not_found", f"no such endpoint: {request.url.path}")
+        return JSONResponse(await self._admin_call(request, "POST", f"/v1/users/{name}/{what}", {}))
+
+    async def get_pools(self, request: Request) -> Response:
+        return JSONResponse(await self._admin_call(request, "GET", "/v1/pools"))
+
+    async def get_status(self, request: Request) -> Response:
+        return JSONResponse(await self._admin_call(request, "GET", "/v1/status"))
+
+    async def get_locks(self, request: Request) -> Response:
+        return JSONResponse(await self._admin_call(request, "GET", "/v1/locks"))
+
+    def routes(self, route: Callable[..., Callable[[Request], Awaitable[Response]]]) -> list[Route]:
+        r = route
+        return [
+            Route("/api/v1/shares", r(self.get_shares), methods=["GET"]),
+            Route("/api/v1/shares", r(self.post_share), methods=["POST"]),
+            Route("/api/v1/shares", r(self.delete_share), methods=["DELETE"]),
+            Route("/api/v1/keys", r(self.get_keys), methods=["GET"]),
+            Route("/api/v1/keys", r(self.post_key), methods=["POST"]),
+            Route("/api/v1/keys/{id}", r(self.delete_key), methods=["DELETE"]),
+            Route("/api/v1/users", r(self.get_users), methods=["GET"]),
+            Route("/api/v1/users", r(self.post_user), methods=["POST"]),
+            Route("/api/v1/users/{name}", r(self.get_user), methods=["GET"]),
+            Route("/api/v1/users/{name}", r(self.patch_user), methods=["PATCH"]),
+            Route("/api/v1/users/{name}/{what}", r(self.post_user_state), methods=["POST"]),
+            Route("/api/v1/pools", r(self.get_pools), methods=["GET"]),
+            Route("/api/v1/status", r(self.get_status), methods=["GET"]),
+            Route("/api/v1/locks", r(self.get_locks), methods=["GET"]),
+        ]
+
+
+def _name(request: Request) -> str:
+    name: str = request.state.account["name"]
+    return name

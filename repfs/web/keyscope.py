@@ -1,0 +1,23 @@
+"""What an API key may do: the one check every route makes before its work."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from repfs.web import files
+from repfs.web.errors import ApiError
+
+
+def check(request: Request, op: str | None, *paths: str) -> None:
+    """An API key may do `op` on `paths` only (None: nothing but a signed-in person may);
+    a signed-in person is not limited here (the mount decides)."""
+    key = getattr(request.state, "key", None)
+    if key is None:
+        return
+    if op is None:
+        raise ApiError(403, "forbidden", "an API key may not do this: sign in as the account")
+    for path in paths:
+        where = files.joined(files.split(path))
+        inside = any(where == p or where.startswith(p.rstrip("/") + "/") or p == "/" for p in key["paths"])
+        if op not in key["ops"] or not inside:
+            raise ApiError(403, "forbidden", f"the API key {key['id']} may not {op} {where}")

@@ -10,7 +10,7 @@
 #   REPFS_VENV            the virtualenv                          [default: <repo>/.venv]
 #   REPFS_SKIP_INSTALL=1  skip scripts/install.sh (the venv must exist already)
 #   REPFS_TEST_TIMEOUT    seconds one test may take               [default: 300]
-#   REPFS_SUITE_TIMEOUT   seconds the whole pytest run may take   [default: 2400]
+#   REPFS_SUITE_TIMEOUT   seconds the whole pytest run may take   [default: 2700]
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,12 +68,12 @@ trap cleanup EXIT
 section "pytest"
 echo "+ pytest -q tests --timeout=${REPFS_TEST_TIMEOUT:-300} --basetemp=$BASETEMP $*"
 rc=0
-timeout --foreground --signal=TERM --kill-after=60 "${REPFS_SUITE_TIMEOUT:-2400}" \
+timeout --foreground --signal=TERM --kill-after=60 "${REPFS_SUITE_TIMEOUT:-2700}" \
     python -m pytest -q tests --timeout="${REPFS_TEST_TIMEOUT:-300}" --basetemp="$BASETEMP" "$@" </dev/null || rc=$?
 case $rc in
     0) echo "----- pytest: ok" ;;
     5) echo "----- pytest: no tests were collected (counted as success)" ;;
-    124 | 137) echo "----- pytest: FAILED (the suite ran over ${REPFS_SUITE_TIMEOUT:-2400}s and was stopped)"; failed+=(pytest) ;;
+    124 | 137) echo "----- pytest: FAILED (the suite ran over ${REPFS_SUITE_TIMEOUT:-2700}s and was stopped)"; failed+=(pytest) ;;
     *) echo "----- pytest: FAILED (exit $rc)"; failed+=(pytest) ;;
 esac
 

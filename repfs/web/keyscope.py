@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from repfs.fs.apikeys import ApiKey
 from repfs.web import files
 from repfs.web.errors import ApiError
 
@@ -16,8 +17,8 @@ def check(request: Request, op: str | None, *paths: str) -> None:
         return
     if op is None:
         raise ApiError(403, "forbidden", "an API key may not do this: sign in as the account")
+    scope = ApiKey(**{**key, "digest": ""})  # as the daemon answered it: its secret stays there
     for path in paths:
         where = files.joined(files.split(path))
-        inside = any(where == p or where.startswith(p.rstrip("/") + "/") or p == "/" for p in key["paths"])
-        if op not in key["ops"] or not inside:
+        if not scope.allows(op, where):
             raise ApiError(403, "forbidden", f"the API key {key['id']} may not {op} {where}")

@@ -16,10 +16,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from repfs.web.statedb import state_db
 
 DEFAULT_TTL = 8 * 3600
 LOCK_AFTER = 10
@@ -52,10 +53,7 @@ def _digest(token: str) -> bytes:
 
 class Sessions:
     def __init__(self, path: Path, *, ttl: float = DEFAULT_TTL) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.executescript(_SCHEMA)
-        path.chmod(0o600)
+        self.db = state_db(path, _SCHEMA)
         self.ttl = ttl
 
     def open(self, account: str, stamp: str) -> tuple[str, Session]:

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from repfs.web.statedb import state_db
 
 DEFAULT_EXPIRY = 24 * 3600.0  # seconds after the last byte an unfinished upload is kept
 STAGING_PREFIX = ".repfs-upload-"
@@ -71,10 +72,7 @@ class Upload:
 
 class Uploads:
     def __init__(self, path: Path, *, expiry: float = DEFAULT_EXPIRY) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.executescript(_SCHEMA)
-        path.chmod(0o600)
+        self.db = state_db(path, _SCHEMA)
         self.expiry = expiry
 
     @staticmethod

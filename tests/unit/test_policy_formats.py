@@ -1,5 +1,5 @@
-"""The records of shares, quotas, usage counters, holds, ingest times and retention rules
-(values of LMDB databases 16-24), pinned: what is written now is read the same by every
+"""The records of shares, quotas, usage counters, holds, ingest times, retention rules and
+API keys (values of LMDB databases 16-25), pinned: what is written now is read the same by every
 later version."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 
 from repfs.errors import InvalidRequest
 from repfs.fs import ingest
+from repfs.fs.apikeys import ApiKey
 from repfs.fs.holds import Hold
 from repfs.fs.quota import Limits
 from repfs.fs.retention import Effective, Rule
@@ -24,6 +25,10 @@ LIMITS = (
     b'{"evict_bytes": 21474836480, "max_bytes": 10737418240, "max_files": 100000, "soft_bytes": 8589934592, "v": 2}'
 )
 RULE = b'{"by": "root", "max_age": 2592000, "min_age": 86400, "since": 1764547200.0, "v": 1}'
+API_KEY = (
+    b'{"account": "alice", "created": 1764547200.0, "digest": "' + b"ab" * 32 + b'", "expires": 0.0, '
+    b'"id": "0123456789abcdef", "label": "collector", "ops": ["read", "write"], "paths": ["/alice/packets"], "v": 1}'
+)
 HOLD = b'{"by": "root", "reason": "case 42", "since": 1764547200.0, "v": 1}'
 
 
@@ -35,6 +40,11 @@ def test_records_are_versioned_json_and_read_back() -> None:
     assert Limits.unpack(LIMITS_V1) == Limits(10 << 30, 100_000, 8 << 30)  # before eviction: none
     rule = Rule(30 * 86400, 86400, "root", 1764547200.0)
     assert rule.pack() == RULE and Rule.unpack(RULE) == rule
+    key = ApiKey("0123456789abcdef", "alice", "ab" * 32, ["/alice/packets"], ["read", "write"], "collector",
+                 1764547200.0)  # fmt: skip
+    assert key.pack() == API_KEY and ApiKey.unpack(API_KEY) == key
+    assert key.allows("read", "/alice/packets/p1") and not key.allows("read", "/alice/packets-old/p1")
+    assert not key.allows("delete", "/alice/packets/p1")
     hold = Hold("case 42", "root", 1764547200.0)
     assert hold.pack() == HOLD and Hold.unpack(HOLD) == hold
 

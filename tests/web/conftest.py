@@ -109,7 +109,7 @@ def web(request: pytest.FixtureRequest) -> Iterator[Web]:
     group = f"wta{secrets.token_hex(3)}"  # the admin group: the second account is in it
     with public_filesystem(None, "--admin-socket", str(sock), "--audit") as fs:
         try:
-            for name in names[:2]:
+            for name in names:
                 add_with_password(sock, name)
             subprocess.run(["groupadd", group], check=True, timeout=30)
             subprocess.run(["usermod", "-aG", group, names[1]], check=True, timeout=30)

@@ -52,7 +52,7 @@ def send(c: httpx.Client, url: str, at: int, data: bytes, checksum: bytes | None
 
 
 def staged(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".repfs-upload"))
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".repfs-upload-"))
 
 
 def test_chunks_with_checksums_and_a_bad_chunk_resent_alone(web: Web) -> None:

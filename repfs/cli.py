@@ -571,6 +571,13 @@ for command in (passwd, scrub, recover, fsck):
 @click.option("--admin-socket", type=click.Path(dir_okay=False, path_type=Path),
               help="The mount's admin socket, for administrators' routes [default: FS_DIR/admin.sock].")  # fmt: skip
 @click.option("--admin-group", metavar="GROUP", help="Its members' accounts are administrators [default: repfs-admin].")
+@click.option("--metrics", metavar="ADDR:PORT", help="Serve Prometheus metrics of the web process there (plain HTTP).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="A web origin (https://host[:port]) whose pages may call the API; again for more.")  # fmt: skip
+@click.option("--rate", default=100.0, show_default=True, type=click.FloatRange(0), metavar="N",
+              help="Requests a second per token or API key on average (429 past it; 0: no limit).")  # fmt: skip
+@click.option("--burst", default=200, show_default=True, type=click.IntRange(1), metavar="N",
+              help="Requests at once per token above the average.")  # fmt: skip
 @click.option("--ready-fd", type=int, hidden=True)
 def web(
     target: Path,
@@ -587,6 +594,10 @@ def web(
     debug: bool,
     admin_socket: Path | None,
     admin_group: str | None,
+    metrics: str | None,
+    cors_origins: tuple[str, ...],
+    rate: float,
+    burst: int,
     ready_fd: int | None,
 ) -> None:
     """Serve the REST/JSON API over HTTPS for the filesystem mounted at TARGET (the mount
@@ -599,10 +610,11 @@ def web(
     logs.setup(log_file, debug=debug)
     if os.geteuid() != 0:
         fail(SetupError("repfs web runs as root: it reads and writes files as each signed-in account"))
-    web_opts = WebOptions(max_put=parse_size(max_put), max_upload=parse_size(max_upload))
+    web_opts = WebOptions(max_put=parse_size(max_put), max_upload=parse_size(max_upload),
+                          cors_origins=cors_origins, rate=rate, burst=burst)  # fmt: skip
     opts = ServeOptions(target=target, bind=bind, cert=cert, key=key, insecure_http=insecure_http,
                         state=state_dir, token_ttl=token_ttl, upload_expiry=upload_expiry, web=web_opts,
-                        admin_socket=admin_socket, admin_group=admin_group)  # fmt: skip
+                        admin_socket=admin_socket, admin_group=admin_group, metrics=metrics)  # fmt: skip
 
     def ready(where: str) -> None:
         click.echo(f"serving {where}/api/v1", err=True)

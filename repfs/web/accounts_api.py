@@ -18,8 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from repfs.admin.client import AdminClient
-from repfs.web import keyscope
-from repfs.web.bodies import json_body
+from repfs.web import files, keyscope
+from repfs.web.asuser import Who, Workers
+from repfs.web.bodies import json_body, number
 from repfs.web.control import Control
 from repfs.web.errors import ApiError
 
@@ -31,8 +32,12 @@ ACCOUNT_FIELDS = {"email", "valid_until", "quota", "quota_files", "soft", "max_s
 
 
 class AccountsApi:
-    def __init__(self, control: Control, admin_socket: Path | None, admin_gid: int | None) -> None:
+    def __init__(
+        self, control: Control, tree: files.Tree, workers: Workers, admin_socket: Path | None, admin_gid: int | None
+    ) -> None:
         self.control = control
+        self.tree = tree
+        self.workers = workers
         self.admin = AdminClient(admin_socket, timeout=TIMEOUT) if admin_socket is not None else None
         self.admin_gid = admin_gid
         self.limiter = trio.CapacityLimiter(8)
@@ -107,6 +112,19 @@ class AccountsApi:
             raise ApiError(404, "not_found", f"no such endpoint: {request.url.path}")
         return JSONResponse(await self._admin_call(request, "POST", f"/v1/users/{name}/{what}", {}))
 
+    async def get_user_files(self, request: Request) -> Response:
+        """An account's files, its namespace walked (paged, for administrators)."""
+        await self._admin_call(request, "GET", f"/v1/users/{quote(request.path_params['name'], safe='')}")
+        q = request.query_params
+        offset, limit = number(q.get("offset"), 0, "offset"), number(q.get("limit"), 1000, "limit")
+        if not 1 <= limit <= 10_000:
+            raise ApiError(400, "bad_request", "limit must be 1 to 10000")
+        found = await self.workers.call(ROOT, _walk, self.tree, request.path_params["name"], offset + limit)
+        page = found[offset : offset + limit]
+        return JSONResponse({"account": request.path_params["name"], "offset": offset, "count": len(page),
+                             "more": len(found) > offset + limit,
+                             "files": [{"path": e.path, "size": e.size, "mtime": e.mtime} for e in page]})  # fmt: skip
+
     async def get_pools(self, request: Request) -> Response:
         return JSONResponse(await self._admin_call(request, "GET", "/v1/pools"))
 
@@ -129,6 +147,7 @@ class AccountsApi:
             Route("/api/v1/users", r(self.post_user), methods=["POST"]),
             Route("/api/v1/users/{name}", r(self.get_user), methods=["GET"]),
             Route("/api/v1/users/{name}", r(self.patch_user), methods=["PATCH"]),
+            Route("/api/v1/users/{name}/files", r(self.get_user_files), methods=["GET"]),
             Route("/api/v1/users/{name}/{what}", r(self.post_user_state), methods=["POST"]),
             Route("/api/v1/pools", r(self.get_pools), methods=["GET"]),
             Route("/api/v1/status", r(self.get_status), methods=["GET"]),
@@ -139,3 +158,21 @@ class AccountsApi:
 def _name(request: Request) -> str:
     name: str = request.state.account["name"]
     return name
+
+
+ROOT = Who("root", 0, 0, ())  # an administrator's walk of another account's namespace
+
+
+def _walk(tree: files.Tree, name: str, wanted: int) -> list[files.Entry]:
+    """The first `wanted` (and one more) files of `/name` in walk order: a folder's own
+    files by name, then its folders, each the same way. A page costs the walk up to it."""
+    out: list[files.Entry] = []
+    todo = [[name]]
+    while todo and len(out) < wanted + 1:
+        folder = todo.pop()
+        listing = tree.listing(files.joined(folder))
+        for e in reversed(listing):
+            if e.kind == "folder":
+                todo.append([*folder, e.name])
+        out += [e for e in listing if e.kind != "folder"]
+    return out[: wanted + 1]

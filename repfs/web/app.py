@@ -14,6 +14,7 @@ import email.utils
 import logging
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from urllib.parse import quote
 
 import trio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -34,9 +37,11 @@ from repfs.web.asuser import Who, Workers, groups_of
 from repfs.web.bodies import json_body, number, text
 from repfs.web.control import Control
 from repfs.web.errors import ApiError, from_admin, from_os
+from repfs.web.observe import RateLimiter, WebMetrics
 from repfs.web.sessions import LoginBrake, Sessions
 from repfs.web.tus import Tus
 from repfs.web.uploads import Uploads
+from repfs.web.zipstream import ZipWriter
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,9 @@ CHUNK = 1 << 20  # bytes read or written per worker call
 PAGE = 1000  # entries of a listing by default
 MAX_PAGE = 10_000
 API_KEY_PREFIX = "rk_"
+# what a page of another origin may read of an answer (tus needs its headers)
+CORS_EXPOSED = ["Location", "Upload-Offset", "Upload-Length", "Upload-Expires", "Tus-Resumable", "Tus-Version",
+                "Tus-Extension", "Tus-Max-Size", "ETag", "Content-Range", "Retry-After"]  # fmt: skip
 RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 UPLOAD_PREFIX = ".repfs-put-"
 
@@ -55,6 +63,8 @@ class WebOptions:
     cors_origins: tuple[str, ...] = ()
     admin_socket: Path | None = None  # for administrators' routes (None: there are none)
     admin_gid: int | None = None  # the admin group: its members are administrators
+    rate: float = 100.0  # requests a second per token on average (0: no limit)
+    burst: int = 200  # requests at once per token
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -70,8 +80,10 @@ class Api:
         self.opts = opts
         self.workers = Workers()
         self.brake = LoginBrake()
-        self.tus = Tus(tree, self.workers, uploads, max_size=opts.max_upload)
-        self.accounts = AccountsApi(control, opts.admin_socket, opts.admin_gid)
+        self.metrics = WebMetrics()
+        self.limiter = RateLimiter(opts.rate, opts.burst)
+        self.tus = Tus(tree, self.workers, uploads, self.metrics, max_size=opts.max_upload)
+        self.accounts = AccountsApi(control, tree, self.workers, opts.admin_socket, opts.admin_gid)
         self._db = trio.CapacityLimiter(1)  # the session file: one call at a time
 
     # --- plumbing ---------------------------------------------------------------------
@@ -79,25 +91,41 @@ class Api:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._db)
 
     def route(self, handler: Handler, *, auth: bool = True) -> Handler:
-        """Errors as JSON with their status; with `auth`, the caller's account first."""
+        """Errors as JSON with their status; with `auth`, the caller's account first (and
+        its rate limit); every answer counted and timed by route."""
 
         async def call(request: Request) -> Response:
-            try:
-                if auth:
-                    request.state.who = await self._who(request)
-                return await handler(request)
-            except ApiError as exc:
-                return exc.response()
-            except OSError as exc:
-                return from_os(exc).response()
-            except InvalidArgument as exc:
-                return ApiError(400, "bad_request", str(exc)).response()
-            except AdminError as exc:
-                return from_admin(exc).response()
-            except Unreachable as exc:
-                return ApiError(503, "unavailable", f"the filesystem does not answer: {exc}").response()
+            started = time.monotonic()
+            response = await self._answer(handler, request, auth)
+            name = request.scope["route"].path if "route" in request.scope else "other"
+            self.metrics.requests.labels(name, request.method, str(response.status_code)).inc()
+            self.metrics.seconds.labels(name).observe(time.monotonic() - started)
+            return response
 
         return call
+
+    async def _answer(self, handler: Handler, request: Request, auth: bool) -> Response:
+        try:
+            if auth:
+                wait = self.limiter.wait_for(self._token(request))
+                if wait > 0:
+                    self.metrics.limited.inc()
+                    error = ApiError(429, "rate_limited", f"too many requests with this token: wait {wait:.1f} s")
+                    response = error.response()
+                    response.headers["Retry-After"] = str(max(1, round(wait)))
+                    return response
+                request.state.who = await self._who(request)
+            return await handler(request)
+        except ApiError as exc:
+            return exc.response()
+        except OSError as exc:
+            return from_os(exc).response()
+        except InvalidArgument as exc:
+            return ApiError(400, "bad_request", str(exc)).response()
+        except AdminError as exc:
+            return from_admin(exc).response()
+        except Unreachable as exc:
+            return ApiError(503, "unavailable", f"the filesystem does not answer: {exc}").response()
 
     def _token(self, request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -153,6 +181,7 @@ class Api:
         except AdminError as exc:
             if exc.status == 403:
                 fails = self.brake.failed(login)
+                self.metrics.failed_logins.inc()
                 log.warning("API sign-in refused for %r (%d in a row): %s", login, fails, exc.message)
                 raise ApiError(401, "unauthorized", exc.message) from None
             raise
@@ -241,9 +270,41 @@ class Api:
                 if not data:
                     return
                 pos += len(data)
+                self.metrics.bytes_out.inc(len(data))
                 yield data
         finally:
             os.close(fd)
+
+    async def get_zip(self, request: Request) -> Response:
+        """GET /api/v1/zip?path=A&path=B: the files and folders, as one zip."""
+        paths = request.query_params.getlist("path")
+        if not paths:
+            raise ApiError(400, "bad_request", "give the files and folders: ?path=A&path=B ...")
+        if len(paths) > 1000:
+            raise ApiError(400, "bad_request", "at most 1000 paths in one zip")
+        for path in paths:
+            keyscope.check(request, "read", path)
+            await self._as(request, self.tree.stat, path)  # a missing one is 404 before anything is sent
+        name = request.query_params.get("name", "repfs.zip")
+        writer = ZipWriter(self.tree, paths)
+        who = request.state.who
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    data = await self.workers.call(who, writer.step)
+                    if data:
+                        self.metrics.bytes_out.inc(len(data))
+                        yield data
+                    elif writer.done:
+                        return
+            except OSError as exc:  # too late for a status: the zip ends short, and the log says why
+                log.warning("zip for %s cut short: %s", who.name, exc)
+            finally:
+                writer.abandon()
+
+        headers = {"Content-Disposition": f"attachment; filename*=UTF-8''{_quote(name)}"}
+        return StreamingResponse(body(), media_type="application/zip", headers=headers)
 
     async def put_file(self, request: Request) -> Response:
         path = request.path_params["path"]
@@ -262,6 +323,7 @@ class Api:
             try:
                 async for chunk in request.stream():
                     written += len(chunk)
+                    self.metrics.bytes_in.inc(len(chunk))
                     if written > self.opts.max_put:
                         raise ApiError(413, "too_large", f"a simple PUT takes at most {self.opts.max_put} bytes")
                     await self._as(request, files.write_all, fd, chunk)
@@ -325,10 +387,16 @@ class Api:
             Route("/api/v1/files/{path:path}", r(self.delete_file), methods=["DELETE"]),
             Route("/api/v1/folders/{path:path}", r(self.post_folder), methods=["POST"]),
             Route("/api/v1/move", r(self.post_move), methods=["POST"]),
+            Route("/api/v1/zip", r(self.get_zip), methods=["GET"]),
             *self.tus.routes(r),
             *self.accounts.routes(r),
         ]
-        app = Starlette(routes=routes)
+        middleware = []
+        if self.opts.cors_origins:
+            middleware.append(Middleware(CORSMiddleware, allow_origins=list(self.opts.cors_origins),
+                                         allow_methods=["*"], allow_headers=["*"], expose_headers=CORS_EXPOSED,
+                                         max_age=600))  # fmt: skip
+        app = Starlette(routes=routes, middleware=middleware)
 
         async def not_found(request: Request, exc: Exception) -> Response:
             code = getattr(exc, "status_code", 404)

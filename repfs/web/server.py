@@ -14,6 +14,7 @@ from pathlib import Path
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
+from prometheus_client import make_asgi_app
 
 from repfs import mountinfo
 from repfs.admin.auth import resolve_group, user_socket_path
@@ -43,6 +44,7 @@ class ServeOptions:
     upload_expiry: float = DEFAULT_EXPIRY
     admin_socket: Path | None = None  # default FS_DIR/admin.sock
     admin_group: str | None = None  # default repfs-admin, if it exists
+    metrics: str | None = None  # ADDR:PORT for Prometheus, plain HTTP; None: off
     web: WebOptions = field(default_factory=WebOptions)
 
 
@@ -109,6 +111,13 @@ async def serve(opts: ServeOptions, *, ready: Callable[[str], None] | None = Non
         nursery.start_soon(on_signal)
         nursery.start_soon(upkeep)
         await nursery.start(partial(hypercorn_serve, api.app(), config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        if opts.metrics is not None:
+            plain = Config()
+            plain.bind = [opts.metrics]
+            plain.accesslog, plain.errorlog = None, logging.getLogger("repfs.web.http")
+            exporter = make_asgi_app(registry=api.metrics.registry)
+            await nursery.start(partial(hypercorn_serve, exporter, plain, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+            log.info("metrics at http://%s/metrics", opts.metrics)
         where = f"{scheme}://{opts.bind}"
         log.info("serving the API of %s at %s/api/v1", mountpoint, where)
         if ready is not None:

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from repfs.web import files, keyscope
 from repfs.web.asuser import Who, Workers
 from repfs.web.errors import ApiError
+from repfs.web.observe import WebMetrics
 from repfs.web.uploads import PARTS_FOLDER, STAGING_PREFIX, Upload, Uploads
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,12 @@ def target_of(meta: dict[str, str]) -> str | None:
 
 
 class Tus:
-    def __init__(self, tree: files.Tree, workers: Workers, uploads: Uploads, *, max_size: int) -> None:
+    def __init__(
+        self, tree: files.Tree, workers: Workers, uploads: Uploads, metrics: WebMetrics, *, max_size: int
+    ) -> None:
         self.tree = tree
         self.workers = workers
+        self.metrics = metrics
         self.uploads = uploads
         self.max_size = max_size
         self._db = trio.CapacityLimiter(1)
@@ -212,9 +216,11 @@ class Tus:
         fd = await self.workers.call(who, self.tree.open_file, upload.staging, os.O_WRONLY)
         pos = upload.offset
         cut = False
+        self.metrics.uploads.inc()
         try:
             try:
                 async for chunk in request.stream():
+                    self.metrics.bytes_in.inc(len(chunk))
                     if pos + len(chunk) > upload.length:
                         raise ApiError(413, "too_large", f"more bytes than Upload-Length ({upload.length})")
                     if digest is not None:
@@ -226,6 +232,7 @@ class Tus:
             await self.workers.call(who, os.fsync, fd)
         finally:
             os.close(fd)
+            self.metrics.uploads.dec()
         if digest is not None:
             if cut:
                 raise ApiError(400, "bad_request", "the connection closed before the chunk was whole")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 import subprocess
 import time
 from collections.abc import Sequence
@@ -50,6 +51,7 @@ class AccountManager:
         # argon2 takes ~64 MiB and a CPU for a moment: one hash at a time, whoever asks
         # (anyone may ask the user socket), on threads of its own
         self._hashing = trio.CapacityLimiter(1)
+        self._decoy_account: Account | None = None
         self.not_on_host: list[str] = []  # as `check_host` last found
 
     def reload(self) -> None:
@@ -176,9 +178,10 @@ class AccountManager:
             account = acc.get(t, login)
             if account is None:
                 account = next((a for a in acc.listed(t) if a.email.lower() == login.lower()), None)
-        if account is None or not await trio.to_thread.run_sync(
-            acc.password_matches, account, password, limiter=self._hashing
-        ):
+        # an unknown name costs a hash like a known one: the answer's time tells nothing
+        checked = account if account is not None else self._decoy()
+        matches = await trio.to_thread.run_sync(acc.password_matches, checked, password, limiter=self._hashing)
+        if account is None or not matches:
             raise AccountRefused("wrong account name or password")
         why = account.refused(time.time())
         if why is not None:
@@ -220,6 +223,11 @@ class AccountManager:
         if why is not None:
             raise AccountRefused(why)
         return account, key
+
+    def _decoy(self) -> Account:
+        if self._decoy_account is None:
+            self._decoy_account = Account("", "", 0, 0, password=acc.hash_password(secrets.token_hex(16)))
+        return self._decoy_account
 
     async def change_own_password(self, account: Account, old: str | None, new: str, *, checked: bool) -> None:
         """An account's password changed by its person: the old one must match when one is

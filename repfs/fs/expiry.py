@@ -188,9 +188,9 @@ class Expirer:
         """Remove these names of inode `ino`, if they still name it; whether all went.
         A file open for writing is left alone (root's own writes included)."""
         for parent, name in names:
-            if self.fs.locks.holder(ino) is not None:
-                return False
             await self.rate.take(1)
+            if self.fs.locks.holder(ino) is not None:  # checked after the wait: nothing awaits before the unlink
+                return False
             with self.meta.read() as t:
                 where = child_path(t, parent, name)
             try:

@@ -25,7 +25,7 @@ import trio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -34,7 +34,7 @@ from repfs.errors import InvalidArgument
 from repfs.web import files, keyscope, openapi
 from repfs.web.accounts_api import AccountsApi
 from repfs.web.asuser import Who, Workers, groups_of
-from repfs.web.bodies import json_body, number, text
+from repfs.web.bodies import DIGITS, json_body, number, text
 from repfs.web.control import Control
 from repfs.web.errors import ApiError, from_admin, from_os
 from repfs.web.observe import RateLimiter, WebMetrics
@@ -49,6 +49,7 @@ CHUNK = 1 << 20  # bytes read or written per worker call
 PAGE = 1000  # entries of a listing by default
 MAX_PAGE = 10_000
 API_KEY_PREFIX = "rk_"
+REFUSED_SIGN_IN = "wrong account name or password, or the account may not sign in"  # one answer for every case
 # what a page of another origin may read of an answer (tus needs its headers)
 CORS_EXPOSED = ["Location", "Upload-Offset", "Upload-Length", "Upload-Expires", "Tus-Resumable", "Tus-Version",
                 "Tus-Extension", "Tus-Max-Size", "ETag", "Content-Range", "Retry-After"]  # fmt: skip
@@ -87,7 +88,7 @@ class Api:
         self._db = trio.CapacityLimiter(1)  # the session file: one call at a time
 
     # --- plumbing ---------------------------------------------------------------------
-    async def _db_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def db_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._db)
 
     def route(self, handler: Handler, *, auth: bool = True) -> Handler:
@@ -126,6 +127,8 @@ class Api:
             return from_admin(exc).response()
         except Unreachable as exc:
             return ApiError(503, "unavailable", f"the filesystem does not answer: {exc}").response()
+        except ClientDisconnect:
+            return ApiError(400, "bad_request", "the client went away before the body was whole").response()
 
     def _token(self, request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -148,18 +151,18 @@ class Api:
             request.state.account = account
             return Who(account["name"], int(account["uid"]), int(account["gid"]),
                        groups_of(account["name"], int(account["gid"])))  # fmt: skip
-        session = await self._db_call(self.sessions.get, token)
+        session = await self.db_call(self.sessions.get, token)
         if session is None:
             raise ApiError(401, "unauthorized", "the token is not valid (expired, or signed out): sign in again")
         try:
             account = await self.control.me(session.account)
         except AdminError as exc:
             if exc.status in (403, 404):  # disabled, expired or removed: the session ends
-                await self._db_call(self.sessions.close, token)
+                await self.db_call(self.sessions.close, token)
                 raise ApiError(401, "unauthorized", exc.message) from None
             raise
         if account.get("password_stamp") != session.stamp:
-            await self._db_call(self.sessions.close, token)
+            await self.db_call(self.sessions.close, token)
             raise ApiError(401, "unauthorized", "the password changed since this sign-in: sign in again")
         request.state.account = account
         return Who(account["name"], int(account["uid"]), int(account["gid"]),
@@ -171,27 +174,33 @@ class Api:
     # --- sessions ---------------------------------------------------------------------
     async def post_token(self, request: Request) -> Response:
         body = await json_body(request, {"login", "password"}, {"login", "password"})
-        login, password = text(body, "login"), text(body, "password")
+        login, password = text(body, "login", longest=320), text(body, "password", longest=1024)
+        account = await self._checked(login, password)
+        token, session = await self.db_call(self.sessions.open, account["name"], account["password_stamp"])
+        log.info("API sign-in: %s", account["name"])
+        return JSONResponse({"token": token, "expires": session.expires, "account": _public(account)}, status_code=201)
+
+    async def _checked(self, login: str, password: str) -> dict[str, Any]:
+        """The password check behind the brake: the attempt counts before it is made (so
+        attempts at once cannot pass it together), and is forgiven when it succeeds."""
         wait = self.brake.wait(login)
         if wait == float("inf"):
             raise ApiError(429, "locked_out", "too many failed sign-ins for this name: try again later")
         await trio.sleep(wait)  # pacing failed guesses, not synchronisation
+        fails = self.brake.failed(login)
         try:
             account = await self.control.login(login, password)
         except AdminError as exc:
             if exc.status == 403:
-                fails = self.brake.failed(login)
                 self.metrics.failed_logins.inc()
                 log.warning("API sign-in refused for %r (%d in a row): %s", login, fails, exc.message)
-                raise ApiError(401, "unauthorized", exc.message) from None
+                raise ApiError(401, "unauthorized", REFUSED_SIGN_IN) from None
             raise
         self.brake.succeeded(login)
-        token, session = await self._db_call(self.sessions.open, account["name"], account["password_stamp"])
-        log.info("API sign-in: %s", account["name"])
-        return JSONResponse({"token": token, "expires": session.expires, "account": _public(account)}, status_code=201)
+        return account
 
     async def delete_token(self, request: Request) -> Response:
-        await self._db_call(self.sessions.close, self._token(request))
+        await self.db_call(self.sessions.close, self._token(request))
         return Response(status_code=204)
 
     async def get_me(self, request: Request) -> Response:
@@ -204,13 +213,13 @@ class Api:
         body = await json_body(request, {"old_password", "password"}, {"old_password", "password"})
         name = request.state.account["name"]
         try:
-            await self.control.login(name, text(body, "old_password"))
-        except AdminError as exc:
-            if exc.status == 403:
+            await self._checked(name, text(body, "old_password", longest=1024))
+        except ApiError as exc:
+            if exc.status == 401:
                 raise ApiError(403, "forbidden", "the current password is not right") from None
             raise
         await self.control.set_password(name, None, text(body, "password"))
-        await self._db_call(self.sessions.close_all, name)  # every session ends, this one too
+        await self.db_call(self.sessions.close_all, name)  # every session ends, this one too
         return JSONResponse({"name": name, "password_set": True})
 
     # --- files ------------------------------------------------------------------------
@@ -313,7 +322,7 @@ class Api:
         if not parts:
             raise ApiError(409, "conflict", "the root is a folder")
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.opts.max_put:
+        if declared is not None and DIGITS.fullmatch(declared) and int(declared) > self.opts.max_put:
             raise ApiError(413, "too_large", f"a simple PUT takes at most {self.opts.max_put} bytes")
         existed = await self._as(request, _exists, self.tree, path)
         temp = files.joined([*parts[:-1], f"{UPLOAD_PREFIX}{os.urandom(8).hex()}"])

@@ -18,7 +18,6 @@ from repfs.errors import InvalidArgument
 
 KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "folder", stat.S_IFLNK: "symlink"}
 SORTS = ("name", "size", "mtime", "kind")
-COPY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,8 @@ def split(path: str) -> list[str]:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise InvalidArgument("'..' is not allowed in a path")
+    if "\x00" in path:
+        raise InvalidArgument("a path cannot hold a NUL byte")
     if any(len(p.encode()) > 255 for p in parts):
         raise OSError(errno.ENAMETOOLONG, "a name is longer than 255 bytes")
     return parts
@@ -146,12 +147,14 @@ class Tree:
             raise IsADirectoryError(errno.EISDIR, "the root is a folder")
         fd = self._parent(parts)
         try:
-            out = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+            # O_NONBLOCK: a FIFO put there must not hold a worker in open() until a writer comes
+            out = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=fd)
         finally:
             os.close(fd)
         if not stat.S_ISREG(os.fstat(out).st_mode):
             os.close(out)
             raise IsADirectoryError(errno.EISDIR, "not a regular file")
+        os.set_blocking(out, True)
         return out
 
     def mkdir(self, path: str, mode: int = 0o755) -> Entry:
@@ -200,29 +203,15 @@ class Tree:
             os.close(fd)
 
     def replace(self, temp: str, path: str) -> None:
-        """The finished file `temp` in place of `path`, in one rename. An editor may not
-        rename over a file another account made (the shares' rule): then the data is
-        copied into that file instead, and `temp` deleted."""
+        """The finished file `temp` in place of `path`, in one rename: a reader sees the
+        old file or the new one, never half. Where the rename is refused (an editor may
+        not replace a file another account made: the shares' rule) the old file stays as
+        it was; the file is not rewritten in place, which a failure half way would lose."""
         try:
             self.move(temp, path, replace=True)
-            return
         except PermissionError:
-            try:
-                self.stat(path)
-            except FileNotFoundError:
-                raise
-        src = self.open_file(temp, os.O_RDONLY)
-        try:
-            dst = self.open_file(path, os.O_WRONLY | os.O_TRUNC)
-            try:
-                while chunk := os.read(src, COPY_CHUNK):
-                    write_all(dst, chunk)
-                os.fsync(dst)
-            finally:
-                os.close(dst)
-        finally:
-            os.close(src)
-        self.delete(temp)
+            raise PermissionError(errno.EPERM, f"{path} may not be replaced by this account (it was made by "
+                                  "another account: change it on the mount, or upload it under a new name)") from None
 
 
 def write_all(fd: int, data: bytes) -> None:

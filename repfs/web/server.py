@@ -66,7 +66,7 @@ def config_for(opts: ServeOptions, state: Path) -> tuple[Config, str]:
     config.accesslog = None
     config.errorlog = logging.getLogger("repfs.web.http")
     config.keep_alive_timeout = 75
-    config.read_timeout = 120  # a client that sends nothing for two minutes is dropped
+    config.read_timeout = None  # hypercorn's applies while an answer is sent too: long downloads need none
     config.h11_max_incomplete_size = 16 * 1024  # request line and headers
     config.graceful_timeout = 5
     config.ssl_handshake_timeout = 30
@@ -102,8 +102,8 @@ async def serve(opts: ServeOptions, *, ready: Callable[[str], None] | None = Non
         while True:
             try:
                 await api.tus.expire()
-                await trio.to_thread.run_sync(sessions.prune)
-            except OSError as exc:
+                await api.db_call(sessions.prune)
+            except Exception as exc:  # noqa: BLE001 - upkeep must not stop the web process
                 log.warning("expired uploads and sessions left for later: %s", exc)
             await trio.sleep(UPKEEP_INTERVAL)  # a period, not synchronisation
 

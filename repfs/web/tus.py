@@ -18,7 +18,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from repfs.web import files, keyscope
 from repfs.web.asuser import Who, Workers
+from repfs.web.bodies import DIGITS
 from repfs.web.errors import ApiError
 from repfs.web.observe import WebMetrics
 from repfs.web.uploads import PARTS_FOLDER, STAGING_PREFIX, Upload, Uploads
@@ -74,6 +75,7 @@ class Tus:
         self.uploads = uploads
         self.max_size = max_size
         self._db = trio.CapacityLimiter(1)
+        self._locks: dict[str, trio.Lock] = {}
 
     async def _db_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._db)
@@ -110,7 +112,20 @@ class Tus:
         if upload.expires < time.time() and not upload.done:
             await self._drop(upload, request.state.who)
             raise ApiError(404, "not_found", "the upload expired")
+        keyscope.check(request, "write", upload.target or files.joined([upload.account, PARTS_FOLDER]))
         return upload
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, upload_id: str) -> AsyncIterator[None]:
+        """PATCH, DELETE and completion of one upload never overlap (a client's retry
+        while its first request still writes waits for it)."""
+        lock = self._locks.setdefault(upload_id, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._locks.pop(upload_id, None)
 
     # --- the routes -------------------------------------------------------------------
     async def options(self, request: Request) -> Response:
@@ -137,16 +152,32 @@ class Tus:
         keyscope.check(request, "write", target or files.joined([who.name, PARTS_FOLDER]))
         upload = Upload(self.uploads.new_id(), who.name, target, "", length, 0, meta, concat)
         await self._check_free(upload)
-        upload.staging = await self.workers.call(who, self._stage, upload)
-        await self._db_call(self.uploads.add, upload)
+        await self._made(who, upload)
         log.info("upload %s by %s to %s: %d bytes", upload.id, who.name, target or "(a part)", length)
         headers = {**self._headers(upload), "Location": f"{request.base_url}api/v1/uploads/{upload.id}"}
-        if request.headers.get("content-type") == OFFSET_TYPE:  # creation-with-upload
-            await self._receive(request, who, upload)
-            headers.update(self._headers(upload))
-        elif length == 0:
-            await self._complete(who, upload)
+        try:
+            if request.headers.get("content-type") == OFFSET_TYPE:  # creation-with-upload
+                await self._receive(request, who, upload)
+                headers.update(self._headers(upload))
+            elif length == 0:
+                await self._complete(who, upload)
+        except BaseException:  # the client learns no Location: nothing of it may stay
+            with trio.CancelScope(shield=True):
+                await self._drop(upload, who)
+            raise
         return Response(status_code=201, headers=headers)
+
+    async def _made(self, who: Who, upload: Upload) -> None:
+        """The staging file and the record, both or neither (a cut request leaves no file
+        nobody would ever remove)."""
+        with trio.CancelScope(shield=True):
+            upload.staging = await self.workers.call(who, self._stage, upload)
+            try:
+                await self._db_call(self.uploads.add, upload)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    await self.workers.call(who, self.tree.delete, upload.staging)
+                raise
 
     async def head(self, request: Request) -> Response:
         upload = await self._mine(request)
@@ -166,14 +197,17 @@ class Tus:
         if upload.concat == "final":
             raise ApiError(403, "forbidden", "a final upload is made from its parts: it takes no PATCH")
         offset = request.headers.get("upload-offset")
-        if offset is None or not offset.isdigit() or int(offset) != upload.offset:
-            raise ApiError(409, "conflict", f"Upload-Offset must be {upload.offset}, where the upload is")
-        await self._receive(request, who, upload)
+        async with self._one_at_a_time(upload.id):
+            upload = await self._mine(request)  # as it is now that no other request works on it
+            if offset is None or not DIGITS.fullmatch(offset) or int(offset) != upload.offset or upload.done:
+                raise ApiError(409, "conflict", f"Upload-Offset must be {upload.offset}, where the upload is")
+            await self._receive(request, who, upload)
         return Response(status_code=204, headers=self._headers(upload))
 
     async def delete(self, request: Request) -> Response:
         upload = await self._mine(request)
-        await self._drop(upload, request.state.who)
+        async with self._one_at_a_time(upload.id):
+            await self._drop(upload, request.state.who)
         return Response(status_code=204, headers={"Tus-Resumable": VERSION})
 
     # --- the work ---------------------------------------------------------------------
@@ -269,10 +303,11 @@ class Tus:
             raise ApiError(400, "bad_request", "Upload-Metadata names no target: give path, or folder and filename")
         keyscope.check(request, "write", target)
         length = sum(p.length for p in parts)
+        if length > self.max_size:
+            raise ApiError(413, "too_large", f"an upload takes at most {self.max_size} bytes")
         upload = Upload(self.uploads.new_id(), who.name, target, "", length, 0, meta, "final", ids)
         await self._check_free(upload)
-        upload.staging = await self.workers.call(who, self._stage, upload)
-        await self._db_call(self.uploads.add, upload)
+        await self._made(who, upload)
         try:
             await self.workers.call(who, _concatenate, self.tree, [p.staging for p in parts], upload.staging)
         except BaseException:
@@ -312,7 +347,7 @@ class Tus:
 
 
 def _length(value: str | None) -> int:
-    if value is None or not value.isdigit():
+    if value is None or not DIGITS.fullmatch(value):
         raise ApiError(400, "bad_request", "Upload-Length must be the upload's size in bytes")
     return int(value)
 

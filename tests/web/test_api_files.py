@@ -187,7 +187,10 @@ def test_a_write_past_the_quota_is_507_and_a_locked_file_423(web: Web) -> None:
     run_as(*ids(alice), make)
     assert admin(web.sock, "shares", "add", str(team), bob, "--role", "editor").returncode == 0
     b = web.sign_in(bob)
-    assert b.put(f"/api/v1/files/{alice}/team/plan.txt", content=b"bob's").status_code == 200  # free: he may
+    # an editor may not replace a file alice made (the shares' rule): the old file stays whole
+    replaced = b.put(f"/api/v1/files/{alice}/team/plan.txt", content=b"bob's")
+    assert replaced.status_code == 403 and "may not be replaced" in replaced.json()["message"], replaced.text
+    assert b.put(f"/api/v1/files/{alice}/team/bobs.txt", content=b"bob's").status_code == 201  # his own: yes
 
     def hold_open_and_ask() -> tuple[int, str]:
         fd = os.open(team / "plan.txt", os.O_WRONLY)
@@ -198,7 +201,8 @@ def test_a_write_past_the_quota_is_507_and_a_locked_file_423(web: Web) -> None:
             os.close(fd)
 
     assert run_as(*ids(alice), hold_open_and_ask) == (423, "locked")
-    assert (team / "plan.txt").read_bytes() == b"bob's"
+    assert (team / "plan.txt").read_bytes() == b"v1"
+    assert not [p for p in team.iterdir() if p.name.startswith(".repfs-put-")]
 
 
 def test_a_symbolic_link_never_leads_out_of_the_mount(web: Web) -> None:
@@ -250,3 +254,19 @@ def test_shares_by_the_api_and_the_administrators_routes(web: Web) -> None:
     assert "alerts" in b.get("/api/v1/status").json()
     assert a.get("/api/v1/pools").status_code == 403
 
+
+
+def test_hostile_requests_get_a_clear_answer_and_hold_up_nothing(web: Web) -> None:
+    alice = web.names[0]
+    a = web.sign_in(alice)
+    run_as(*ids(alice), lambda: os.mkfifo(web.fs.mnt / alice / "pipe"))
+    fifo = a.get(f"/api/v1/files/{alice}/pipe", timeout=20)  # opened without blocking: no worker waits for a writer
+    assert fifo.status_code == 409 and fifo.json()["error"] == "is_a_folder"
+    assert a.get(f"/api/v1/files/{alice}/a%00b").status_code == 400
+    assert a.get(f"/api/v1/list/{alice}", params={"offset": "²"}).status_code == 400
+    huge = web.client().post("/api/v1/token", content=b"{" + b" " * (2 << 20) + b"}",
+                             headers={"Content-Type": "application/json"})  # fmt: skip
+    assert huge.status_code == 413
+    long_name = web.client().post("/api/v1/token", json={"login": "x" * 10_000, "password": "y"})
+    assert long_name.status_code == 400
+    assert a.get("/api/v1/me").status_code == 200  # the process goes on

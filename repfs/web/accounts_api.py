@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from repfs.admin.client import AdminClient
 from repfs.web import files, keyscope
-from repfs.web.asuser import Who, Workers
+from repfs.web.asuser import ROOT, Workers
 from repfs.web.bodies import json_body, number
 from repfs.web.control import Control
 from repfs.web.errors import ApiError
@@ -160,7 +160,6 @@ def _name(request: Request) -> str:
     return name
 
 
-ROOT = Who("root", 0, 0, ())  # an administrator's walk of another account's namespace
 
 
 def _walk(tree: files.Tree, name: str, wanted: int) -> list[files.Entry]:

@@ -37,6 +37,9 @@ class Who:
     groups: tuple[int, ...]
 
 
+ROOT = Who("root", 0, 0, ())  # an administrator's walk, the clean-up of uploads whose account may be gone
+
+
 def _setgroups(groups: tuple[int, ...] | list[int]) -> None:
     number = _SYS_SETGROUPS.get(platform.machine())
     if number is None:

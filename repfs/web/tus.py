@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from repfs.web import files, keyscope
-from repfs.web.asuser import Who, Workers
+from repfs.web.asuser import ROOT, Who, Workers
 from repfs.web.bodies import DIGITS
 from repfs.web.errors import ApiError
 from repfs.web.observe import WebMetrics
@@ -40,7 +40,6 @@ EXTENSIONS = "creation,creation-with-upload,expiration,termination,checksum,conc
 CHECKSUMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
 OFFSET_TYPE = "application/offset+octet-stream"
 CHUNK = 1 << 20
-ROOT = Who("root", 0, 0, ())  # for the clean-up of expired uploads (their account may be gone)
 
 
 def parse_metadata(header: str) -> dict[str, str]:

@@ -89,50 +89,48 @@ def test_dashboard_and_rules_name_only_metrics_the_daemon_serves_and_the_docs_li
     assert "repfs_stored_blocks" not in docs
 
 
-def unit_for(prefix: Path) -> str:
-    """The systemd unit with /usr/local/ (where the user install puts repfs) moved to `prefix`."""
-    return (CONTRIB / "systemd" / "repfs@.service").read_text().replace("/usr/local/", f"{prefix}/")
+def unit_for(prefix: Path, name: str = "repfs@.service") -> str:
+    """A systemd unit with /usr/local/ (where the user install puts repfs) moved to `prefix`."""
+    return (CONTRIB / "systemd" / name).read_text().replace("/usr/local/", f"{prefix}/")
+
+
+def verified(tmp_path: Path, installed: Path, unit: str, instance: str, man_page: str) -> dict[str, str]:
+    """`unit` as instance `instance`, passing `systemd-analyze verify` with the installed man
+    pages and documents (verify runs `man` for every man: page of Documentation=); the
+    environment it passed with."""
+    analyze = tool("systemd-analyze")
+    docs = re.search(r"^Documentation=(.*)$", unit, re.M)
+    assert docs and f"man:{man_page}" in docs[1].split(), unit
+    for uri in docs[1].split():
+        if uri.startswith("file://"):
+            assert Path(uri.removeprefix("file://")).is_file(), uri
+    env = {**os.environ, "MANPATH": str(installed / "share" / "man")}
+    good = tmp_path / f"{instance}.service"
+    good.write_text(unit)
+    res = subprocess.run([analyze, "verify", str(good)], capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 0 and instance not in res.stderr, res.stderr
+    # a Documentation= page that is not installed is found out too
+    res = subprocess.run([analyze, "verify", str(good)], capture_output=True, text=True, timeout=60,
+                         env={**env, "MANPATH": str(tmp_path)})  # fmt: skip
+    assert res.returncode != 0 and man_page in res.stderr, res.stderr
+    return env
 
 
 def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path, installed: Path) -> None:
     analyze = tool("systemd-analyze")
     unit = unit_for(installed)
     assert "Type=notify" in unit and f"ExecStop={installed}/bin/repfs umount" in unit and "Restart=on-failure" in unit
-    # verify runs `man` for every man: page of Documentation= and checks that the files it names exist
-    docs = re.search(r"^Documentation=(.*)$", unit, re.M)
-    assert docs and "man:repfs-mount(1)" in docs[1].split(), unit
-    for uri in docs[1].split():
-        if uri.startswith("file://"):
-            assert Path(uri.removeprefix("file://")).is_file(), uri
-    env = {**os.environ, "MANPATH": str(installed / "share" / "man")}
-    good = tmp_path / "repfs@main.service"
-    good.write_text(unit)
-    res = subprocess.run([analyze, "verify", str(good)], capture_output=True, text=True, timeout=60, env=env)
-    assert res.returncode == 0 and "repfs@main" not in res.stderr, res.stderr
+    env = verified(tmp_path, installed, unit, "repfs@main", "repfs-mount(1)")
     bad = tmp_path / "repfs@bad.service"
     bad.write_text(unit.replace("Type=notify", "Type=notifyy"))
     res = subprocess.run([analyze, "verify", str(bad)], capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode != 0 or "notifyy" in res.stderr
-    # a Documentation= page that is not installed is found out too
-    res = subprocess.run([analyze, "verify", str(good)], capture_output=True, text=True, timeout=60,
-                         env={**env, "MANPATH": str(tmp_path)})  # fmt: skip
-    assert res.returncode != 0 and "repfs-mount(1)" in res.stderr, res.stderr
 
 
 def test_the_web_unit_passes_systemd_analyze_verify(tmp_path: Path, installed: Path) -> None:
-    analyze = tool("systemd-analyze")
-    unit = (CONTRIB / "systemd" / "repfs-web@.service").read_text().replace("/usr/local/", f"{installed}/")
+    unit = unit_for(installed, "repfs-web@.service")
     assert f"ExecStart={installed}/bin/repfs web" in unit and "CapabilityBoundingSet=CAP_SETUID CAP_SETGID" in unit
-    docs = re.search(r"^Documentation=(.*)$", unit, re.M)
-    assert docs is not None
-    for uri in docs[1].split():
-        if uri.startswith("file://"):
-            assert Path(uri.removeprefix("file://")).is_file(), uri
-    env = {**os.environ, "MANPATH": str(installed / "share" / "man")}
-    good = tmp_path / "repfs-web@main.service"
-    good.write_text(unit)
-    res = subprocess.run([analyze, "verify", str(good)], capture_output=True, text=True, timeout=60, env=env)
-    assert res.returncode == 0 and "repfs-web@main" not in res.stderr, res.stderr
+    verified(tmp_path, installed, unit, "repfs-web@main", "repfs-web(1)")
 
 
 # What the unit sets (each reported as set by `systemd-analyze security`), and what it must

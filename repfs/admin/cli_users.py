@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import click
 
-from repfs.admin.cli_keys import keys
+from repfs.admin.cli_keys import cert, keys
 from repfs.admin.cliutil import call, call_user, die, fields, is_admin, json_option, own_account, show, size, table
 from repfs.cli_common import read_fd
 
@@ -232,3 +232,4 @@ def users_remove(ctx: click.Context, name: str, delete_files: bool, as_json: boo
 
 
 users.add_command(keys)
+users.add_command(cert)

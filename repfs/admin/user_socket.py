@@ -17,7 +17,9 @@ anyone else who sends it gets 403. Limits are those of the admin socket (HttpSer
 | GET, POST | /v1/me/shares, /v1/me/shares/remove | see `shares_api` | shares of what it owns or masters |
 | GET | /v1/me/info?path=P | | 200 INFO (as `repfs-admin info`): what the account may reach, else 404 |
 | POST | /v1/login | {"login", "password"} | root only (the web process): 200 ACCOUNT, 403 otherwise |
-| POST | /v1/keys/check | {"token"} | root only: 200 {"account", "key"} for a valid API key, else 403 |
+| POST | /v1/keys/check | {"token"} or {"cert"} | root only: 200 {"account", "key"}, else 403 |
+| GET | /v1/client-ca | | root only: 200 {"ca"}: the CA of client certificates (PEM) |
+| POST | /v1/me/cert | {"public_key", "days"?, "paths"?, "ops"?, "label"?} | 201 KEY, "cert", "ca" |
 | GET, POST | /v1/me/keys | {"paths", "ops", "label"?, "expires"?} | the account's API keys; a new one, token once |
 | DELETE | /v1/me/keys/{id} | | 200 KEY: removed |
 
@@ -41,7 +43,7 @@ import trio
 from repfs.admin.auth import USER_SOCKET_MODE, Peer, bind_socket, peer_of, remove_socket
 from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
 from repfs.admin.shares_api import add_user_routes as add_user_share_routes
-from repfs.admin.users_api import body_fields, body_text, described, new_key
+from repfs.admin.users_api import body_fields, body_text, described, new_cert, new_key
 from repfs.control.info import info
 from repfs.errors import SetupError, UnknownName
 from repfs.fs.accountmanager import AccountManager
@@ -82,6 +84,8 @@ class UserSocket:
         self.router.add("GET", "/v1/me/info", self.get_info)
         self.router.add("POST", "/v1/login", self.post_login)
         self.router.add("POST", "/v1/keys/check", self.post_key_check)
+        self.router.add("GET", "/v1/client-ca", self.get_client_ca)
+        self.router.add("POST", "/v1/me/cert", self.post_cert)
         self.router.add("GET", "/v1/me/keys", self.get_keys)
         self.router.add("POST", "/v1/me/keys", self.post_key)
         self.router.add("DELETE", "/v1/me/keys/{id}", self.delete_key)
@@ -165,9 +169,25 @@ class UserSocket:
         peer: Peer = request.peer
         if peer.uid != 0:
             raise HttpError(403, "only root may check API keys")
-        body = body_fields(request.json(), {"token"}, {"token"})
-        account, key = self.accounts.check_key(body_text(body, "token") or "")
+        body = body_fields(request.json(), {"token", "cert"}, set())
+        if "cert" in body:
+            account, key = self.accounts.check_cert(body_text(body, "cert") or "")
+        else:
+            account, key = self.accounts.check_key(body_text(body, "token") or "")
         return Response.json(200, {"account": described(self.accounts, account), "key": key.public()})
+
+    async def get_client_ca(self, request: Request) -> Response:
+        peer: Peer = request.peer
+        if peer.uid != 0:
+            raise HttpError(403, "only root may ask for the client CA")
+        return Response.json(200, {"ca": self.accounts.client_ca()})
+
+    async def post_cert(self, request: Request) -> Response:
+        account, by_root = self._caller(request)
+        answer = new_cert(self.accounts, account.name, request.json())
+        self.audit.write(request.peer.uid, "me.cert", f"/{account.name}", socket="user",
+                         act_as=account.name if by_root else None)  # fmt: skip
+        return Response.json(201, answer)
 
     async def get_keys(self, request: Request) -> Response:
         account, _ = self._caller(request)

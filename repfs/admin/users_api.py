@@ -140,6 +140,26 @@ def new_key(manager: AccountManager, name: str, raw: object) -> tuple[apikeys.Ap
         raise AccountInvalid(str(exc)) from None
 
 
+def new_cert(manager: AccountManager, name: str, raw: object) -> dict[str, Any]:
+    """A client certificate as a request asks for it: {"public_key": PEM, "days"?, "paths"?,
+    "ops"?, "label"?}; the answer is the key record with "cert" and "ca" (PEM)."""
+    body = body_fields(raw, {"public_key", "days", "paths", "ops", "label"}, {"public_key"})
+    days = body.get("days", 365)
+    if not isinstance(days, int) or isinstance(days, bool):
+        raise AccountInvalid("days must be a number")
+    paths, ops = body.get("paths", ["/"]), body.get("ops", list(apikeys.OPS))
+    if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths)):
+        raise AccountInvalid("paths must be a list of folders")
+    if not (isinstance(ops, list) and all(isinstance(o, str) for o in ops)):
+        raise AccountInvalid(f"ops must be a list of {', '.join(apikeys.OPS)}")
+    try:
+        key, cert, ca = manager.add_cert(name, body_text(body, "public_key") or "", days=days, paths=paths, ops=ops,
+                                         label=body_text(body, "label") or "")  # fmt: skip
+    except InvalidRequest as exc:
+        raise AccountInvalid(str(exc)) from None
+    return {**key.public(), "cert": cert, "ca": ca}
+
+
 def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
     async def list_users(request: Request) -> Response:
         return Response.json(200, [described(manager, a) for a in manager.list()])
@@ -200,12 +220,16 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
         key, token = new_key(manager, request.params["name"], request.json())
         return Response.json(201, {**key.public(), "token": token})
 
+    async def add_cert(request: Request) -> Response:
+        return Response.json(201, new_cert(manager, request.params["name"], request.json()))
+
     async def remove_key(request: Request) -> Response:
         return Response.json(200, manager.remove_key(request.params["name"], request.params["id"]).public())
 
     router.add("GET", "/v1/users/{name}/keys", _mapped(list_keys, audit, None))
     router.add("POST", "/v1/users/{name}/keys", _mapped(add_key, audit, "users.keys.add"))
     router.add("DELETE", "/v1/users/{name}/keys/{id}", _mapped(remove_key, audit, "users.keys.remove"))
+    router.add("POST", "/v1/users/{name}/cert", _mapped(add_cert, audit, "users.cert"))
     router.add("GET", "/v1/users", _mapped(list_users, audit, None))
     router.add("POST", "/v1/users", _mapped(add_user, audit, "users.add"))
     router.add("GET", "/v1/users/{name}", _mapped(show_user, audit, None))

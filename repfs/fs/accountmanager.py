@@ -21,9 +21,9 @@ from dataclasses import replace
 import trio
 import trio.lowlevel
 
-from repfs.errors import FsError
+from repfs.errors import FsError, InvalidRequest
 from repfs.fs import accounts as acc
-from repfs.fs import apikeys, holds, quota
+from repfs.fs import apikeys, clientca, holds, quota
 from repfs.fs import shares as sh
 from repfs.fs.access import ROOT
 from repfs.fs.accounts import Account, AccountBook, AccountError, AccountInvalid, AccountRefused, AccountUnknown
@@ -197,6 +197,51 @@ class AccountManager:
             key, token = apikeys.make(t, name, [*paths], [*ops], label=label, expires=expires)
         log.info("account %s: API key %s made for %s (%s)", name, key.id, ", ".join(key.paths), ",".join(key.ops))
         return key, token
+
+    def add_cert(
+        self, name: str, public_key_pem: str, *, days: int, paths: Sequence[str] = ("/",),
+        ops: Sequence[str] = apikeys.OPS, label: str = "",
+    ) -> tuple[apikeys.ApiKey, str, str]:
+        """A client certificate of `name` for a public key: (key record, certificate PEM, CA PEM)."""
+        with self.meta.write() as t:
+            acc.get_or_fail(t, name)
+            ca = clientca.load_or_make(t, (t.get("meta", s.META_FS_UUID) or b"").decode())
+            key_id = apikeys.new_id()
+            cert = clientca.sign(ca, name, key_id, public_key_pem, days)
+            key = apikeys.make_cert(t, name, key_id, clientca.digest(cert), [*paths], [*ops], label=label,
+                                    expires=cert.not_valid_after_utc.timestamp())  # fmt: skip
+        log.info("account %s: client certificate %s made, valid until %s", name, key_id,
+                 cert.not_valid_after_utc.date().isoformat())  # fmt: skip
+        return key, clientca.pem_of(cert), ca.pem
+
+    def client_ca(self) -> str:
+        """The CA certificate (PEM) `repfs web` trusts for client certificates; made if none."""
+        with self.meta.read() as t:
+            raw = t.get("meta", s.META_CLIENT_CA)
+        if raw is not None:
+            return clientca.ClientCa.unpack(raw).pem
+        with self.meta.write() as t:
+            return clientca.load_or_make(t, (t.get("meta", s.META_FS_UUID) or b"").decode()).pem
+
+    def check_cert(self, pem: str) -> tuple[Account, apikeys.ApiKey]:
+        """The account and key of a client certificate a TLS handshake verified, if both may
+        be used now (the certificate is checked against the CA again here)."""
+        with self.meta.read() as t:
+            raw = t.get("meta", s.META_CLIENT_CA)
+            if raw is None:
+                raise AccountRefused("no client certificate was ever made")
+            try:
+                who = clientca.presented(clientca.ClientCa.unpack(raw), pem)
+            except InvalidRequest as exc:
+                raise AccountRefused(str(exc)) from None
+            key = apikeys.check_cert(t, who.key_id, who.sha256)
+            account = acc.get(t, key.account) if key is not None else None
+        if key is None or account is None or account.name != who.account:
+            raise AccountRefused("the client certificate is not valid (unknown, expired or revoked)")
+        why = account.refused(time.time())
+        if why is not None:
+            raise AccountRefused(why)
+        return account, key
 
     def keys(self, name: str) -> Sequence[apikeys.ApiKey]:
         with self.meta.read() as t:

@@ -8,6 +8,12 @@ list, stat, download; `write`: upload, make folders, move; `delete`). It ends wh
 expires, when it is removed (`repfs-admin users keys remove`), and with its account
 (disabled, expired or removed). Keys are metadata like the rest: journaled, recovered.
 
+A client certificate (`repfs-admin users cert`, signed by `fs.clientca`) is a key of kind
+`cert`: its ID is in the certificate's subject and its digest is the SHA-256 of the whole
+certificate, so only that certificate, presented in a TLS handshake, is that key; it is
+listed and revoked like the others. Record version 2 adds `kind`; version 1 records are
+tokens.
+
 | database | key | value |
 |---|---|---|
 | api_keys | key id (ASCII) | `ApiKey` (versioned JSON) |
@@ -25,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 from repfs.errors import InvalidRequest
 from repfs.meta.store import Txn
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+KINDS = ("token", "cert")
 OPS = ("read", "write", "delete")
 PREFIX = "rk_"
 MAX_KEYS = 100  # per account
@@ -41,6 +48,7 @@ class ApiKey:
     label: str = ""
     created: float = 0.0
     expires: float = 0.0  # unix time; 0: never
+    kind: str = "token"  # or "cert": digest is the certificate's SHA-256
 
     def pack(self) -> bytes:
         return json.dumps({"v": RECORD_VERSION, **asdict(self)}, sort_keys=True).encode()
@@ -49,8 +57,10 @@ class ApiKey:
     def unpack(cls, raw: bytes) -> ApiKey:
         data = json.loads(raw)
         version = data.pop("v", None)
-        if version != RECORD_VERSION:
+        if version not in (1, RECORD_VERSION):
             raise ValueError(f"API key record version {version} is not known")
+        if data.get("kind", "token") not in KINDS:
+            raise ValueError(f"API key kind {data['kind']!r} is not known")
         return cls(**data)
 
     def public(self) -> dict[str, object]:
@@ -73,10 +83,7 @@ def _normal(path: str) -> str:
     return "/" + "/".join(parts)
 
 
-def make(
-    t: Txn, account: str, paths: list[str], ops: list[str], *, label: str = "", expires: float = 0
-) -> tuple[ApiKey, str]:
-    """A new key of `account` and its token (shown once)."""
+def _checked_scope(t: Txn, account: str, paths: list[str], ops: list[str], expires: float) -> None:
     if not paths:
         raise InvalidRequest("a key needs at least one path (a folder it may use; / for all)")
     bad = sorted(set(ops) - set(OPS))
@@ -86,11 +93,34 @@ def make(
         raise InvalidRequest("the key would have expired already")
     if len(of_account(t, account)) >= MAX_KEYS:
         raise InvalidRequest(f"an account has at most {MAX_KEYS} keys: remove one first")
-    key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def make(
+    t: Txn, account: str, paths: list[str], ops: list[str], *, label: str = "", expires: float = 0
+) -> tuple[ApiKey, str]:
+    """A new key of `account` and its token (shown once)."""
+    _checked_scope(t, account, paths, ops, expires)
+    key_id, secret = new_id(), secrets.token_urlsafe(32)
     key = ApiKey(key_id, account, hashlib.sha256(secret.encode()).hexdigest(), sorted({_normal(p) for p in paths}),
                  [op for op in OPS if op in ops], label, time.time(), expires)  # fmt: skip
     t.put("api_keys", key_id.encode(), key.pack())
     return key, f"{PREFIX}{key_id}_{secret}"
+
+
+def make_cert(
+    t: Txn, account: str, key_id: str, cert_sha256: str, paths: list[str], ops: list[str], *, label: str,
+    expires: float,
+) -> ApiKey:
+    """The key record of a client certificate `key_id` whose DER has SHA-256 `cert_sha256`."""
+    _checked_scope(t, account, paths, ops, expires)
+    key = ApiKey(key_id, account, cert_sha256, sorted({_normal(p) for p in paths}), [op for op in OPS if op in ops],
+                 label, time.time(), expires, "cert")  # fmt: skip
+    t.put("api_keys", key_id.encode(), key.pack())
+    return key
 
 
 def of_account(t: Txn, account: str) -> list[ApiKey]:
@@ -121,8 +151,17 @@ def check(t: Txn, token: str) -> ApiKey | None:
     raw = t.get("api_keys", key_id.encode()) if key_id and secret else None
     if raw is None:
         return None
-    key = ApiKey.unpack(raw)
-    if not hmac.compare_digest(key.digest, hashlib.sha256(secret.encode()).hexdigest()):
+    return _valid(ApiKey.unpack(raw), "token", hashlib.sha256(secret.encode()).hexdigest())
+
+
+def check_cert(t: Txn, key_id: str, cert_sha256: str) -> ApiKey | None:
+    """The key a verified client certificate is, if it is still one and has not expired."""
+    raw = t.get("api_keys", key_id.encode())
+    return _valid(ApiKey.unpack(raw), "cert", cert_sha256) if raw is not None else None
+
+
+def _valid(key: ApiKey, kind: str, digest: str) -> ApiKey | None:
+    if key.kind != kind or not hmac.compare_digest(key.digest, digest):
         return None
     if key.expires and key.expires < time.time():
         return None

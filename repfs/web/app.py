@@ -37,6 +37,7 @@ from repfs.web.asuser import Who, Workers, groups_of
 from repfs.web.bodies import DIGITS, json_body, number, text
 from repfs.web.control import Control
 from repfs.web.errors import ApiError, from_admin, from_os
+from repfs.web.listen import PeerCerts
 from repfs.web.observe import RateLimiter, WebMetrics
 from repfs.web.sessions import LoginBrake, Sessions
 from repfs.web.tus import Tus
@@ -73,9 +74,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 class Api:
     def __init__(
-        self, tree: files.Tree, control: Control, sessions: Sessions, uploads: Uploads, opts: WebOptions
+        self, tree: files.Tree, control: Control, sessions: Sessions, uploads: Uploads, opts: WebOptions,
+        peers: PeerCerts | None = None,
     ) -> None:
         self.tree = tree
+        self.peers = peers if peers is not None else PeerCerts()
         self.control = control
         self.sessions = sessions
         self.opts = opts
@@ -108,10 +111,10 @@ class Api:
     async def _answer(self, handler: Handler, request: Request, auth: bool) -> Response:
         try:
             if auth:
-                wait = self.limiter.wait_for(self._token(request))
+                wait = self.limiter.wait_for(self._credential(request))
                 if wait > 0:
                     self.metrics.limited.inc()
-                    error = ApiError(429, "rate_limited", f"too many requests with this token: wait {wait:.1f} s")
+                    error = ApiError(429, "rate_limited", f"too many requests with this sign-in: wait {wait:.1f} s")
                     response = error.response()
                     response.headers["Retry-After"] = str(max(1, round(wait)))
                     return response
@@ -130,6 +133,14 @@ class Api:
         except ClientDisconnect:
             return ApiError(400, "bad_request", "the client went away before the body was whole").response()
 
+    def _credential(self, request: Request) -> str:
+        """What the caller signs in with: its bearer token, else its client certificate."""
+        if "authorization" not in request.headers:
+            cert = self.peers.of(request.scope.get("client"))
+            if cert is not None:
+                return cert
+        return self._token(request)
+
     def _token(self, request: Request) -> str:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -138,19 +149,17 @@ class Api:
         return token.strip()
 
     async def _who(self, request: Request) -> Who:
-        token = self._token(request)
+        """The caller: a bearer token (a session or an API key), else the client certificate
+        of the TLS connection; the account is asked for at every request, so a revoked key,
+        a disabled account or a changed password counts at once."""
         request.state.key = None
+        if "authorization" not in request.headers:
+            cert = self.peers.of(request.scope.get("client"))
+            if cert is not None:
+                return await self._by_key(request, self.control.check_cert, cert)
+        token = self._token(request)
         if token.startswith(API_KEY_PREFIX):
-            try:
-                found = await self.control.check_key(token)
-            except AdminError as exc:
-                if exc.status == 403:
-                    raise ApiError(401, "unauthorized", exc.message) from None
-                raise
-            account, request.state.key = found["account"], found["key"]
-            request.state.account = account
-            return Who(account["name"], int(account["uid"]), int(account["gid"]),
-                       groups_of(account["name"], int(account["gid"])))  # fmt: skip
+            return await self._by_key(request, self.control.check_key, token)
         session = await self.db_call(self.sessions.get, token)
         if session is None:
             raise ApiError(401, "unauthorized", "the token is not valid (expired, or signed out): sign in again")
@@ -164,6 +173,18 @@ class Api:
         if account.get("password_stamp") != session.stamp:
             await self.db_call(self.sessions.close, token)
             raise ApiError(401, "unauthorized", "the password changed since this sign-in: sign in again")
+        request.state.account = account
+        return Who(account["name"], int(account["uid"]), int(account["gid"]),
+                   groups_of(account["name"], int(account["gid"])))  # fmt: skip
+
+    async def _by_key(self, request: Request, check: Callable[[str], Awaitable[dict[str, Any]]], proof: str) -> Who:
+        try:
+            found = await check(proof)
+        except AdminError as exc:
+            if exc.status == 403:
+                raise ApiError(401, "unauthorized", exc.message) from None
+            raise
+        account, request.state.key = found["account"], found["key"]
         request.state.account = account
         return Who(account["name"], int(account["uid"]), int(account["gid"]),
                    groups_of(account["name"], int(account["gid"])))  # fmt: skip

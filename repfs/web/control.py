@@ -38,6 +38,16 @@ class Control:
         answer: dict[str, Any] = await self.call("POST", "/v1/keys/check", {"token": token}, act_as=None)
         return answer
 
+    async def check_cert(self, pem: str) -> dict[str, Any]:
+        """{"account", "key"} of a client certificate the TLS handshake verified (AdminError 403 otherwise)."""
+        answer: dict[str, Any] = await self.call("POST", "/v1/keys/check", {"cert": pem}, act_as=None)
+        return answer
+
+    async def client_ca(self) -> str:
+        """The CA certificate (PEM) of client certificates."""
+        answer: dict[str, Any] = await self.call("GET", "/v1/client-ca", act_as=None)
+        return str(answer["ca"])
+
     async def me(self, account: str) -> dict[str, Any]:
         """The account as it is now (AdminError 403 when disabled or expired, 404 when gone)."""
         answer: dict[str, Any] = await self.call("GET", "/v1/me", act_as=account)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -20,7 +21,7 @@ from repfs import mountinfo
 from repfs.admin.auth import resolve_group, user_socket_path
 from repfs.admin.service import SOCKET_NAME
 from repfs.errors import SetupError
-from repfs.web import tls
+from repfs.web import listen, tls
 from repfs.web.app import Api, WebOptions
 from repfs.web.control import Control
 from repfs.web.files import Tree
@@ -60,7 +61,7 @@ def locate(target: Path) -> tuple[Path, Path]:
     raise SetupError(f"{target} is not a mounted repfs filesystem (nor the FS_DIR of one): mount it first")
 
 
-def config_for(opts: ServeOptions, state: Path) -> tuple[Config, str]:
+def config_for(opts: ServeOptions, state: Path, client_ca: str | None = None) -> tuple[Config, str]:
     config = Config()
     config.bind = [opts.bind]
     config.accesslog = None
@@ -77,6 +78,10 @@ def config_for(opts: ServeOptions, state: Path) -> tuple[Config, str]:
     cert, key = tls.certificate(state, opts.cert, opts.key)
     config.certfile, config.keyfile = str(cert), str(key)
     log.info("TLS certificate %s, SHA-256 fingerprint %s", cert, tls.fingerprint(cert))
+    if client_ca is not None:  # a client certificate repfs signed is an account's sign-in; none is needed
+        ca_file = state / "client-ca.pem"
+        ca_file.write_text(client_ca)
+        config.ca_certs, config.verify_mode = str(ca_file), ssl.CERT_OPTIONAL
     return config, "https"
 
 
@@ -85,10 +90,13 @@ async def serve(opts: ServeOptions, *, ready: Callable[[str], None] | None = Non
     state = (opts.state or fs_dir / "web").absolute()
     admin_socket = opts.admin_socket or fs_dir / SOCKET_NAME
     web_opts = replace(opts.web, admin_socket=admin_socket, admin_gid=resolve_group(opts.admin_group))
-    config, scheme = config_for(opts, state)
+    control = Control(user_socket_path(fs_dir))
+    client_ca = None if opts.insecure_http else await control.client_ca()
+    config, scheme = config_for(opts, state, client_ca)
     sessions = Sessions(state / "sessions.sqlite", ttl=opts.token_ttl)
     uploads = Uploads(state / "uploads.sqlite", expiry=opts.upload_expiry)
-    api = Api(Tree(str(mountpoint)), Control(user_socket_path(fs_dir)), sessions, uploads, web_opts)
+    peers = listen.PeerCerts()
+    api = Api(Tree(str(mountpoint)), control, sessions, uploads, web_opts, peers)
     stop = trio.Event()
 
     async def on_signal() -> None:
@@ -110,7 +118,7 @@ async def serve(opts: ServeOptions, *, ready: Callable[[str], None] | None = Non
     async with trio.open_nursery() as nursery:
         nursery.start_soon(on_signal)
         nursery.start_soon(upkeep)
-        await nursery.start(partial(hypercorn_serve, api.app(), config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        await nursery.start(listen.serve, api.app(), config, peers, stop)
         if opts.metrics is not None:
             plain = Config()
             plain.bind = [opts.metrics]

@@ -25,9 +25,14 @@ LIMITS = (
     b'{"evict_bytes": 21474836480, "max_bytes": 10737418240, "max_files": 100000, "soft_bytes": 8589934592, "v": 2}'
 )
 RULE = b'{"by": "root", "max_age": 2592000, "min_age": 86400, "since": 1764547200.0, "v": 1}'
-API_KEY = (
+API_KEY_V1 = (
     b'{"account": "alice", "created": 1764547200.0, "digest": "' + b"ab" * 32 + b'", "expires": 0.0, '
     b'"id": "0123456789abcdef", "label": "collector", "ops": ["read", "write"], "paths": ["/alice/packets"], "v": 1}'
+)
+API_KEY = (
+    b'{"account": "alice", "created": 1764547200.0, "digest": "' + b"ab" * 32 + b'", "expires": 0.0, '
+    b'"id": "0123456789abcdef", "kind": "cert", "label": "collector", "ops": ["read", "write"], '
+    b'"paths": ["/alice/packets"], "v": 2}'
 )
 HOLD = b'{"by": "root", "reason": "case 42", "since": 1764547200.0, "v": 1}'
 
@@ -41,15 +46,17 @@ def test_records_are_versioned_json_and_read_back() -> None:
     rule = Rule(30 * 86400, 86400, "root", 1764547200.0)
     assert rule.pack() == RULE and Rule.unpack(RULE) == rule
     key = ApiKey("0123456789abcdef", "alice", "ab" * 32, ["/alice/packets"], ["read", "write"], "collector",
-                 1764547200.0)  # fmt: skip
+                 1764547200.0, kind="cert")  # fmt: skip
     assert key.pack() == API_KEY and ApiKey.unpack(API_KEY) == key
+    assert ApiKey.unpack(API_KEY_V1) == ApiKey(key.id, key.account, key.digest, key.paths, key.ops, key.label,
+                                               key.created)  # a version 1 key is a token  # fmt: skip
     assert key.allows("read", "/alice/packets/p1") and not key.allows("read", "/alice/packets-old/p1")
     assert not key.allows("delete", "/alice/packets/p1")
     hold = Hold("case 42", "root", 1764547200.0)
     assert hold.pack() == HOLD and Hold.unpack(HOLD) == hold
 
 
-@pytest.mark.parametrize("raw", [SHARE, LIMITS, HOLD, RULE])
+@pytest.mark.parametrize("raw", [SHARE, LIMITS, HOLD, RULE, API_KEY])
 def test_an_unknown_version_is_refused(raw: bytes) -> None:
     newer = raw.replace(b'"v": 1', b'"v": 9').replace(b'"v": 2', b'"v": 9')
     with pytest.raises(ValueError, match="version 9"):
@@ -59,6 +66,8 @@ def test_an_unknown_version_is_refused(raw: bytes) -> None:
             Limits.unpack(newer)
         elif raw is RULE:
             Rule.unpack(newer)
+        elif raw is API_KEY:
+            ApiKey.unpack(newer)
         else:
             Hold.unpack(newer)
 

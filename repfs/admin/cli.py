@@ -32,6 +32,7 @@ import click
 from repfs import __version__
 from repfs.admin.cli_holds import hold
 from repfs.admin.cli_locks import locks
+from repfs.admin.cli_mail import mail
 from repfs.admin.cli_retention import info, retention
 from repfs.admin.cli_shares import shares
 from repfs.admin.cli_users import users
@@ -523,6 +524,7 @@ def repair_status(ctx: click.Context, as_json: bool) -> None:
 
 
 main.add_command(users)
+main.add_command(mail)
 main.add_command(retention)
 main.add_command(info)
 main.add_command(locks)

@@ -129,7 +129,25 @@ def users_add(
     if password_fd is not None:
         body["password"] = read_fd(password_fd).decode()
     info = call(ctx, "POST", "/v1/users", body)
-    show(info, as_json, lambda a: f"account {a['name']} added (uid {a['uid']}); its namespace is /{a['name']}")
+    show(info, as_json, lambda a: f"account {a['name']} added (uid {a['uid']}); its namespace is /{a['name']}\n"
+         + _mailed(a["mail"]))  # fmt: skip
+
+
+def _mailed(sent: dict[str, Any]) -> str:
+    if sent["sent"]:
+        return f"mail with its login details and a link to set its password sent to {sent['to']}"
+    return str(sent["why"])
+
+
+@users.command("welcome")
+@click.argument("name")
+@json_option
+@click.pass_context
+def users_welcome(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Mail account NAME its login details again, with a new one-time link to set its
+    password (earlier links end)."""
+    answer = call(ctx, "POST", f"/v1/users/{quote(name)}/welcome")
+    show(answer, as_json, lambda a: _mailed(a["mail"]))
 
 
 @users.command("set")

@@ -25,6 +25,7 @@ import trio
 from repfs import __version__
 from repfs.admin.auth import Gate, bind_socket, remove_socket, resolve_group, user_socket_path
 from repfs.admin.http import HttpError, HttpServer, Request, Response, Router, body_size
+from repfs.admin.mail_api import add_routes as add_mail_routes
 from repfs.admin.metrics import Metrics
 from repfs.admin.policy_api import add_routes as add_policy_routes
 from repfs.admin.shares_api import add_admin_routes as add_share_routes
@@ -234,6 +235,7 @@ class Daemon:
         r.add("POST", "/v1/keys/passwd", self.post_passwd)
         add_policy_routes(r, self.layers)
         add_user_routes(r, self.layers.accounts, self.layers.audit)
+        add_mail_routes(r, self.layers.accounts, self.layers.audit)
         add_share_routes(r, self.layers.shares)
         return r
 

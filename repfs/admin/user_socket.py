@@ -18,6 +18,7 @@ anyone else who sends it gets 403. Limits are those of the admin socket (HttpSer
 | GET | /v1/me/info?path=P | | 200 INFO (as `repfs-admin info`): what the account may reach, else 404 |
 | POST | /v1/login | {"login", "password"} | root only (the web process): 200 ACCOUNT, 403 otherwise |
 | POST | /v1/keys/check | {"token"} or {"cert"} | root only: 200 {"account", "key"}, else 403 |
+| POST | /v1/welcome | {"token", "password"} | root only: 200 ACCOUNT, the password a welcome link sets; 403 |
 | GET | /v1/client-ca | | root only: 200 {"ca"}: the CA of client certificates (PEM) |
 | POST | /v1/me/cert | {"public_key", "days"?, "paths"?, "ops"?, "label"?} | 201 KEY, "cert", "ca" |
 | GET, POST | /v1/me/keys | {"paths", "ops", "label"?, "expires"?} | the account's API keys; a new one, token once |
@@ -85,6 +86,7 @@ class UserSocket:
         self.router.add("POST", "/v1/login", self.post_login)
         self.router.add("POST", "/v1/keys/check", self.post_key_check)
         self.router.add("GET", "/v1/client-ca", self.get_client_ca)
+        self.router.add("POST", "/v1/welcome", self.post_welcome)
         self.router.add("POST", "/v1/me/cert", self.post_cert)
         self.router.add("GET", "/v1/me/keys", self.get_keys)
         self.router.add("POST", "/v1/me/keys", self.post_key)
@@ -175,6 +177,24 @@ class UserSocket:
         else:
             account, key = self.accounts.check_key(body_text(body, "token") or "")
         return Response.json(200, {"account": described(self.accounts, account), "key": key.public()})
+
+    async def post_welcome(self, request: Request) -> Response:
+        peer: Peer = request.peer
+        if peer.uid != 0:
+            raise HttpError(403, "only root may redeem welcome links")
+        body = body_fields(request.json(), {"token", "password"}, {"token", "password"})
+        name: str | None = None
+        result = "ok"
+        try:
+            token, password = body_text(body, "token") or "", body_text(body, "password") or ""
+            account = await self.accounts.welcome.redeem(token, password)
+            name = account.name
+        except AccountError as exc:
+            result = _result(exc)
+            raise
+        finally:
+            self.audit.write(peer.uid, "me.welcome", f"/{name}" if name else None, result, socket="user")
+        return Response.json(200, described(self.accounts, account))
 
     async def get_client_ca(self, request: Request) -> Response:
         peer: Peer = request.peer

@@ -32,7 +32,7 @@ from repfs.fs.audit import Audit
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _mapped(handler: Handler, audit: Audit, op: str | None) -> Handler:
+def mapped(handler: Handler, audit: Audit, op: str | None) -> Handler:
     """Account errors as HTTP statuses; a change (`op`) gives an audit record either way."""
 
     async def call(request: Request) -> Response:
@@ -182,7 +182,8 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
             valid_until=_until(body) or 0,
             password=body_text(body, "password"),
         )
-        return Response.json(201, described(manager, account))
+        sent = await manager.welcome.send(account.name)
+        return Response.json(201, {**described(manager, account), "mail": sent.public()})
 
     async def show_user(request: Request) -> Response:
         return Response.json(200, described(manager, manager.show(request.params["name"])))
@@ -226,15 +227,15 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
     async def remove_key(request: Request) -> Response:
         return Response.json(200, manager.remove_key(request.params["name"], request.params["id"]).public())
 
-    router.add("GET", "/v1/users/{name}/keys", _mapped(list_keys, audit, None))
-    router.add("POST", "/v1/users/{name}/keys", _mapped(add_key, audit, "users.keys.add"))
-    router.add("DELETE", "/v1/users/{name}/keys/{id}", _mapped(remove_key, audit, "users.keys.remove"))
-    router.add("POST", "/v1/users/{name}/cert", _mapped(add_cert, audit, "users.cert"))
-    router.add("GET", "/v1/users", _mapped(list_users, audit, None))
-    router.add("POST", "/v1/users", _mapped(add_user, audit, "users.add"))
-    router.add("GET", "/v1/users/{name}", _mapped(show_user, audit, None))
-    router.add("PATCH", "/v1/users/{name}", _mapped(patch_user, audit, "users.set"))
-    router.add("DELETE", "/v1/users/{name}", _mapped(remove_user, audit, "users.remove"))
-    router.add("POST", "/v1/users/{name}/disable", _mapped(disable_user, audit, "users.disable"))
-    router.add("POST", "/v1/users/{name}/enable", _mapped(enable_user, audit, "users.enable"))
-    router.add("PUT", "/v1/users/{name}/password", _mapped(put_password, audit, "users.passwd"))
+    router.add("GET", "/v1/users/{name}/keys", mapped(list_keys, audit, None))
+    router.add("POST", "/v1/users/{name}/keys", mapped(add_key, audit, "users.keys.add"))
+    router.add("DELETE", "/v1/users/{name}/keys/{id}", mapped(remove_key, audit, "users.keys.remove"))
+    router.add("POST", "/v1/users/{name}/cert", mapped(add_cert, audit, "users.cert"))
+    router.add("GET", "/v1/users", mapped(list_users, audit, None))
+    router.add("POST", "/v1/users", mapped(add_user, audit, "users.add"))
+    router.add("GET", "/v1/users/{name}", mapped(show_user, audit, None))
+    router.add("PATCH", "/v1/users/{name}", mapped(patch_user, audit, "users.set"))
+    router.add("DELETE", "/v1/users/{name}", mapped(remove_user, audit, "users.remove"))
+    router.add("POST", "/v1/users/{name}/disable", mapped(disable_user, audit, "users.disable"))
+    router.add("POST", "/v1/users/{name}/enable", mapped(enable_user, audit, "users.enable"))
+    router.add("PUT", "/v1/users/{name}/password", mapped(put_password, audit, "users.passwd"))

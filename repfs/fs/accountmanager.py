@@ -30,6 +30,7 @@ from repfs.fs.accounts import Account, AccountBook, AccountError, AccountInvalid
 from repfs.fs.core import Filesystem
 from repfs.fs.kernelcache import KernelCacheQueue
 from repfs.fs.sharemanager import ShareManager
+from repfs.fs.welcome import Welcome
 from repfs.meta import schema as s
 from repfs.meta.store import MetaStore
 
@@ -52,6 +53,7 @@ class AccountManager:
         # (anyone may ask the user socket), on threads of its own
         self._hashing = trio.CapacityLimiter(1)
         self._decoy_account: Account | None = None
+        self.welcome = Welcome(meta, self._hashing)
         self.not_on_host: list[str] = []  # as `check_host` last found
 
     def reload(self) -> None:

@@ -11,8 +11,9 @@ expires, when it is removed (`repfs-admin users keys remove`), and with its acco
 A client certificate (`repfs-admin users cert`, signed by `fs.clientca`) is a key of kind
 `cert`: its ID is in the certificate's subject and its digest is the SHA-256 of the whole
 certificate, so only that certificate, presented in a TLS handshake, is that key; it is
-listed and revoked like the others. Record version 2 adds `kind`; version 1 records are
-tokens.
+listed and revoked like the others. A welcome link (`fs.welcome`) is a key of kind
+`setup`: `rs_ID_SECRET`, good once, for setting the account's password, nothing else.
+Record version 2 adds `kind`; version 1 records are tokens.
 
 | database | key | value |
 |---|---|---|
@@ -32,7 +33,8 @@ from repfs.errors import InvalidRequest
 from repfs.meta.store import Txn
 
 RECORD_VERSION = 2
-KINDS = ("token", "cert")
+KINDS = ("token", "cert", "setup")
+SETUP_PREFIX = "rs_"
 OPS = ("read", "write", "delete")
 PREFIX = "rk_"
 MAX_KEYS = 100  # per account
@@ -120,6 +122,32 @@ def make_cert(
     key = ApiKey(key_id, account, cert_sha256, sorted({_normal(p) for p in paths}), [op for op in OPS if op in ops],
                  label, time.time(), expires, "cert")  # fmt: skip
     t.put("api_keys", key_id.encode(), key.pack())
+    return key
+
+
+def make_setup(t: Txn, account: str, ttl: float) -> tuple[ApiKey, str]:
+    """A one-time link token that sets `account`'s password, valid `ttl` seconds; the
+    account's earlier ones end."""
+    for old in of_account(t, account):
+        if old.kind == "setup":
+            t.delete("api_keys", old.id.encode())
+    key_id, secret = new_id(), secrets.token_urlsafe(32)
+    now = time.time()
+    key = ApiKey(key_id, account, hashlib.sha256(secret.encode()).hexdigest(), [], [], "welcome link", now, now + ttl,
+                 "setup")  # fmt: skip
+    t.put("api_keys", key_id.encode(), key.pack())
+    return key, f"{SETUP_PREFIX}{key_id}_{secret}"
+
+
+def redeem_setup(t: Txn, token: str) -> ApiKey | None:
+    """The setup key a link token is, removed (it is good once); None if it is none."""
+    if not token.startswith(SETUP_PREFIX):
+        return None
+    key_id, _, secret = token[len(SETUP_PREFIX) :].partition("_")
+    raw = t.get("api_keys", key_id.encode()) if key_id and secret else None
+    key = _valid(ApiKey.unpack(raw), "setup", hashlib.sha256(secret.encode()).hexdigest()) if raw else None
+    if key is not None:
+        t.delete("api_keys", key.id.encode())
     return key
 
 

@@ -97,6 +97,7 @@ META_JOURNAL_SEQ = b"journal_seq"  # the sequence number of the last committed c
 META_JOURNAL_STORED = b"journal_stored"  # the last sequence number known to be on the pools
 META_RETENTION_DEFAULT = b"retention_default"  # `fs.retention.Rule` given to each new namespace
 META_CLIENT_CA = b"client_ca"  # `fs.clientca.ClientCa`: the CA of client certificates
+META_MAIL = b"mail"  # `repfs.fs.mail.MailSettings`: how mail to account holders is sent
 META_SWEEP = b"retention_sweep"  # the sweeper's progress (`fs.expiry`): resumed after a restart
 
 # `meta` entries that describe this host's copy, not the filesystem: never journaled

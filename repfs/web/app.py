@@ -42,6 +42,7 @@ from repfs.web.observe import RateLimiter, WebMetrics
 from repfs.web.sessions import LoginBrake, Sessions
 from repfs.web.tus import Tus
 from repfs.web.uploads import Uploads
+from repfs.web.welcome import WelcomeApi
 from repfs.web.zipstream import ZipWriter
 
 log = logging.getLogger(__name__)
@@ -420,6 +421,7 @@ class Api:
             Route("/api/v1/zip", r(self.get_zip), methods=["GET"]),
             *self.tus.routes(r),
             *self.accounts.routes(r),
+            *WelcomeApi(self.control).routes(r),
         ]
         middleware = []
         if self.opts.cors_origins:

@@ -43,6 +43,12 @@ class Control:
         answer: dict[str, Any] = await self.call("POST", "/v1/keys/check", {"cert": pem}, act_as=None)
         return answer
 
+    async def redeem_welcome(self, token: str, password: str) -> dict[str, Any]:
+        """Set the password a welcome link names (AdminError 403 for a used or unknown link, 400 a bad password)."""
+        answer: dict[str, Any] = await self.call("POST", "/v1/welcome", {"token": token, "password": password},
+                                                 act_as=None)  # fmt: skip
+        return answer
+
     async def client_ca(self) -> str:
         """The CA certificate (PEM) of client certificates."""
         answer: dict[str, Any] = await self.call("GET", "/v1/client-ca", act_as=None)

@@ -41,6 +41,14 @@ DOCUMENT: dict[str, Any] = {
                      "responses": {**_ok(201, "Token"), **_err(400, 401, 429, 503)}},
             "delete": {"summary": "Sign out: the token ends", "responses": _ok(204)},
         },
+        "/api/v1/password/link": {"post": {
+            "summary": "Set the password a welcome mail's one-time link names (the link is used up)", "security": [],
+            "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["token", "password"],
+                            "properties": {"token": {"type": "string"}, "password": {"type": "string"}}}}}},
+            "responses": {**_ok(200), **_err(400, 403, 503)}}},
+        "/welcome": {"get": {"summary": "The page a welcome link opens (the token travels in the fragment)", "security": [],
+                             "responses": _ok(200, text="an HTML page")}},
+        "/welcome.js": {"get": {"summary": "The welcome page's script", "security": [], "responses": _ok(200)}},
         "/api/v1/me": {"get": {"summary": "The signed-in account, its usage and quota",
                                "responses": {**_ok(200, "Me"), **_err(*AUTH_ERRORS)}}},
         "/api/v1/me/password": {"put": {

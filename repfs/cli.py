@@ -290,6 +290,13 @@ def _s3_defaults(
     help="Most bytes a second the background repair writes to pools that come back; 0: no limit.",
 )
 @click.option(
+    "--hash-rate",
+    default="16M",
+    show_default=True,
+    metavar="SIZE",
+    help="Most bytes a second the background content hasher reads (files changed other than in order); 0: no limit.",
+)
+@click.option(
     "--retention-interval",
     default=3600.0,
     show_default=True,
@@ -337,6 +344,7 @@ def mount(
     down_after: int,
     challenge_size: str,
     repair_rate: str,
+    hash_rate: str,
     retention_interval: float,
     expire_rate: float,
     take_over: bool,
@@ -377,6 +385,7 @@ def mount(
                 down_after=down_after,
                 challenge_size=parse_count(challenge_size, "--challenge-size"),
                 repair_rate=parse_size(repair_rate) or None,
+                hash_rate=parse_size(hash_rate) or None,
                 take_over=take_over,
                 break_lease=break_lease,
                 usage_interval=usage_interval,
@@ -404,7 +413,7 @@ def mount(
             extra = [f"--cache-size={cache_size}", f"--max-dirty={max_dirty}", f"--heartbeat={heartbeat}"]
             extra += [f"--challenge-size={challenge_size}", f"--repair-rate={repair_rate}"]
             extra += [f"--down-after={down_after}", f"--retention-interval={retention_interval}"]
-            extra += [f"--expire-rate={expire_rate}"]
+            extra += [f"--expire-rate={expire_rate}", f"--hash-rate={hash_rate}"]
             extra += (["--take-over"] if take_over else []) + (["--break-lease"] if break_lease else [])
             extra += [f"--cache-dir={opts.stack.cache_dir}"] if opts.stack.cache_dir else []
             extra += [f"-o{o}" for o in sorted(options)] + (["--debug"] if debug else [])

@@ -48,6 +48,7 @@ HELPER_VALUED = {
     "usage_interval": "--usage-interval",
     "retention_interval": "--retention-interval",
     "expire_rate": "--expire-rate",
+    "hash_rate": "--hash-rate",
 }
 HELPER_FLAGS = {
     "audit": "--audit",

@@ -33,12 +33,13 @@ from repfs.codec.keys import derive_keys
 from repfs.config import FsConfig
 from repfs.control.pools import PoolManager
 from repfs.errors import SetupError, StorageError
-from repfs.fs import expiry, ingest, quota
+from repfs.fs import contenthash, expiry, ingest, quota
 from repfs.fs.accountmanager import AccountManager
 from repfs.fs.accounts import AccountBook, check_host
 from repfs.fs.audit import Audit
 from repfs.fs.core import Filesystem
 from repfs.fs.expiry import Expirer
+from repfs.fs.hasher import Hasher
 from repfs.fs.kernelcache import KernelCacheQueue
 from repfs.fs.locks import LockTable
 from repfs.fs.ratelimit import RateLimit
@@ -68,6 +69,7 @@ class StackOptions:
     down_after: int = 3  # missed heartbeats in a row
     challenge_size: int | None = 32  # blocks checked when a pool comes back; None: all
     repair_rate: float | None = 64 << 20  # bytes/s the background repair may write
+    hash_rate: float | None = 16 << 20  # bytes/s the content hasher may read
     take_over: bool = False  # take over another host's expired lease
     break_lease: bool = False  # take the lease whatever its state
     usage_interval: float = USAGE_INTERVAL  # seconds between measurements of pool usage
@@ -101,11 +103,12 @@ class Layers:
     locks: LockTable
     shares: ShareManager
     expiry: Expirer
+    hasher: Hasher
 
     async def run_upkeep(self, nursery: trio.Nursery) -> None:
         """Background work that uses the metadata: garbage collection, pool health and
         usage, repair, the lease, changes of pools (resumed drains and rebalances), and
-        the removal of files by retention and eviction."""
+        the removal of files by retention and eviction, the content hashes of changed files."""
         await nursery.start(self.blocks.run_gc)
         await nursery.start(self.health.run)
         await nursery.start(self.repairer.run)
@@ -113,6 +116,7 @@ class Layers:
         await nursery.start(self.usage.run)
         await nursery.start(self.pools.run)
         await nursery.start(self.expiry.run)
+        await nursery.start(self.hasher.run)
 
     async def store_dirty(self) -> int:
         """Store every dirty block and sync the metadata; the number of blocks left unstored.
@@ -182,7 +186,8 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     """Every layer of an opened filesystem, wired; nothing runs yet and no pool is asked
     anything. Closes the metadata and the pools if it cannot finish."""
     config = opened.config
-    codec = BlockCodec(derive_keys(opened.data_key))
+    keys = derive_keys(opened.data_key)
+    codec = BlockCodec(keys)
     cpu = trio.CapacityLimiter(max(2, os.cpu_count() or 2))
     poolset = build_poolset(config, opened.pools, **tuning)
     store = ReplicatedStore(poolset, cpu_limiter=cpu)
@@ -233,6 +238,7 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
         audit=audit,
         locks=locks,
         kernel=kernel_cache,
+        hashes=contenthash.ContentHashes(keys.content_hash_key),
     )
     repairer = Repairer(meta, poolset, copies, blocks.locks, rate=RateLimit(opts.repair_rate))
     health = HealthMonitor(
@@ -256,9 +262,10 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     share_manager = ShareManager(meta, fs, kernel_cache, audit)
     accounts = AccountManager(meta, fs, book, kernel_cache, share_manager)
     expirer = Expirer(meta, fs, interval=opts.retention_interval, rate=opts.expire_rate)
+    hasher = Hasher(meta, fs, fs.hashes, rate=opts.hash_rate)
     return Layers(
         opened, meta, poolset, store, copies, objects, blocks, cache, fs, health, repairer, journal, lease, usage,
-        pools, accounts, kernel_cache, audit, locks, share_manager, expirer,
+        pools, accounts, kernel_cache, audit, locks, share_manager, expirer, hasher,
     )  # fmt: skip
 
 
@@ -292,7 +299,8 @@ async def prepare(layers: Layers, opts: StackOptions) -> None:
     await layers.lease.acquire(take_over=opts.take_over, break_lease=opts.break_lease)
     await catch_up(layers.meta, layers.journal, layers.objects, layers.journal.codec)
     # unjournaled: a snapshot puts it on the pools at once
-    if migrate(layers.meta, count_usage=quota.count_all, record_ingest=ingest.record_all):
+    if migrate(layers.meta, count_usage=quota.count_all, record_ingest=ingest.record_all,
+               pend_hashes=contenthash.pend_all):  # fmt: skip
         try:
             await layers.journal.snapshot_now()
         except StorageError as exc:

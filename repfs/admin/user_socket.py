@@ -15,6 +15,7 @@ anyone else who sends it gets 403. Limits are those of the admin socket (HttpSer
 | GET | /v1/me/usage | | 200 {"usage": {"bytes", "files"}, "quota": {"max_bytes", "max_files", "soft_bytes"}} |
 | PUT | /v1/me/password | {"password", "old_password"?} | 200 {"name", "password_set"} |
 | GET, POST | /v1/me/shares, /v1/me/shares/remove | see `shares_api` | shares of what it owns or masters |
+| GET | /v1/me/by-sha256?sha256=HEX | | 200 {"sha256", "files": [{"path", "size", "mtime"}], "pending"} |
 | GET | /v1/me/info?path=P | | 200 INFO (as `repfs-admin info`): what the account may reach, else 404 |
 | POST | /v1/login | {"login", "password"} | root only (the web process): 200 ACCOUNT, 403 otherwise |
 | POST | /v1/keys/check | {"token"} or {"cert"} | root only: 200 {"account", "key"}, else 403 |
@@ -45,8 +46,9 @@ from repfs.admin.auth import USER_SOCKET_MODE, Peer, bind_socket, peer_of, remov
 from repfs.admin.http import HttpError, HttpServer, Request, Response, Router
 from repfs.admin.shares_api import add_user_routes as add_user_share_routes
 from repfs.admin.users_api import body_fields, body_text, described, new_cert, new_key
+from repfs.control.contents import files_with_content
 from repfs.control.info import info
-from repfs.errors import SetupError, UnknownName
+from repfs.errors import InvalidRequest, SetupError, UnknownName
 from repfs.fs.accountmanager import AccountManager
 from repfs.fs.accounts import Account, AccountError, AccountInvalid, AccountRefused, AccountUnknown
 from repfs.fs.audit import Audit
@@ -83,6 +85,7 @@ class UserSocket:
         self.router.add("GET", "/v1/me/usage", self.get_usage)
         self.router.add("PUT", "/v1/me/password", self.put_password)
         self.router.add("GET", "/v1/me/info", self.get_info)
+        self.router.add("GET", "/v1/me/by-sha256", self.get_by_sha256)
         self.router.add("POST", "/v1/login", self.post_login)
         self.router.add("POST", "/v1/keys/check", self.post_key_check)
         self.router.add("GET", "/v1/client-ca", self.get_client_ca)
@@ -166,6 +169,15 @@ class UserSocket:
             return Response.of(200, info(self.accounts.meta, self.locks, path, uid=account.uid))
         except UnknownName as exc:
             raise HttpError(404, str(exc)) from None
+
+    async def get_by_sha256(self, request: Request) -> Response:
+        account, _ = self._caller(request)
+        meta, hashes = self.accounts.meta, self.accounts.fs.hashes
+        try:
+            found = files_with_content(meta, hashes, request.query.get("sha256", ""), uid=account.uid)
+        except InvalidRequest as exc:
+            raise HttpError(400, str(exc)) from None
+        return Response.of(200, found)
 
     async def post_key_check(self, request: Request) -> Response:
         peer: Peer = request.peer

@@ -36,6 +36,7 @@ MAX_KDF_P = 16
 LABEL_BLOCK_ID = b"repfs block-id v1"
 LABEL_BLOCK_ENC = b"repfs block-enc v1"
 LABEL_META = b"repfs meta v1"
+LABEL_CONTENT_HASH = b"repfs content-hash v1"
 
 WRONG_SECRET_MESSAGE = "the passphrase or key file does not unlock this filesystem"
 
@@ -144,6 +145,7 @@ class FsKeys:
     block_id_key: bytes
     block_enc_key: bytes
     meta_key: bytes
+    content_hash_key: bytes  # HMAC key of the index of files by content (fs.contenthash)
 
     def __repr__(self) -> str:
         return "FsKeys(<secret>)"
@@ -161,4 +163,5 @@ def derive_keys(data_key: bytes) -> FsKeys:
         block_id_key=hkdf_sha256(data_key, LABEL_BLOCK_ID),
         block_enc_key=hkdf_sha256(data_key, LABEL_BLOCK_ENC),
         meta_key=hkdf_sha256(data_key, LABEL_META),
+        content_hash_key=hkdf_sha256(data_key, LABEL_CONTENT_HASH),
     )

@@ -39,6 +39,7 @@ from repfs.fs import namespace as ns
 from repfs.fs.access import Caller
 from repfs.fs.accounts import AccountBook
 from repfs.fs.audit import Audit
+from repfs.fs.contenthash import ContentHashes
 from repfs.fs.kernelcache import KernelCacheQueue
 from repfs.fs.locks import LockTable
 from repfs.fs.paths import path_of
@@ -127,6 +128,7 @@ class Filesystem:
         audit: Audit | None = None,
         locks: LockTable | None = None,
         kernel: KernelCacheQueue | None = None,
+        hashes: ContentHashes | None = None,
     ) -> None:
         self.meta = meta
         self.blocks = blocks
@@ -138,6 +140,7 @@ class Filesystem:
         self.audit = audit
         self.locks = locks if locks is not None else LockTable()
         self.kernel = kernel if kernel is not None else KernelCacheQueue()
+        self.hashes = hashes if hashes is not None else ContentHashes(os.urandom(32))  # a stack passes the real key
         self._namespaces: dict[int, int | None] = {}  # ino → its namespace (fixed for its life)
         self.on_over_size: Callable[[int], None] | None = None  # a namespace past its eviction size
         self.lookups: dict[int, int] = {}
@@ -186,6 +189,7 @@ class Filesystem:
         if inode is not None:
             quota.charge(t, namespace, nbytes=-quota.counted_bytes(inode), files=-1)
         ingest.forget(t, ino)
+        self.hashes.purged(t, ino)
         self._namespaces.pop(ino, None)
         self.cache.drop(ino)
         self.blocks.drop(t, ino, 0)
@@ -313,6 +317,7 @@ class Filesystem:
             t.put_inode(inode)
         if ch.size is not None:
             await self._set_size(ino, ch.size)
+            self._writers_done(ino)
             inode = self.getattr(ino)
         return inode
 
@@ -330,6 +335,7 @@ class Filesystem:
             if new == old:
                 return
             self._charge(t, ino, nbytes=new - old)
+            self.hashes.changing(t, ino)
             inode.size = new
             inode.mtime_ns = inode.ctime_ns = ns.now_ns()
             t.put_inode(inode)
@@ -337,6 +343,7 @@ class Filesystem:
                 first_gone = -(-new // self.bs)
                 self.cache.drop(ino, first_gone)
                 self.blocks.drop(t, ino, first_gone)
+        self.hashes.resized(ino, new)
         if new < old and new % self.bs:
             await self._cut_block(ino, new)
         elif new > old and old % self.bs:
@@ -352,7 +359,9 @@ class Filesystem:
         kind = stat.S_IFMT(mode) or stat.S_IFREG
         if kind == stat.S_IFDIR or kind == stat.S_IFLNK:
             raise InvalidArgument("use mkdir or symlink")
-        return self._create(caller, parent, name, kind | stat.S_IMODE(mode), rdev)
+        inode = self._create(caller, parent, name, kind | stat.S_IMODE(mode), rdev)
+        self._writers_done(inode.ino)  # an empty file nobody writes: its hash is known
+        return inode
 
     def mkdir(self, caller: Caller, parent: int, name: bytes, mode: int) -> Inode:
         return self._create(caller, parent, name, stat.S_IFDIR | stat.S_IMODE(mode))
@@ -367,6 +376,10 @@ class Filesystem:
             self._charge(t, parent, nbytes=len(target) if stat.S_ISLNK(mode) else 0, files=1)
             inode = ns.create_node(t, caller, parent, name, mode, rdev, target)
             ingest.record(t, inode, self._namespace(t, parent), inode.ctime_ns)
+            if inode.is_reg:
+                self.hashes.changing(t, inode.ino)
+        if inode.is_reg:
+            self.hashes.begin(inode.ino)
         self._count(inode.ino)
         return inode
 
@@ -557,15 +570,21 @@ class Filesystem:
             inode.size = max(inode.size, end)
             inode.mtime_ns = inode.ctime_ns = ns.now_ns()
             inode.mode = access.killed_privileges(h.caller, inode)
+            self.hashes.changing(t, h.ino)
             t.put_inode(inode)
+        self.hashes.wrote(h.ino, offset, data)  # in the order writes come, before any wait
         view = memoryview(data)
         pos = offset
-        while pos < end:
-            index, boff = divmod(pos, self.bs)
-            n = min(self.bs - boff, end - pos)
-            stored = 0 if self.cache.cached(h.ino, index) else self.blocks.mapped_size(h.ino, index)
-            await self.cache.write(h.ino, index, boff, bytes(view[pos - offset : pos - offset + n]), stored=stored)
-            pos += n
+        try:
+            while pos < end:
+                index, boff = divmod(pos, self.bs)
+                n = min(self.bs - boff, end - pos)
+                stored = 0 if self.cache.cached(h.ino, index) else self.blocks.mapped_size(h.ino, index)
+                await self.cache.write(h.ino, index, boff, bytes(view[pos - offset : pos - offset + n]), stored=stored)
+                pos += n
+        except BaseException:
+            self.hashes.resized(h.ino, -1)  # what the file holds is not what was hashed
+            raise
         h.written = True
         return len(data)
 
@@ -591,8 +610,17 @@ class Filesystem:
             return
         if h.writable:
             self.locks.release(h.ino, fh)
+            self._writers_done(h.ino)
         if h.written:
             self.cache.kick()
+
+    def _writers_done(self, ino: int) -> None:
+        """No handle writes `ino` any more: its content hash is recorded, or left to the hasher."""
+        if self.hashes.busy(ino) and not any(o.ino == ino and o.writable for o in self.handles.values()):
+            with self.meta.write() as t:
+                inode = t.inode_or_none(ino)
+                if inode is not None:
+                    self.hashes.closed(t, inode)
 
     async def fsyncdir(self) -> None:
         await self.blocks.durable()

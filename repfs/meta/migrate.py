@@ -29,11 +29,16 @@ def schema_version(meta: MetaStore) -> int:
 
 
 def migrate(
-    meta: MetaStore, *, count_usage: Callable[[MetaStore], int], record_ingest: Callable[[MetaStore], int]
+    meta: MetaStore,
+    *,
+    count_usage: Callable[[MetaStore], int],
+    record_ingest: Callable[[MetaStore], int],
+    pend_hashes: Callable[[MetaStore], int],
 ) -> bool:
     """Bring the metadata to this version's schema; whether anything changed.
     `count_usage` fills the usage counters from the trees (its unit is the filesystem
-    layer's, repfs.fs.quota), `record_ingest` the ingest times (repfs.fs.ingest)."""
+    layer's, repfs.fs.quota), `record_ingest` the ingest times (repfs.fs.ingest),
+    `pend_hashes` marks the files whose content hash is to be read (repfs.fs.contenthash)."""
     version = schema_version(meta)
     if version > s.SCHEMA_VERSION:
         raise SetupError(
@@ -48,6 +53,9 @@ def migrate(
     if version < 4:
         recorded = record_ingest(meta)
         log.info("metadata schema 3 -> 4: %d inodes given their ctime as ingest time", recorded)
+    if version < 5:
+        marked = pend_hashes(meta)
+        log.info("metadata schema 4 -> 5: %d files to hash in the background", marked)
     if version < s.SCHEMA_VERSION:
         with meta.write_unjournaled() as t:
             t.put("meta", s.META_SCHEMA, s.u64(s.SCHEMA_VERSION))

@@ -69,6 +69,9 @@ DATABASE_IDS: dict[str, int] = {
     "ingest_order": 23,
     "retention": 24,
     "api_keys": 25,
+    "content_hash": 26,
+    "file_hash": 27,
+    "hash_pending": 28,
 }
 DATABASES = tuple(DATABASE_IDS)
 DATABASE_BY_ID = {i: name for name, i in DATABASE_IDS.items()}
@@ -76,7 +79,8 @@ DATABASE_BY_ID = {i: name for name, i in DATABASE_IDS.items()}
 # 2: the `links` table (built from `dirents` at the first mount of an older filesystem)
 # 3: the `usage` counters (counted from each namespace's tree at the first mount)
 # 4: ingest times (each existing inode's ctime) and their order
-SCHEMA_VERSION = 4
+# 5: content hashes (every existing file pending: the hasher reads it)
+SCHEMA_VERSION = 5
 ROOT_INO = 1
 
 _U64 = struct.Struct(">Q")

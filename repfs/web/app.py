@@ -35,6 +35,7 @@ from repfs.web import files, keyscope, openapi
 from repfs.web.accounts_api import AccountsApi
 from repfs.web.asuser import Who, Workers, groups_of
 from repfs.web.bodies import DIGITS, json_body, number, text
+from repfs.web.contents import ContentsApi
 from repfs.web.control import Control
 from repfs.web.errors import ApiError, from_admin, from_os
 from repfs.web.listen import PeerCerts
@@ -267,7 +268,10 @@ class Api:
                              "entries": [_entry(e) for e in page]})  # fmt: skip
 
     async def get_file(self, request: Request) -> Response:
-        path = request.path_params["path"]
+        return await self.download(request, request.path_params["path"])
+
+    async def download(self, request: Request, path: str) -> Response:
+        """The file at `path` as the caller reads it: streamed, with Range and ETag."""
         keyscope.check(request, "read", path)
         fd = await self._as(request, self.tree.open_file, path, os.O_RDONLY)
         try:
@@ -422,6 +426,7 @@ class Api:
             *self.tus.routes(r),
             *self.accounts.routes(r),
             *WelcomeApi(self.control).routes(r),
+            *ContentsApi(self.control, self.tree, self._as, self.download).routes(r),
         ]
         middleware = []
         if self.opts.cors_origins:

@@ -54,6 +54,11 @@ class Control:
         answer: dict[str, Any] = await self.call("GET", "/v1/client-ca", act_as=None)
         return str(answer["ca"])
 
+    async def by_sha256(self, account: str, sha256: str) -> dict[str, Any]:
+        """The files with that content the account may reach, and how many wait for their hash."""
+        answer: dict[str, Any] = await self.call("GET", f"/v1/me/by-sha256?sha256={quote(sha256)}", act_as=account)
+        return answer
+
     async def me(self, account: str) -> dict[str, Any]:
         """The account as it is now (AdminError 403 when disabled or expired, 404 when gone)."""
         answer: dict[str, Any] = await self.call("GET", "/v1/me", act_as=account)

@@ -9,6 +9,15 @@ from repfs.web import files
 from repfs.web.errors import ApiError
 
 
+def allowed(request: Request, op: str, path: str) -> bool:
+    """Whether the caller may do `op` on `path` as far as its API key goes (no key: yes)."""
+    try:
+        check(request, op, path)
+    except ApiError:
+        return False
+    return True
+
+
 def check(request: Request, op: str | None, *paths: str) -> None:
     """An API key may do `op` on `paths` only (None: nothing but a signed-in person may);
     a signed-in person is not limited here (the mount decides)."""

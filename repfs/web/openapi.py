@@ -49,6 +49,14 @@ DOCUMENT: dict[str, Any] = {
         "/welcome": {"get": {"summary": "The page a welcome link opens (the token travels in the fragment)", "security": [],
                              "responses": _ok(200, text="an HTML page")}},
         "/welcome.js": {"get": {"summary": "The welcome page's script", "security": [], "responses": _ok(200)}},
+        "/api/v1/files": {"get": {
+            "summary": "The files with a content (SHA-256) the caller may read; pending: files not hashed yet",
+            "parameters": [{"name": "sha256", "in": "query", "required": True, "schema": {"type": "string"}}],
+            "responses": {**_ok(200, text="{sha256, files: [{path, size, mtime}], pending, complete}"), **_err(400, *AUTH_ERRORS)}}},
+        "/api/v1/by-sha256/{hex}": {"get": {
+            "summary": "Download a file with that content (the first the caller may read, by path)",
+            "parameters": [{"name": "hex", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {**_ok(200, text="the file"), **_err(400, 403, 404, 416, *AUTH_ERRORS)}}},
         "/api/v1/me": {"get": {"summary": "The signed-in account, its usage and quota",
                                "responses": {**_ok(200, "Me"), **_err(*AUTH_ERRORS)}}},
         "/api/v1/me/password": {"put": {

@@ -8,10 +8,11 @@ import os
 import pytest
 
 from repfs.errors import SetupError
-from repfs.fs import ingest, quota
+from repfs.fs import contenthash, ingest, quota
 from repfs.fs.paths import child_path, path_of
 from repfs.meta import schema as s
 from repfs.meta.migrate import migrate, schema_version
+from repfs.meta.records import Inode
 from repfs.meta.schema import ROOT_INO
 from tests.fs.rig import ROOT, Rig, write_file
 
@@ -57,12 +58,16 @@ async def test_an_older_filesystem_gets_its_link_table_at_mount(rig: Rig) -> Non
             t.delete("ingest", key)
         for key in ordered:
             t.delete("ingest_order", key)
+        for db in ("content_hash", "file_hash", "hash_pending"):  # and before content hashes
+            for key, _ in list(t.scan(db, b"")):
+                t.delete(db, key)
         t.put("meta", s.META_SCHEMA, s.u64(1))
     import repfs.meta.migrate as m
 
     old_batch, m.BATCH = m.BATCH, 7  # several transactions
     try:
-        migrate(rig.meta, count_usage=quota.count_all, record_ingest=ingest.record_all)
+        migrate(rig.meta, count_usage=quota.count_all, record_ingest=ingest.record_all,
+                pend_hashes=contenthash.pend_all)  # fmt: skip
     finally:
         m.BATCH = old_batch
     with rig.meta.read() as t:
@@ -70,8 +75,11 @@ async def test_an_older_filesystem_gets_its_link_table_at_mount(rig: Rig) -> Non
         rebuilt = {s.from_u64(k): ingest.of(t, s.from_u64(k)) for k in ingested}
         assert {ino: e.time_ns for ino, e in rebuilt.items() if e} == {ino: t.inode(ino).ctime_ns for ino in rebuilt}
         assert len(dict(t.scan("ingest_order", b""))) == 25  # the 25 files, in time order
+        regular = {s.from_u64(k) for k, v in t.scan("inodes", b"") if Inode.unpack(s.from_u64(k), v).is_reg}
+        assert regular and {s.from_u64(k) for k, _ in t.scan("hash_pending", b"")} == regular  # the hasher reads them
     assert schema_version(rig.meta) == s.SCHEMA_VERSION
     with rig.meta.write() as t:
         t.put("meta", s.META_SCHEMA, s.u64(s.SCHEMA_VERSION + 1))
     with pytest.raises(SetupError, match="newer than this repfs"):
-        migrate(rig.meta, count_usage=quota.count_all, record_ingest=ingest.record_all)
+        migrate(rig.meta, count_usage=quota.count_all, record_ingest=ingest.record_all,
+                pend_hashes=contenthash.pend_all)  # fmt: skip

@@ -303,7 +303,7 @@ def test_meta_bit_flips_and_truncation_are_detected() -> None:
 
 def test_meta_needs_the_meta_key() -> None:
     codec = _codec()
-    other_meta = BlockCodec(FsKeys(KEYS.block_id_key, KEYS.block_enc_key, bytes(32)))
+    other_meta = BlockCodec(FsKeys(KEYS.block_id_key, KEYS.block_enc_key, bytes(32), KEYS.content_hash_key))
     with pytest.raises(CorruptObject):
         other_meta.decode_meta("m", codec.encode_meta("m", b"secret names"))
 

@@ -15,6 +15,7 @@ decoding the stored object must still work; only that hash may then be updated.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from repfs.codec.codec import BlockCodec
 from repfs.codec.frame import parse_header
 from repfs.codec.keys import derive_keys
 from repfs.codec.superblock import Superblock
+from repfs.fs.contenthash import ContentHashes
 
 GOLDEN: dict[str, Any] = json.loads((Path(__file__).parents[1] / "data" / "codec_golden.json").read_text())
 DATA_KEY = bytes.fromhex(GOLDEN["data_key_hex"])
@@ -37,6 +39,16 @@ def codec() -> BlockCodec:
 def test_subkey_derivation_is_pinned() -> None:
     keys = derive_keys(DATA_KEY)
     assert {name: getattr(keys, name).hex() for name in GOLDEN["subkeys"]} == GOLDEN["subkeys"]
+
+
+def test_the_content_index_key_is_pinned() -> None:
+    """Files by content are indexed under HMAC-SHA256(content-hash key, SHA-256 of the content)."""
+    vector = GOLDEN["content_hash"]
+    digest = hashlib.sha256(vector["content"].encode()).digest()
+    assert digest.hex() == vector["sha256_hex"]
+    key = derive_keys(DATA_KEY).content_hash_key
+    assert ContentHashes(key).mac(digest).hex() == vector["index_mac_hex"]
+    assert hmac.new(key, digest, hashlib.sha256).hexdigest() == vector["index_mac_hex"]
 
 
 @pytest.mark.parametrize("vector", GOLDEN["blocks"], ids=lambda v: v["name"])

@@ -95,8 +95,8 @@ def test_unwrap_failures_are_wrong_passphrase() -> None:
 def test_subkeys_are_distinct_and_deterministic() -> None:
     key = new_data_key()
     keys = derive_keys(key)
-    subkeys = {keys.block_id_key, keys.block_enc_key, keys.meta_key, key}
-    assert len(subkeys) == 4 and all(len(k) == 32 for k in subkeys)
+    subkeys = {keys.block_id_key, keys.block_enc_key, keys.meta_key, keys.content_hash_key, key}
+    assert len(subkeys) == 5 and all(len(k) == 32 for k in subkeys)
     assert derive_keys(key) == keys
     assert derive_keys(new_data_key()).block_id_key != keys.block_id_key
     with pytest.raises(ValueError):
@@ -106,5 +106,5 @@ def test_subkeys_are_distinct_and_deterministic() -> None:
 def test_repr_hides_subkeys() -> None:
     keys = derive_keys(new_data_key())
     text = repr(keys) + str(keys) + f"{keys}"
-    for k in (keys.block_id_key, keys.block_enc_key, keys.meta_key):
+    for k in (keys.block_id_key, keys.block_enc_key, keys.meta_key, keys.content_hash_key):
         assert k.hex() not in text and repr(k) not in text

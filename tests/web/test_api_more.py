@@ -4,10 +4,13 @@ process's own metrics."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import ssl
+import time
 import zipfile
+from typing import Any
 
 import httpx
 import pytest
@@ -83,3 +86,58 @@ def test_rate_limit_cors_and_metrics(web: Web) -> None:
         assert "repfs_web_request_seconds_bucket" in text
     finally:
         stop_web(proc)
+
+
+def wait_listed(client: httpx.Client, digest: str, path: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60  # a bound against a hang: the hasher reads at 16 MB/s
+    while True:
+        found = client.get("/api/v1/files", params={"sha256": digest}).json()
+        if path in [f["path"] for f in found["files"]] or time.monotonic() > deadline:
+            return dict(found)
+        time.sleep(0.2)
+
+
+def test_files_by_content_hash(web: Web) -> None:
+    """A file written in order is found by its SHA-256 once closed; one written out of order
+    is hashed in the background; a change moves it to its new hash; another account finds
+    only what it may read; the metadata holds no bare hash."""
+    alice, carol = web.names[0], web.names[2]
+    a, c = web.sign_in(alice), web.sign_in(carol)
+    content = os.urandom(300_000)
+    digest = hashlib.sha256(content).hexdigest()
+    assert a.put(f"/api/v1/files/{alice}/by-hash.bin", content=content).status_code == 201
+    found = a.get("/api/v1/files", params={"sha256": digest}).json()  # kept while written: known at once
+    assert [f["path"] for f in found["files"]] == [f"/{alice}/by-hash.bin"], found
+    assert found["files"][0]["size"] == len(content) and found["sha256"] == digest
+    got = a.get(f"/api/v1/by-sha256/{digest.upper()}")
+    assert got.status_code == 200 and got.content == content
+
+    # out of order through the mount: second half first, then the first (the hasher reads it)
+    def out_of_order() -> None:
+        fd = os.open(web.fs.mnt / alice / "scrambled.bin", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(fd, content[150_000:], 150_000)
+            os.pwrite(fd, content[:150_000], 0)
+        finally:
+            os.close(fd)
+
+    run_as(*ids(alice), out_of_order)
+    found = wait_listed(a, digest, f"/{alice}/scrambled.bin")
+    assert sorted(f["path"] for f in found["files"]) == [f"/{alice}/by-hash.bin", f"/{alice}/scrambled.bin"], found
+
+    # changed: its old hash no longer names it, its new one does (written in order again)
+    more = content + b"one more line"
+    assert a.put(f"/api/v1/files/{alice}/by-hash.bin", content=more).status_code in (200, 201)
+    assert [f["path"] for f in a.get("/api/v1/files", params={"sha256": digest}).json()["files"]] == [
+        f"/{alice}/scrambled.bin"]  # fmt: skip
+    new = hashlib.sha256(more).hexdigest()
+    assert [f["path"] for f in a.get("/api/v1/files", params={"sha256": new}).json()["files"]] == [
+        f"/{alice}/by-hash.bin"]  # fmt: skip
+
+    # another account: nothing it may not read (alice's namespace is private to her)
+    assert c.get("/api/v1/files", params={"sha256": digest}).json()["files"] == []
+    assert c.get(f"/api/v1/by-sha256/{digest}").status_code == 404
+    assert a.get("/api/v1/files", params={"sha256": "xyz"}).status_code == 400
+    assert a.get("/api/v1/by-sha256/" + "0" * 64).status_code == 404
+    meta = (web.fs.fs_dir / "meta" / "data.mdb").read_bytes()
+    assert bytes.fromhex(digest) not in meta and bytes.fromhex(new) not in meta  # only HMACs of them

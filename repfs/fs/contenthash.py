@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import itertools
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MAC_SIZE = 32
 BATCH = 10_000  # rows per transaction of the schema 5 migration
+KEPT = 4096  # running hashes kept (a file closed in order and appended to later: tus chunks)
 
 
 def _sha256() -> Any:
@@ -56,7 +58,7 @@ class ContentHashes:
 
     def __init__(self, key: bytes) -> None:
         self._key = key
-        self._running: dict[int, _Running] = {}
+        self._running: OrderedDict[int, _Running] = OrderedDict()  # least recently written first
         self._changing: set[int] = set()  # marked pending by this mount since their last record
         self.pending_added = trio.Event()  # set when a file became pending: the hasher looks
 
@@ -75,6 +77,9 @@ class ContentHashes:
     def begin(self, ino: int) -> None:
         """`ino` is empty now (made, or truncated to 0): keep its hash as it is written."""
         self._running[ino] = _Running()
+        self._running.move_to_end(ino)
+        while len(self._running) > KEPT:  # the oldest is hashed by the hasher if it changes again
+            self._running.popitem(last=False)
 
     def wrote(self, ino: int, offset: int, data: bytes | memoryview) -> None:
         running = self._running.get(ino)
@@ -85,19 +90,23 @@ class ContentHashes:
             return
         running.sha.update(data)
         running.end += len(data)
+        self._running.move_to_end(ino)
 
     def resized(self, ino: int, size: int) -> None:
-        """`ino` is `size` bytes now (-1: unknown, after a failed write)."""
+        """`ino` is `size` bytes now (-1: unknown, after a failed write). Space reserved past
+        the hashed end (an upload's ftruncate to its length) keeps the hash going: it is
+        recorded only if writes in order filled the file to its end."""
         if size == 0:
             self.begin(ino)
         else:
             running = self._running.get(ino)
-            if running is not None and running.end != size:
+            if running is not None and size < running.end:
                 del self._running[ino]
 
     def closed(self, t: Txn, inode: Inode) -> None:
-        """The last writer of `inode` closed it: record its hash if it was kept throughout."""
-        running = self._running.pop(inode.ino, None)
+        """The last writer of `inode` closed it: record its hash if it was kept throughout.
+        The running hash stays, so a later append (the next chunk of an upload) goes on from it."""
+        running = self._running.get(inode.ino)
         changed = inode.ino in self._changing
         self._changing.discard(inode.ino)
         if running is not None and running.end == inode.size and changed:

@@ -176,8 +176,7 @@ class Api:
             await self.db_call(self.sessions.close, token)
             raise ApiError(401, "unauthorized", "the password changed since this sign-in: sign in again")
         request.state.account = account
-        return Who(account["name"], int(account["uid"]), int(account["gid"]),
-                   groups_of(account["name"], int(account["gid"])))  # fmt: skip
+        return await self._person(account)
 
     async def _by_key(self, request: Request, check: Callable[[str], Awaitable[dict[str, Any]]], proof: str) -> Who:
         try:
@@ -188,8 +187,14 @@ class Api:
             raise
         account, request.state.key = found["account"], found["key"]
         request.state.account = account
-        return Who(account["name"], int(account["uid"]), int(account["gid"]),
-                   groups_of(account["name"], int(account["gid"])))  # fmt: skip
+        return await self._person(account)
+
+    async def _person(self, account: dict[str, Any]) -> Who:
+        """Who does the file work of `account`: its uid, gid and the host's groups of it
+        (looked up off the event loop: NSS may ask a directory server)."""
+        name, gid = str(account["name"]), int(account["gid"])
+        groups = await trio.to_thread.run_sync(groups_of, name, gid, limiter=self.workers.limiter)
+        return Who(name, int(account["uid"]), gid, groups)
 
     async def _as(self, request: Request, fn: Callable[..., Any], *args: Any) -> Any:
         return await self.workers.call(request.state.who, fn, *args)
@@ -275,11 +280,11 @@ class Api:
         keyscope.check(request, "read", path)
         fd = await self._as(request, self.tree.open_file, path, os.O_RDONLY)
         try:
-            st = os.fstat(fd)
+            st = await self._as(request, os.fstat, fd)
             entry = files.Entry("", path, "file", st.st_size, st.st_mtime, "", st.st_uid, st.st_gid)
             headers = {"ETag": entry.etag, "Accept-Ranges": "bytes", "Last-Modified": _http_date(st.st_mtime)}
             if request.headers.get("if-none-match") == entry.etag:
-                os.close(fd)
+                await self.workers.close(fd)
                 return Response(status_code=304, headers=headers)
             start, length, status = 0, st.st_size, 200
             wanted = request.headers.get("range")
@@ -289,7 +294,7 @@ class Api:
                 headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{st.st_size}"
             headers["Content-Length"] = str(length)
         except BaseException:
-            os.close(fd)
+            await self.workers.close(fd)
             raise
         name = files.split(path)[-1]
         headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{_quote(name)}"
@@ -308,7 +313,7 @@ class Api:
                 self.metrics.bytes_out.inc(len(data))
                 yield data
         finally:
-            os.close(fd)
+            await self.workers.close(fd)
 
     async def get_zip(self, request: Request) -> Response:
         """GET /api/v1/zip?path=A&path=B: the files and folders, as one zip."""
@@ -364,7 +369,7 @@ class Api:
                     await self._as(request, files.write_all, fd, chunk)
                 await self._as(request, os.fsync, fd)
             finally:
-                os.close(fd)
+                await self.workers.close(fd)
             await self._as(request, self.tree.replace, temp, path)
         except BaseException:
             with trio.CancelScope(shield=True), contextlib.suppress(OSError):
@@ -426,7 +431,7 @@ class Api:
             *self.tus.routes(r),
             *self.accounts.routes(r),
             *WelcomeApi(self.control).routes(r),
-            *ContentsApi(self.control, self.tree, self._as, self.download).routes(r),
+            *ContentsApi(self.control, self.tree, self._as, self.download, self.workers.close).routes(r),
         ]
         middleware = []
         if self.opts.cors_origins:

@@ -22,8 +22,9 @@ Download = Callable[[Request, str], Awaitable[Response]]
 
 
 class ContentsApi:
-    def __init__(self, control: Control, tree: files.Tree, as_caller: AsCaller, download: Download) -> None:
-        self.control, self.tree, self.as_caller, self.download = control, tree, as_caller, download
+    def __init__(self, control: Control, tree: files.Tree, as_caller: AsCaller, download: Download,
+                 close: Callable[[int], Awaitable[None]]) -> None:  # fmt: skip
+        self.control, self.tree, self.as_caller, self.download, self.close = control, tree, as_caller, download, close
 
     async def _readable(self, request: Request, sha256: str) -> tuple[list[dict[str, Any]], int]:
         found = await self.control.by_sha256(request.state.account["name"], sha256)
@@ -36,7 +37,7 @@ class ContentsApi:
                 fd = await self.as_caller(request, self.tree.open_file, path, os.O_RDONLY)
             except OSError:
                 continue  # not readable by the caller (or gone meanwhile)
-            os.close(fd)
+            await self.close(fd)
             readable.append({"path": files.joined(files.split(path)), "size": match["size"], "mtime": match["mtime"]})
         return readable, int(found["pending"])
 

@@ -264,7 +264,7 @@ class Tus:
                 cut = True  # what arrived is kept (without a checksum to check it by)
             await self.workers.call(who, os.fsync, fd)
         finally:
-            os.close(fd)
+            await self.workers.close(fd)
             self.metrics.uploads.dec()
         if digest is not None:
             if cut:

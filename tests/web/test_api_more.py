@@ -121,6 +121,17 @@ def test_files_by_content_hash(web: Web) -> None:
         finally:
             os.close(fd)
 
+    def in_two_appends() -> None:  # as tus chunks come: each closed, the next appended
+        with open(web.fs.mnt / alice / "appended.bin", "wb") as f:
+            f.write(content[:100_000])
+        with open(web.fs.mnt / alice / "appended.bin", "ab") as f:
+            f.write(content[100_000:])
+
+    run_as(*ids(alice), in_two_appends)
+    found = a.get("/api/v1/files", params={"sha256": digest}).json()  # the running hash went on: known at once
+    assert sorted(f["path"] for f in found["files"]) == [f"/{alice}/appended.bin", f"/{alice}/by-hash.bin"], found
+    assert a.delete(f"/api/v1/files/{alice}/appended.bin").status_code == 204
+
     run_as(*ids(alice), out_of_order)
     found = wait_listed(a, digest, f"/{alice}/scrambled.bin")
     assert sorted(f["path"] for f in found["files"]) == [f"/{alice}/by-hash.bin", f"/{alice}/scrambled.bin"], found

@@ -266,6 +266,14 @@ def _s3_defaults(
     metavar="SECONDS",
     help="How often the space each pool uses is measured (for thresholds; can be costly on large S3 pools).",
 )
+@click.option(
+    "--history-interval",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 86400),
+    metavar="SECONDS",
+    help="How often each pool's usage and state is kept in FS_DIR/history.sqlite (state changes: at once).",
+)
 @click.option("--heartbeat", default=10.0, show_default=True, metavar="SECONDS", help="How often each pool is checked.")
 @click.option(
     "--down-after",
@@ -340,6 +348,7 @@ def mount(
     metrics: str | None,
     metrics_web_config: Path | None,
     usage_interval: float,
+    history_interval: float,
     heartbeat: float,
     down_after: int,
     challenge_size: str,
@@ -389,6 +398,7 @@ def mount(
                 take_over=take_over,
                 break_lease=break_lease,
                 usage_interval=usage_interval,
+                history_interval=history_interval,
                 audit=audit,
                 retention_interval=retention_interval,
                 expire_rate=expire_rate or None,
@@ -417,7 +427,8 @@ def mount(
             extra += (["--take-over"] if take_over else []) + (["--break-lease"] if break_lease else [])
             extra += [f"--cache-dir={opts.stack.cache_dir}"] if opts.stack.cache_dir else []
             extra += [f"-o{o}" for o in sorted(options)] + (["--debug"] if debug else [])
-            extra += [f"--usage-interval={usage_interval}"] + (["--audit"] if audit else [])
+            extra += [f"--usage-interval={usage_interval}", f"--history-interval={history_interval}"]
+            extra += ["--audit"] if audit else []
             extra += [f"--admin-socket={opts.admin.socket}"] if opts.admin.socket else []
             extra += [f"--admin-group={admin_group}"] if admin_group else []
             if user_socket:

@@ -46,6 +46,7 @@ HELPER_VALUED = {
     "heartbeat": "--heartbeat",
     "repair_rate": "--repair-rate",
     "usage_interval": "--usage-interval",
+    "history_interval": "--history-interval",
     "retention_interval": "--retention-interval",
     "expire_rate": "--expire-rate",
     "hash_rate": "--hash-rate",

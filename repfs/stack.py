@@ -31,6 +31,8 @@ from repfs.cache.blockcache import BlockCache
 from repfs.codec.codec import BlockCodec
 from repfs.codec.keys import derive_keys
 from repfs.config import FsConfig
+from repfs.control.history import DEFAULT_INTERVAL as HISTORY_INTERVAL
+from repfs.control.history import PoolHistory
 from repfs.control.pools import PoolManager
 from repfs.errors import SetupError, StorageError
 from repfs.fs import contenthash, expiry, ingest, quota
@@ -70,6 +72,7 @@ class StackOptions:
     challenge_size: int | None = 32  # blocks checked when a pool comes back; None: all
     repair_rate: float | None = 64 << 20  # bytes/s the background repair may write
     hash_rate: float | None = 16 << 20  # bytes/s the content hasher may read
+    history_interval: float = HISTORY_INTERVAL  # seconds between pool usage samples kept in SQL
     take_over: bool = False  # take over another host's expired lease
     break_lease: bool = False  # take the lease whatever its state
     usage_interval: float = USAGE_INTERVAL  # seconds between measurements of pool usage
@@ -104,11 +107,13 @@ class Layers:
     shares: ShareManager
     expiry: Expirer
     hasher: Hasher
+    history: PoolHistory
 
     async def run_upkeep(self, nursery: trio.Nursery) -> None:
         """Background work that uses the metadata: garbage collection, pool health and
         usage, repair, the lease, changes of pools (resumed drains and rebalances), and
-        the removal of files by retention and eviction, the content hashes of changed files."""
+        the removal of files by retention and eviction, the content hashes of changed files,
+        and the pools' history in SQL."""
         await nursery.start(self.blocks.run_gc)
         await nursery.start(self.health.run)
         await nursery.start(self.repairer.run)
@@ -117,6 +122,7 @@ class Layers:
         await nursery.start(self.pools.run)
         await nursery.start(self.expiry.run)
         await nursery.start(self.hasher.run)
+        await nursery.start(self.history.run)
 
     async def store_dirty(self) -> int:
         """Store every dirty block and sync the metadata; the number of blocks left unstored.
@@ -263,9 +269,10 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     accounts = AccountManager(meta, fs, book, kernel_cache, share_manager)
     expirer = Expirer(meta, fs, interval=opts.retention_interval, rate=opts.expire_rate)
     hasher = Hasher(meta, fs, fs.hashes, rate=opts.hash_rate)
+    pool_history = PoolHistory(opened.paths.history, poolset, interval=opts.history_interval)
     return Layers(
         opened, meta, poolset, store, copies, objects, blocks, cache, fs, health, repairer, journal, lease, usage,
-        pools, accounts, kernel_cache, audit, locks, share_manager, expirer, hasher,
+        pools, accounts, kernel_cache, audit, locks, share_manager, expirer, hasher, pool_history,
     )  # fmt: skip
 
 

@@ -73,6 +73,10 @@ class FsPaths:
         return self.root / "cache"
 
     @property
+    def history(self) -> Path:
+        return self.root / "history.sqlite"
+
+    @property
     def lock(self) -> Path:
         return self.root / "mount.lock"
 

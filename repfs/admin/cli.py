@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import click
 
 from repfs import __version__
+from repfs.admin.cli_history import history
 from repfs.admin.cli_holds import hold
 from repfs.admin.cli_locks import locks
 from repfs.admin.cli_mail import mail
@@ -525,6 +526,7 @@ def repair_status(ctx: click.Context, as_json: bool) -> None:
 
 main.add_command(users)
 main.add_command(mail)
+main.add_command(history)
 main.add_command(retention)
 main.add_command(info)
 main.add_command(locks)

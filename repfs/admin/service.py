@@ -217,6 +217,7 @@ class Daemon:
         r.add("GET", "/v1/health", self.get_health)
         r.add("GET", "/v1/status", self.get_status)
         r.add("GET", "/v1/pools", self.get_pools)
+        r.add("GET", "/v1/history/pools", self.get_pool_history)
         r.add("POST", "/v1/pools", self.post_pool)
         r.add("GET", "/v1/pools/{name}", self.get_pool)
         r.add("PATCH", "/v1/pools/{name}", self.patch_pool)
@@ -267,6 +268,21 @@ class Daemon:
 
     async def get_pools(self, request: Request) -> Response:
         return Response.json(200, {"pools": [self.pool_info(n) for n in self.layers.poolset.pool_names]})
+
+    async def get_pool_history(self, request: Request) -> Response:
+        """?pool=NAME&since=UNIX&limit=N: usage samples and state changes, oldest first."""
+        q = request.query
+        pool = q.get("pool") or None
+        try:
+            since = float(q.get("since", "0"))
+            limit = int(q.get("limit", "10000"))
+        except ValueError:
+            raise HttpError(400, "since is a unix time and limit a number") from None
+        if pool is not None and pool not in self.layers.poolset.pool_names:
+            raise HttpError(404, f"no pool named {pool!r}")
+        if not 1 <= limit <= 100_000:
+            raise HttpError(400, "limit must be 1 to 100000")
+        return Response.json(200, await self.layers.history.query(pool, since, limit))
 
     async def get_pool(self, request: Request) -> Response:
         return Response.json(200, self.pool_info(request.params["name"]))

@@ -133,6 +133,7 @@ class PoolSet:
         self._inflight_bytes: dict[str, int] = {}  # bytes the calls in flight move (where known)
         self._calls: dict[str, set[trio.CancelScope]] = {}  # calls in flight, abandoned if the pool goes
         self._idle_events: dict[str, trio.Event] = {}
+        self.state_observers: list[Callable[[str, PoolState, str], None]] = []  # told of every change
         self.op_timeout = op_timeout
         self._deadlines: dict[str, PoolDeadline] = {}
         self.suspected: set[str] = set()  # missed a deadline: last choice for reads until it answers
@@ -201,6 +202,9 @@ class PoolSet:
             if state in _GONE:  # nothing waits any longer for a pool that is out of use
                 for scope in self._calls.get(name, ()):
                     scope.cancel()
+            self._state[name] = state
+            for observe in self.state_observers:
+                observe(name, state, why)
         self._state[name] = state
 
     def state(self, name: str) -> PoolState:

@@ -114,7 +114,10 @@ class PoolHistory:
                 await trio.sleep(self.interval)  # a period, not synchronisation
         finally:
             with trio.CancelScope(shield=True):
-                await self._write(prune=False)
+                try:
+                    await self._write(prune=False)  # the last state changes before unmount
+                except sqlite3.Error as exc:
+                    log.warning("pool history: the last changes were not written: %s", exc)
                 await trio.to_thread.run_sync(self._close, limiter=self._sql)
 
     async def _write(self, *, prune: bool) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import trio
 from starlette.requests import Request
@@ -128,6 +128,11 @@ class AccountsApi:
     async def get_pools(self, request: Request) -> Response:
         return JSONResponse(await self._admin_call(request, "GET", "/v1/pools"))
 
+    async def get_pool_history(self, request: Request) -> Response:
+        """?pool=&since=&limit=: the pools' usage samples and state changes (FS_DIR/history.sqlite)."""
+        query = {k: v for k, v in request.query_params.items() if k in ("pool", "since", "limit")}
+        return JSONResponse(await self._admin_call(request, "GET", f"/v1/history/pools?{urlencode(query)}"))
+
     async def get_status(self, request: Request) -> Response:
         return JSONResponse(await self._admin_call(request, "GET", "/v1/status"))
 
@@ -150,6 +155,7 @@ class AccountsApi:
             Route("/api/v1/users/{name}/files", r(self.get_user_files), methods=["GET"]),
             Route("/api/v1/users/{name}/{what}", r(self.post_user_state), methods=["POST"]),
             Route("/api/v1/pools", r(self.get_pools), methods=["GET"]),
+            Route("/api/v1/pools/history", r(self.get_pool_history), methods=["GET"]),
             Route("/api/v1/status", r(self.get_status), methods=["GET"]),
             Route("/api/v1/locks", r(self.get_locks), methods=["GET"]),
         ]

@@ -136,6 +136,7 @@ DOCUMENT: dict[str, Any] = {
                                                  "parameters": [NAME, {"name": "what", "in": "path", "required": True, "schema": {"enum": ["disable", "enable"]}}],
                                                  "responses": {**_ok(200), **_err(403, 404, *AUTH_ERRORS)}}},
         "/api/v1/pools": {"get": {"summary": "Administrators: every pool, its state and space", "responses": {**_ok(200), **_err(403, *AUTH_ERRORS)}}},
+        "/api/v1/pools/history": {"get": {"summary": "Administrators: pool usage samples and state changes, oldest first: ?pool=&since=UNIX&limit=", "responses": {**_ok(200), **_err(400, 403, 404, *AUTH_ERRORS)}}},
         "/api/v1/status": {"get": {"summary": "Administrators: the filesystem's status and alerts", "responses": {**_ok(200), **_err(403, *AUTH_ERRORS)}}},
         "/api/v1/locks": {"get": {"summary": "Administrators: files open for writing by one account", "responses": {**_ok(200), **_err(403, *AUTH_ERRORS)}}},
         "/api/v1/zip": {"get": {"summary": "Files and folders as one zip, made while it is sent: ?path=A&path=B[&name=basket.zip]",

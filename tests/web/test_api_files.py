@@ -253,6 +253,10 @@ def test_shares_by_the_api_and_the_administrators_routes(web: Web) -> None:
     assert len(pools) == 3 and {p["state"] for p in pools} == {"up"}
     assert "alerts" in b.get("/api/v1/status").json()
     assert a.get("/api/v1/pools").status_code == 403
+    history = b.get("/api/v1/pools/history", params={"pool": "pool1"}).json()  # what the pool plots are drawn from
+    assert [s["state"] for s in history["states"]][:1] == ["up"] and history["states"][0]["reason"] == "mounted"
+    assert b.get("/api/v1/pools/history", params={"pool": "nosuch"}).status_code == 404
+    assert a.get("/api/v1/pools/history").status_code == 403
 
 
 

@@ -139,13 +139,18 @@ def make_setup(t: Txn, account: str, ttl: float) -> tuple[ApiKey, str]:
     return key, f"{SETUP_PREFIX}{key_id}_{secret}"
 
 
-def redeem_setup(t: Txn, token: str) -> ApiKey | None:
-    """The setup key a link token is, removed (it is good once); None if it is none."""
+def setup_key(t: Txn, token: str) -> ApiKey | None:
+    """The setup key a link token is, if it is one and has not expired."""
     if not token.startswith(SETUP_PREFIX):
         return None
     key_id, _, secret = token[len(SETUP_PREFIX) :].partition("_")
     raw = t.get("api_keys", key_id.encode()) if key_id and secret else None
-    key = _valid(ApiKey.unpack(raw), "setup", hashlib.sha256(secret.encode()).hexdigest()) if raw else None
+    return _valid(ApiKey.unpack(raw), "setup", hashlib.sha256(secret.encode()).hexdigest()) if raw else None
+
+
+def redeem_setup(t: Txn, token: str) -> ApiKey | None:
+    """The setup key a link token is, removed (it is good once); None if it is none."""
+    key = setup_key(t, token)
     if key is not None:
         t.delete("api_keys", key.id.encode())
     return key

@@ -36,12 +36,14 @@ class Hasher:
         while True:
             with self.meta.read() as t:
                 todo = pending(t, PENDING_BATCH)
-            done = 0
+            done, failed, first = 0, 0, ""
             for ino in todo:
                 try:
                     done += await self._hash(ino)
                 except Exception as exc:  # noqa: BLE001 - a pool down or a bad block: the file waits
-                    log.warning("content hash of inode %d left for later: %s", ino, exc)
+                    failed, first = failed + 1, first or f"inode {ino}: {exc}"
+            if failed:  # one line a round, however many failed
+                log.warning("content hashes of %d files left for later (%s)", failed, first)
             if done == 0:  # nothing pending, or all of it busy or failing: wait for news
                 self.hashes.pending_added = trio.Event()
                 with trio.move_on_after(IDLE):  # a period, not synchronisation

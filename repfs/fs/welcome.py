@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 LINK_TTL = 72 * 3600.0
 SEND_DEADLINE = 4 * mail.TIMEOUT  # connect, greet, STARTTLS and login, send
+REFUSED = "the link is not valid (used, expired or replaced by a newer one)"
 
 
 @dataclass(frozen=True)
@@ -88,13 +89,18 @@ class Welcome:
         return Sent(True, account.email, link_expires=key.expires)
 
     async def redeem(self, token: str, password: str) -> Account:
-        """Set the password of the account a link names; the link is used up."""
+        """Set the password of the account a link names; the link is used up. A token that
+        is no link is refused before the (slow, one at a time) password hash: guessing
+        costs the guesser, not the sign-ins of others."""
+        with self.meta.read() as t:
+            if apikeys.setup_key(t, token) is None:
+                raise AccountRefused(REFUSED)
         hashed = await trio.to_thread.run_sync(acc.hash_password, password, limiter=self._hashing)
         with self.meta.write() as t:
             key = apikeys.redeem_setup(t, token)
             account = acc.get(t, key.account) if key is not None else None
             if key is None or account is None:
-                raise AccountRefused("the link is not valid (used, expired or replaced by a newer one)")
+                raise AccountRefused(REFUSED)
             why = account.refused(time.time())
             if why is not None:
                 raise AccountRefused(why)

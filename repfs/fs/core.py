@@ -616,7 +616,7 @@ class Filesystem:
 
     def _writers_done(self, ino: int) -> None:
         """No handle writes `ino` any more: its content hash is recorded, or left to the hasher."""
-        if self.hashes.busy(ino) and not any(o.ino == ino and o.writable for o in self.handles.values()):
+        if self.hashes.busy(ino) and self.locks.holder(ino) is None:  # every writable handle holds the lock
             with self.meta.write() as t:
                 inode = t.inode_or_none(ino)
                 if inode is not None:

@@ -50,9 +50,10 @@ APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev
 # privileges to a real mount, is in util-linux, always installed). They run S3 pools on
 # Ceph RGW too, a single-node cluster started by tests/ceph.py (ceph-mon, ceph-osd,
 # radosgw; the ceph and monmaptool commands are in ceph-common and ceph-base). The sshd
-# recipe of contrib/sshd is tested with OpenSSH's server on a loopback port.
+# recipe of contrib/sshd is tested with OpenSSH's server on a loopback port. The web
+# interface is tested in Debian's headless Chromium, driven through chromium-driver.
 if [[ "$MODE" == dev ]]; then
-    APT_PACKAGES+=(prometheus systemd ceph-mon ceph-osd radosgw ceph-common openssh-server openssh-client)
+    APT_PACKAGES+=(prometheus systemd ceph-mon ceph-osd radosgw ceph-common openssh-server openssh-client chromium chromium-driver)
 fi
 
 say() { printf '==> %s\n' "$*"; }

@@ -108,6 +108,7 @@ def users_me(ctx: click.Context, as_json: bool) -> None:
 @click.option("--create-system-user", is_flag=True, help="Make NAME a user of this host (useradd), no shell.")
 @click.option("--valid-until", metavar="YYYY-MM-DD", help="The last day the account may be used.")
 @click.option("--password-fd", type=int, help="Read a password from this file descriptor.")
+@click.option("--temporary", is_flag=True, help="The account must change that password at its first web sign-in.")
 @json_option
 @click.pass_context
 def users_add(
@@ -118,6 +119,7 @@ def users_add(
     create_system_user: bool,
     valid_until: str | None,
     password_fd: int | None,
+    temporary: bool,
     as_json: bool,
 ) -> None:
     """Add an account and its namespace /NAME (mode 0700, private to NAME)."""
@@ -128,6 +130,9 @@ def users_add(
         body["valid_until"] = valid_until
     if password_fd is not None:
         body["password"] = read_fd(password_fd).decode()
+        body["password_temporary"] = temporary
+    elif temporary:
+        die("--temporary is for a password given with --password-fd", 2)
     info = call(ctx, "POST", "/v1/users", body)
     show(info, as_json, lambda a: f"account {a['name']} added (uid {a['uid']}); its namespace is /{a['name']}\n"
          + _mailed(a["mail"]))  # fmt: skip
@@ -206,17 +211,22 @@ def users_enable(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--password-fd", type=int, help="Read the password from this file descriptor instead of a prompt.")
 @click.option("--old-password-fd", type=int, help="Your current password from this file descriptor (not as admin).")
+@click.option("--temporary", is_flag=True, help="As administrator: the account must change it at its next web sign-in.")
 @json_option
 @click.pass_context
 def users_passwd(
-    ctx: click.Context, name: str, password_fd: int | None, old_password_fd: int | None, as_json: bool
+    ctx: click.Context, name: str, password_fd: int | None, old_password_fd: int | None, temporary: bool,
+    as_json: bool,
 ) -> None:
     """Set an account's password (typed twice, or from --password-fd). Not an administrator:
     your own, and your current password is asked first."""
     if is_admin(ctx):
-        answer = call(ctx, "PUT", f"/v1/users/{quote(name)}/password", {"password": _password(password_fd)})
+        body = {"password": _password(password_fd), "temporary": temporary}
+        answer = call(ctx, "PUT", f"/v1/users/{quote(name)}/password", body)
         show(answer, as_json, _password_set)
         return
+    if temporary:
+        die("--temporary is for administrators setting another account's password", 2)
     mine = own_account(ctx, name)
     body = {}
     if mine["password_set"]:

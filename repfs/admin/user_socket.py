@@ -16,6 +16,7 @@ anyone else who sends it gets 403. Limits are those of the admin socket (HttpSer
 | PUT | /v1/me/password | {"password", "old_password"?} | 200 {"name", "password_set"} |
 | GET, POST | /v1/me/shares, /v1/me/shares/remove | see `shares_api` | shares of what it owns or masters |
 | GET | /v1/me/by-sha256?sha256=HEX | | 200 {"sha256", "files": [{"path", "size", "mtime"}], "pending"} |
+| GET | /v1/me/accounts?q=PREFIX | | 200 {"accounts": [{"name"}]}: at most 20 accounts that may sign in, to share with |
 | GET | /v1/me/info?path=P | | 200 INFO (as `repfs-admin info`): what the account may reach, else 404 |
 | POST | /v1/login | {"login", "password"} | root only (the web process): 200 ACCOUNT, 403 otherwise |
 | POST | /v1/keys/check | {"token"} or {"cert"} | root only: 200 {"account", "key"}, else 403 |
@@ -37,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ACCOUNTS_FOUND = 20  # names a search for accounts answers at most
 ACT_AS = "repfs-act-as"  # request header, lower case as the server keys them
 
 
@@ -86,6 +89,7 @@ class UserSocket:
         self.router.add("PUT", "/v1/me/password", self.put_password)
         self.router.add("GET", "/v1/me/info", self.get_info)
         self.router.add("GET", "/v1/me/by-sha256", self.get_by_sha256)
+        self.router.add("GET", "/v1/me/accounts", self.get_accounts)
         self.router.add("POST", "/v1/login", self.post_login)
         self.router.add("POST", "/v1/keys/check", self.post_key_check)
         self.router.add("GET", "/v1/client-ca", self.get_client_ca)
@@ -178,6 +182,14 @@ class UserSocket:
         except InvalidRequest as exc:
             raise HttpError(400, str(exc)) from None
         return Response.of(200, found)
+
+    async def get_accounts(self, request: Request) -> Response:
+        """?q=PREFIX: names of accounts that may sign in, to share with (at most 20; names
+        only, as on the mount's /)."""
+        self._caller(request)
+        prefix, now = request.query.get("q", "")[:32], time.time()
+        names = sorted(a.name for a in self.accounts.list() if a.name.startswith(prefix) and a.refused(now) is None)
+        return Response.json(200, {"accounts": [{"name": n} for n in names[:ACCOUNTS_FOUND]]})
 
     async def post_key_check(self, request: Request) -> Response:
         peer: Peer = request.peer

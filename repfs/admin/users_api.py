@@ -3,16 +3,17 @@
 | method | path | body | answer |
 |---|---|---|---|
 | GET | /v1/users | | 200 [ACCOUNT] |
-| POST | /v1/users | {"name", "email", "uid"?, "create_system_user"?, "valid_until"?, "password"?} | 201 ACCOUNT |
+| POST | /v1/users | {"name", "email", "uid"?, "create_system_user"?, "valid_until"?, "password"?, ...} | 201 ACCOUNT |
 | GET | /v1/users/NAME | | 200 ACCOUNT; 404 |
 | PATCH | /v1/users/NAME | {"email"?, "valid_until"?, "quota"?, "quota_files"?, "soft"?} | 200 ACCOUNT |
 | POST | /v1/users/NAME/disable, /enable | | 200 ACCOUNT |
-| PUT | /v1/users/NAME/password | {"password"} | 200 {"name", "password_set"} |
+| PUT | /v1/users/NAME/password | {"password", "temporary"?} | 200 {"name", "password_set"} |
 | DELETE | /v1/users/NAME?delete_files=1 | | 200 ACCOUNT; 409 if its namespace holds files |
 
 ACCOUNT is `Account.public()` (no password hash, only `password_set`) with `usage`
 ({"bytes", "files"}) and `quota` ({"max_bytes", "max_files", "soft_bytes"}; 0: none). A password in a
-body is never logged or answered. `valid_until` is `YYYY-MM-DD` or "" for no end.
+body is never logged or answered; `password_temporary` (POST) and `temporary` (PUT) mark it to be
+changed at the next web sign-in. `valid_until` is `YYYY-MM-DD` or "" for no end.
 """
 
 from __future__ import annotations
@@ -93,6 +94,13 @@ def body_text(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def _flag(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise AccountInvalid(f"{key} must be true or false")
+    return value
+
+
 def _until(body: dict[str, Any]) -> int | None:
     value = body_text(body, "valid_until")
     if value is None:
@@ -166,14 +174,14 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
 
     async def add_user(request: Request) -> Response:
         body = body_fields(
-            request.json(), {"name", "email", "uid", "create_system_user", "valid_until", "password"}, {"name", "email"}
+            request.json(),
+            {"name", "email", "uid", "create_system_user", "valid_until", "password", "password_temporary"},
+            {"name", "email"},
         )
         uid = body.get("uid")
         if uid is not None and (not isinstance(uid, int) or isinstance(uid, bool)):
             raise AccountInvalid("uid must be a number")
-        create = body.get("create_system_user", False)
-        if not isinstance(create, bool):
-            raise AccountInvalid("create_system_user must be true or false")
+        create = _flag(body, "create_system_user")
         account = await manager.add(
             body_text(body, "name") or "",
             body_text(body, "email") or "",
@@ -181,6 +189,7 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
             create_system_user=create,
             valid_until=_until(body) or 0,
             password=body_text(body, "password"),
+            password_temporary=_flag(body, "password_temporary"),
         )
         sent = await manager.welcome.send(account.name)
         return Response.json(201, {**described(manager, account), "mail": sent.public()})
@@ -205,8 +214,9 @@ def add_routes(router: Router, manager: AccountManager, audit: Audit) -> None:
         return Response.json(200, manager.set_disabled(request.params["name"], False).public())
 
     async def put_password(request: Request) -> Response:
-        body = body_fields(request.json(), {"password"}, {"password"})
-        await manager.set_password(request.params["name"], body_text(body, "password") or "")
+        body = body_fields(request.json(), {"password", "temporary"}, {"password"})
+        await manager.set_password(request.params["name"], body_text(body, "password") or "",
+                                   temporary=_flag(body, "temporary"))  # fmt: skip
         return Response.json(200, {"name": request.params["name"], "password_set": True})
 
     async def remove_user(request: Request) -> Response:

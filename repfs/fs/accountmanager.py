@@ -90,6 +90,7 @@ class AccountManager:
         create_system_user: bool = False,
         valid_until: int = 0,
         password: str | None = None,
+        password_temporary: bool = False,
     ) -> Account:
         """A new account and its namespace. Its uid is `uid` (whose passwd name must be
         `name`), or the passwd entry of `name`, or a new system user (`create_system_user`)."""
@@ -109,7 +110,8 @@ class AccountManager:
         hashed = ""
         if password is not None:
             hashed = await trio.to_thread.run_sync(acc.hash_password, password, limiter=self._hashing)
-        account = Account(name, email, found[0], found[1], valid_until=valid_until, password=hashed)
+        account = Account(name, email, found[0], found[1], valid_until=valid_until, password=hashed,
+                          password_temporary=bool(hashed) and password_temporary)  # fmt: skip
         with self.meta.write() as t:
             acc.add(t, account)
             account = acc.get_or_fail(t, name)
@@ -286,12 +288,14 @@ class AccountManager:
                 raise AccountRefused(f"account {account.name}: the current password is not right")
         await self.set_password(account.name, new)
 
-    async def set_password(self, name: str, password: str) -> None:
+    async def set_password(self, name: str, password: str, *, temporary: bool = False) -> None:
+        """A new password; `temporary` (an administrator's choice) asks the account to
+        change it at its next sign-in (`repfs web` lets it do nothing else until then)."""
         self.show(name)  # an unknown name fails before the slow hash
         hashed = await trio.to_thread.run_sync(acc.hash_password, password, limiter=self._hashing)
         with self.meta.write() as t:
-            acc.put(t, replace(acc.get_or_fail(t, name), password=hashed))
-        log.info("account %s: password changed", name)
+            acc.put(t, replace(acc.get_or_fail(t, name), password=hashed, password_temporary=temporary))
+        log.info("account %s: password changed%s", name, " (temporary)" if temporary else "")
 
     async def remove(self, name: str, *, delete_files: bool = False) -> Account:
         """Forget an account; its namespace must be empty unless `delete_files`, which

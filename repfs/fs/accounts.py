@@ -39,7 +39,7 @@ from repfs.meta import schema as s
 from repfs.meta.records import Inode
 from repfs.meta.store import Txn
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2 adds password_temporary (version 1 records read with it false)
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # what Debian's useradd takes by default
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 NAMESPACE_MODE = 0o700
@@ -90,6 +90,7 @@ class Account:
     valid_until: int = 0  # unix seconds; 0: no end
     disabled: bool = False
     password: str = field(default="", repr=False)  # an argon2 hash, "" if none is set
+    password_temporary: bool = False  # set by an administrator: to be changed at the first sign-in
 
     def refused(self, now: float) -> str | None:
         """Why the account may not use the filesystem now, or None."""
@@ -118,7 +119,7 @@ class Account:
     def unpack(cls, raw: bytes) -> Account:
         data = json.loads(raw)
         version = data.pop("v", None)
-        if version != RECORD_VERSION:
+        if version not in (1, RECORD_VERSION):
             raise ValueError(f"account record version {version} is not known")
         return cls(**data)
 

@@ -104,7 +104,7 @@ class Welcome:
             why = account.refused(time.time())
             if why is not None:
                 raise AccountRefused(why)
-            account = replace(account, password=hashed)
+            account = replace(account, password=hashed, password_temporary=False)
             acc.put(t, account)
         log.info("account %s: password set by its welcome link", account.name)
         return account

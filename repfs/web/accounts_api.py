@@ -50,7 +50,13 @@ class AccountsApi:
         keyscope.check(request, None)
         if not self.is_admin(request) or self.admin is None:
             raise ApiError(403, "forbidden", "only administrators may (members of the admin group)")
+        return await self.admin_request(method, target, body)
+
+    async def admin_request(self, method: str, target: str, body: Any = None) -> Any:
+        """A call on the admin socket (as root: the caller has decided it may)."""
         client = self.admin
+        if client is None:
+            raise ApiError(503, "unavailable", "repfs web has no admin socket")
         return await trio.to_thread.run_sync(lambda: client.request(method, target, body), limiter=self.limiter)
 
     # --- shares, as the account ---------------------------------------------------------
@@ -71,6 +77,12 @@ class AccountsApi:
             raise ApiError(400, "bad_request", "give ?path=P&user=U")
         body = {"path": q["path"], "user": q["user"]}
         return JSONResponse(await self.control.call("POST", "/v1/me/shares/remove", body, act_as=_name(request)))
+
+    async def get_accounts(self, request: Request) -> Response:
+        """?q=PREFIX: accounts to share with (names only, at most 20)."""
+        keyscope.check(request, None)
+        query = urlencode({"q": request.query_params.get("q", "")})
+        return JSONResponse(await self.control.call("GET", f"/v1/me/accounts?{query}", act_as=_name(request)))
 
     # --- API keys of the account ----------------------------------------------------------
     async def get_keys(self, request: Request) -> Response:
@@ -97,8 +109,8 @@ class AccountsApi:
         return JSONResponse(await self._admin_call(request, "GET", f"/v1/users/{name}"))
 
     async def post_user(self, request: Request) -> Response:
-        body = await json_body(request, {"name", "email", "uid", "create_system_user", "valid_until", "password"},
-                                {"name", "email"})  # fmt: skip
+        body = await json_body(request, {"name", "email", "uid", "create_system_user", "valid_until", "password",
+                                         "password_temporary"}, {"name", "email"})  # fmt: skip
         return JSONResponse(await self._admin_call(request, "POST", "/v1/users", body), status_code=201)
 
     async def patch_user(self, request: Request) -> Response:
@@ -145,6 +157,7 @@ class AccountsApi:
             Route("/api/v1/shares", r(self.get_shares), methods=["GET"]),
             Route("/api/v1/shares", r(self.post_share), methods=["POST"]),
             Route("/api/v1/shares", r(self.delete_share), methods=["DELETE"]),
+            Route("/api/v1/accounts", r(self.get_accounts), methods=["GET"]),
             Route("/api/v1/keys", r(self.get_keys), methods=["GET"]),
             Route("/api/v1/keys", r(self.post_key), methods=["POST"]),
             Route("/api/v1/keys/{id}", r(self.delete_key), methods=["DELETE"]),

@@ -38,8 +38,11 @@ from repfs.web.bodies import DIGITS, json_body, number, text
 from repfs.web.contents import ContentsApi
 from repfs.web.control import Control
 from repfs.web.errors import ApiError, from_admin, from_os
+from repfs.web.links import DownloadLinks
 from repfs.web.listen import PeerCerts
 from repfs.web.observe import RateLimiter, WebMetrics
+from repfs.web.onboarding import Onboarding
+from repfs.web.pages import Pages
 from repfs.web.sessions import LoginBrake, Sessions
 from repfs.web.tus import Tus
 from repfs.web.uploads import Uploads
@@ -56,6 +59,9 @@ REFUSED_SIGN_IN = "wrong account name or password, or the account may not sign i
 # what a page of another origin may read of an answer (tus needs its headers)
 CORS_EXPOSED = ["Location", "Upload-Offset", "Upload-Length", "Upload-Expires", "Tus-Resumable", "Tus-Version",
                 "Tus-Extension", "Tus-Max-Size", "ETag", "Content-Range", "Retry-After"]  # fmt: skip
+# all a session signed in with a password an administrator set may do (passwords are for
+# the web's sign-in only: the mount and API keys do not use them)
+TEMPORARY_PASSWORD_ROUTES = frozenset({"/api/v1/me", "/api/v1/me/password"})
 RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 UPLOAD_PREFIX = ".repfs-put-"
 
@@ -67,6 +73,7 @@ class WebOptions:
     cors_origins: tuple[str, ...] = ()
     admin_socket: Path | None = None  # for administrators' routes (None: there are none)
     admin_gid: int | None = None  # the admin group: its members are administrators
+    admin_group: str | None = None  # its name as given (the first administrator's is made if missing)
     rate: float = 100.0  # requests a second per token on average (0: no limit)
     burst: int = 200  # requests at once per token
 
@@ -91,6 +98,8 @@ class Api:
         self.tus = Tus(tree, self.workers, uploads, self.metrics, max_size=opts.max_upload)
         self.accounts = AccountsApi(control, tree, self.workers, opts.admin_socket, opts.admin_gid)
         self._db = trio.CapacityLimiter(1)  # the session file: one call at a time
+        self.links = DownloadLinks()
+        self.onboarding = Onboarding(self.accounts, opts.admin_group)
 
     # --- plumbing ---------------------------------------------------------------------
     async def db_call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -136,12 +145,16 @@ class Api:
             return ApiError(400, "bad_request", "the client went away before the body was whole").response()
 
     def _credential(self, request: Request) -> str:
-        """What the caller signs in with: its bearer token, else its client certificate."""
+        return self._proof(request)[1]
+
+    def _proof(self, request: Request) -> tuple[str, str]:
+        """What the caller signs in with: ("token", its bearer token), else ("cert", its
+        client certificate)."""
         if "authorization" not in request.headers:
             cert = self.peers.of(request.scope.get("client"))
             if cert is not None:
-                return cert
-        return self._token(request)
+                return "cert", cert
+        return "token", self._token(request)
 
     def _token(self, request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -150,16 +163,15 @@ class Api:
             raise ApiError(401, "unauthorized", "sign in: POST /api/v1/token, then send Authorization: Bearer TOKEN")
         return token.strip()
 
-    async def _who(self, request: Request) -> Who:
+    async def _who(self, request: Request, proof: tuple[str, str] | None = None) -> Who:
         """The caller: a bearer token (a session or an API key), else the client certificate
-        of the TLS connection; the account is asked for at every request, so a revoked key,
-        a disabled account or a changed password counts at once."""
+        of the TLS connection (or `proof`, one of those kept by a download link); the account
+        is asked for at every request, so a revoked key, a disabled account or a changed
+        password counts at once."""
         request.state.key = None
-        if "authorization" not in request.headers:
-            cert = self.peers.of(request.scope.get("client"))
-            if cert is not None:
-                return await self._by_key(request, self.control.check_cert, cert)
-        token = self._token(request)
+        kind, token = proof or self._proof(request)
+        if kind == "cert":
+            return await self._by_key(request, self.control.check_cert, token)
         if token.startswith(API_KEY_PREFIX):
             return await self._by_key(request, self.control.check_key, token)
         session = await self.db_call(self.sessions.get, token)
@@ -175,6 +187,9 @@ class Api:
         if account.get("password_stamp") != session.stamp:
             await self.db_call(self.sessions.close, token)
             raise ApiError(401, "unauthorized", "the password changed since this sign-in: sign in again")
+        if account.get("password_temporary") and request.url.path not in TEMPORARY_PASSWORD_ROUTES:
+            raise ApiError(403, "password_change_required",
+                           "the password was set by an administrator: change it first (PUT /api/v1/me/password)")
         request.state.account = account
         return await self._person(account)
 
@@ -234,7 +249,7 @@ class Api:
     async def get_me(self, request: Request) -> Response:
         account = request.state.account
         usage = await self.control.usage(account["name"])
-        return JSONResponse({**_public(account), **usage})
+        return JSONResponse({**_public(account), **usage, "admin": self.accounts.is_admin(request)})
 
     async def put_password(self, request: Request) -> Response:
         keyscope.check(request, None)
@@ -269,8 +284,9 @@ class Api:
         listing = await self._as(request, lambda: self.tree.listing(path, sort=q.get("sort", "name"),
                                                                     reverse=order == "desc"))  # fmt: skip
         page = listing[offset : offset + limit]
+        writable = await self._as(request, self.tree.writable, path)
         return JSONResponse({"path": files.joined(files.split(path)), "total": len(listing), "offset": offset,
-                             "entries": [_entry(e) for e in page]})  # fmt: skip
+                             "writable": writable, "entries": [_entry(e) for e in page]})  # fmt: skip
 
     async def get_file(self, request: Request) -> Response:
         return await self.download(request, request.path_params["path"])
@@ -318,14 +334,45 @@ class Api:
     async def get_zip(self, request: Request) -> Response:
         """GET /api/v1/zip?path=A&path=B: the files and folders, as one zip."""
         paths = request.query_params.getlist("path")
+        await self._readable(request, paths)
+        return await self.zip_of(request, paths, request.query_params.get("name", "repfs.zip"))
+
+    async def _readable(self, request: Request, paths: list[str]) -> list[files.Entry]:
+        """What `paths` are (a missing one is 404 before anything is sent)."""
         if not paths:
             raise ApiError(400, "bad_request", "give the files and folders: ?path=A&path=B ...")
         if len(paths) > 1000:
             raise ApiError(400, "bad_request", "at most 1000 paths in one zip")
+        found = []
         for path in paths:
             keyscope.check(request, "read", path)
-            await self._as(request, self.tree.stat, path)  # a missing one is 404 before anything is sent
-        name = request.query_params.get("name", "repfs.zip")
+            found.append(await self._as(request, self.tree.stat, path))
+        return found
+
+    async def post_download(self, request: Request) -> Response:
+        """A one-time link (`links`) to one file, or to one zip of files and folders."""
+        body = await json_body(request, {"paths", "name"}, {"paths"})
+        paths = body["paths"]
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise ApiError(400, "bad_request", "paths is a list of paths")
+        found = await self._readable(request, paths)
+        zipped = len(found) != 1 or found[0].kind != "file"
+        name = text(body, "name", longest=255) if "name" in body else "repfs.zip"
+        secret, expires = self.links.make(self._proof(request), tuple(paths), name, zipped=zipped)
+        return JSONResponse({"url": f"/api/v1/downloads/{secret}", "expires": expires, "zip": zipped},
+                            status_code=201)  # fmt: skip
+
+    async def get_download(self, request: Request) -> Response:
+        link = self.links.take(request.path_params["secret"])
+        if link is None:
+            raise ApiError(404, "not_found", "this download link is used up or expired: ask for a new one")
+        request.state.who = await self._who(request, link.proof)
+        if not link.zipped:
+            return await self.download(request, link.paths[0])
+        await self._readable(request, list(link.paths))
+        return await self.zip_of(request, list(link.paths), link.name)
+
+    async def zip_of(self, request: Request, paths: list[str], name: str) -> Response:
         writer = ZipWriter(self.tree, paths)
         who = request.state.who
 
@@ -428,9 +475,13 @@ class Api:
             Route("/api/v1/folders/{path:path}", r(self.post_folder), methods=["POST"]),
             Route("/api/v1/move", r(self.post_move), methods=["POST"]),
             Route("/api/v1/zip", r(self.get_zip), methods=["GET"]),
+            Route("/api/v1/downloads", r(self.post_download), methods=["POST"]),
+            Route("/api/v1/downloads/{secret}", r(self.get_download, auth=False), methods=["GET"]),
             *self.tus.routes(r),
             *self.accounts.routes(r),
             *WelcomeApi(self.control).routes(r),
+            *self.onboarding.routes(r),
+            *Pages().routes(r),
             *ContentsApi(self.control, self.tree, self._as, self.download, self.workers.close).routes(r),
         ]
         middleware = []

@@ -131,6 +131,15 @@ class Tree:
                "kind": lambda e: (e.kind != "folder", e.kind, e.name)}[sort]  # fmt: skip
         return sorted(out, key=key, reverse=reverse)
 
+    def writable(self, path: str) -> bool:
+        """Whether the caller may add and remove entries of the folder, as the kernel
+        decides it for the caller's credentials (mode, ACLs, shares): what the page shows."""
+        fd = self.open_dir(split(path))
+        try:
+            return os.access(".", os.W_OK | os.X_OK, dir_fd=fd, effective_ids=True)
+        finally:
+            os.close(fd)
+
     def open_dir(self, parts: list[str]) -> int:
         if not parts:
             return self._root(os.O_RDONLY)

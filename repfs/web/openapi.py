@@ -143,6 +143,31 @@ DOCUMENT: dict[str, Any] = {
                                 "parameters": [{"name": "path", "in": "query", "required": True, "schema": {"type": "array", "items": {"type": "string"}}},
                                                {"name": "name", "in": "query", "schema": {"type": "string"}}],
                                 "responses": {"200": {"description": "the zip", "content": {"application/zip": {}}}, **_err(400, 403, 404, *AUTH_ERRORS)}}},
+        "/api/v1/downloads": {"post": {
+            "summary": "A one-time link (60 s) to one file, or one zip of files and folders, for a browser to follow",
+            "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["paths"], "properties": {
+                "paths": {"type": "array", "items": {"type": "string"}}, "name": {"type": "string"}}}}}},
+            "responses": {**_ok(201, text="{url, expires, zip}"), **_err(400, 403, 404, *AUTH_ERRORS)}}},
+        "/api/v1/downloads/{secret}": {"get": {
+            "summary": "Follow a download link (no Authorization: the link is the sign-in that made it, once)", "security": [],
+            "parameters": [{"name": "secret", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the file or the zip"}, **_err(403, 404, 503)}}},
+        "/api/v1/accounts": {"get": {
+            "summary": "Accounts to share with: names starting with q (at most 20)",
+            "parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}}],
+            "responses": {**_ok(200, text="{accounts: [{name}]}"), **_err(*AUTH_ERRORS)}}},
+        "/api/v1/setup": {
+            "get": {"summary": "Whether the first administrator is still to be made", "security": [],
+                    "responses": _ok(200, text="{needed, local, group}")},
+            "post": {"summary": "Make the first administrator (only while none exists; from this host, or with the one-time token of the log)",
+                     "security": [], "requestBody": {"content": {"application/json": {"schema": {"type": "object",
+                         "required": ["name", "email", "password"], "properties": {"name": {"type": "string"}, "email": {"type": "string"},
+                         "password": {"type": "string"}, "token": {"type": "string"}}}}}},
+                     "responses": {**_ok(201, text="the account"), **_err(400, 403, 409, 503)}}},
+        "/": {"get": {"summary": "The web interface (a client of this API)", "security": [], "responses": _ok(200, text="an HTML page")}},
+        "/favicon.ico": {"get": {"summary": "The repfs logo", "security": [], "responses": _ok(200, text="an SVG image")}},
+        "/ui/{path}": {"get": {"summary": "The web interface's script, style and vendored libraries", "security": [],
+                               "parameters": [PATH], "responses": {**_ok(200), **_err(404)}}},
         "/api/v1/move": {"post": {
             "summary": "Move or rename",
             "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Move"}}}},
@@ -168,7 +193,8 @@ DOCUMENT: dict[str, Any] = {
             "Token": {"type": "object", "properties": {"token": {"type": "string"}, "expires": {"type": "number"},
                                                        "account": {"type": "object"}}},
             "Me": {"type": "object", "properties": {"name": {"type": "string"}, "usage": {"type": "object"},
-                                                    "quota": {"type": "object"}}},
+                                                    "quota": {"type": "object"}, "admin": {"type": "boolean"},
+                                                    "password_temporary": {"type": "boolean"}}},
             "Password": {"type": "object", "required": ["old_password", "password"],
                          "properties": {"old_password": {"type": "string"}, "password": {"type": "string"}}},
             "Entry": {"type": "object", "properties": {
@@ -178,6 +204,7 @@ DOCUMENT: dict[str, Any] = {
                 "gid": {"type": "integer"}, "target": {"type": ["string", "null"]}, "etag": {"type": "string"}}},
             "Listing": {"type": "object", "properties": {
                 "path": {"type": "string"}, "total": {"type": "integer"}, "offset": {"type": "integer"},
+                "writable": {"type": "boolean", "description": "whether the caller may add and remove entries here"},
                 "entries": {"type": "array", "items": {"$ref": "#/components/schemas/Entry"}}}},
             "Move": {"type": "object", "required": ["from", "to"],
                      "properties": {"from": {"type": "string"}, "to": {"type": "string"}, "replace": {"type": "boolean"}}},

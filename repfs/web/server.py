@@ -19,6 +19,7 @@ from prometheus_client import make_asgi_app
 
 from repfs import mountinfo
 from repfs.admin.auth import resolve_group, user_socket_path
+from repfs.admin.client import AdminError, Unreachable
 from repfs.admin.service import SOCKET_NAME
 from repfs.errors import SetupError
 from repfs.web import listen, tls
@@ -89,7 +90,8 @@ async def serve(opts: ServeOptions, *, ready: Callable[[str], None] | None = Non
     mountpoint, fs_dir = locate(opts.target)
     state = (opts.state or fs_dir / "web").absolute()
     admin_socket = opts.admin_socket or fs_dir / SOCKET_NAME
-    web_opts = replace(opts.web, admin_socket=admin_socket, admin_gid=resolve_group(opts.admin_group))
+    web_opts = replace(opts.web, admin_socket=admin_socket, admin_gid=resolve_group(opts.admin_group),
+                       admin_group=opts.admin_group)  # fmt: skip
     control = Control(user_socket_path(fs_dir))
     client_ca = None if opts.insecure_http else await control.client_ca()
     config, scheme = config_for(opts, state, client_ca)
@@ -127,7 +129,11 @@ async def serve(opts: ServeOptions, *, ready: Callable[[str], None] | None = Non
             await nursery.start(partial(hypercorn_serve, exporter, plain, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
             log.info("metrics at http://%s/metrics", opts.metrics)
         where = f"{scheme}://{opts.bind}"
-        log.info("serving the API of %s at %s/api/v1", mountpoint, where)
+        log.info("serving the API of %s at %s/api/v1 and its pages at %s/", mountpoint, where, where)
+        try:
+            await api.onboarding.start(where)
+        except (AdminError, Unreachable) as exc:
+            log.warning("could not learn whether an administrator exists: %s", exc)
         if ready is not None:
             ready(where)
         await stop.wait()

@@ -45,7 +45,7 @@ from repfs.web.onboarding import Onboarding
 from repfs.web.pages import Pages
 from repfs.web.sessions import LoginBrake, Sessions
 from repfs.web.tus import Tus
-from repfs.web.uploads import Uploads
+from repfs.web.uploads import PARTS_FOLDER, STAGING_PREFIX, Uploads
 from repfs.web.welcome import WelcomeApi
 from repfs.web.zipstream import ZipWriter
 
@@ -64,6 +64,7 @@ CORS_EXPOSED = ["Location", "Upload-Offset", "Upload-Length", "Upload-Expires", 
 TEMPORARY_PASSWORD_ROUTES = frozenset({"/api/v1/me", "/api/v1/me/password"})
 RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 UPLOAD_PREFIX = ".repfs-put-"
+IN_FLIGHT = (UPLOAD_PREFIX, STAGING_PREFIX)  # this process's own unfinished uploads: not listed
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,7 @@ class Api:
         keyscope.check(request, "read", path)
         listing = await self._as(request, lambda: self.tree.listing(path, sort=q.get("sort", "name"),
                                                                     reverse=order == "desc"))  # fmt: skip
+        listing = [e for e in listing if not e.name.startswith(IN_FLIGHT) and e.name != PARTS_FOLDER]
         page = listing[offset : offset + limit]
         writable = await self._as(request, self.tree.writable, path)
         return JSONResponse({"path": files.joined(files.split(path)), "total": len(listing), "offset": offset,

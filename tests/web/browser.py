@@ -115,7 +115,13 @@ class Browser:
         element.send_keys(value)
 
     def click(self, css: str) -> None:
-        self.shown(css).click()
+        """Click what `css` names (found again if the page redrew it meanwhile)."""
+
+        def clicked() -> bool:
+            self.shown(css).click()
+            return True
+
+        self.until(clicked, message=f"{css} clicked")
 
     def drop_files(self, target_css: str, *paths: Path) -> None:
         """Drag files from "the desktop" onto an element of the page."""

@@ -16,6 +16,7 @@ import shutil
 import ssl
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,3 +163,174 @@ def test_upload_by_drag_and_drop_shows_progress_to_the_end(site: Site) -> None:
     b.screenshot("04-upload-done")
     stored = site.fs.mnt / site.admin_name / "fifty.bin"
     assert hashlib.sha256(stored.read_bytes()).digest() == hashlib.sha256(big.read_bytes()).digest()
+
+
+def test_an_upload_resumes_after_a_reload(site: Site) -> None:
+    b = site.browser
+    big = site.work / "resume.bin"
+    big.write_bytes(os.urandom(50 * MB))
+    b.open(f"#/files/{site.admin_name}")
+    b.shown("#listing")
+    b.driver.set_network_conditions(offline=False, latency=5, download_throughput=100 * MB,  # type: ignore[attr-defined]
+                                    upload_throughput=6 * MB)  # fmt: skip
+    try:
+        b.drop_files("#listing", big)
+        progress = "const f = window.repfsUppy.getFiles().find(f => f.name === 'resume.bin'); return f ? f.progress.bytesUploaded : 0"
+        b.until(lambda: b.js(progress) > 12 * MB, 60, "a quarter of the upload sent")
+        b.screenshot("05-upload-under-way")
+        b.driver.refresh()  # the person reloads the page in the middle
+        b.shown("#listing")
+        received = site.received()
+        # the page remembers the upload; the file is too big for it to keep, so it is added again
+        b.until(lambda: b.js("return window.repfsUppy.getFiles().some(f => f.name === 'resume.bin')"), 30)
+        b.screenshot("06-upload-after-reload")
+        b.drop_files("#listing", big)
+        b.click(".uppy-StatusBar-actionBtn--upload")  # "You can now resume the upload"
+        b.until(lambda: b.all(f"tr[data-path='/{site.admin_name}/resume.bin']"), 120, "the resumed upload finished")
+    finally:
+        b.driver.delete_network_conditions()  # type: ignore[attr-defined]
+    after = site.received() - received
+    assert after < 50 * MB - 4 * MB, f"{after / MB:.1f} MiB sent after the reload: it started again"
+    stored = site.fs.mnt / site.admin_name / "resume.bin"
+    assert hashlib.sha256(stored.read_bytes()).digest() == hashlib.sha256(big.read_bytes()).digest()
+
+
+def answer_prompt(b: Browser, text: str | None) -> None:
+    alert = b.until(lambda: b.driver.switch_to.alert, 10, "the page asks")
+    if text is not None:
+        alert.send_keys(text)
+    alert.accept()
+
+
+def test_a_reader_of_a_shared_folder_may_not_delete(site: Site) -> None:
+    b = site.browser
+    home = f"/{site.admin_name}"
+    b.open(f"#/files/{site.admin_name}")
+    b.click("#newfolder")
+    answer_prompt(b, "proj")
+    b.shown(f"tr[data-path='{home}/proj']")
+    for name, size in (("a.txt", 1000), ("b.bin", 300_000)):
+        (site.work / name).write_bytes(os.urandom(size))
+    b.click(f"tr[data-path='{home}/proj'] a")
+    b.shown("#listing")
+    b.drop_files("#listing", site.work / "a.txt", site.work / "b.bin")
+    b.shown(f"tr[data-path='{home}/proj/b.bin']", 60)
+    b.shown(f"tr[data-path='{home}/proj/a.txt']", 60)
+
+    b.open("#/admin/users")  # the administrator adds the second person, with a first password
+    b.type("#new-name", site.user_name)
+    b.type("#new-email", f"{site.user_name}@example.org")
+    b.type("#new-p1", "set by the admin")
+    b.type("#new-p2", "set by the admin")
+    b.click("form button[type=submit]")
+    b.shown(f"tr[data-user='{site.user_name}']")
+    b.screenshot("07-users")
+
+    b.open(f"#/files/{site.admin_name}")
+    b.click(f"tr[data-path='{home}/proj'] input[type=checkbox]")
+    b.click("#share")
+    b.type("#share-user", site.user_name)
+    b.find("#share-role").send_keys("reader")
+    b.click("#share-form button[type=submit]")
+    b.shown(f"#share-list tr[data-user='{site.user_name}']")
+    b.screenshot("08-share-dialog")
+    b.click("#dialog button.quiet")
+
+    sign_out(b)
+    sign_in(b, site.user_name, "set by the admin")
+    b.shown("#old")  # a password an administrator set: change it first
+    b.screenshot("09-first-sign-in")
+    with site.client() as c:  # and the API agrees: nothing else until then
+        token = c.post("/api/v1/token", json={"login": site.user_name, "password": "set by the admin"}).json()["token"]
+        refused = c.get(f"/api/v1/list/{site.user_name}", headers={"Authorization": f"Bearer {token}"})
+        assert refused.status_code == 403 and refused.json()["error"] == "password_change_required", refused.text
+    b.type("#old", "set by the admin")
+    b.type("#p1", PASSWORD)
+    b.type("#p2", PASSWORD)
+    b.click("form button[type=submit]")
+    b.shown("#listing")
+    b.open("#/shared")
+    b.click(f"#shared a[href='#/files/{site.admin_name}/proj']")
+    b.shown(f"tr[data-path='{home}/proj/a.txt']")
+    assert not b.all("#delete") and not b.all("#upload") and not b.all("#rename")  # read-only for a reader
+    b.screenshot("10-shared-read-only")
+    forced = b.driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0], {method: 'DELETE', headers: {Authorization: 'Bearer ' + sessionStorage.getItem('repfs.token')}})"
+        ".then(r => done(r.status));", f"/api/v1/files{home}/proj/a.txt")  # fmt: skip
+    assert forced == 403
+    said = b.console_errors()  # the console tells of that refusal, and of nothing else
+    assert said and all("403" in line for line in said), said
+    assert (site.fs.mnt / site.admin_name / "proj" / "a.txt").exists()
+    b.open("#/account")
+    b.shown("#usage")
+    b.screenshot("11-account")
+    sign_out(b)
+    b.screenshot("12-login")
+    sign_in(b, site.admin_name, PASSWORD)
+    b.shown("#listing")
+
+
+def test_a_selection_downloads_as_one_zip(site: Site) -> None:
+    b = site.browser
+    home = f"/{site.admin_name}"
+    b.open(f"#/files/{site.admin_name}")
+    b.shown(f"tr[data-path='{home}/proj']")
+    downloads = site.work / "downloads"
+    for p in downloads.glob("*"):
+        p.unlink()
+    b.click(f"tr[data-path='{home}/proj'] input[type=checkbox]")
+    b.click(f"tr[data-path='{home}/fifty.bin'] input[type=checkbox]")
+    b.click("#download")
+    got = b.until(lambda: [p for p in downloads.glob("*.zip")] if not list(downloads.glob("*.crdownload")) else [],
+                  120, "the zip downloaded")  # fmt: skip
+    with zipfile.ZipFile(got[0]) as z:
+        names = sorted(n for n in z.namelist() if not n.endswith("/"))
+        assert names == ["fifty.bin", "proj/a.txt", "proj/b.bin"], names
+        for name in names:
+            want = (site.fs.mnt / site.admin_name / name).read_bytes()
+            assert hashlib.sha256(z.read(name)).digest() == hashlib.sha256(want).digest(), name
+
+
+def test_pool_plots_move_with_writes_and_a_stopped_server_shows_down(site: Site) -> None:
+    b = site.browser
+    b.open("#/admin/pools")
+    card = "[data-pool='{}']"
+    b.shown(card.format("s3pool"))
+    names = [str(e.get_attribute("data-pool")) for e in b.all(".pool")]
+    assert sorted(names) == ["pool1", "pool2", "pool3", "s3pool"], names
+
+    def used() -> dict[str, int]:
+        return {n: int(b.find(card.format(n)).get_attribute("data-used") or 0) for n in names}
+
+    b.until(lambda: all(int(b.find(card.format(n)).get_attribute("data-samples") or 0) >= 2 for n in names))
+    start = used()
+    with open(site.fs.mnt / site.admin_name / "plot.bin", "wb") as f:
+        f.write(os.urandom(24 * MB))
+        os.fsync(f.fileno())
+    b.until(lambda: sum(used().values()) > sum(start.values()) + 24 * MB, 60, "the plots rose")
+    b.screenshot("13-pools")
+    assert b.find(card.format("s3pool")).get_attribute("data-state") == "up"
+
+    site.weed.stop()
+    with open(site.fs.mnt / site.admin_name / "after.bin", "wb") as f:  # writes find the server gone
+        f.write(os.urandom(8 * MB))
+        os.fsync(f.fileno())
+    b.until(lambda: b.find(card.format("s3pool")).get_attribute("data-state") == "down", 60, "s3pool shown down")
+    b.until(lambda: "down" in b.find(card.format("s3pool") + " ul").text, 30, "the change is in its history")
+    b.screenshot("14-pool-down")
+    assert not b.console_errors(), b.console_errors()
+
+
+def test_pages_fit_a_phone(site: Site) -> None:
+    b = site.browser
+    b.driver.set_window_size(390, 844)
+    try:
+        for name, fragment, wait in (("files", f"#/files/{site.admin_name}", "#listing"), ("users", "#/admin/users", "#users"),
+                                     ("pools", "#/admin/pools", ".pool"), ("account", "#/account", "#usage")):  # fmt: skip
+            b.open(fragment)
+            b.shown(wait)
+            b.screenshot(f"15-phone-{name}")
+            assert not b.overflows(), f"the {name} page is wider than a phone"
+    finally:
+        b.driver.set_window_size(1280, 900)

@@ -228,6 +228,12 @@ async function viewFiles(main, path) {
   files.writable = listing.writable;
   files.entries = listing.entries;
   files.selected = new Set([...files.selected].filter((p) => listing.entries.some((e) => e.path === p)));
+  drawFiles(main, listing);
+}
+
+function drawFiles(main, listing) { // again at each change of the selection, without asking the server
+  const path = files.path;
+  const redraw = () => drawFiles(main, listing);
 
   const crumbs = h("div", { class: "crumbs" }, h("a", { href: "#/files/" }, "/"));
   let upTo = "";
@@ -253,10 +259,10 @@ async function viewFiles(main, path) {
     files.sort = key; files.offset = 0; route();
   } }, label, files.sort === key ? (files.order === "asc" ? " ▲" : " ▼") : ""));
   const all = h("input", { type: "checkbox", "aria-label": "select all", checked: some && files.selected.size === files.entries.length,
-    onchange: (e) => { files.selected = new Set(e.target.checked ? files.entries.map((x) => x.path) : []); route(); } });
+    onchange: (e) => { files.selected = new Set(e.target.checked ? files.entries.map((x) => x.path) : []); redraw(); } });
   const rows = files.entries.map((e) => h("tr", { class: files.selected.has(e.path) ? "selected" : "", dataset: { path: e.path } },
     h("td", {}, h("input", { type: "checkbox", "aria-label": `select ${e.name}`, checked: files.selected.has(e.path),
-      onchange: (ev) => { ev.target.checked ? files.selected.add(e.path) : files.selected.delete(e.path); route(); } })),
+      onchange: (ev) => { ev.target.checked ? files.selected.add(e.path) : files.selected.delete(e.path); redraw(); } })),
     h("td", { class: "name" }, e.kind === "folder" ? h("a", { href: `#/files/${enc(e.path)}` }, `${e.name}/`)
       : e.kind === "file" ? h("a", { href: "#", onclick: (ev) => { ev.preventDefault(); download([e.path]); } }, e.name)
       : h("span", { class: "muted" }, `${e.name} (${e.kind})`)),
@@ -332,6 +338,11 @@ function uploaderPanel() {
     uppy.use(U.GoldenRetriever, { serviceWorker: false });
     uppy.use(U.DropTarget, { target: "#view" });
     uppy.on("file-added", () => openUploader(true));
+    uppy.on("restored", () => openUploader(true));
+    uppy.on("file-removed", () => { if (!uppy.getFiles().length) openUploader(false); });
+    uppy.on("complete", (result) => { // done ones leave the list (and the page's memory) after a moment
+      setTimeout(() => { for (const f of result.successful || []) if (uppy.getFile(f.id)) uppy.removeFile(f.id); }, 4000);
+    });
     uppy.on("upload-success", () => { clearTimeout(refreshSoon); refreshSoon = setTimeout(() => { if (location.hash.startsWith("#/files")) route(); }, 300); });
     uppy.on("upload-error", (file, err) => say(`${file.name}: ${err.message}`, true));
     window.repfsUppy = uppy; // for the browser tests and the curious
@@ -493,7 +504,9 @@ async function viewPools(main) {
   main.replaceChildren(h("h1", {}, "Pools"), ranges, alerts, work, grid);
   let timer = null;
   let stopped = false;
-  leaving.push(() => { stopped = true; clearTimeout(timer); });
+  const fit = () => { for (const p of plots.values()) p.plot.setSize({ width: $(".plot", p.card).clientWidth, height: 180 }); };
+  window.addEventListener("resize", fit);
+  leaving.push(() => { stopped = true; clearTimeout(timer); window.removeEventListener("resize", fit); });
 
   async function refresh() {
     try {
@@ -520,9 +533,15 @@ async function viewPools(main) {
         h("h3", {}, h("span", {}, p.name), h("span", { class: "badge", "data-role": "state" })),
         h("div", { class: "muted", "data-role": "space" }), box, h("ul", { "data-role": "states" }));
       grid.append(card);
-      const width = Math.max(260, box.clientWidth || 300);
-      const plot = new window.uPlot({ width, height: 180, series: [{}, { label: "used", stroke: "#1f4e8c", fill: "rgba(31,78,140,.12)", value: (u, v) => bytes(v) },
-        { label: "available", stroke: "#1d7a46", value: (u, v) => bytes(v) }], axes: [{}, { values: (u, vals) => vals.map((v) => bytes(v)), size: 70 }] },
+      const width = box.clientWidth || 300;
+      // used and available on scales of their own: a few MiB used beside TiB free still shows moving
+      const sized = (u, vals) => vals.map((v) => bytes(v));
+      const plot = new window.uPlot({ width, height: 180,
+        scales: { used: { auto: true }, free: { auto: true } },
+        series: [{}, { label: "used", scale: "used", stroke: "#1f4e8c", fill: "rgba(31,78,140,.12)", value: (u, v) => bytes(v) },
+                 { label: "available", scale: "free", stroke: "#1d7a46", value: (u, v) => bytes(v) }],
+        axes: [{}, { scale: "used", values: sized, size: 70, stroke: "#1f4e8c" },
+               { scale: "free", side: 1, values: sized, size: 70, stroke: "#1d7a46", grid: { show: false } }] },
         [[], [], []], box);
       entry = { card, plot, data: [[], [], []], last: 0 };
       plots.set(p.name, entry);
@@ -540,7 +559,8 @@ async function viewPools(main) {
     const badge = $("[data-role=state]", entry.card);
     badge.textContent = p.draining && p.state === "up" ? "draining" : p.state;
     badge.className = `badge ${badge.textContent}`;
-    $("[data-role=space]", entry.card).textContent = `${p.kind} · used ${bytes(p.used)} of ${bytes(p.total)} · ${bytes(p.free)} available`;
+    $("[data-role=space]", entry.card).textContent = p.total ? `${p.kind} · used ${bytes(p.used)} of ${bytes(p.total)} · ${bytes(p.free)} available`
+      : `${p.kind} · used ${bytes(p.used)} · its capacity is not known (set one with repfs-admin pools set)`;
     const changes = history.states.filter((s) => s.pool === p.name).slice(-5).reverse();
     if (changes.length) $("[data-role=states]", entry.card).replaceChildren(...changes.map((s) => h("li", {}, `${when(s.at)}: ${s.state}${s.reason ? ` (${s.reason})` : ""}`)));
   }

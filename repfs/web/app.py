@@ -282,12 +282,10 @@ class Api:
             raise ApiError(400, "bad_request", "order must be asc or desc")
         path = request.path_params.get("path", "")
         keyscope.check(request, "read", path)
-        listing = await self._as(request, lambda: self.tree.listing(path, sort=q.get("sort", "name"),
-                                                                    reverse=order == "desc"))  # fmt: skip
-        listing = [e for e in listing if not e.name.startswith(IN_FLIGHT) and e.name != PARTS_FOLDER]
-        page = listing[offset : offset + limit]
+        total, page = await self._as(request, lambda: self.tree.page(
+            path, sort=q.get("sort", "name"), reverse=order == "desc", offset=offset, limit=limit, hidden=_in_flight))
         writable = await self._as(request, self.tree.writable, path)
-        return JSONResponse({"path": files.joined(files.split(path)), "total": len(listing), "offset": offset,
+        return JSONResponse({"path": files.joined(files.split(path)), "total": total, "offset": offset,
                              "writable": writable, "entries": [_entry(e) for e in page]})  # fmt: skip
 
     async def get_file(self, request: Request) -> Response:
@@ -535,6 +533,11 @@ def _http_date(t: float) -> str:
 
 def _quote(name: str) -> str:
     return quote(name, safe="")
+
+
+def _in_flight(name: str) -> bool:
+    """This process's own unfinished uploads: not listed."""
+    return name.startswith(IN_FLIGHT) or name == PARTS_FOLDER
 
 
 def _exists(tree: files.Tree, path: str) -> bool:

@@ -175,7 +175,8 @@ def test_an_upload_resumes_after_a_reload(site: Site) -> None:
                                     upload_throughput=6 * MB)  # fmt: skip
     try:
         b.drop_files("#listing", big)
-        progress = "const f = window.repfsUppy.getFiles().find(f => f.name === 'resume.bin'); return f ? f.progress.bytesUploaded : 0"
+        progress = ("const f = window.repfsUppy.getFiles().find(f => f.name === 'resume.bin');"
+                    "return f ? f.progress.bytesUploaded : 0")
         b.until(lambda: b.js(progress) > 12 * MB, 60, "a quarter of the upload sent")
         b.screenshot("05-upload-under-way")
         b.driver.refresh()  # the person reloads the page in the middle
@@ -256,7 +257,8 @@ def test_a_reader_of_a_shared_folder_may_not_delete(site: Site) -> None:
     b.screenshot("10-shared-read-only")
     forced = b.driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
-        "fetch(arguments[0], {method: 'DELETE', headers: {Authorization: 'Bearer ' + sessionStorage.getItem('repfs.token')}})"
+        "const auth = 'Bearer ' + sessionStorage.getItem('repfs.token');"
+        "fetch(arguments[0], {method: 'DELETE', headers: {Authorization: auth}})"
         ".then(r => done(r.status));", f"/api/v1/files{home}/proj/a.txt")  # fmt: skip
     assert forced == 403
     said = b.console_errors()  # the console tells of that refusal, and of nothing else
@@ -326,8 +328,9 @@ def test_pages_fit_a_phone(site: Site) -> None:
     b = site.browser
     b.driver.set_window_size(390, 844)
     try:
-        for name, fragment, wait in (("files", f"#/files/{site.admin_name}", "#listing"), ("users", "#/admin/users", "#users"),
-                                     ("pools", "#/admin/pools", ".pool"), ("account", "#/account", "#usage")):  # fmt: skip
+        views = (("files", f"#/files/{site.admin_name}", "#listing"), ("users", "#/admin/users", "#users"),
+                 ("pools", "#/admin/pools", ".pool"), ("account", "#/account", "#usage"))  # fmt: skip
+        for name, fragment, wait in views:
             b.open(fragment)
             b.shown(wait)
             b.screenshot(f"15-phone-{name}")

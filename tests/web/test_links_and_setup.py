@@ -1,0 +1,85 @@
+"""What the web interface asks of the API besides the files routes: one-time download
+links, the first administrator's door, accounts to share with, whether a folder is
+writable, and a temporary password that only lets its session change it."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+
+import pytest
+
+from tests.mount.accounts_rig import admin
+from tests.web.conftest import PASSWORD, Web
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_a_download_link_works_once_and_as_its_sign_in(web: Web) -> None:
+    alice = web.names[0]
+    a = web.sign_in(alice)
+    data = os.urandom(300_000)
+    assert a.put(f"/api/v1/files/{alice}/linked.bin", content=data).status_code == 201
+    assert a.put(f"/api/v1/files/{alice}/other.txt", content=b"other").status_code == 201
+    made = a.post("/api/v1/downloads", json={"paths": [f"{alice}/linked.bin"]})
+    assert made.status_code == 201 and made.json()["zip"] is False, made.text
+    anyone = web.client()  # no sign-in: the link is the sign-in
+    got = anyone.get(made.json()["url"])
+    assert got.status_code == 200 and got.content == data
+    assert anyone.get(made.json()["url"]).status_code == 404  # once
+
+    both = a.post("/api/v1/downloads", json={"paths": [f"{alice}/linked.bin", f"{alice}/other.txt"], "name": "two.zip"})
+    assert both.status_code == 201 and both.json()["zip"] is True
+    res = anyone.get(both.json()["url"])
+    assert res.status_code == 200 and "two.zip" in res.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(res.content)) as z:
+        assert sorted(z.namelist()) == ["linked.bin", "other.txt"] and z.read("linked.bin") == data
+
+    assert a.post("/api/v1/downloads", json={"paths": [f"{alice}/missing"]}).status_code == 404
+    assert a.post("/api/v1/downloads", json={"paths": "x"}).status_code == 400
+    bob = web.sign_in(web.names[2])
+    assert bob.post("/api/v1/downloads", json={"paths": [f"{alice}/linked.bin"]}).status_code == 403
+
+    late = a.post("/api/v1/downloads", json={"paths": [f"{alice}/linked.bin"]}).json()["url"]
+    assert a.delete("/api/v1/token").status_code == 204  # signed out: the link goes with the session
+    assert anyone.get(late).status_code == 401
+
+
+def test_setup_is_closed_once_an_administrator_exists(web: Web) -> None:
+    c = web.client()
+    state = c.get("/api/v1/setup").json()
+    assert state["needed"] is False and state["local"] is True, state
+    res = c.post("/api/v1/setup", json={"name": "intruder", "email": "i@example.org", "password": PASSWORD})
+    assert res.status_code == 409, res.text
+
+
+def test_accounts_to_share_with_and_writable_folders(web: Web) -> None:
+    alice, bob = web.names[0], web.names[1]
+    a = web.sign_in(alice)
+    found = a.get("/api/v1/accounts", params={"q": bob[:5]}).json()["accounts"]
+    assert {"name": bob} in found and all(n["name"].startswith(bob[:5]) for n in found)
+    assert a.get("/api/v1/accounts", params={"q": "nobody-has-this"}).json() == {"accounts": []}
+    assert a.get(f"/api/v1/list/{alice}").json()["writable"] is True
+    assert a.get("/api/v1/list").json()["writable"] is False  # the root is no one's to write
+
+
+def test_a_temporary_password_only_lets_its_session_change_it(web: Web) -> None:
+    carol = web.names[2]
+    r, w = os.pipe()
+    os.write(w, b"temporary one")
+    os.close(w)
+    try:
+        res = admin(web.sock, "users", "passwd", carol, "--password-fd", str(r), "--temporary", input_fd=r)
+    finally:
+        os.close(r)
+    assert res.returncode == 0, res.stdout + res.stderr
+    c = web.sign_in(carol, "temporary one")
+    me = c.get("/api/v1/me").json()
+    assert me["password_temporary"] is True
+    refused = c.get(f"/api/v1/list/{carol}")
+    assert refused.status_code == 403 and refused.json()["error"] == "password_change_required"
+    assert c.put("/api/v1/me/password", json={"old_password": "temporary one", "password": PASSWORD}).status_code == 200
+    again = web.sign_in(carol)
+    assert again.get("/api/v1/me").json()["password_temporary"] is False
+    assert again.get(f"/api/v1/list/{carol}").status_code == 200

@@ -33,6 +33,7 @@ from repfs.web.errors import ApiError
 log = logging.getLogger(__name__)
 
 HOST_TIMEOUT = 30.0  # seconds for groupadd / usermod
+CHECK_AGAIN = 60.0  # seconds an administrator once seen is taken to exist
 
 
 class Onboarding:
@@ -41,6 +42,7 @@ class Onboarding:
         self.group = group or DEFAULT_ADMIN_GROUP
         self.token: str | None = None
         self._lock = trio.Lock()  # two first administrators at once: one wins
+        self._settled = -CHECK_AGAIN  # when an administrator was last seen (monotonic)
 
     async def start(self, base_url: str) -> None:
         """At start: while no administrator exists, a one-time token in the log."""
@@ -50,13 +52,20 @@ class Onboarding:
         log.warning("no administrator yet: open %s/#/setup on this host, or %s/#/setup/%s from elsewhere "
                     "(the token works once)", base_url, base_url, self.token)  # fmt: skip
 
-    async def needed(self) -> bool:
+    async def needed(self, *, fresh: bool = False) -> bool:
+        """Whether no account is an administrator. Once one was seen the answer is kept a
+        minute (unless `fresh`): anyone may ask, and asking lists every account."""
+        if not fresh and trio.current_time() - self._settled < CHECK_AGAIN:
+            return False
         users = await self.accounts.admin_request("GET", "/v1/users")
         gid = self.accounts.admin_gid
         if gid is None:
             return True
         names = {str(u["name"]) for u in users}
-        return not (names & await trio.to_thread.run_sync(_members, gid))
+        if names & await trio.to_thread.run_sync(_members, gid):
+            self._settled = trio.current_time()
+            return False
+        return True
 
     async def get_setup(self, request: Request) -> Response:
         needed = self.accounts.admin is not None and await self.needed()
@@ -72,7 +81,7 @@ class Onboarding:
             raise ApiError(403, "forbidden", "from another host, give the one-time token repfs web wrote to its log")
         name, email = text(body, "name", longest=32), text(body, "email", longest=320)
         async with self._lock:
-            if not await self.needed():
+            if not await self.needed(fresh=True):
                 self.token = None
                 raise ApiError(409, "conflict", "an administrator exists already: sign in")
             gid = await trio.to_thread.run_sync(_admin_group, self.group)

@@ -307,13 +307,22 @@ class BlockCache:
         self._notify()
 
     def _evict(self) -> None:
-        if self.clean_bytes + self.dirty_bytes <= self.max_bytes:
+        """Drop the least recently used clean blocks until the cache fits. The victims are
+        chosen first, walking from the oldest only as far as needed: this runs after every
+        upload, and copying the whole table each time cost most of the daemon's CPU with
+        many writers and a full cache (bench/web.py's load)."""
+        need = self.clean_bytes + self.dirty_bytes - self.max_bytes
+        if need <= 0:
             return
-        for key, e in list(self.entries.items()):
-            if self.clean_bytes + self.dirty_bytes <= self.max_bytes:
+        victims = []
+        for key, e in self.entries.items():
+            if need <= 0:
                 break
             if e.dirty or key in self._fetching:
                 continue
+            victims.append(e)
+            need -= e.size
+        for e in victims:
             path = self._path(e)
             self._forget(e)
             path.unlink(missing_ok=True)

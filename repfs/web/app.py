@@ -406,6 +406,7 @@ class Api:
         temp = files.joined([*parts[:-1], f"{UPLOAD_PREFIX}{os.urandom(8).hex()}"])
         fd = await self._as(request, self.tree.open_file, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         written = 0
+        pending = bytearray()  # written 256 KiB at a time, not piece by piece as it arrives
         try:
             try:
                 async for chunk in request.stream():
@@ -413,7 +414,12 @@ class Api:
                     self.metrics.bytes_in.inc(len(chunk))
                     if written > self.opts.max_put:
                         raise ApiError(413, "too_large", f"a simple PUT takes at most {self.opts.max_put} bytes")
-                    await self._as(request, files.write_all, fd, chunk)
+                    pending += chunk
+                    if len(pending) >= files.WRITE_BATCH:
+                        await self._as(request, files.write_all, fd, pending)
+                        pending.clear()
+                if pending:
+                    await self._as(request, files.write_all, fd, pending)
                 await self._as(request, os.fsync, fd)
             finally:
                 await self.workers.close(fd)

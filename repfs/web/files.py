@@ -250,7 +250,10 @@ class Tree:
                                   "another account: change it on the mount, or upload it under a new name)") from None
 
 
-def write_all(fd: int, data: bytes) -> None:
+WRITE_BATCH = 256 << 10  # bytes of a body gathered before one write to the mount (one thread hop)
+
+
+def write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)

@@ -480,16 +480,17 @@ def main() -> None:
         "sizes": sizes.__dict__,
         "started": time.time(),
     }
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = RESULTS / f"web-{stamp}{'-quick' if args.quick else ''}.json"
     with rig() as r:
         if args.only in (None, "pages"):
             found["pages"] = pages(r, sizes)
             print(report({"pages": found["pages"]}), flush=True)
+            out.write_text(json.dumps(found, indent=1))  # kept if the load fails
         if args.only in (None, "load"):
             found["load"] = load(r, sizes)
             print(report({"load": found["load"]}), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = RESULTS / f"web-{stamp}{'-quick' if args.quick else ''}.json"
     out.write_text(json.dumps(found, indent=1))
     print(f"written: {out}")
 

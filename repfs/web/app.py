@@ -51,7 +51,7 @@ from repfs.web.zipstream import ZipWriter
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256 << 10  # bytes a download reads per worker call: each one in flight is held (with its TLS copy) per connection
+CHUNK = 256 << 10  # bytes a download reads per worker call (each is held, with its TLS copy, per connection)
 PAGE = 1000  # entries of a listing by default
 MAX_PAGE = 10_000
 API_KEY_PREFIX = "rk_"

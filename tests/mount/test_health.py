@@ -252,8 +252,16 @@ def write_more(fs: Repfs, files: dict[str, bytes], prefix: str) -> None:
 
 
 def empty(pool: Path) -> None:
-    for child in pool.iterdir():
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    """Wipe a pool behind the daemon's back. The daemon may write into it meanwhile (its
+    journal), so a folder can fill again while rmtree empties it: moved aside first, then
+    removed."""
+    for child in list(pool.iterdir()):
+        if child.is_dir():
+            aside = pool.parent / f".wiped-{pool.name}-{child.name}"
+            child.rename(aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def test_a_pool_wiped_while_mounted_is_caught_up(repfs_factory: Callable[..., Repfs]) -> None:

@@ -44,7 +44,7 @@ import httpx
 
 from bench.proc import proc_stats
 from repfs.admin.client import AdminClient
-from tests.helpers import Repfs, check_logs
+from tests.helpers import Repfs, public_filesystem
 from tests.web.conftest import start_web, stop_web
 
 RESULTS = Path(__file__).parent / "results"
@@ -85,34 +85,16 @@ class Rig:
 
 
 @contextlib.contextmanager
-def mounted(*extra: str) -> Iterator[Repfs]:
-    """The embedded default as mkfs makes it (4 MiB blocks, 3 local pools, 2 replicas),
-    mounted with `-o allow_other` under a folder every account may reach."""
-    base = Path(tempfile.mkdtemp(prefix="repfs-public-"))
-    base.chmod(0o755)
-    fs = Repfs(base / "fs", block_size="4M")
-    fs.base.chmod(0o755)
-    try:
-        fs.mkfs()
-        fs.mount("-o", "allow_other", *extra)
-        yield fs
-    finally:
-        try:
-            fs.cleanup()
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
-    check_logs(fs)
-
-
-@contextlib.contextmanager
 def rig() -> Iterator[Rig]:
     sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
     group, admin = f"wba{secrets.token_hex(3)}", f"wbadm{secrets.token_hex(2)}"
     subprocess.run(["groupadd", group], check=True, timeout=30)
     made: list[str] = []
     try:
-        with mounted(
-            "--admin-socket", str(sock), "--admin-group", group, "--cache-size", "2G", "--max-dirty", "512M"
+        with public_filesystem(  # the embedded default's 4 MiB blocks, not the tests' 64 KiB
+            None,
+            "--admin-socket", str(sock), "--admin-group", group, "--cache-size", "2G", "--max-dirty", "512M",
+            block_size="4M",
         ) as fs:
             adm = AdminClient(sock, timeout=60)
             adm.request(

@@ -466,13 +466,15 @@ def outcome(fn: Callable[[], Any]) -> str:
 
 
 @contextlib.contextmanager
-def public_filesystem(node: pytest.Item | None = None, *extra: str, under: Path | None = None) -> Iterator[Repfs]:
+def public_filesystem(
+    node: pytest.Item | None = None, *extra: str, under: Path | None = None, block_size: str = "64K"
+) -> Iterator[Repfs]:
     """A filesystem mounted with `-o allow_other` under a directory every user may reach
     (pytest's tmp_path is private to root), unmounted and removed afterwards. `under`:
     where that directory is made (default: the temp dir)."""
     base = Path(tempfile.mkdtemp(prefix="repfs-public-", dir=under))
     base.chmod(0o755)
-    fs = Repfs(base / "fs")
+    fs = Repfs(base / "fs", block_size=block_size)
     fs.base.chmod(0o755)
     if node is not None:
         register(node, fs)

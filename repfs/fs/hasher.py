@@ -34,6 +34,8 @@ class Hasher:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
+            # a new event before looking: a file closed while this round reads others wakes the next wait
+            self.hashes.pending_added = trio.Event()
             with self.meta.read() as t:
                 todo = pending(t, PENDING_BATCH)
             done, failed, first = 0, 0, ""
@@ -45,7 +47,6 @@ class Hasher:
             if failed:  # one line a round, however many failed
                 log.warning("content hashes of %d files left for later (%s)", failed, first)
             if done == 0:  # nothing pending, or all of it busy or failing: wait for news
-                self.hashes.pending_added = trio.Event()
                 with trio.move_on_after(IDLE):  # a period, not synchronisation
                     await self.hashes.pending_added.wait()
 

@@ -247,21 +247,28 @@ class Tus:
         algorithm, expected = _checksum(request.headers.get("upload-checksum"))
         digest = CHECKSUMS[algorithm]() if algorithm else None
         fd = await self.workers.call(who, self.tree.open_file, upload.staging, os.O_WRONLY)
-        pos = upload.offset
+        pos = upload.offset  # where the bytes in `pending` go
+        pending = bytearray()  # the body arrives in pieces of a few KiB: written 256 KiB at a time
         cut = False
         self.metrics.uploads.inc()
         try:
             try:
                 async for chunk in request.stream():
                     self.metrics.bytes_in.inc(len(chunk))
-                    if pos + len(chunk) > upload.length:
+                    if pos + len(pending) + len(chunk) > upload.length:
                         raise ApiError(413, "too_large", f"more bytes than Upload-Length ({upload.length})")
                     if digest is not None:
                         digest.update(chunk)
-                    await self.workers.call(who, _pwrite_all, fd, chunk, pos)
-                    pos += len(chunk)
+                    pending += chunk
+                    if len(pending) >= files.WRITE_BATCH:
+                        await self.workers.call(who, _pwrite_all, fd, pending, pos)
+                        pos += len(pending)
+                        pending.clear()
             except ClientDisconnect:
                 cut = True  # what arrived is kept (without a checksum to check it by)
+            if pending:
+                await self.workers.call(who, _pwrite_all, fd, pending, pos)
+                pos += len(pending)
             await self.workers.call(who, os.fsync, fd)
         finally:
             await self.workers.close(fd)
@@ -363,7 +370,7 @@ def _checksum(header: str | None) -> tuple[str | None, bytes]:
         raise ApiError(400, "bad_request", "Upload-Checksum: the digest is not base64") from None
 
 
-def _pwrite_all(fd: int, data: bytes, pos: int) -> None:
+def _pwrite_all(fd: int, data: bytes | bytearray, pos: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, pos)

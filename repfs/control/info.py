@@ -40,6 +40,7 @@ class FileInfo:
     expires: float | None  # when the sweeper deletes it; None: never
     locked_by: str | None
     shared_with: dict[str, str]  # account → role, of shares on it (not above it)
+    may_share: bool  # whether the asking account may change its shares
 
 
 def info(meta: MetaStore, locks: LockTable, path: str, *, uid: int = 0) -> FileInfo:
@@ -84,6 +85,7 @@ def info(meta: MetaStore, locks: LockTable, path: str, *, uid: int = 0) -> FileI
             expires=expires,
             locked_by=lock.holder if lock is not None else None,
             shared_with=given,
+            may_share=shares.may_share(t, uid, inode, home),
         )
 
 

@@ -300,6 +300,14 @@ def check_change(t: Txn, uid: int, inode: Inode, parent: int) -> None:
 # --- changes ------------------------------------------------------------------------------------
 
 
+def may_share(t: Txn, uid: int, inode: Inode, namespace: int | None) -> bool:
+    """Whether `uid` may change the shares of `inode` (lying in `namespace`) at all: root,
+    the namespace's owner, or a master of it."""
+    if uid == 0 or (namespace is not None and _owner_uid(t, namespace) == uid):
+        return True
+    return role_of(t, inode, uid) == "master"
+
+
 def who_may_share(t: Txn, uid: int, inode: Inode, role: str) -> None:
     """Root may share anything (the namespace's owner too: the caller checks); a master
     up to its own role. Having made an item in another's namespace gives no right to share it."""

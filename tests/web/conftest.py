@@ -65,11 +65,13 @@ class Web:
         return self.log.read_text(errors="replace")
 
 
-def start_web(fs: Repfs, state: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+def start_web(
+    fs: Repfs, state: Path, *extra: str, host: str = "127.0.0.1"
+) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = free_ports(1)[0]
     log = state.parent / f"web-{port}.log"
     r, w = os.pipe()
-    cmd = [*REPFS, "web", str(fs.mnt), "--bind", f"127.0.0.1:{port}", "--state-dir", str(state),
+    cmd = [*REPFS, "web", str(fs.mnt), "--bind", f"{host}:{port}", "--state-dir", str(state),
            "--ready-fd", str(w), "--log", str(log), *extra]  # fmt: skip
     with open(state.parent / f"web-{port}.err", "wb") as err:
         proc = subprocess.Popen(cmd, pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=err, stderr=err)

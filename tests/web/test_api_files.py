@@ -235,6 +235,8 @@ def test_shares_by_the_api_and_the_administrators_routes(web: Web) -> None:
     assert b.get(f"/api/v1/files/{alice}/album/p1.jpg").content == b"jpeg"
     refused = b.post("/api/v1/shares", json={"path": f"{alice}/album", "user": web.names[2], "role": "reader"})
     assert refused.status_code == 403  # a reader shares nothing on
+    assert b.get(f"/api/v1/info/{alice}/album").json()["may_share"] is False  # and is told so (the page asks)
+    assert a.get(f"/api/v1/info/{alice}/album").json()["may_share"] is True
     assert a.delete("/api/v1/shares", params={"path": f"{alice}/album", "user": bob}).status_code == 200
     assert b.get(f"/api/v1/files/{alice}/album/p1.jpg").status_code == 403
 

@@ -255,6 +255,10 @@ def test_a_reader_of_a_shared_folder_may_not_delete(site: Site) -> None:
     b.shown(f"tr[data-path='{home}/proj/a.txt']")
     assert not b.all("#delete") and not b.all("#upload") and not b.all("#rename")  # read-only for a reader
     b.screenshot("10-shared-read-only")
+    b.click("#share")  # who has access is shown; changing it is not offered to a reader
+    b.shown("#share-readonly")
+    assert not b.all("#share-form") and b.all(f"#share-list tr[data-user='{site.user_name}']")
+    b.driver.execute_script("document.querySelector('#dialog').close()")
     forced = b.driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
         "const auth = 'Bearer ' + sessionStorage.getItem('repfs.token');"

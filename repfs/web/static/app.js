@@ -369,16 +369,17 @@ async function shareDialog(path) {
   const said = h("p", { class: "error", role: "alert" });
   const act = async (fn) => { said.textContent = ""; try { await fn(); dialog.close(); shareDialog(path); } catch (err) { said.textContent = err.message; } };
   const rows = Object.entries(info.shared_with).map(([user, r]) => h("tr", { dataset: { user } }, h("td", {}, user),
-    h("td", {}, h("select", { "aria-label": `role of ${user}`, onchange: (e) => act(() => api.post("/shares", { path: info.path, user, role: e.target.value })) },
+    !info.may_share ? h("td", {}, r) : h("td", {}, h("select", { "aria-label": `role of ${user}`, onchange: (e) => act(() => api.post("/shares", { path: info.path, user, role: e.target.value })) },
       roles.map((x) => h("option", { value: x, selected: x === r }, x)))),
-    h("td", {}, h("button", { type: "button", class: "danger", onclick: () => act(() => api.call("DELETE", `/shares?path=${encodeURIComponent(info.path)}&user=${encodeURIComponent(user)}`)) }, "Remove"))));
+    info.may_share && h("td", {}, h("button", { type: "button", class: "danger", onclick: () => act(() => api.call("DELETE", `/shares?path=${encodeURIComponent(info.path)}&user=${encodeURIComponent(user)}`)) }, "Remove"))));
   const add = h("form", { class: "row", id: "share-form" }, h("div", {}, h("label", { for: "share-user" }, "Share with"), who, list),
     h("div", {}, h("label", { for: "share-role" }, "Role"), role), h("button", { type: "submit" }, "Share"));
   add.addEventListener("submit", (e) => { e.preventDefault(); act(() => api.post("/shares", { path: info.path, user: who.value, role: role.value })); });
   dialog.replaceChildren(h("h2", {}, `Share ${info.path}`),
     h("p", { class: "muted" }, `Owner: ${info.owner || "–"}. A reader may read, an editor change, a master also share.`),
     h("table", { id: "share-list" }, h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { class: "muted" }, "Not shared with anyone.")))),
-    add, said, h("div", { class: "toolbar" }, h("span", { class: "grow" }), h("button", { type: "button", class: "quiet", onclick: () => dialog.close() }, "Close")));
+    info.may_share ? add : h("p", { class: "muted", id: "share-readonly" }, "Only the owner or a master of it may change who has access."),
+    said, h("div", { class: "toolbar" }, h("span", { class: "grow" }), h("button", { type: "button", class: "quiet", onclick: () => dialog.close() }, "Close")));
   if (!dialog.open) dialog.showModal();
 }
 

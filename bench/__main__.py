@@ -31,7 +31,7 @@ from bench.runner import Progress, Runner
 from bench.systems import SYSTEMS, Env, by_name
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PROFILED_STEPS = ("packets", "md_create", "md_stat", "md_delete")
+PROFILED_STEPS = ("seq_write", "packets", "parallel", "seq_read", "md_create", "md_stat", "md_delete")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="1: repfs's 3 pools are 3 buckets on one SeaweedFS server, shared with the peers; "
                          "3: one server per repfs pool (peers use the first) [default: 1]")  # fmt: skip
     ap.add_argument("--profile", action="store_true",
-                    help="afterwards, profile the repfs daemons with py-spy on packets and metadata")  # fmt: skip
+                    help="afterwards, py-spy on the repfs daemons of --systems (data, metadata)")  # fmt: skip
     ap.add_argument("--profile-only", action="store_true", help="only the profile, no table")
     ap.add_argument("--dir", help="where the scratch folder goes [default: the system's temp dir]")
     ap.add_argument("--out", type=Path, help=f"JSON file [default: {RESULTS_DIR}/<UTC time>.json]")
@@ -73,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = Sizes.small() if args.quick else Sizes.full()
     classes = by_name([s for s in args.systems.split(",") if s])
+    profiling = args.profile or args.profile_only
+    profiled = [c for c in classes if c.name in ("repfs-local", "repfs-s3")] if profiling else []
     if args.profile_only:
         args.profile = True
         classes = []
-    profiled = [c for c in by_name(["repfs-local", "repfs-s3"])] if args.profile else []
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     progress = Progress(len(classes))

@@ -46,7 +46,7 @@ def _all_zeros(data: bytes) -> bool:
 
 class Codec(Protocol):
     def block_id(self, plaintext: bytes) -> bytes: ...
-    def encode(self, block_id: bytes, plaintext: bytes) -> bytes: ...
+    def encode(self, block_id: bytes, plaintext: bytes, *, hashed: bool = False) -> bytes: ...
     def decode(self, block_id: bytes, obj: bytes) -> bytes: ...
 
 
@@ -198,7 +198,7 @@ class BlockManager:
             self._mapped_seq.pop(ino, None)
 
     def _encode(self, block_id: bytes, data: bytes) -> tuple[bytes, bytes]:
-        obj = self.codec.encode(block_id, data)
+        obj = self.codec.encode(block_id, data, hashed=True)  # `store` hashed these very bytes
         return obj, object_digest(obj)
 
     def drop(self, t: Txn, ino: int, first_index: int) -> None:

@@ -60,6 +60,9 @@ LABEL_META_OBJECT_KEY = b"repfs meta-object-key v1"
 # Compressed payloads are kept only when they save at least this share (in percent):
 # below that, decompressing on every read costs more than the bytes saved.
 MIN_SAVING_PERCENT = 3
+# Buffers from this size on are probed before zstd runs over all of them (`_worth_trying`).
+PROBE_FROM = 256 << 10
+PROBE_BYTES = 16 << 10
 
 
 class _ZstdContexts(threading.local):
@@ -101,17 +104,20 @@ class BlockCodec:
         """Keyed BLAKE3 of the plaintext: equal content, equal id, stored once."""
         return blake3.blake3(plaintext, key=self._keys.block_id_key).digest()
 
-    def encode(self, block_id: bytes, plaintext: BytesLike) -> bytes:
+    def encode(self, block_id: bytes, plaintext: BytesLike, *, hashed: bool = False) -> bytes:
         """The object for one block. Refuses (ValueError) a block id that is not the plaintext's.
 
         The check costs one BLAKE3 pass and catches a buffer changed after it was hashed,
-        which would otherwise be found only when the block is read back.
+        which would otherwise be found only when the block is read back. `hashed`: the
+        caller computed `block_id` from this very `bytes` object (immutable), so the pass
+        is skipped; a mutable buffer is always checked.
         """
         _check_block_id(block_id)
+        trusted = hashed and isinstance(plaintext, bytes)
         data = plaintext if isinstance(plaintext, bytes) else bytes(plaintext)
         if len(data) > self.max_size:
             raise ValueError(f"block of {len(data)} bytes is larger than max_size {self.max_size}")
-        if not hmac.compare_digest(self.block_id(data), block_id):
+        if not trusted and not hmac.compare_digest(self.block_id(data), block_id):
             raise ValueError("block id does not match the plaintext")
         compression, payload = self._compress(data)
         header = encode_header(Kind.BLOCK, compression)
@@ -199,11 +205,25 @@ class BlockCodec:
         return header
 
     def _compress(self, data: bytes) -> tuple[Compression, bytes]:
-        if data:
+        if data and self._worth_trying(data):
             compressed = self._zstd.cctx.compress(data)
             if len(compressed) * 100 <= len(data) * (100 - MIN_SAVING_PERCENT):
                 return Compression.ZSTD, compressed
         return Compression.NONE, data
+
+    def _worth_trying(self, data: bytes) -> bool:
+        """Whether zstd might save anything on `data`: a large buffer whose three samples
+        (start, middle, end) all compress by less than 1% is taken as incompressible
+        (encrypted, compressed media, random) and not compressed whole. Deterministic: the
+        same bytes always get the same answer, so equal blocks stay equal objects."""
+        if len(data) < PROBE_FROM:
+            return True
+        mid = len(data) // 2
+        for start in (0, mid - PROBE_BYTES // 2, len(data) - PROBE_BYTES):
+            sample = data[start : start + PROBE_BYTES]
+            if len(self._zstd.cctx.compress(sample)) * 100 < len(sample) * 99:
+                return True
+        return False
 
     def _decompress(self, header: Header, payload: bytes, limit: int, where: str) -> bytes:
         if header.compression is Compression.NONE:

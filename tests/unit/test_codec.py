@@ -89,10 +89,31 @@ def test_compression_skipped_when_saving_is_under_three_percent() -> None:
     assert parse_header(obj)[0].compression is Compression.NONE
 
 
+def test_large_blocks_are_compressed_when_any_probe_compresses() -> None:
+    """Blocks from 256 KiB on are probed at their start, middle and end before zstd runs
+    over all of them: incompressible ones skip it, and one compressible part is enough."""
+    codec = _codec()
+    noise = os.urandom(1 << 20)
+    assert parse_header(_roundtrip(codec, noise))[0].compression is Compression.NONE
+    text = (TEXT * 2)[: 128 << 10]  # enough for the 3% saving, under one probe only
+    for where in (0, len(noise) // 2 - len(text) // 2, len(noise) - len(text)):
+        mixed = noise[:where] + text + noise[where + len(text) :]
+        header, _ = parse_header(_roundtrip(codec, mixed))
+        assert header.compression is Compression.ZSTD, where
+    big_text = (TEXT * 12)[: 1 << 20]
+    obj = _roundtrip(codec, big_text)
+    assert parse_header(obj)[0].compression is Compression.ZSTD and len(obj) < len(big_text) // 4
+
+
 def test_encode_refuses_a_block_id_of_other_content() -> None:
     codec = _codec()
     with pytest.raises(ValueError, match="does not match"):
         codec.encode(codec.block_id(b"a"), b"b")
+    with pytest.raises(ValueError, match="does not match"):  # `hashed` is no excuse for a mutable buffer
+        codec.encode(codec.block_id(b"a"), bytearray(b"b"), hashed=True)
+    data = os.urandom(300_000)
+    bid = codec.block_id(data)
+    assert codec.encode(bid, data, hashed=True) == codec.encode(bid, data)  # the same object, one pass less
     with pytest.raises(ValueError, match="32 bytes"):
         codec.encode(b"short", b"b")
 

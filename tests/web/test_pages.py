@@ -257,6 +257,7 @@ def test_a_reader_of_a_shared_folder_may_not_delete(site: Site) -> None:
     b.screenshot("10-shared-read-only")
     b.click("#share")  # who has access is shown; changing it is not offered to a reader
     b.shown("#share-readonly")
+    b.screenshot("10-share-dialog-of-a-reader")
     assert not b.all("#share-form") and b.all(f"#share-list tr[data-user='{site.user_name}']")
     b.driver.execute_script("document.querySelector('#dialog').close()")
     forced = b.driver.execute_async_script(

@@ -23,6 +23,7 @@ METRICS: list[Metric] = [
     Metric("seq_write", "seq-write + fsync", "MB/s", digits=1),
     Metric("seq_read", "seq-read, cold caches", "MB/s", digits=1),
     Metric("packets", "packets 64 KiB, fsync each", "files/s"),
+    Metric("packet_read", "packet-read 64 KiB, cold", "files/s"),
     Metric("parallel", "parallel, 8 writers", "MB/s", digits=1),
     Metric("md_create", "metadata: create", "ops/s"),
     Metric("md_stat", "metadata: stat (cold)", "ops/s"),
@@ -106,13 +107,15 @@ def steps(sz: Sizes, seed: str, rsync_src: str) -> list[Step]:
              40 if q else 120, writes=True, measured=False),
         Step("seq_read", "seq_read", {"path": "{root}/big.bin", "size": sz.seq_bytes, "seed": seed},
              60 if q else 240, before="cold"),
+        Step("packet_read", "packet_read", {"folder": "{root}/packets", "count": sz.packets, "size": sz.packet_bytes,
+                                            "seed": seed + "/packets"}, 40 if q else 180, before="cold"),
         Step("randread", "randread", {"path": "{root}/rand.bin", "size": sz.rand_bytes, "runtime": sz.rand_runtime,
                                       "jobs": sz.rand_jobs}, sz.rand_runtime * 2 + 60),
     ]  # fmt: skip
 
 
 # What a workload reads was written by an earlier step.
-NEEDS = {"seq_read": "seq_write", "randread": "make_rand"}
+NEEDS = {"seq_read": "seq_write", "randread": "make_rand", "packet_read": "packets"}
 
 
 def select(plan: list[Step], wanted: list[str]) -> list[Step]:

@@ -135,6 +135,29 @@ def packets(folder: str, count: int, size: int, seed: str) -> Result:
     return {"count": count, "bytes_each": size, "seconds": seconds, "value": count / seconds}
 
 
+def packet_read(folder: str, count: int, size: int, seed: str) -> Result:
+    """The packets written by `packets`, each opened by name, read whole and closed in turn
+    (timed; after the cold remount), then checked byte for byte (untimed)."""
+    root = Path(folder)
+    got: list[bytes] = []
+    t0 = time.perf_counter()
+    for i in range(count):
+        fd = os.open(root / f"packet-{i:06d}.bin", os.O_RDONLY)
+        try:
+            parts = []
+            while chunk := os.read(fd, size + 1):
+                parts.append(chunk)
+        finally:
+            os.close(fd)
+        got.append(b"".join(parts))
+    seconds = time.perf_counter() - t0
+    stream = Stream(seed)
+    for i, data in enumerate(got):
+        if data != stream.at(i * size, size):
+            raise RuntimeError(f"packet {i} reads back wrong")
+    return {"count": count, "bytes_each": size, "seconds": seconds, "value": count / seconds}
+
+
 def parallel(folder: str, files: int, size: int, writers: int, seed: str) -> Result:
     """`files` files of `size` bytes written by `writers` threads at once, each fsync'd."""
     root = Path(folder)
@@ -243,7 +266,8 @@ def randread(path: str, size: int, runtime: float, jobs: int) -> Result:
 
 WORKLOADS: dict[str, Callable[..., Result]] = {
     f.__name__: f
-    for f in (seq_write, make_file, seq_read, packets, parallel, md_create, md_stat, md_delete, rsync_in, randread)
+    for f in (seq_write, make_file, seq_read, packets, packet_read, parallel, md_create, md_stat, md_delete, rsync_in,
+              randread)
 }
 
 

@@ -33,6 +33,7 @@ from repfs.errors import (
     ReadFailed,
     StorageError,
 )
+from repfs.inline import INLINE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,10 @@ class ReplicatedStore:
             try:
                 # with another copy to try, fail over at once rather than retry a failing pool
                 obj = await pools.call(name, f"get {key}", lambda pool: pool.get(key), attempts=None if last else 1)
-                data = await trio.to_thread.run_sync(decode, obj, limiter=self._cpu_limiter)
+                if len(obj) <= INLINE_BYTES:
+                    data = decode(obj)
+                else:
+                    data = await trio.to_thread.run_sync(decode, obj, limiter=self._cpu_limiter)
             except (ObjectNotFound, CorruptObject) as exc:
                 failures[name] = reason(exc)
                 if name in held:

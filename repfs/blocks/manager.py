@@ -28,14 +28,12 @@ from repfs.backend.state import object_digest
 from repfs.blocks.keyedlock import KeyedLock
 from repfs.blocks.layer import MappingJournal
 from repfs.errors import RepfsError
+from repfs.inline import INLINE_BYTES
 from repfs.meta.records import BlockRecord
 from repfs.meta.store import MetaStore, Txn
 
 log = logging.getLogger(__name__)
 
-# Blocks up to this size are hashed on the calling thread: BLAKE3 does 256 KiB in well
-# under the cost of handing the work to a worker thread and back.
-INLINE_HASH_BYTES = 256 << 10
 
 
 def _all_zeros(data: bytes) -> bool:
@@ -117,7 +115,7 @@ class BlockManager:
             self.stats["holes"] += 1
             self._gc_wake.set()
             return
-        if len(data) <= INLINE_HASH_BYTES:  # cheaper than a trip to a worker thread
+        if len(data) <= INLINE_BYTES:  # cheaper than a trip to a worker thread
             block_id = self.codec.block_id(data)
         else:
             block_id = await trio.to_thread.run_sync(self.codec.block_id, data, limiter=self.cpu)

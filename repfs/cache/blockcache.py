@@ -29,6 +29,7 @@ import trio
 
 from repfs.blocks.layer import BlockSource
 from repfs.errors import RepfsError
+from repfs.inline import INLINE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +190,14 @@ class BlockCache:
                     continue
                 if data is None and not holes:
                     return None
-                # Written beside its place in a worker thread (megabytes: not on the event
+                # Written beside its place (megabytes in a worker thread, not on the event
                 # loop), then put in place unless a writer made the block meanwhile.
                 path = self._path(key, False)
                 temp = path.with_name(f".fetch-{path.name}")
-                await trio.to_thread.run_sync(_write_file, temp, data or b"")
+                if data is None or len(data) <= INLINE_BYTES:
+                    _write_file(temp, data or b"")
+                else:
+                    await trio.to_thread.run_sync(_write_file, temp, data)
                 if key in self.entries:
                     temp.unlink(missing_ok=True)
                     return self.entries[key]

@@ -20,6 +20,7 @@ RANKS = {
     "repfs.errors": 0,
     "repfs.config": 0,
     "repfs.heap": 0,
+    "repfs.inline": 0,
     "repfs.logs": 0,
     "repfs.progress": 0,
     "repfs.mountopts": 0,

@@ -10,6 +10,9 @@ Contract:
   returns, the object is durable on that pool.
 - `get` raises `ObjectNotFound` for a missing key and `PoolUnavailable` when the pool
   cannot be reached; it never returns partial data.
+- `get_range` returns exactly the bytes asked for (one block inside a pack object), or
+  raises as `get` does, or `CorruptObject` when the object ends before the range does
+  (a truncated copy: a fact about that copy, like a failed authentication).
 - `delete` of a missing key is not an error.
 - Every method is async and never blocks the trio loop.
 """
@@ -19,6 +22,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from repfs.errors import CorruptObject
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,16 @@ class PoolUsage:
     # What holds the space: pools with the same non-empty `device` share it (local pools
     # on one disk), so a sum of space counts it once. Empty: the pool's own (S3).
     device: str = ""
+
+
+def check_range(offset: int, length: int) -> None:
+    """ValueError unless (offset, length) is a range a pool can be asked for."""
+    if offset < 0 or length <= 0:
+        raise ValueError(f"invalid range: {length} bytes at offset {offset}")
+
+
+def short_range(pool: str, key: str, offset: int, length: int, got: int) -> CorruptObject:
+    return CorruptObject(f"pool {pool}: object {key} ends before byte {offset + length} ({got} of {length} bytes read)")
 
 
 @runtime_checkable
@@ -53,6 +68,10 @@ class Pool(Protocol):
 
     async def get(self, key: str) -> bytes:
         """Return the object stored under `key`."""
+        ...
+
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Return `length` (> 0) bytes of the object under `key`, from byte `offset` on."""
         ...
 
     async def delete(self, key: str) -> None:

@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import trio
 
-from repfs.backend.base import PoolUsage
+from repfs.backend.base import PoolUsage, check_range, short_range
 from repfs.backend.keys import TEMP_PREFIX, check_key
 from repfs.config import PoolSpec
 from repfs.errors import ObjectNotFound, PoolFull, PoolUnavailable, StorageError
@@ -220,6 +220,30 @@ class LocalPool:
                 raise
         self._check_root()
         raise ObjectNotFound(f"pool {self._name}: no object {key}")
+
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        check_range(offset, length)
+        path = self._path(key)
+        try:
+            return await self._run(self._get_range_sync, path, key, offset, length)
+        except OSError as exc:
+            raise self._error(exc, f"cannot read {key}") from None
+
+    def _get_range_sync(self, path: Path, key: str, offset: int, length: int) -> bytes:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                data = os.pread(fd, length, offset)  # a regular file gives it all, up to its end
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if exc.errno not in _ABSENT_ERRNOS:
+                raise
+            self._check_root()
+            raise ObjectNotFound(f"pool {self._name}: no object {key}") from None
+        if len(data) != length:
+            raise short_range(self._name, key, offset, length, len(data))
+        return data
 
     async def delete(self, key: str) -> None:
         path = self._path(key)

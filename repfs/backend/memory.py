@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from repfs.backend.base import PoolUsage
+from repfs.backend.base import PoolUsage, check_range, short_range
 from repfs.backend.keys import check_key
 from repfs.errors import ObjectNotFound, PoolFull, PoolUnavailable
 
@@ -71,6 +71,17 @@ class MemoryPool:
             return self.objects[key]
         except KeyError:
             raise ObjectNotFound(f"pool {self._name}: no object {key}") from None
+
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        check_range(offset, length)
+        await self._enter(key)
+        try:
+            data = self.objects[key][offset : offset + length]
+        except KeyError:
+            raise ObjectNotFound(f"pool {self._name}: no object {key}") from None
+        if len(data) != length:
+            raise short_range(self._name, key, offset, length, len(data))
+        return data
 
     async def delete(self, key: str) -> None:
         await self._enter(key)

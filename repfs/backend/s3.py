@@ -47,7 +47,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import MIN_PART_SIZE
 
-from repfs.backend.base import PoolUsage
+from repfs.backend.base import PoolUsage, check_range, short_range
 from repfs.backend.credentials import Credentials, resolve
 from repfs.backend.keys import check_key
 from repfs.backend.retry import retry
@@ -334,6 +334,27 @@ class S3Pool:
         response = self._client.get_object(self._loc.bucket, name)
         try:
             return response.read()  # a short body raises (urllib3 enforces Content-Length)
+        finally:
+            response.close()
+            response.release_conn()
+
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        check_range(offset, length)
+        name = self._object(key)
+        data = await self._call(f"cannot read {key}", key, self._get_range_sync, name, offset, length)
+        if len(data) != length:
+            raise short_range(self._name, key, offset, length, len(data))
+        return data
+
+    def _get_range_sync(self, name: str, offset: int, length: int) -> bytes:
+        try:
+            response = self._client.get_object(self._loc.bucket, name, offset=offset, length=length)
+        except S3Error as exc:
+            if exc.code == "InvalidRange":  # the range starts past the object's end
+                return b""
+            raise
+        try:
+            return response.read()
         finally:
             response.close()
             response.release_conn()

@@ -110,6 +110,27 @@ async def test_empty_and_large_objects(pool: Pool) -> None:
 
 
 @pytest.mark.trio
+async def test_ranges_of_an_object(pool: Pool) -> None:
+    """A block inside a pack is read by its range: exactly those bytes, or a clear error."""
+    data = os.urandom(300_000)
+    await pool.put(KEY, data)
+    assert await pool.get_range(KEY, 0, 10) == data[:10]
+    assert await pool.get_range(KEY, 123_456, 65_536) == data[123_456 : 123_456 + 65_536]
+    assert await pool.get_range(KEY, len(data) - 5, 5) == data[-5:]
+    with pytest.raises(CorruptObject, match="ends before byte 300001"):  # a truncated copy
+        await pool.get_range(KEY, len(data) - 5, 6)
+    with pytest.raises(CorruptObject, match="ends before"):
+        await pool.get_range(KEY, len(data) + 100, 6)
+    with pytest.raises(ObjectNotFound, match=OTHER):
+        await pool.get_range(OTHER, 0, 1)
+    with pytest.raises(ObjectNotFound):  # a directory of keys is no object either
+        await pool.get_range(BLOCK_PREFIX + KEY.split("/")[1], 0, 1)
+    for offset, length in ((0, 0), (-1, 5)):
+        with pytest.raises(ValueError, match="invalid range"):
+            await pool.get_range(KEY, offset, length)
+
+
+@pytest.mark.trio
 async def test_missing_key(pool: Pool) -> None:
     with pytest.raises(ObjectNotFound, match=KEY):
         await pool.get(KEY)

@@ -5,6 +5,10 @@
     per change set:  seq u64 | changes u32
     per change:      database u8 (its id in schema.DATABASE_IDS) | put u8 (1) or delete (0)
                      | key length u32 | key | [value length u32 | value]   (puts only)
+    version 2 only:  frames u32, then per frame: block id (32) | offset u64 | length u32
+
+Version 2 is the index of a pack object (`journal.pack`): the blocks it carries, each at
+`offset` bytes from the start of the pack's frames.
 
 All integers are little-endian. A segment holds every change set from `first` to
 `last`, each exactly once and in order; decoding checks that, so a segment that was
@@ -18,7 +22,7 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from repfs.errors import CorruptObject
 from repfs.meta.schema import DATABASE_BY_ID, DATABASE_IDS
@@ -26,10 +30,13 @@ from repfs.meta.store import Change
 
 MAGIC = b"RJSG"
 VERSION = 1
+VERSION_PACK = 2
 _HEAD = struct.Struct("<4sBQQIQ")
 _SET = struct.Struct("<QI")
 _CHANGE = struct.Struct("<BBI")
 _LEN = struct.Struct("<I")
+_FRAME = struct.Struct("<32sQI")
+BLOCK_ID_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -39,19 +46,33 @@ class ChangeSet:
 
 
 @dataclass(frozen=True)
+class FrameAt:
+    """Where a block a pack carries lies: `offset` bytes from the start of the pack's frames
+    (in a `Segment`) or of the pack object (from `journal.pack.decode_pack`)."""
+
+    block_id: bytes
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
 class Segment:
     sets: list[ChangeSet]
     written_ns: int
+    frames: list[FrameAt] = field(default_factory=list)
 
 
-def encode_segment(sets: Sequence[ChangeSet], written_ns: int | None = None) -> bytes:
+def encode_segment(
+    sets: Sequence[ChangeSet], written_ns: int | None = None, frames: Sequence[FrameAt] = ()
+) -> bytes:
+    """A segment's bytes: version 1, or version 2 (a pack's index) when it lists frames."""
     if not sets:
         raise ValueError("a segment holds at least one change set")
     first, last = sets[0].seq, sets[-1].seq
     if [c.seq for c in sets] != list(range(first, last + 1)):
         raise ValueError("change sets of a segment must be consecutive")
     when = time.time_ns() if written_ns is None else written_ns
-    out = [_HEAD.pack(MAGIC, VERSION, first, last, len(sets), when)]
+    out = [_HEAD.pack(MAGIC, VERSION_PACK if frames else VERSION, first, last, len(sets), when)]
     for cs in sets:
         out.append(_SET.pack(cs.seq, len(cs.changes)))
         for db, key, value in cs.changes:
@@ -60,6 +81,12 @@ def encode_segment(sets: Sequence[ChangeSet], written_ns: int | None = None) -> 
             if value is not None:
                 out.append(_LEN.pack(len(value)))
                 out.append(value)
+    if frames:
+        out.append(_LEN.pack(len(frames)))
+        for f in frames:
+            if len(f.block_id) != BLOCK_ID_SIZE or f.length <= 0 or f.offset < 0:
+                raise ValueError("a frame is a block id of 32 bytes at an offset, of a length > 0")
+            out.append(_FRAME.pack(f.block_id, f.offset, f.length))
     return b"".join(out)
 
 
@@ -67,7 +94,7 @@ def decode_segment(data: bytes, *, where: str = "journal segment") -> Segment:
     view = memoryview(data)
     try:
         magic, version, first, last, count, written_ns = _HEAD.unpack_from(view, 0)
-        if magic != MAGIC or version != VERSION:
+        if magic != MAGIC or version not in (VERSION, VERSION_PACK):
             raise ValueError("not a journal segment of a known version")
         if count != last - first + 1:
             raise ValueError("count does not match the range")
@@ -97,8 +124,18 @@ def decode_segment(data: bytes, *, where: str = "journal segment") -> Segment:
                     raise ValueError(f"unknown database id {db_id} (written by a newer repfs?)")
                 changes.append((db, key, value))
             sets.append(ChangeSet(seq, changes))
+        frames: list[FrameAt] = []
+        if version == VERSION_PACK:
+            (n,) = _LEN.unpack_from(view, pos)
+            pos += _LEN.size
+            for _ in range(n):
+                block_id, offset, length = _FRAME.unpack_from(view, pos)
+                pos += _FRAME.size
+                if length == 0:
+                    raise ValueError("a frame of no bytes")
+                frames.append(FrameAt(block_id, offset, length))
         if pos != len(view):
             raise ValueError("trailing bytes")
     except (struct.error, ValueError, IndexError) as exc:
         raise CorruptObject(f"{where}: {exc}") from None
-    return Segment(sets, written_ns)
+    return Segment(sets, written_ns, frames)

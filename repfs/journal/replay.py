@@ -21,6 +21,7 @@ from repfs.backend.keys import JOURNAL_PREFIX, SNAPSHOT_PREFIX, block_key, parse
 from repfs.backend.metaobjects import MetaObjects
 from repfs.errors import CorruptObject, ReadFailed, SetupError, StorageError
 from repfs.journal import snapshot
+from repfs.journal.pack import decode_pack, is_pack
 from repfs.journal.segment import Segment, decode_segment
 from repfs.journal.writer import JournalWriter
 from repfs.meta import schema as s
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 
 class MetaCodec(Protocol):
+    def encode_meta(self, name: str, plaintext: bytes) -> bytes: ...
     def decode_meta(self, name: str, obj: bytes) -> bytes: ...
 
 
@@ -80,6 +82,8 @@ class Replayed:
 
 
 def _decode_segment(codec: MetaCodec, key: str, obj: bytes) -> Segment:
+    if is_pack(obj):  # a segment that carries blocks: its index is the segment
+        return decode_pack(key, obj, codec).segment
     return decode_segment(codec.decode_meta(key, obj), where=key)
 
 

@@ -17,6 +17,7 @@ beyond the newest `keep_snapshots`.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -32,15 +33,34 @@ from repfs.backend.keys import (
 from repfs.backend.metaobjects import MetaObjects
 from repfs.errors import StorageError
 from repfs.journal import snapshot
-from repfs.journal.segment import ChangeSet, encode_segment
+from repfs.journal.pack import encode_pack
+from repfs.journal.segment import ChangeSet, FrameAt, encode_segment
 from repfs.meta import schema as s
 from repfs.meta.store import Change, MetaStore
 
 log = logging.getLogger(__name__)
 
 MAX_SEGMENT_BYTES = 8 << 20
+MAX_PACK_FRAME_BYTES = 8 << 20  # block frames one pack carries (the first one always goes)
 MAX_QUEUED_BYTES = 256 << 20
 RETRY_DELAY = 1.0
+
+
+@dataclass(frozen=True)
+class PackedAt:
+    """Where a carried block was stored: in pack `key` at `offset`, on `pools`."""
+
+    key: str
+    offset: int
+    length: int
+    pools: tuple[str, ...]
+
+
+@dataclass(eq=False)
+class _Carried:
+    block_id: bytes
+    obj: bytes
+    where: PackedAt | None = None
 
 
 class MetaCodec(Protocol):
@@ -74,6 +94,7 @@ class JournalWriter:
         self.delay = delay
         self.copies = copies  # pools each segment and snapshot goes to (None: every pool)
         self.queue: list[ChangeSet] = []
+        self.frames: list[_Carried] = []  # blocks waiting to travel in the next segment (a pack)
         self._sizes: list[int] = []  # of each queued change set, as `_size` counts it
         self.queued_bytes = 0
         with meta.read() as t:
@@ -87,7 +108,7 @@ class JournalWriter:
         self._wake = trio.Event()  # something is queued
         self._urgent = trio.Event()  # someone waits for it
         self._progress = trio.Event()
-        self.stats = {"segments": 0, "change_sets": 0, "bytes": 0, "snapshots": 0}
+        self.stats = {"segments": 0, "change_sets": 0, "bytes": 0, "snapshots": 0, "packs": 0}
         self._snapshot_wanted = False
 
     # --- the sink ------------------------------------------------------------------------
@@ -103,6 +124,27 @@ class JournalWriter:
     def kick(self) -> None:
         """Upload what is queued now, without waiting for the grouping delay."""
         self._urgent.set()
+
+    async def carry(self, block_id: bytes, obj: bytes, *, urgent: bool) -> PackedAt:
+        """Send block object `obj` in the next segment, which becomes a pack
+        (`journal.pack`), and return where it was stored. The change set that maps the
+        block was committed before (so it is in that segment or an earlier one). `urgent`:
+        someone waits (an fsync), no grouping delay. Raises the upload's error if it fails
+        meanwhile; the block is then not carried at all (its caller stores it again)."""
+        carried = _Carried(block_id, obj)
+        self.frames.append(carried)
+        self._wake.set()
+        if urgent or not self.running:
+            self._urgent.set()
+        if not self.running:  # no service (a filesystem used without mounting): upload here
+            await self.flush()
+        while carried.where is None:
+            await self._next_progress()
+            if carried.where is None and self.error is not None:
+                if carried in self.frames:
+                    self.frames.remove(carried)
+                raise self.error
+        return carried.where
 
     def snapshot_soon(self) -> None:
         """Store a snapshot at the next round (a pool came back without the journal objects
@@ -167,7 +209,7 @@ class JournalWriter:
             elif self._snapshot_wanted or self.meta.seq - self.snapshot_seq >= self.snapshot_every:
                 self._snapshot_wanted = False
                 await self._snapshot_logged()
-            if self.queue:
+            if self.queue or self.frames:
                 self._wake.set()
 
     async def _snapshot_logged(self) -> None:
@@ -178,8 +220,12 @@ class JournalWriter:
             self.snapshot_seq = self.meta.seq  # not at once: after another `snapshot_every`
 
     async def upload_once(self) -> bool:
-        """Upload the queued change sets as one segment (the first few MiB of them)."""
+        """Upload the queued change sets as one segment (the first few MiB of them), with
+        the blocks waiting to be carried."""
         async with self._lock:  # one upload at a time: segments go out in order
+            if self.frames and not self.queue:  # a snapshot took the change sets: a pack needs one
+                with self.meta.write() as t:
+                    t.put("meta", s.META_PACK_CARRIER, s.u64(self.meta.seq + 1))
             if not self.queue:
                 return True
             return await self._upload_locked()
@@ -192,11 +238,21 @@ class JournalWriter:
             size += cs_size
             if size >= MAX_SEGMENT_BYTES:
                 break
+        frames: list[_Carried] = []
+        frame_bytes = 0
+        for carried in self.frames:
+            if frames and frame_bytes + len(carried.obj) > MAX_PACK_FRAME_BYTES:
+                break
+            frames.append(carried)
+            frame_bytes += len(carried.obj)
         key = journal_key(batch[0].seq, batch[-1].seq)
         self.sending = batch[-1].seq
         try:
-            obj = await trio.to_thread.run_sync(self._encode, key, batch, limiter=self.cpu)
-            await self.store.put_meta(key, obj, copies=self.copies)
+            if frames:
+                obj, places = await trio.to_thread.run_sync(self._encode_pack, key, batch, frames, limiter=self.cpu)
+            else:
+                obj, places = await trio.to_thread.run_sync(self._encode, key, batch, limiter=self.cpu), []
+            pools = await self.store.put_meta(key, obj, copies=self.copies)
         except StorageError as exc:
             if self.error is None:
                 log.error("cannot store metadata journal %s, will retry: %s", key, exc)
@@ -207,6 +263,10 @@ class JournalWriter:
         if self.error is not None:
             log.info("metadata journal stored again")
         self.error = None
+        for carried, place in zip(frames, places, strict=True):
+            carried.where = PackedAt(key, place.offset, place.length, tuple(pools))
+        del self.frames[: len(frames)]
+        self.stats["packs"] += bool(frames)
         self._drop_through(batch[-1].seq)
         self._set_stored(batch[-1].seq)
         self.stats["segments"] += 1
@@ -224,6 +284,9 @@ class JournalWriter:
     def _encode(self, key: str, batch: list[ChangeSet]) -> bytes:
         return self.codec.encode_meta(key, encode_segment(batch))
 
+    def _encode_pack(self, key: str, batch: list[ChangeSet], frames: list[_Carried]) -> tuple[bytes, list[FrameAt]]:
+        return encode_pack(key, batch, [(c.block_id, c.obj) for c in frames], self.codec)
+
     def _set_stored(self, seq: int) -> None:
         self.stored = max(self.stored, seq)
         with self.meta.write() as t:  # a LOCAL_META entry: not journaled itself
@@ -232,7 +295,7 @@ class JournalWriter:
 
     async def flush(self) -> None:
         """Upload everything queued now (unmount)."""
-        while self.queue:
+        while self.queue or self.frames:
             if not await self.upload_once():
                 assert self.error is not None
                 raise self.error

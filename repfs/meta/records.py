@@ -10,6 +10,7 @@ from repfs.errors import CorruptObject
 
 _INODE_V1 = struct.Struct("<BIIIIQQqqq")
 _BLOCK_HEAD = struct.Struct("<BIIQB")
+_U64 = struct.Struct("<Q")
 
 
 @dataclass(slots=True)
@@ -64,31 +65,41 @@ class Inode:
 @dataclass(slots=True)
 class BlockRecord:
     """A stored block: plaintext size, object size, refcount, the pools holding it, and the
-    digest of its object (`state.object_digest`), which challenges and scrub check copies by."""
+    digest of its object (`state.object_digest`), which challenges and scrub check copies by.
+
+    A block carried by a pack (`journal.pack`) names it in `in_pack` and lies at `offset`
+    in it, `stored_size` bytes long; its pools are the pack's. Version 2 records (no pack)
+    are written as before; version 3 adds the pack's name and the offset."""
 
     size: int
     stored_size: int
     refcount: int
     pools: tuple[str, ...]
     digest: bytes = b""
+    in_pack: str = ""  # the pack's object key; "" for a block that is its own object
+    offset: int = 0
 
     def pack(self) -> bytes:
         names = [p.encode() for p in self.pools]
         if len(self.digest) > 255:
             raise ValueError("digest too long")
+        version = 3 if self.in_pack else 2
         out = [
-            _BLOCK_HEAD.pack(2, self.size, self.stored_size, self.refcount, len(names)),
+            _BLOCK_HEAD.pack(version, self.size, self.stored_size, self.refcount, len(names)),
             bytes([len(self.digest)]) + self.digest,
         ]
         for n in names:
             out.append(bytes([len(n)]) + n)
+        if self.in_pack:
+            name = self.in_pack.encode()
+            out.append(bytes([len(name)]) + name + _U64.pack(self.offset))
         return b"".join(out)
 
     @classmethod
     def unpack(cls, data: bytes) -> BlockRecord:
         try:
             version, size, stored, refcount, count = _BLOCK_HEAD.unpack_from(data)
-            if version not in (1, 2):
+            if version not in (1, 2, 3):
                 raise ValueError(version)
             pos = _BLOCK_HEAD.size
             digest = b""
@@ -101,6 +112,13 @@ class BlockRecord:
                 n = data[pos]
                 pools.append(data[pos + 1 : pos + 1 + n].decode())
                 pos += 1 + n
+            in_pack, offset = "", 0
+            if version >= 3:
+                n = data[pos]
+                in_pack = data[pos + 1 : pos + 1 + n].decode()
+                (offset,) = _U64.unpack_from(data, pos + 1 + n)
+                if not in_pack:
+                    raise ValueError("a version 3 record names its pack")
         except (struct.error, ValueError, IndexError, UnicodeDecodeError):
             raise CorruptObject("unreadable block record") from None
-        return cls(size, stored, refcount, tuple(pools), digest)
+        return cls(size, stored, refcount, tuple(pools), digest, in_pack, offset)

@@ -103,6 +103,7 @@ META_RETENTION_DEFAULT = b"retention_default"  # `fs.retention.Rule` given to ea
 META_CLIENT_CA = b"client_ca"  # `fs.clientca.ClientCa`: the CA of client certificates
 META_MAIL = b"mail"  # `repfs.fs.mail.MailSettings`: how mail to account holders is sent
 META_SWEEP = b"retention_sweep"  # the sweeper's progress (`fs.expiry`): resumed after a restart
+META_PACK_CARRIER = b"pack_carrier"  # a change set made only for blocks waiting to be carried (`journal.pack`)
 
 # `meta` entries that describe this host's copy, not the filesystem: never journaled
 LOCAL_META = frozenset(

@@ -92,6 +92,41 @@ async def test_segments_round_trip_and_refuse_damage() -> None:
             parse_journal_key(key)
 
 
+async def test_a_carried_block_travels_in_the_segment_as_a_pack(rig: Rig, tmp_path: Path) -> None:
+    """A block carried by the journal costs no object of its own: the segment with the
+    change sets becomes a pack (on every pool here: this rig's journal writes to all),
+    the block is read back by its range, and recovery reads the pack as the segment it is."""
+    rig.mkdirs(3)
+    await rig.journal.wait_stored()
+    before = {n: dict(p.objects) for n, p in rig.pools.items()}
+    data = os.urandom(65_536)
+    block_id = rig.codec.block_id(data)
+    rig.mkdirs(1, start=3)  # the change set that would map it
+    at = await rig.journal.carry(block_id, rig.codec.encode(block_id, data), urgent=True)
+    new = {(n, k) for n, p in rig.pools.items() for k in p.objects if k not in before[n]}
+    assert new == {(n, at.key) for n in at.pools} and len(at.pools) == 3
+    assert rig.journal.stats["packs"] == 1 and rig.journal.stored == rig.meta.seq
+    for name in at.pools:
+        frame = await rig.pools[name].get_range(at.key, at.offset, at.length)
+        assert rig.codec.decode(block_id, frame) == data
+    # a block waiting with no change set queued (a snapshot took them) goes out with a carrier
+    await rig.journal.snapshot_now()
+    assert not rig.journal.queue
+    second = os.urandom(1000)
+    sid = rig.codec.block_id(second)
+    again = await rig.journal.carry(sid, rig.codec.encode(sid, second), urgent=True)
+    with rig.meta.read() as t:
+        assert t.get("meta", s.META_PACK_CARRIER) is not None
+    assert parse_journal_key(again.key)[0] > parse_journal_key(at.key)[1]
+    out = await rebuild(tmp_path / "new", rig.objects, rig.objects, rig.codec)
+    assert out.gap_after is None and out.last_seq == rig.meta.seq and not out.damaged
+    rebuilt = MetaStore(tmp_path / "new")
+    try:
+        assert dump(rebuilt) == dump(rig.meta)
+    finally:
+        rebuilt.close()
+
+
 async def test_rebuild_gives_back_exactly_what_was_committed(rig: Rig, tmp_path: Path) -> None:
     rig.mkdirs(20)
     await rig.journal.snapshot_now()

@@ -231,6 +231,11 @@ async def fsck(layers: Layers, *, repair: bool = False, progress: Progress | Non
         on_pools[block_id] = set(holders)
         if block_id not in records:
             report.orphan_objects += [(p, key) for p in holders]
+    journal_objects = await objects.list_meta(JOURNAL_PREFIX, every_pool=True)
+    for block_id, rec in records.items():  # a packed block is where its pack is
+        if rec.in_pack:
+            on_pools[block_id] = set(journal_objects.get(rec.in_pack, ()))
+            answered.update(on_pools[block_id])
     report.unreadable_pools = [n for n in poolset.pool_names if n not in answered and records]
     for block_id, rec in records.items():
         if rec.refcount <= 0:
@@ -247,7 +252,7 @@ async def fsck(layers: Layers, *, repair: bool = False, progress: Progress | Non
     snaps = await objects.list_meta(SNAPSHOT_PREFIX, every_pool=True)
     newest = max((parse_snapshot_key(k) for k in snaps), default=0)
     segments = []
-    for key in await objects.list_meta(JOURNAL_PREFIX, every_pool=True):
+    for key in journal_objects:
         try:
             segments.append(parse_journal_key(key))
         except ValueError:
@@ -325,7 +330,8 @@ async def _repair(
                 fixed = True
             have = on_pools.get(block_id, set())
             if have and set(rec.pools) != have:
-                rec.pools = tuple(n for n in poolset.ranked(block_id) if n in have)  # what is really there
+                ranked = poolset.ranked(rec.in_pack.encode() if rec.in_pack else block_id)
+                rec.pools = tuple(n for n in ranked if n in have)  # what is really there
                 t.put("deficit", block_id, b"")
                 fixed = True
             if fixed:

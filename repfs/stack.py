@@ -72,6 +72,7 @@ class StackOptions:
     challenge_size: int | None = 32  # blocks checked when a pool comes back; None: all
     repair_rate: float | None = 64 << 20  # bytes/s the background repair may write
     hash_rate: float | None = 16 << 20  # bytes/s the content hasher may read
+    pack_max: int = 0  # block objects up to this size travel in journal packs (journal.pack); 0: none
     history_interval: float = HISTORY_INTERVAL  # seconds between pool usage samples kept in SQL
     take_over: bool = False  # take over another host's expired lease
     break_lease: bool = False  # take the lease whatever its state
@@ -202,7 +203,9 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     meta = MetaStore(opened.paths.meta)
     journal = JournalWriter(meta, objects, codec, cpu=cpu, copies=config.replicas)
     meta.journal_to(journal)
-    blocks = BlockManager(meta, codec, store, poolset, block_size=config.block_size, cpu=cpu, journal=journal)
+    blocks = BlockManager(
+        meta, codec, store, poolset, block_size=config.block_size, cpu=cpu, journal=journal, pack_max=opts.pack_max
+    )
     cache_dir = opts.cache_dir or opened.paths.cache
     try:
         check_cache_dir(meta, cache_dir)

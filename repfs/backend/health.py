@@ -46,7 +46,8 @@ from repfs.errors import CorruptObject, ObjectNotFound, StorageError
 log = logging.getLogger(__name__)
 
 # (pool, how many or None for all) -> [(block id, object digest)] the pool should hold
-ChallengeSource = Callable[[str, int | None], list[tuple[bytes, bytes]]]
+# (block id, digest, place in a pack or None) of blocks a pool should hold
+ChallengeSource = Callable[[str, int | None], list[tuple[bytes, bytes, tuple[str, int, int] | None]]]
 CHALLENGE_PARALLEL = 4
 CLEAR_TIMEOUT = 10.0  # seconds for the superblock requests of `clear`
 
@@ -285,12 +286,14 @@ class HealthMonitor:
         failure = ""
         bad: list[bytes] = []
 
-        async def check_one(block_id: bytes, digest: bytes, limiter: trio.CapacityLimiter) -> None:
+        async def check_one(
+            block_id: bytes, digest: bytes, place: tuple[str, int, int] | None, limiter: trio.CapacityLimiter
+        ) -> None:
             nonlocal checked, failure
             async with limiter:
                 if failure:
                     return
-                obj, why = await self.copies.read_copy(name, block_id, digest)
+                obj, why = await self.copies.read_copy(name, block_id, digest, place)
             if obj is None:
                 bad.append(block_id)
                 failure = failure or f"block {block_id.hex()[:12]} is {why}"
@@ -301,8 +304,8 @@ class HealthMonitor:
         with trio.move_on_after(self.challenge_timeout) as timer:
             limiter = trio.CapacityLimiter(CHALLENGE_PARALLEL)
             async with trio.open_nursery() as nursery:
-                for block_id, digest in wanted:
-                    nursery.start_soon(check_one, block_id, digest, limiter)
+                for block_id, digest, place in wanted:
+                    nursery.start_soon(check_one, block_id, digest, place, limiter)
         if timer.cancelled_caught:
             failure = f"challenge timed out after {self.challenge_timeout:g} s ({checked} of {len(wanted)} checked)"
         if failure:

@@ -18,10 +18,11 @@ object contents.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 import trio
 
+from repfs.backend.base import Pool
 from repfs.backend.keys import block_key
 from repfs.backend.poolset import PoolSet, reason, summary
 from repfs.errors import (
@@ -176,9 +177,14 @@ class ReplicatedStore:
         decode: Callable[[bytes], bytes],
         *,
         size_hint: int | None = None,
+        place: tuple[str, int, int] | None = None,
+        on_damaged: Callable[[], None] | None = None,
     ) -> bytes:
         """The plaintext of a block: holders first, then any other usable pool, in rank order
-        (suspected pools last).
+        (suspected pools last). A block inside a pack has its `place` (the pack's key, the
+        offset and length of its frame): it is read by its range from the pack's holders
+        only, and a holder without a good frame is reported to `on_damaged` instead of
+        repaired here (a frame cannot be put back into a pack).
 
         The reads are hedged: when a pool has not answered within its deadline for
         `size_hint` bytes (the stored size), the next pool is asked as well, and the first
@@ -188,14 +194,15 @@ class ReplicatedStore:
         held a corrupt copy get the good object back (read repair). Raises ReadFailed when
         no pool has a good copy.
         """
-        key = block_key(block_id)
+        key = block_key(block_id) if place is None else place[0]
         short = block_id.hex()[:12]
         pools = self._pools
-        ranked = pools.ranked(block_id)
+        ranked = pools.ranked(block_id) if place is None else pools.ranked(key.encode())
         held = set(holders)
         failures: dict[str, str] = {n: "unknown pool" for n in holders if n not in pools}
         order: list[str] = []
-        for name in [n for n in ranked if n in held] + [n for n in ranked if n not in held]:
+        others = [n for n in ranked if n not in held] if place is None else []  # a pack is where it was put
+        for name in [n for n in ranked if n in held] + others:
             if pools.usable(name):
                 order.append(name)
             elif name in held:
@@ -204,10 +211,13 @@ class ReplicatedStore:
         to_repair: dict[str, str] = {}
         found: list[tuple[str, bytes, bytes]] = []  # (pool, object, plaintext) of the first good copy
 
+        def read(pool: Pool) -> Awaitable[bytes]:
+            return pool.get(key) if place is None else pool.get_range(key, place[1], place[2])
+
         async def attempt(name: str, last: bool, gave_up: trio.Event) -> None:
             try:
                 # with another copy to try, fail over at once rather than retry a failing pool
-                obj = await pools.call(name, f"get {key}", lambda pool: pool.get(key), attempts=None if last else 1)
+                obj = await pools.call(name, f"get {key}", read, attempts=None if last else 1)
                 if len(obj) <= INLINE_BYTES:
                     data = decode(obj)
                 else:
@@ -241,7 +251,11 @@ class ReplicatedStore:
         name, obj, data = found[0]
         if name not in held:
             log.info("block %s found on pool %s, which is not a recorded holder", short, name)
-        if to_repair:
+        if to_repair and place is not None:
+            log.warning("block %s: pack %s is %s on %s", short, key, "/".join(to_repair.values()), ", ".join(to_repair))
+            if on_damaged is not None:
+                on_damaged()
+        elif to_repair:
             await self._repair(block_id, obj, to_repair)
         return data
 

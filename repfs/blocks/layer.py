@@ -4,7 +4,18 @@ of the metadata journal."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PackedAt:
+    """Where a block the journal carried was stored: in pack `key` at `offset`, on `pools`."""
+
+    key: str
+    offset: int
+    length: int
+    pools: tuple[str, ...]
 
 
 class BlockSource(Protocol):
@@ -34,4 +45,8 @@ class MappingJournal(Protocol):
 
     async def wait_stored(self, seq: int | None = None) -> None:
         """Return once change sets up to `seq` (default: all committed) are on the pools."""
+        ...
+
+    async def carry(self, block_id: bytes, obj: bytes, *, urgent: bool) -> PackedAt:
+        """Send a block object in the next segment (a pack); where it was stored."""
         ...

@@ -25,6 +25,7 @@ import trio
 from repfs.backend.poolset import PoolSet
 from repfs.backend.replicated import ReplicatedStore
 from repfs.backend.state import object_digest
+from repfs.blocks import packs
 from repfs.blocks.keyedlock import KeyedLock
 from repfs.blocks.layer import MappingJournal
 from repfs.errors import RepfsError
@@ -59,8 +60,10 @@ class BlockManager:
         block_size: int,
         cpu: trio.CapacityLimiter,
         journal: MappingJournal,
+        pack_max: int = 0,
     ) -> None:
         self.meta = meta
+        self.pack_max = pack_max  # objects up to this size travel in the journal's packs (0: none)
         self.journal = journal
         self._mapped_seq: dict[int, int] = {}  # inode → the change set that last mapped one of its blocks
         self._awaited: Counter[int] = Counter()  # inode → fsyncs in progress
@@ -71,7 +74,7 @@ class BlockManager:
         self.cpu = cpu
         self.locks = KeyedLock()
         self._gc_wake = trio.Event()
-        self.stats = {"stored": 0, "deduplicated": 0, "fetched": 0, "deleted": 0, "holes": 0}
+        self.stats = {"stored": 0, "packed": 0, "deduplicated": 0, "fetched": 0, "deleted": 0, "holes": 0}
 
     # --- read -----------------------------------------------------------------------
     async def fetch(self, ino: int, index: int) -> bytes | None:
@@ -82,13 +85,26 @@ class BlockManager:
         if block_id is None:
             return None
         holders = rec.pools if rec is not None else ()
+        place = (rec.in_pack, rec.offset, rec.stored_size) if rec is not None and rec.in_pack else None
         async with self.locks(block_id):
             decode = functools.partial(self.codec.decode, block_id)
             data = await self.replicated.get_block(
-                block_id, holders, decode, size_hint=rec.stored_size if rec is not None else None
+                block_id,
+                holders,
+                decode,
+                size_hint=rec.stored_size if rec is not None else None,
+                place=place,
+                on_damaged=functools.partial(self._damaged_frame, block_id),
             )
         self.stats["fetched"] += 1
         return data
+
+    def _damaged_frame(self, block_id: bytes) -> None:
+        """A holder of a packed block lacks its pack or has it damaged: the repair writes
+        the block out as its own object (a frame cannot be put back into a pack)."""
+        with self.meta.write() as t:
+            if t.block_record(block_id) is not None:
+                t.put("deficit", block_id, b"")
 
     def is_mapped(self, ino: int, index: int) -> bool:
         with self.meta.read() as t:
@@ -153,6 +169,10 @@ class BlockManager:
             # The block map is committed first and its journal upload starts now, while the
             # object is stored: fsync waits for both, in parallel. Until the object is stored
             # the record names no pool (recovery checks such blocks; see journal.replay).
+            if len(obj) <= self.pack_max:  # carried in the journal's next segment, a pack
+                await self._store_packed(block_id, obj, urgent=bool(self._awaited[ino]))
+                self._gc_wake.set()
+                return
             if self._awaited[ino]:  # someone waits: no grouping delay
                 self.journal.kick()
             pools = await self.replicated.put_block(block_id, obj)
@@ -165,6 +185,23 @@ class BlockManager:
                     if set(rec.pools) != targets:  # short of copies, or misplaced
                         t.put("deficit", block_id, b"")
         self._gc_wake.set()
+
+    async def _store_packed(self, block_id: bytes, obj: bytes, *, urgent: bool) -> None:
+        """One object for the block and the metadata that maps it: the block travels in the
+        journal segment. Its record then names the pack, the place in it and the pack's
+        pools (replay finds the same from the pack's index after a crash)."""
+        at = await self.journal.carry(block_id, obj, urgent=urgent)
+        self.stats["stored"] += 1
+        self.stats["packed"] += 1
+        with self.meta.write() as t:
+            rec = t.block_record(block_id)
+            if rec is None:
+                return
+            rec.pools, rec.in_pack, rec.offset = at.pools, at.key, at.offset
+            t.put_block_record(block_id, rec)
+            packs.recorded(t, at.key, at.length)
+            if len(at.pools) < self.pools.replicas:  # short of copies: the repair writes it out
+                t.put("deficit", block_id, b"")
 
     def _note_mapped(self, ino: int) -> None:
         self._mapped_seq[ino] = max(self._mapped_seq.get(ino, 0), self.meta.seq)
@@ -205,10 +242,11 @@ class BlockManager:
             t.unmap_block(ino, index)
         self._gc_wake.set()
 
-    def challenge_sample(self, pool: str, n: int | None) -> list[tuple[bytes, bytes]]:
-        """Up to `n` (all if None) random live blocks `pool` should hold, with their digests."""
+    def challenge_sample(self, pool: str, n: int | None) -> list[tuple[bytes, bytes, tuple[str, int, int] | None]]:
+        """Up to `n` (all if None) random live blocks `pool` should hold, with their digests
+        and, for a packed block, where its frame lies."""
         rng = random.Random()
-        picked: list[tuple[bytes, bytes]] = []
+        picked: list[tuple[bytes, bytes, tuple[str, int, int] | None]] = []
         seen = 0
         with self.meta.read() as t:
             for block_id, raw in t.scan("blocks", b""):
@@ -217,11 +255,11 @@ class BlockManager:
                     continue
                 seen += 1
                 if n is None or len(picked) < n:
-                    picked.append((block_id, rec.digest))
+                    picked.append((block_id, rec.digest, rec.place))
                 else:  # reservoir sampling: every block equally likely
                     j = rng.randrange(seen)
                     if j < n:
-                        picked[j] = (block_id, rec.digest)
+                        picked[j] = (block_id, rec.digest, rec.place)
         return picked
 
     # --- garbage collection -----------------------------------------------------------
@@ -245,6 +283,14 @@ class BlockManager:
                 if rec is not None and rec.refcount > 0:
                     with self.meta.write() as t:
                         t.delete("gc", block_id)
+                    continue
+                if rec is not None and rec.in_pack:  # its frame dies with the pack (the journal's prune)
+                    with self.meta.write() as t:
+                        packs.released(t, rec.in_pack, rec.stored_size)
+                        t.delete("blocks", block_id)
+                        t.delete("gc", block_id)
+                        t.delete("deficit", block_id)
+                    deleted += 1
                     continue
                 failed = await self.replicated.delete_block(
                     block_id,

@@ -79,17 +79,19 @@ async def check(
             records = {bid: t.block_record(bid) for _, bid in mapped}
         for index, block_id in mapped:
             rec = records[block_id]
-            wanted = list(dict.fromkeys([*pools.targets(block_id), *(rec.pools if rec else ())]))
+            place = rec.place if rec is not None else None
+            targets = pools.targets(block_id) if place is None else ()  # a pack stays where it was put
+            wanted = list(dict.fromkeys([*targets, *(rec.pools if rec else ())]))
             copies: dict[str, str] = {}
             for name in wanted:
                 if not pools.state(name).serves:
                     copies[name] = f"unreachable: pool is {pools.state(name).value}"
                 elif deep and rec is not None:
-                    obj, why = await block_copies.read_copy(name, block_id, rec.digest)
+                    obj, why = await block_copies.read_copy(name, block_id, rec.digest, place)
                     copies[name] = "ok" if obj is not None else ("missing" if why == "missing" else f"damaged: {why}")
                 else:
                     try:
-                        there = await block_copies.has_copy(name, block_id)
+                        there = await block_copies.has_copy(name, block_id, place)
                     except StorageError as exc:
                         copies[name] = f"unreachable: {exc}"
                         continue

@@ -29,6 +29,7 @@ import trio
 
 from repfs.backend.copies import BlockCopies
 from repfs.backend.poolset import PoolSet
+from repfs.blocks import packs
 from repfs.blocks.keyedlock import KeyedLock
 from repfs.errors import StorageError
 from repfs.fs.ratelimit import RateLimit
@@ -162,6 +163,9 @@ class Repairer:
                 with self.meta.write() as t:
                     t.delete("deficit", block_id)
                 return out
+            if rec.in_pack:
+                await self._repair_packed(block_id, rec, out, deep=deep or listed, reads=reads, verify=verify)
+                return out
             known = set(self.pools.pool_names)
             serving = {n for n in known if self.pools.state(n).serves}
             targets = self.pools.targets(block_id)
@@ -257,6 +261,91 @@ class Repairer:
         self.stats["removed"] += out.removed
         self.stats["unrecoverable"] += out.unrecoverable
         return out
+
+    async def _repair_packed(
+        self,
+        block_id: bytes,
+        rec: BlockRecord,
+        out: Outcome,
+        *,
+        deep: bool,
+        reads: RateLimit | None,
+        verify: frozenset[str],
+    ) -> None:
+        """A packed block (under its lock): its copies are its frame in each of the pack's
+        holders. With `replicas` good ones on pools that keep blocks there is nothing to do;
+        otherwise the block is written out as its own object on its targets, its record
+        moved there, and from then on it is repaired like any block."""
+        place = rec.place
+        assert place is not None
+        short = block_id.hex()[:12]
+        good: list[str] = []
+        bad: dict[str, str] = {}
+        unreachable = False
+        obj: bytes | None = None
+        for h in rec.pools:
+            if h not in self.pools.pool_names or not self.pools.state(h).serves:
+                unreachable = True
+                continue
+            if not deep and h not in verify:
+                good.append(h)
+                continue
+            if reads is not None:
+                await reads.take(rec.stored_size)
+            got, why = await self.copies.read_copy(h, block_id, rec.digest, place)
+            out.copies_checked += 1
+            if got is None:
+                bad[h] = why
+            else:
+                good.append(h)
+                obj = obj or got
+        placed = [h for h in good if self.pools.state(h).places]
+        if len(placed) >= self.pools.replicas:
+            with self.meta.write() as t:
+                t.delete("deficit", block_id)
+            return
+        for h in good if obj is None else ():
+            obj, why = await self.copies.read_copy(h, block_id, rec.digest, place)
+            if obj is not None:
+                break
+            bad[h] = why
+        if obj is None:
+            out.complete = False
+            out.unrecoverable = not unreachable
+            log.error("block %s: no good copy in pack %s to write it out from; tried: %s", short, place[0],
+                      ", ".join(f"{n} ({why})" for n, why in bad.items()) or "no holder serves")  # fmt: skip
+            return
+        targets = self.pools.targets(block_id)
+        stored: list[str] = []
+        for name in targets:
+            if not self.pools.state(name).takes_blocks:
+                continue
+            await self.rate.take(len(obj))
+            try:
+                await self.copies.put_copy(name, block_id, obj)
+            except StorageError as exc:
+                log.warning("cannot write block %s out of its pack to pool %s: %s", short, name, exc)
+                continue
+            stored.append(name)
+        out.repaired += len(stored)
+        out.moved += len(stored)
+        out.complete = set(stored) == set(targets)
+        if not stored:
+            return
+        with self.meta.write() as t:
+            now = t.block_record(block_id)
+            if now is None or now.in_pack != place[0]:
+                return
+            packs.released(t, now.in_pack, now.stored_size)
+            now.pools = tuple(n for n in self.pools.ranked(block_id) if n in stored)
+            now.in_pack, now.offset = "", 0
+            t.put_block_record(block_id, now)
+            if out.complete:
+                t.delete("deficit", block_id)
+            else:
+                t.put("deficit", block_id, b"")
+        why = ", ".join(f"{n} {w}" for n, w in bad.items()) or f"{len(placed)} of {self.pools.replicas} copies placed"
+        log.info("block %s written out of pack %s to %s (%s)", short, place[0], ", ".join(stored), why)
 
     async def _good_object(
         self, block_id: bytes, digest: bytes, good: set[str], bad: dict[str, str]

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from repfs.backend.keys import JOURNAL_PREFIX, SNAPSHOT_PREFIX, block_key, parse_journal_key, parse_snapshot_key
 from repfs.backend.metaobjects import MetaObjects
+from repfs.blocks import packs
 from repfs.errors import CorruptObject, ReadFailed, SetupError, StorageError
 from repfs.journal import snapshot
 from repfs.journal.pack import decode_pack, is_pack
@@ -106,6 +107,24 @@ def _apply(meta: MetaStore, seg: Segment, after: int) -> int:
     return applied
 
 
+def _locate(meta: MetaStore, chosen: tuple[str, list[str]], seg: Segment) -> int:
+    """The blocks a pack carries whose records name no place yet (the host stopped after the
+    pack was stored and before their records said so): they are in it. Returns how many."""
+    key, holders = chosen
+    found = 0
+    with meta.env.begin(write=True) as txn:
+        t = Txn(txn, meta.dbs)
+        for f in seg.frames:
+            rec = t.block_record(f.block_id)
+            if rec is None or rec.pools or rec.in_pack or rec.stored_size != f.length:
+                continue
+            rec.pools, rec.in_pack, rec.offset = tuple(holders), key, f.offset
+            t.put_block_record(f.block_id, rec)
+            packs.recorded(t, key, f.length)
+            found += 1
+    return found
+
+
 async def apply_journal(
     meta: MetaStore,
     store: MetaObjects,
@@ -131,9 +150,11 @@ async def apply_journal(
         cursor = out.last_seq + 1
         covering = sorted((r for r in ranges if r[0] <= cursor <= r[1]), key=lambda r: -r[1])
         seg = None
+        chosen: tuple[str, list[str]] = ("", [])
         for _first, _last, key, holders in covering:
             try:
                 seg = await store.get_meta(key, holders, functools.partial(_decode_segment, codec, key))
+                chosen = (key, holders)
                 break
             except (ReadFailed, CorruptObject) as exc:
                 out.damaged.append(f"{key}: {exc}")
@@ -143,6 +164,8 @@ async def apply_journal(
                 out.gap_after = out.last_seq
             break
         out.change_sets += _apply(meta, seg, out.last_seq)
+        if seg.frames:
+            _locate(meta, chosen, seg)
         out.segments += 1
         out.last_seq = seg.sets[-1].seq
         out.written_ns = seg.written_ns

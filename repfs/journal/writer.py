@@ -31,6 +31,8 @@ from repfs.backend.keys import (
     snapshot_key,
 )
 from repfs.backend.metaobjects import MetaObjects
+from repfs.blocks import packs
+from repfs.blocks.layer import PackedAt
 from repfs.errors import StorageError
 from repfs.journal import snapshot
 from repfs.journal.pack import encode_pack
@@ -44,16 +46,6 @@ MAX_SEGMENT_BYTES = 8 << 20
 MAX_PACK_FRAME_BYTES = 8 << 20  # block frames one pack carries (the first one always goes)
 MAX_QUEUED_BYTES = 256 << 20
 RETRY_DELAY = 1.0
-
-
-@dataclass(frozen=True)
-class PackedAt:
-    """Where a carried block was stored: in pack `key` at `offset`, on `pools`."""
-
-    key: str
-    offset: int
-    length: int
-    pools: tuple[str, ...]
 
 
 @dataclass(eq=False)
@@ -331,10 +323,15 @@ class JournalWriter:
         for _, key in by_seq[self.keep_snapshots :]:
             await self.store.delete_meta(key, snaps[key])
         segments = await self.store.list_meta(JOURNAL_PREFIX)
+        with self.meta.read() as t:
+            carrying = {k for k, u in packs.every(t) if not u.dead}
         for key, holders in segments.items():
             try:
                 _, last = parse_journal_key(key)
             except ValueError:
                 continue
-            if last <= oldest_kept:
+            if last <= oldest_kept and key not in carrying:  # a pack lives on while blocks are in it
                 await self.store.delete_meta(key, holders)
+                with self.meta.write() as t:
+                    if packs.usage(t, key) is not None:
+                        packs.forget(t, key)

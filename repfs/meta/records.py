@@ -79,6 +79,11 @@ class BlockRecord:
     in_pack: str = ""  # the pack's object key; "" for a block that is its own object
     offset: int = 0
 
+    @property
+    def place(self) -> tuple[str, int, int] | None:
+        """(pack key, offset, length) of a packed block's frame; None for a standalone one."""
+        return (self.in_pack, self.offset, self.stored_size) if self.in_pack else None
+
     def pack(self) -> bytes:
         names = [p.encode() for p in self.pools]
         if len(self.digest) > 255:

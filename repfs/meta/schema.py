@@ -72,6 +72,7 @@ DATABASE_IDS: dict[str, int] = {
     "content_hash": 26,
     "file_hash": 27,
     "hash_pending": 28,
+    "packs": 29,
 }
 DATABASES = tuple(DATABASE_IDS)
 DATABASE_BY_ID = {i: name for name, i in DATABASE_IDS.items()}
@@ -80,7 +81,8 @@ DATABASE_BY_ID = {i: name for name, i in DATABASE_IDS.items()}
 # 3: the `usage` counters (counted from each namespace's tree at the first mount)
 # 4: ingest times (each existing inode's ctime) and their order
 # 5: content hashes (every existing file pending: the hasher reads it)
-SCHEMA_VERSION = 5
+# 6: packs (`blocks.packs`; block records of version 3): nothing to migrate, an older filesystem has none
+SCHEMA_VERSION = 6
 ROOT_INO = 1
 
 _U64 = struct.Struct(">Q")

@@ -1,0 +1,168 @@
+"""Packs (journal.pack, docs/FORMAT.md) on the core with memory pools: an fsync'd small
+file is one object on two pools; packed blocks read back, deduplicate, are collected and
+their pack pruned when dead, kept while alive, written out as their own objects when a
+copy is damaged, and found again by recovery when their record named no place."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from repfs.backend.keys import BLOCK_PREFIX, JOURNAL_PREFIX, block_key
+from repfs.backend.memory import MemoryPool
+from repfs.blocks import packs
+from repfs.config import FsConfig, PoolSpec
+from repfs.codec.superblock import Superblock
+from repfs.fs import namespace as ns
+from repfs.journal.replay import rebuild
+from repfs.meta.records import BlockRecord
+from repfs.meta.schema import ROOT_INO
+from repfs.meta.store import MetaStore
+from repfs.stack import StackOptions, build_stack
+from repfs.volume import FsPaths, OpenedFs
+from tests.fs.rig import BS, ROOT, Rig, read_file, write_file
+
+pytestmark = pytest.mark.trio
+
+
+@pytest.fixture
+async def packed(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
+    """The factory's stack with packs on (blocks up to 1 MiB), journal to 2 pools as mounted."""
+    pools = {f"p{i}": MemoryPool(f"p{i}") for i in range(3)}
+    specs = tuple(PoolSpec(name, f"file://{tmp_path}/{name}") for name in pools)
+    config = FsConfig(pools=specs, replicas=2, write_quorum=1, block_size=BS)
+    superblock, data_key = Superblock.create(b"secret-for-tests", BS)
+    opened = OpenedFs(FsPaths(tmp_path / "fs"), config, superblock, data_key, dict(pools))
+    (tmp_path / "fs").mkdir()
+    opts = StackOptions(cache_size=8 * BS, max_dirty=4 * BS, idle_seconds=0.05, pack_max=1 << 20)
+    layers = build_stack(opened, opts, retry_base_delay=0.001)
+    with layers.meta.write() as t:
+        ns.make_root(t, 0, 0)
+    await nursery.start(layers.cache.run)
+    await nursery.start(layers.journal.run)
+    yield Rig(layers, pools)
+
+
+def record(r: Rig, ino: int, index: int = 0) -> tuple[bytes, BlockRecord]:
+    with r.meta.read() as t:
+        block_id = t.block_of(ino, index)
+        assert block_id is not None
+        rec = t.block_record(block_id)
+        assert rec is not None
+        return block_id, rec
+
+
+def written_since(r: Rig, t0: float) -> set[tuple[str, str]]:
+    return {(n, k) for n, p in r.pools.items() for k, at in p.written.items() if at >= t0}
+
+
+async def test_an_fsynced_small_file_is_one_object_on_two_pools(packed: Rig) -> None:
+    await write_file(packed, b"warm-up", os.urandom(1000))
+    for i in range(5):
+        t0 = time.time()
+        data = os.urandom(BS)
+        ino = await write_file(packed, f"packet-{i}".encode(), data)  # create, write, fsync, close
+        new = written_since(packed, t0)
+        keys = {k for _, k in new}
+        assert len(keys) == 1 and len(new) == 2, new  # ≤ 2 PUTs: the pack, on two pools
+        (key,) = keys
+        assert key.startswith(JOURNAL_PREFIX)
+        block_id, rec = record(packed, ino)
+        assert rec.in_pack == key and set(rec.pools) == {n for n, _ in new}
+        assert not any(k.startswith(BLOCK_PREFIX) for p in packed.pools.values() for k in p.objects)
+        with packed.meta.read() as t:
+            u = packs.usage(t, key)
+            assert u is not None and u.live_frames == 1 and u.live_bytes == rec.stored_size
+        packed.cache.drop(ino)
+        assert await read_file(packed, ino) == data  # by its range, from the pack
+
+
+async def test_packed_blocks_deduplicate_and_are_collected_and_dead_packs_pruned(packed: Rig) -> None:
+    keep, gone = os.urandom(BS), os.urandom(BS)
+    kept = await write_file(packed, b"keep", keep)
+    await write_file(packed, b"gone", gone)
+    twin = await write_file(packed, b"twin", gone)  # the same block: one frame, two references
+    _, kept_rec = record(packed, kept)
+    gone_id, gone_rec = record(packed, twin)
+    assert gone_rec.refcount == 2 and packed.blocks.stats["deduplicated"] == 1
+    for name in (b"gone", b"twin"):
+        packed.fs.unlink(ROOT, ROOT_INO, name)
+    packed.fs.forget([(i, 99) for i in list(packed.fs.lookups)])
+    assert await packed.blocks.collect() == 1
+    with packed.meta.read() as t:
+        assert t.block_record(gone_id) is None
+        dead = packs.usage(t, gone_rec.in_pack)
+        assert dead is not None and dead.dead
+    assert any(gone_rec.in_pack in p.objects for p in packed.pools.values())  # the journal still needs it
+    for _ in range(4):  # the kept snapshots move past both packs: the dead one goes, the live one stays
+        await packed.layers.journal.snapshot_now()
+    assert not any(gone_rec.in_pack in p.objects for p in packed.pools.values())
+    assert sum(kept_rec.in_pack in p.objects for p in packed.pools.values()) == 2
+    with packed.meta.read() as t:
+        assert packs.usage(t, gone_rec.in_pack) is None
+    packed.cache.drop(kept)
+    assert await read_file(packed, kept) == keep
+
+
+async def test_a_damaged_frame_is_read_elsewhere_and_the_block_written_out(packed: Rig) -> None:
+    data = os.urandom(BS)
+    ino = await write_file(packed, b"f", data)
+    block_id, rec = record(packed, ino)
+    first = packed.pools[rec.pools[0]]
+    frame = bytearray(first.objects[rec.in_pack])
+    frame[rec.offset + rec.stored_size // 2] ^= 1  # inside this block's frame, on one holder
+    first.objects[rec.in_pack] = bytes(frame)
+    packed.cache.drop(ino)
+    assert await read_file(packed, ino) == data  # the other holder's frame
+    assert packed.repairer.deficit() == 1  # reported: a frame cannot be put back into a pack
+    assert await packed.repairer.repair_pending() == 1
+    _, now = record(packed, ino)
+    targets = packed.poolset.targets(block_id)
+    assert now.in_pack == "" and set(now.pools) == set(targets)  # its own object now, on its targets
+    assert {n for n, p in packed.pools.items() if block_key(block_id) in p.objects} == set(targets)
+    with packed.meta.read() as t:
+        u = packs.usage(t, rec.in_pack)
+        assert u is not None and u.dead
+    packed.cache.drop(ino)
+    assert await read_file(packed, ino) == data and packed.repairer.deficit() == 0
+
+
+async def test_a_deep_check_of_good_frames_writes_nothing(packed: Rig) -> None:
+    ino = await write_file(packed, b"f", os.urandom(BS))
+    block_id, rec = record(packed, ino)
+    before = {n: dict(p.written) for n, p in packed.pools.items()}
+    out = await packed.repairer.repair_block(block_id, deep=True)
+    assert out.complete and out.copies_checked == 2 and out.repaired == 0
+    assert {n: dict(p.written) for n, p in packed.pools.items()} == before
+    assert record(packed, ino)[1] == rec
+    sample = packed.blocks.challenge_sample(rec.pools[0], None)
+    assert sample == [(block_id, rec.digest, rec.place)]
+    got, why = await packed.copies.read_copy(rec.pools[0], block_id, rec.digest, rec.place)
+    assert got is not None and why == ""
+
+
+async def test_recovery_finds_a_packed_block_whose_record_named_no_place(packed: Rig, tmp_path: Path) -> None:
+    """fsync returns once the pack is stored; the record's own update travels later. If the
+    host stops in between, replay finds the block in the pack's index."""
+    await packed.layers.journal.snapshot_now()
+    data = os.urandom(BS)
+    ino = await write_file(packed, b"f", data)
+    block_id, rec = record(packed, ino)
+    assert packed.layers.journal.queue  # the record's update has not gone out yet
+    out = await rebuild(tmp_path / "new", packed.layers.objects, packed.layers.objects, packed.layers.journal.codec)
+    assert out.gap_after is None and not out.damaged
+    new = MetaStore(tmp_path / "new")
+    try:
+        with new.read() as t:
+            found = t.block_record(block_id)
+            assert found is not None and found.in_pack == rec.in_pack and found.offset == rec.offset
+            assert set(found.pools) == set(rec.pools)
+            u = packs.usage(t, rec.in_pack)
+            assert u is not None and u.live_frames == 1
+    finally:
+        new.close()

@@ -180,6 +180,16 @@ def _s3_defaults(
     return tuple(out)
 
 
+PACK_MAX_LIMIT = 1 << 20  # docs/FORMAT.md: blocks whose object is at most 1 MiB are packed
+
+
+def _pack_max(text: str) -> int:
+    size = parse_size(text)
+    if size > PACK_MAX_LIMIT:
+        raise click.BadParameter(f"{text!r} is more than 1M", param_hint="--pack-max")
+    return size
+
+
 @main.command()
 @click.argument("fs_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
@@ -298,6 +308,14 @@ def _s3_defaults(
     help="Most bytes a second the background repair writes to pools that come back; 0: no limit.",
 )
 @click.option(
+    "--pack-max",
+    default="0",
+    show_default=True,
+    metavar="SIZE",
+    help="Blocks whose object is at most SIZE travel in the journal's segments (packs: one object per "
+    "fsync'd small file on each of two pools); 0: off. Being built (docs/FORMAT.md, pack objects).",
+)
+@click.option(
     "--hash-rate",
     default="16M",
     show_default=True,
@@ -354,6 +372,7 @@ def mount(
     challenge_size: str,
     repair_rate: str,
     hash_rate: str,
+    pack_max: str,
     retention_interval: float,
     expire_rate: float,
     take_over: bool,
@@ -395,6 +414,7 @@ def mount(
                 challenge_size=parse_count(challenge_size, "--challenge-size"),
                 repair_rate=parse_size(repair_rate) or None,
                 hash_rate=parse_size(hash_rate) or None,
+                pack_max=_pack_max(pack_max),
                 take_over=take_over,
                 break_lease=break_lease,
                 usage_interval=usage_interval,
@@ -423,7 +443,7 @@ def mount(
             extra = [f"--cache-size={cache_size}", f"--max-dirty={max_dirty}", f"--heartbeat={heartbeat}"]
             extra += [f"--challenge-size={challenge_size}", f"--repair-rate={repair_rate}"]
             extra += [f"--down-after={down_after}", f"--retention-interval={retention_interval}"]
-            extra += [f"--expire-rate={expire_rate}", f"--hash-rate={hash_rate}"]
+            extra += [f"--expire-rate={expire_rate}", f"--hash-rate={hash_rate}", f"--pack-max={pack_max}"]
             extra += (["--take-over"] if take_over else []) + (["--break-lease"] if break_lease else [])
             extra += [f"--cache-dir={opts.stack.cache_dir}"] if opts.stack.cache_dir else []
             extra += [f"-o{o}" for o in sorted(options)] + (["--debug"] if debug else [])

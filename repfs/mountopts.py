@@ -50,6 +50,7 @@ HELPER_VALUED = {
     "retention_interval": "--retention-interval",
     "expire_rate": "--expire-rate",
     "hash_rate": "--hash-rate",
+    "pack_max": "--pack-max",
 }
 HELPER_FLAGS = {
     "audit": "--audit",

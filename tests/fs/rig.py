@@ -85,7 +85,9 @@ async def rig(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
     superblock, data_key = Superblock.create(b"secret-for-tests", BS)
     opened = OpenedFs(FsPaths(tmp_path / "fs"), config, superblock, data_key, dict(pools))
     (tmp_path / "fs").mkdir()
-    opts = StackOptions(cache_size=8 * BS, max_dirty=4 * BS, idle_seconds=0.05, pack_max=int(os.environ.get("REPFS_TEST_PACK_MAX", "0")))
+    # REPFS_TEST_PACK_MAX=1048576 runs these tests with packs on (tests that look at block objects then differ)
+    pack_max = int(os.environ.get("REPFS_TEST_PACK_MAX", "0"))
+    opts = StackOptions(cache_size=8 * BS, max_dirty=4 * BS, idle_seconds=0.05, pack_max=pack_max)
     layers = build_stack(opened, opts, retry_base_delay=0.001)
     with layers.meta.write() as t:
         ns.make_root(t, 0, 0)

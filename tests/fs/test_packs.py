@@ -16,8 +16,8 @@ import trio
 from repfs.backend.keys import BLOCK_PREFIX, JOURNAL_PREFIX, block_key
 from repfs.backend.memory import MemoryPool
 from repfs.blocks import packs
-from repfs.config import FsConfig, PoolSpec
 from repfs.codec.superblock import Superblock
+from repfs.config import FsConfig, PoolSpec
 from repfs.fs import namespace as ns
 from repfs.journal.replay import rebuild
 from repfs.meta.records import BlockRecord
@@ -72,7 +72,7 @@ async def test_an_fsynced_small_file_is_one_object_on_two_pools(packed: Rig) -> 
         assert len(keys) == 1 and len(new) == 2, new  # ≤ 2 PUTs: the pack, on two pools
         (key,) = keys
         assert key.startswith(JOURNAL_PREFIX)
-        block_id, rec = record(packed, ino)
+        _, rec = record(packed, ino)
         assert rec.in_pack == key and set(rec.pools) == {n for n, _ in new}
         assert not any(k.startswith(BLOCK_PREFIX) for p in packed.pools.values() for k in p.objects)
         with packed.meta.read() as t:

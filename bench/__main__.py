@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--profile", action="store_true",
                     help="afterwards, py-spy on the repfs daemons of --systems (data, metadata)")  # fmt: skip
     ap.add_argument("--profile-only", action="store_true", help="only the profile, no table")
+    ap.add_argument("--repfs-option", action="append", default=[], metavar="OPT",
+                    help="one more option for every repfs mount, e.g. --repfs-option=--pack-max=1M")  # fmt: skip
     ap.add_argument("--dir", help="where the scratch folder goes [default: the system's temp dir]")
     ap.add_argument("--out", type=Path, help=f"JSON file [default: {RESULTS_DIR}/<UTC time>.json]")
     ap.add_argument("--no-install", action="store_true", help="do not install missing tools")
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             if site is not None:
                 progress.say(f"starting SeaweedFS ({args.s3_servers} server{'s' * (args.s3_servers > 1)})")
                 stack.enter_context(site)
-            env = Env(work, site)
+            env = Env(work, site, tuple(args.repfs_option))
             plan = select(steps(sizes, seed, str(src)), [w for w in args.workloads.split(",") if w])
             if site is not None and classes:
                 progress.say("S3 ceilings: aggregate PUT/GET, small PUTs")

@@ -32,6 +32,7 @@ REPLICAS = 2
 class Env:
     work: Path  # this run's scratch directory
     site: S3Site | None  # the SeaweedFS servers, when an S3 system runs
+    repfs_args: tuple[str, ...] = ()  # more `repfs mount` options (--repfs-option), e.g. --pack-max=1M
 
 
 class System(ABC):
@@ -226,14 +227,14 @@ class Repfs(System):
 
     def daemon_cmd(self) -> list[str]:
         return [*REPFS, "mount", "--foreground", "--key-file", str(self.key), "--cache-dir", str(self.cache_dir),
-                str(self.fs_dir), str(self.mnt)]  # fmt: skip
+                *self.env.repfs_args, str(self.fs_dir), str(self.mnt)]  # fmt: skip
 
     def stop_daemon(self) -> None:
         run([*REPFS, "umount", str(self.mnt)], timeout=600)
 
     def details(self) -> dict[str, Any]:
         with contextlib.suppress(OSError):
-            return {"config": (self.fs_dir / "repfs.toml").read_text()}
+            return {"config": (self.fs_dir / "repfs.toml").read_text(), "mount_options": list(self.env.repfs_args)}
         return {}
 
 

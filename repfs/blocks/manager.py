@@ -170,7 +170,7 @@ class BlockManager:
             # object is stored: fsync waits for both, in parallel. Until the object is stored
             # the record names no pool (recovery checks such blocks; see journal.replay).
             if len(obj) <= self.pack_max:  # carried in the journal's next segment, a pack
-                await self._store_packed(block_id, obj, urgent=bool(self._awaited[ino]))
+                await self._store_packed(block_id, obj)
                 self._gc_wake.set()
                 return
             if self._awaited[ino]:  # someone waits: no grouping delay
@@ -186,11 +186,15 @@ class BlockManager:
                         t.put("deficit", block_id, b"")
         self._gc_wake.set()
 
-    async def _store_packed(self, block_id: bytes, obj: bytes, *, urgent: bool) -> None:
+    async def _store_packed(self, block_id: bytes, obj: bytes) -> None:
         """One object for the block and the metadata that maps it: the block travels in the
         journal segment. Its record then names the pack, the place in it and the pack's
-        pools (replay finds the same from the pack's index after a crash)."""
-        at = await self.journal.carry(block_id, obj, urgent=urgent)
+        pools (replay finds the same from the pack's index after a crash).
+
+        Always without the grouping delay: this upload holds one of the cache's few upload
+        slots while it waits, so a delay would cap small files at a few a second. Blocks
+        that come while a segment is on its way share the next one."""
+        at = await self.journal.carry(block_id, obj, urgent=True)
         self.stats["stored"] += 1
         self.stats["packed"] += 1
         with self.meta.write() as t:

@@ -128,14 +128,17 @@ class JournalWriter:
         self._wake.set()
         if urgent or not self.running:
             self._urgent.set()
-        if not self.running:  # no service (a filesystem used without mounting): upload here
-            await self.flush()
-        while carried.where is None:
-            await self._next_progress()
-            if carried.where is None and self.error is not None:
-                if carried in self.frames:
-                    self.frames.remove(carried)
-                raise self.error
+        try:
+            if not self.running:  # no service (a filesystem used without mounting): upload here
+                await self.flush()
+            while carried.where is None:
+                await self._next_progress()
+                if carried.where is None and self.error is not None:
+                    raise self.error
+        except BaseException:
+            if carried in self.frames:  # not on its way: it does not go at all
+                self.frames.remove(carried)
+            raise
         return carried.where
 
     def snapshot_soon(self) -> None:
@@ -257,7 +260,8 @@ class JournalWriter:
         self.error = None
         for carried, place in zip(frames, places, strict=True):
             carried.where = PackedAt(key, place.offset, place.length, tuple(pools))
-        del self.frames[: len(frames)]
+        sent = set(frames)  # by identity: a waiter may have taken its own out meanwhile
+        self.frames = [c for c in self.frames if c not in sent]
         self.stats["packs"] += bool(frames)
         self._drop_through(batch[-1].seq)
         self._set_stored(batch[-1].seq)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,18 +74,15 @@ class Rig:
         return {k for p in self.pools.values() for k in p.objects if k.startswith("blocks/")}
 
 
-@pytest.fixture
-async def rig(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
+async def start_rig(tmp_path: Path, nursery: trio.Nursery, *, pack_max: int) -> Rig:
     """The stack the factory builds for a mount, on memory pools, with its cache and its
-    journal running: fsync takes the production path."""
+    journal running: fsync takes the production path. `pack_max`: StackOptions.pack_max."""
     pools = {f"p{i}": MemoryPool(f"p{i}") for i in range(3)}
     specs = tuple(PoolSpec(name, f"file://{tmp_path}/{name}") for name in pools)
     config = FsConfig(pools=specs, replicas=2, write_quorum=1, block_size=BS)
     superblock, data_key = Superblock.create(b"secret-for-tests", BS)
     opened = OpenedFs(FsPaths(tmp_path / "fs"), config, superblock, data_key, dict(pools))
     (tmp_path / "fs").mkdir()
-    # REPFS_TEST_PACK_MAX=1048576 runs these tests with packs on (tests that look at block objects then differ)
-    pack_max = int(os.environ.get("REPFS_TEST_PACK_MAX", "0"))
     opts = StackOptions(cache_size=8 * BS, max_dirty=4 * BS, idle_seconds=0.05, pack_max=pack_max)
     layers = build_stack(opened, opts, retry_base_delay=0.001)
     with layers.meta.write() as t:
@@ -94,7 +90,14 @@ async def rig(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
         t.inode(ROOT_INO)
     await nursery.start(layers.cache.run)
     await nursery.start(layers.journal.run)
-    yield Rig(layers, pools)
+    return Rig(layers, pools)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, nursery: trio.Nursery) -> Rig:
+    """REPFS_TEST_PACK_MAX=1048576 runs the core tests with packs on (those that look at
+    block objects then differ)."""
+    return await start_rig(tmp_path, nursery, pack_max=int(os.environ.get("REPFS_TEST_PACK_MAX", "0")))
 
 
 async def write_file(r: Rig, name: bytes, data: bytes, *, parent: int = ROOT_INO, caller: Caller = ROOT) -> int:

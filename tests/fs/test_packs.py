@@ -7,45 +7,26 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 
 from repfs.backend.keys import BLOCK_PREFIX, JOURNAL_PREFIX, block_key
-from repfs.backend.memory import MemoryPool
 from repfs.blocks import packs
-from repfs.codec.superblock import Superblock
-from repfs.config import FsConfig, PoolSpec
-from repfs.fs import namespace as ns
 from repfs.journal.replay import rebuild
 from repfs.meta.records import BlockRecord
 from repfs.meta.schema import ROOT_INO
 from repfs.meta.store import MetaStore
-from repfs.stack import StackOptions, build_stack
-from repfs.volume import FsPaths, OpenedFs
-from tests.fs.rig import BS, ROOT, Rig, read_file, write_file
+from tests.fs.rig import BS, ROOT, Rig, read_file, start_rig, write_file
 
 pytestmark = pytest.mark.trio
 
 
 @pytest.fixture
-async def packed(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
+async def packed(tmp_path: Path, nursery: trio.Nursery) -> Rig:
     """The factory's stack with packs on (blocks up to 1 MiB), journal to 2 pools as mounted."""
-    pools = {f"p{i}": MemoryPool(f"p{i}") for i in range(3)}
-    specs = tuple(PoolSpec(name, f"file://{tmp_path}/{name}") for name in pools)
-    config = FsConfig(pools=specs, replicas=2, write_quorum=1, block_size=BS)
-    superblock, data_key = Superblock.create(b"secret-for-tests", BS)
-    opened = OpenedFs(FsPaths(tmp_path / "fs"), config, superblock, data_key, dict(pools))
-    (tmp_path / "fs").mkdir()
-    opts = StackOptions(cache_size=8 * BS, max_dirty=4 * BS, idle_seconds=0.05, pack_max=1 << 20)
-    layers = build_stack(opened, opts, retry_base_delay=0.001)
-    with layers.meta.write() as t:
-        ns.make_root(t, 0, 0)
-    await nursery.start(layers.cache.run)
-    await nursery.start(layers.journal.run)
-    yield Rig(layers, pools)
+    return await start_rig(tmp_path, nursery, pack_max=1 << 20)
 
 
 def record(r: Rig, ino: int, index: int = 0) -> tuple[bytes, BlockRecord]:

@@ -53,8 +53,8 @@ def test_pool_usage_and_states_are_kept_in_sql(repfs_factory: Callable[..., Repf
     assert answered["usage"] and answered["usage"][-1]["state"] == "offline"
     assert admin(sock, "history", "pools", "--pool", "nosuch").returncode == 4
 
-    kept = len(rows(fs, "SELECT * FROM pool_usage"))
     fs.unmount()
+    kept = len(rows(fs, "SELECT * FROM pool_usage"))  # after the unmount: it writes samples until it ends
     fs.mount("--admin-socket", str(sock), "--history-interval", "0.3")
     assert wait_for(lambda: len(rows(fs, "SELECT * FROM pool_usage")) > kept + fs.npools, 30)  # kept, and more
     states = rows(fs, "SELECT pool, state, reason FROM pool_states WHERE pool = 'pool3' ORDER BY at")

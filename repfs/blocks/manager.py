@@ -143,7 +143,10 @@ class BlockManager:
                 digest, stored_size = rec.digest, rec.stored_size
                 self.stats["deduplicated"] += 1
             else:
-                encoded, digest = await trio.to_thread.run_sync(self._encode, block_id, data, limiter=self.cpu)
+                if len(data) <= INLINE_BYTES:
+                    encoded, digest = self._encode(block_id, data)
+                else:
+                    encoded, digest = await trio.to_thread.run_sync(self._encode, block_id, data, limiter=self.cpu)
                 obj, stored_size = encoded, len(encoded)
             targets = set(self.pools.targets(block_id))
             with self.meta.write() as t:

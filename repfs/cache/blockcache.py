@@ -355,7 +355,10 @@ class BlockCache:
                     return
                 generation = e.generation
                 path = self._path(e)
-                data = await trio.to_thread.run_sync(_read_file, path)
+                if e.size <= INLINE_BYTES:  # a page-cache read: cheaper than a worker thread
+                    data = _read_file(path)
+                else:
+                    data = await trio.to_thread.run_sync(_read_file, path)
                 if data is None:  # dropped while we waited
                     return
                 await self.blocks.store(e.ino, e.index, data, lambda: not e.dropped)

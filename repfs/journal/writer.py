@@ -34,6 +34,7 @@ from repfs.backend.metaobjects import MetaObjects
 from repfs.blocks import packs
 from repfs.blocks.layer import PackedAt
 from repfs.errors import StorageError
+from repfs.inline import INLINE_BYTES
 from repfs.journal import snapshot
 from repfs.journal.pack import encode_pack
 from repfs.journal.segment import ChangeSet, FrameAt, encode_segment
@@ -243,7 +244,9 @@ class JournalWriter:
         key = journal_key(batch[0].seq, batch[-1].seq)
         self.sending = batch[-1].seq
         try:
-            if frames:
+            if size + frame_bytes <= INLINE_BYTES:  # what an fsync of a small file waits for
+                obj, places = self._encode_pack(key, batch, frames) if frames else (self._encode(key, batch), [])
+            elif frames:
                 obj, places = await trio.to_thread.run_sync(self._encode_pack, key, batch, frames, limiter=self.cpu)
             else:
                 obj, places = await trio.to_thread.run_sync(self._encode, key, batch, limiter=self.cpu), []

@@ -26,6 +26,7 @@ from repfs.backend.poolset import PoolSet
 from repfs.backend.replicated import ReplicatedStore
 from repfs.backend.usage import DEFAULT_INTERVAL as USAGE_INTERVAL
 from repfs.backend.usage import UsageMonitor
+from repfs.blocks.compaction import PackCompactor
 from repfs.blocks.manager import BlockManager
 from repfs.cache.blockcache import BlockCache
 from repfs.codec.codec import BlockCodec
@@ -109,12 +110,13 @@ class Layers:
     expiry: Expirer
     hasher: Hasher
     history: PoolHistory
+    compactor: PackCompactor
 
     async def run_upkeep(self, nursery: trio.Nursery) -> None:
         """Background work that uses the metadata: garbage collection, pool health and
         usage, repair, the lease, changes of pools (resumed drains and rebalances), and
         the removal of files by retention and eviction, the content hashes of changed files,
-        and the pools' history in SQL."""
+        the pools' history in SQL, and the compaction of sparse packs."""
         await nursery.start(self.blocks.run_gc)
         await nursery.start(self.health.run)
         await nursery.start(self.repairer.run)
@@ -124,6 +126,7 @@ class Layers:
         await nursery.start(self.expiry.run)
         await nursery.start(self.hasher.run)
         await nursery.start(self.history.run)
+        await nursery.start(self.compactor.run)
 
     async def store_dirty(self) -> int:
         """Store every dirty block and sync the metadata; the number of blocks left unstored.
@@ -273,9 +276,11 @@ def build_stack(opened: OpenedFs, opts: StackOptions, **tuning: float) -> Layers
     expirer = Expirer(meta, fs, interval=opts.retention_interval, rate=opts.expire_rate)
     hasher = Hasher(meta, fs, fs.hashes, rate=opts.hash_rate)
     pool_history = PoolHistory(opened.paths.history, poolset, interval=opts.history_interval)
+    compactor = PackCompactor(meta, journal, copies, poolset, blocks.locks)
+    journal.after_prune = compactor.wake
     return Layers(
         opened, meta, poolset, store, copies, objects, blocks, cache, fs, health, repairer, journal, lease, usage,
-        pools, accounts, kernel_cache, audit, locks, share_manager, expirer, hasher, pool_history,
+        pools, accounts, kernel_cache, audit, locks, share_manager, expirer, hasher, pool_history, compactor,
     )  # fmt: skip
 
 

@@ -124,6 +124,9 @@ HELP: dict[str, str] = {
     "repfs_blocks_deduplicated_total": "Blocks written that were already stored (deduplicated)",
     "repfs_blocks_fetched_total": "Blocks fetched from the pools",
     "repfs_blocks_deleted_total": "Blocks deleted by garbage collection",
+    "repfs_blocks_packed_total": "Blocks stored inside a journal pack rather than as their own objects",
+    "repfs_pack_frames_moved_total": "Live blocks carried out of sparse packs into new ones (compaction)",
+    "repfs_packs_compacted_total": "Sparse packs left with no live block by compaction (the prune deletes them)",
     "repfs_journal_seq": "Sequence number of the last metadata change",
     "repfs_journal_stored_seq": "Last metadata change known to be stored on the pools",
     "repfs_journal_lag_changes": "Metadata changes not yet stored on the pools (journal lag)",
@@ -328,6 +331,9 @@ class LiveCollector(Collector):
             ("repfs_blocks_deduplicated_total", "deduplicated"),
             ("repfs_blocks_fetched_total", "fetched"),
             ("repfs_blocks_deleted_total", "deleted"),
+            ("repfs_blocks_packed_total", "packed"),
+            ("repfs_pack_frames_moved_total", "frames_moved"),
+            ("repfs_packs_compacted_total", "packs_compacted"),
         ):
             yield self._counter(name, st.blocks.get(key, 0))
         j = st.journal

@@ -36,7 +36,6 @@ from repfs.meta.store import MetaStore, Txn
 log = logging.getLogger(__name__)
 
 
-
 def _all_zeros(data: bytes) -> bool:
     # Data that is not all zeros almost always says so in its first or last byte; only
     # then compare it all (memcmp against a zero buffer, not a count of every byte).
@@ -202,13 +201,8 @@ class BlockManager:
         self.stats["packed"] += 1
         with self.meta.write() as t:
             rec = t.block_record(block_id)
-            if rec is None:
-                return
-            rec.pools, rec.in_pack, rec.offset = at.pools, at.key, at.offset
-            t.put_block_record(block_id, rec)
-            packs.recorded(t, at.key, at.length)
-            if len(at.pools) < self.pools.replicas:  # short of copies: the repair writes it out
-                t.put("deficit", block_id, b"")
+            if rec is not None:
+                packs.place(t, block_id, rec, at, self.pools.replicas)
 
     def _note_mapped(self, ino: int) -> None:
         self._mapped_seq[ino] = max(self._mapped_seq.get(ino, 0), self.meta.seq)

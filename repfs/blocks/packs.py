@@ -8,7 +8,7 @@ A row is made when the first block record points into the pack and counts every 
 recorded there; garbage collection takes a frame off when its block's last reference
 goes. A pack with no live frame is deleted by the journal's prune once its journal role
 is over (`dead`); one whose live bytes are under half of its frames' is `sparse` and has
-its live blocks written out again (compaction).
+its live blocks carried into a new pack (`blocks.compaction`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from repfs.blocks.layer import PackedAt
+from repfs.meta.records import BlockRecord
 from repfs.meta.store import Txn
 
 _ROW = struct.Struct(">IQIQ")
@@ -55,6 +57,17 @@ def recorded(t: Txn, key: str, length: int) -> None:
     u.frames += 1
     u.frame_bytes += length
     _put(t, key, u)
+
+
+def place(t: Txn, block_id: bytes, rec: BlockRecord, at: PackedAt, replicas: int) -> None:
+    """Block `block_id`'s record (`rec`) now names its frame `at`: where it is, the pack's
+    pools, and the frame counted; listed for the repair when fewer than `replicas` pools
+    hold the pack."""
+    rec.pools, rec.in_pack, rec.offset = at.pools, at.key, at.offset
+    t.put_block_record(block_id, rec)
+    recorded(t, at.key, at.length)
+    if len(at.pools) < replicas:  # short of copies: the repair writes it out
+        t.put("deficit", block_id, b"")
 
 
 def released(t: Txn, key: str, length: int) -> None:

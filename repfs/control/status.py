@@ -238,5 +238,5 @@ def take(layers: Layers) -> Status:
         users=user_usage(layers),
         expiry=ExpiryStatus(rules, dict(layers.expiry.removed), sweep.running, sweep.finished),
         scrub_finished_ns=schema.from_u64(finished) if finished is not None else layers.opened.superblock.created_ns,
-        blocks=dict(layers.blocks.stats),
+        blocks={**layers.blocks.stats, **layers.compactor.stats},
     )

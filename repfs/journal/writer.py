@@ -17,6 +17,7 @@ beyond the newest `keep_snapshots`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -95,6 +96,8 @@ class JournalWriter:
         self.stored = s.from_u64(raw) if raw else 0
         self.sending = 0  # the last change set of the segment being uploaded
         self.snapshot_seq = 0  # of the last snapshot this daemon stored
+        self.retired_through = 0  # segments up to this change set are past their journal role (pruned)
+        self.after_prune: Callable[[], None] = lambda: None  # what runs after a prune (compaction)
         self.error: StorageError | None = None
         self.running = False
         self._lock = trio.Lock()
@@ -303,6 +306,11 @@ class JournalWriter:
 
     async def snapshot_now(self) -> int:
         """Store a snapshot of all metadata, then prune what no kept snapshot needs."""
+        # Which packs still carry live blocks, read before the snapshot: a pack found dead
+        # here is dead in the snapshot too, so deleting it cannot orphan a record that only
+        # this host's metadata has stopped naming (a compaction's move, a collection).
+        with self.meta.read() as t:
+            carrying = {k for k, u in packs.every(t) if not u.dead}
         seq, data = await trio.to_thread.run_sync(snapshot.take, self.meta, limiter=self.cpu)
         key = snapshot_key(seq)
         obj = await trio.to_thread.run_sync(self.codec.encode_meta, key, data, limiter=self.cpu)
@@ -315,23 +323,23 @@ class JournalWriter:
                 self._drop_through(seq)
                 self._set_stored(seq)
         try:
-            await self.prune()
+            await self.prune(carrying)
         except StorageError as exc:
             log.warning("cannot prune old metadata objects: %s", exc)
         return seq
 
-    async def prune(self) -> None:
+    async def prune(self, carrying: set[str]) -> None:
+        """Delete snapshots beyond the newest `keep_snapshots`, and the journal segments no
+        kept snapshot needs, except packs in `carrying` (they hold live blocks)."""
         snaps = await self.store.list_meta(SNAPSHOT_PREFIX)
         by_seq = sorted(((parse_snapshot_key(k), k) for k in snaps), reverse=True)
         kept = by_seq[: self.keep_snapshots]
         if not kept:
             return
-        oldest_kept = kept[-1][0]
+        oldest_kept = kept[-1][0]  # segments up to it are past their journal role
         for _, key in by_seq[self.keep_snapshots :]:
             await self.store.delete_meta(key, snaps[key])
         segments = await self.store.list_meta(JOURNAL_PREFIX)
-        with self.meta.read() as t:
-            carrying = {k for k, u in packs.every(t) if not u.dead}
         for key, holders in segments.items():
             try:
                 _, last = parse_journal_key(key)
@@ -342,3 +350,15 @@ class JournalWriter:
                 with self.meta.write() as t:
                     if packs.usage(t, key) is not None:
                         packs.forget(t, key)
+        self.retired_through = max(self.retired_through, oldest_kept)
+        self.after_prune()
+
+    async def retirement(self) -> int:
+        """The change set through which journal segments are past their role: that of the
+        oldest kept snapshot, as the last prune found it (or, before this daemon pruned, as
+        the pools list them now); 0 with no snapshot."""
+        if not self.retired_through:
+            snaps = await self.store.list_meta(SNAPSHOT_PREFIX)
+            kept = sorted((parse_snapshot_key(k) for k in snaps), reverse=True)[: self.keep_snapshots]
+            self.retired_through = kept[-1] if kept else 0
+        return self.retired_through

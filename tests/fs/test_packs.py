@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from repfs.backend.keys import BLOCK_PREFIX, JOURNAL_PREFIX, block_key
 from repfs.blocks import packs
@@ -147,3 +148,71 @@ async def test_recovery_finds_a_packed_block_whose_record_named_no_place(packed:
             assert u is not None and u.live_frames == 1
     finally:
         new.close()
+
+
+async def write_together(r: Rig, files: dict[bytes, bytes]) -> dict[bytes, int]:
+    """Write and fsync `files` at once, so that their blocks share one pack: the journal is
+    held until every block waits to be carried."""
+    journal = r.layers.journal
+    inos: dict[bytes, int] = {}
+
+    async def one(name: bytes, data: bytes) -> None:
+        inos[name] = await write_file(r, name, data)
+
+    async with trio.open_nursery() as nursery:
+        async with journal._lock:  # no upload starts meanwhile
+            for name, data in files.items():
+                nursery.start_soon(one, name, data)
+            with trio.fail_after(10):
+                while len(journal.frames) < len(files):
+                    await trio.testing.wait_all_tasks_blocked()
+    return inos
+
+
+async def test_a_sparse_pack_is_compacted_into_a_new_one_and_then_pruned(packed: Rig) -> None:
+    files = {f"f{i}".encode(): os.urandom(BS // 4) for i in range(6)}  # all dirty at once
+    inos = await write_together(packed, files)
+    old = {record(packed, ino)[1].in_pack for ino in inos.values()}
+    assert len(old) == 1  # one pack carries all six
+    (pack,) = old
+    for name in list(files)[:4]:  # four of six frames die: under half of the bytes are live
+        packed.fs.unlink(ROOT, ROOT_INO, name)
+        del files[name]
+    packed.fs.forget([(i, 99) for i in list(packed.fs.lookups)])
+    assert await packed.blocks.collect() == 4
+    compactor = packed.layers.compactor
+    with packed.meta.read() as t:
+        u = packs.usage(t, pack)
+        assert u is not None and u.sparse and u.live_frames == 2
+    assert await compactor.compact_once() == 0  # the journal still needs the pack
+    for _ in range(4):
+        await packed.layers.journal.snapshot_now()
+    assert sum(pack in p.objects for p in packed.pools.values()) == 2  # kept: two live frames
+    before = {name: record(packed, inos[name]) for name in files}
+    holder = packed.pools[before[b"f4"][1].pools[0]]  # one holder's frame of f4 is damaged:
+    damaged = bytearray(holder.objects[pack])  # compaction reads the other's
+    damaged[before[b"f4"][1].offset + 5] ^= 1
+    holder.objects[pack] = bytes(damaged)
+    t0 = time.time()
+    assert await compactor.compact_once() == 1
+    new = written_since(packed, t0)
+    after = {name: record(packed, inos[name]) for name in files}
+    (moved_to,) = {rec.in_pack for _, rec in after.values()}  # both in one new pack
+    assert moved_to != pack and {k for _, k in new if k == moved_to} == {moved_to}
+    assert sum(k == moved_to for _, k in new) == 2  # on two pools
+    for name, (block_id, rec) in after.items():
+        was = before[name][1]
+        assert block_id == before[name][0] and rec.digest == was.digest and rec.stored_size == was.stored_size
+        assert set(rec.pools) == {n for n, k in new if k == moved_to}
+    with packed.meta.read() as t:
+        u_old, u_new = packs.usage(t, pack), packs.usage(t, moved_to)
+        assert u_old is not None and u_old.dead
+        assert u_new is not None and u_new.live_frames == 2 and not u_new.sparse
+    assert compactor.stats == {"packs_compacted": 1, "frames_moved": 2}
+    for _ in range(4):  # the move is in the kept snapshots now: the old pack goes
+        await packed.layers.journal.snapshot_now()
+    assert not any(pack in p.objects for p in packed.pools.values())
+    for name, data in files.items():
+        packed.cache.drop(inos[name])
+        assert await read_file(packed, inos[name]) == data
+    assert await compactor.compact_once() == 0

@@ -52,6 +52,7 @@ class Carrier(Protocol):
 
 @dataclass(frozen=True)
 class _Live:
+    pack: str
     block_id: bytes
     digest: bytes
     holders: tuple[str, ...]
@@ -96,29 +97,23 @@ class PackCompactor:
         keys = await self.candidates()
         if not keys:
             return 0
-        live = await self._live_frames(set(keys))
-        emptied = moved = 0
-        for key in keys:
-            try:
-                n = await self._compact(key, live.get(key, []))
-            except StorageError as exc:
-                log.warning("compaction of pack %s stopped, will retry: %s", key, exc)
-                break
-            moved += n
+        frames = await self._live_frames(set(keys))
+        moved = 0
+        try:
+            moved = await self._compact(frames)
+        finally:
             with self.meta.read() as t:
-                u = packs.usage(t, key)
-            if u is None or u.dead:
-                emptied += 1
-                log.info("pack %s compacted: %d live blocks carried into new packs", key, n)
-        self.stats["packs_compacted"] += emptied
-        self.stats["frames_moved"] += moved
-        if moved:
-            self.on_moved()
-        return emptied
+                emptied = [k for k in keys if (u := packs.usage(t, k)) is None or u.dead]
+            self.stats["packs_compacted"] += len(emptied)
+            self.stats["frames_moved"] += moved
+            if moved:
+                log.info("compaction: %d live blocks of %d sparse packs carried into new packs; %d packs emptied",
+                         moved, len(keys), len(emptied))  # fmt: skip
+        return len(emptied)
 
-    async def _live_frames(self, keys: set[str]) -> dict[str, list[_Live]]:
-        """The live blocks of packs `keys`, from one scan of the block records."""
-        out: dict[str, list[_Live]] = {}
+    async def _live_frames(self, keys: set[str]) -> list[_Live]:
+        """The live blocks of packs `keys`, from one scan of the block records, pack by pack."""
+        out: list[_Live] = []
         start: bytes | None = None
         while True:
             n = 0
@@ -130,35 +125,34 @@ class PackCompactor:
                     start = block_id
                     rec = BlockRecord.unpack(raw)
                     if rec.in_pack in keys and rec.refcount > 0:
-                        out.setdefault(rec.in_pack, []).append(
-                            _Live(block_id, rec.digest, rec.pools, rec.offset, rec.stored_size)
-                        )
+                        out.append(_Live(rec.in_pack, block_id, rec.digest, rec.pools, rec.offset, rec.stored_size))
                     if n >= SCAN_CHUNK:
                         break
             if n < SCAN_CHUNK:
-                return out
+                return sorted(out, key=lambda f: (f.pack, f.offset))
             await trio.lowlevel.checkpoint()
 
-    async def _compact(self, key: str, frames: list[_Live]) -> int:
-        """Carry the live `frames` of pack `key` into new packs; returns how many moved."""
+    async def _compact(self, frames: list[_Live]) -> int:
+        """Carry `frames` into new packs, about one per `BATCH_BYTES`; how many moved.
+        Raises StorageError if the journal cannot store them (a later pass goes on)."""
         moved = 0
         batch: list[_Live] = []
         size = 0
         for f in frames:
             if batch and size + f.length > BATCH_BYTES:
-                moved += await self._carry_batch(key, batch)
+                moved += await self._carry_batch(batch)
                 batch, size = [], 0
             batch.append(f)
             size += f.length
-        return moved + (await self._carry_batch(key, batch) if batch else 0)
+        return moved + (await self._carry_batch(batch) if batch else 0)
 
-    async def _carry_batch(self, key: str, batch: list[_Live]) -> int:
+    async def _carry_batch(self, batch: list[_Live]) -> int:
         objs: dict[bytes, bytes] = {}
         limiter = trio.CapacityLimiter(READS)
 
         async def read(f: _Live) -> None:
             async with limiter:
-                obj = await self._read_frame(key, f)
+                obj = await self._read_frame(f)
             if obj is not None:
                 objs[f.block_id] = obj
 
@@ -177,38 +171,38 @@ class PackCompactor:
         moved = 0
         for f in batch:
             if f.block_id in places:
-                moved += await self._move(key, f, places[f.block_id])
+                moved += await self._move(f, places[f.block_id])
         return moved
 
-    async def _read_frame(self, key: str, f: _Live) -> bytes | None:
+    async def _read_frame(self, f: _Live) -> bytes | None:
         """The frame from the first holder with a good copy; a block with none is listed for
         the repair (which writes it out from wherever it can, or reports it)."""
         tried = []
         for h in f.holders:
             if h not in self.pools.pool_names or not self.pools.state(h).serves:
                 continue
-            obj, why = await self.copies.read_copy(h, f.block_id, f.digest, (key, f.offset, f.length))
+            obj, why = await self.copies.read_copy(h, f.block_id, f.digest, (f.pack, f.offset, f.length))
             if obj is not None:
                 return obj
             tried.append(f"{h} ({why})")
         log.warning("block %s in pack %s: no good frame to compact from (%s); left to the repair",
-                    f.block_id.hex()[:12], key, ", ".join(tried) or "no holder serves")  # fmt: skip
+                    f.block_id.hex()[:12], f.pack, ", ".join(tried) or "no holder serves")  # fmt: skip
         with self.meta.write() as t:
             if t.block_record(f.block_id) is not None:
                 t.put("deficit", f.block_id, b"")
         return None
 
-    async def _move(self, key: str, f: _Live, at: PackedAt) -> int:
+    async def _move(self, f: _Live, at: PackedAt) -> int:
         """Point the block's record at its new frame, unless it moved meanwhile (repair wrote
         it out, garbage collection took it): then the new frame is dead from the start."""
         async with self.locks(f.block_id):
             with self.meta.write() as t:
                 rec = t.block_record(f.block_id)
-                if rec is None or rec.in_pack != key or rec.offset != f.offset:
+                if rec is None or rec.in_pack != f.pack or rec.offset != f.offset:
                     packs.recorded(t, at.key, at.length)
                     packs.released(t, at.key, at.length)
                     return 0
-                packs.released(t, key, rec.stored_size)
+                packs.released(t, f.pack, rec.stored_size)
                 packs.place(t, f.block_id, rec, at, self.pools.replicas)
         return 1
 

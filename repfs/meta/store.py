@@ -218,6 +218,7 @@ class MetaStore:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
+        self.readonly = readonly
         self.env = lmdb.open(
             str(path),
             map_size=INITIAL_MAP_SIZE,
@@ -307,7 +308,8 @@ class MetaStore:
         self.env.sync(True)
 
     def close(self) -> None:
-        self.env.sync(True)
+        if not self.readonly:
+            self.env.sync(True)
         self.env.close()
 
     def disk_bytes(self) -> int:

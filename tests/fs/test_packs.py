@@ -159,13 +159,12 @@ async def write_together(r: Rig, files: dict[bytes, bytes]) -> dict[bytes, int]:
     async def one(name: bytes, data: bytes) -> None:
         inos[name] = await write_file(r, name, data)
 
-    async with trio.open_nursery() as nursery:
-        async with journal._lock:  # no upload starts meanwhile
-            for name, data in files.items():
-                nursery.start_soon(one, name, data)
-            with trio.fail_after(10):
-                while len(journal.frames) < len(files):
-                    await trio.testing.wait_all_tasks_blocked()
+    async with trio.open_nursery() as nursery, journal._lock:  # no upload starts meanwhile
+        for name, data in files.items():
+            nursery.start_soon(one, name, data)
+        with trio.fail_after(10):
+            while len(journal.frames) < len(files):
+                await trio.testing.wait_all_tasks_blocked()
     return inos
 
 

@@ -309,11 +309,11 @@ def _pack_max(text: str) -> int:
 )
 @click.option(
     "--pack-max",
-    default="0",
+    default="1M",
     show_default=True,
     metavar="SIZE",
-    help="Blocks whose object is at most SIZE travel in the journal's segments (packs: one object per "
-    "fsync'd small file on each of two pools); 0: off. Being built (docs/FORMAT.md, pack objects).",
+    help="Blocks whose object is at most SIZE (1M at most) travel in the journal's segments (packs: one "
+    "object per fsync'd small file on each of two pools; docs/FORMAT.md); 0: every block is its own object.",
 )
 @click.option(
     "--hash-rate",

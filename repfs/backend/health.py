@@ -20,7 +20,7 @@ so that a stopped server is taken out of use within seconds):
 - a pool that is not failed and has no superblock (its contents were wiped while mounted,
   or its server came back empty) gets it back, is `up`, and `on_accepted` lists every
   block it should hold for the repair to check and copy back; a pool that comes back
-  without its superblock but with block objects is `failed` (someone tampered with it:
+  without its superblock but with block or journal objects is `failed` (someone tampered with it:
   an administrator decides); a pool whose superblock now
   belongs to another filesystem, or cannot be read, is `failed`: repfs never writes into
   another filesystem's pool.
@@ -37,7 +37,7 @@ import trio
 
 from repfs.backend.base import Pool
 from repfs.backend.copies import BlockCopies
-from repfs.backend.keys import BLOCK_PREFIX, SUPERBLOCK_KEY
+from repfs.backend.keys import BLOCK_PREFIX, JOURNAL_PREFIX, SUPERBLOCK_KEY
 from repfs.backend.poolset import PoolSet
 from repfs.backend.state import PoolState
 from repfs.codec.superblock import Superblock
@@ -53,16 +53,18 @@ CLEAR_TIMEOUT = 10.0  # seconds for the superblock requests of `clear`
 
 
 async def _holds_blocks(pool: Pool) -> bool:
-    """Whether a pool holds any block object (one listing request)."""
-    listing = pool.list(BLOCK_PREFIX)
-    try:
-        async for _ in listing:
-            return True
-        return False
-    finally:
-        close = getattr(listing, "aclose", None)
-        if close is not None:
-            await close()
+    """Whether a pool holds any block object or journal object (packs carry blocks too):
+    one listing request per prefix."""
+    for prefix in (BLOCK_PREFIX, JOURNAL_PREFIX):
+        listing = pool.list(prefix)
+        try:
+            async for _ in listing:
+                return True
+        finally:
+            close = getattr(listing, "aclose", None)
+            if close is not None:
+                await close()
+    return False
 
 
 class HealthMonitor:
@@ -236,7 +238,7 @@ class HealthMonitor:
         returning = self.state(name) in (PoolState.DOWN, PoolState.VERIFYING)
         if returning and await _holds_blocks(pool):
             self._stop_verify(name)
-            self._set(name, PoolState.FAILED, "it came back without its superblock but with block objects")
+            self._set(name, PoolState.FAILED, "it came back without its superblock but with block or journal objects")
             return None
         log.warning("pool %s has no superblock (its contents were lost): writing it again", name)
         await pool.put(SUPERBLOCK_KEY, self.superblock.to_bytes())

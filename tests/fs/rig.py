@@ -22,6 +22,7 @@ from repfs.fs import namespace as ns
 from repfs.fs.access import Caller
 from repfs.fs.core import Filesystem
 from repfs.fs.repair import Repairer
+from repfs.meta.records import BlockRecord
 from repfs.meta.schema import ROOT_INO
 from repfs.meta.store import MetaStore
 from repfs.stack import Layers, StackOptions, build_stack
@@ -94,10 +95,20 @@ async def start_rig(tmp_path: Path, nursery: trio.Nursery, *, pack_max: int) -> 
 
 
 @pytest.fixture
-async def rig(tmp_path: Path, nursery: trio.Nursery) -> Rig:
-    """REPFS_TEST_PACK_MAX=1048576 runs the core tests with packs on (those that look at
-    block objects then differ)."""
-    return await start_rig(tmp_path, nursery, pack_max=int(os.environ.get("REPFS_TEST_PACK_MAX", "0")))
+async def rig(request: pytest.FixtureRequest, tmp_path: Path, nursery: trio.Nursery) -> Rig:
+    """The stack as a mount builds it by default (small blocks travel in packs); for a test
+    marked `standalone`, every block its own object (`--pack-max 0`, and what blocks bigger
+    than it get): the tests of block objects, their placement and their repair."""
+    standalone = request.node.get_closest_marker("standalone") is not None
+    return await start_rig(tmp_path, nursery, pack_max=0 if standalone else StackOptions().pack_max)
+
+
+def live_records(r: Rig) -> dict[bytes, BlockRecord]:
+    """Every block record still referenced, by block id (whether the block is its own
+    object or in a pack)."""
+    with r.meta.read() as t:
+        recs = {k: BlockRecord.unpack(v) for k, v in t.scan("blocks", b"")}
+    return {k: rec for k, rec in recs.items() if rec.refcount > 0}
 
 
 async def write_file(r: Rig, name: bytes, data: bytes, *, parent: int = ROOT_INO, caller: Caller = ROOT) -> int:

@@ -1,4 +1,4 @@
-"""Packs through a real mount (`--pack-max`, off by default while they are being built):
+"""Packs through a real mount (`--pack-max`, 1M by default):
 an fsync'd 64 KiB file costs at most 2 object PUTs (the pool request metrics count them),
 every fsync'd file survives kill -9, at random points of pack writes and of compaction,
 reads back with packs off, and fsck finds nothing."""
@@ -54,7 +54,7 @@ def test_fsynced_packets_cost_two_puts_each_and_survive_kill9(repfs_factory: Cal
     assert spent <= 2 * n + 2, spent  # 2 per packet (+ a segment the grouping delay may have sent)
     assert fs.all_keys() == set()  # no block is its own object: each travelled in its pack
     fs.kill9()  # the last records' own updates may not have gone out: the packs say where
-    fs.mount()  # packs off: what was packed still reads
+    fs.mount("--pack-max", "0")  # packs off: what was packed still reads
     for name, digest in digests.items():
         assert hashlib.sha256((fs.mnt / "packets" / name).read_bytes()).hexdigest() == digest, name
     fs.unmount()
@@ -111,7 +111,7 @@ def test_kill9_at_random_points_of_pack_writes_keeps_every_fsynced_file(repfs_fa
         writer.join(timeout=60)
         assert not writer.is_alive()
     assert len(synced) > 20
-    fs.mount()  # packs off
+    fs.mount("--pack-max", "0")  # packs off
     for name, digest in synced.items():
         assert hashlib.sha256((fs.mnt / name).read_bytes()).hexdigest() == digest, name
     fs.unmount()
@@ -158,6 +158,6 @@ def test_kill9_at_random_points_of_compaction_loses_nothing(repfs_factory: Calla
     assert not sparse & pack_keys(fs), sparse & pack_keys(fs)
     fs.unmount()
     fsck_clean(fs)
-    fs.mount()  # packs off
+    fs.mount("--pack-max", "0")  # packs off
     for name, data in files.items():
         assert (fs.mnt / name).read_bytes() == data, name

@@ -8,6 +8,9 @@
 - small PUT, one stream: 64 KiB objects one after another (objects/s), the most an
   fsync-per-packet writer that waits for one PUT per packet can hope for; and the same
   with `streams` at once, for reference.
+- small PUT pairs: two 64 KiB objects at once, to two buckets, one pair after another
+  (pairs/s): what a writer that keeps each fsync'd packet on two pools waits for, since
+  the pair ends with the slower of its two PUTs.
 
 The data is random (incompressible), each object distinct.
 """
@@ -90,13 +93,15 @@ def aggregate(
     return out
 
 
-def small_puts(site: S3Site, bucket: Bucket, sizes: CeilingSizes) -> dict[str, Any]:
+def small_puts(site: S3Site, buckets: list[Bucket], sizes: CeilingSizes) -> dict[str, Any]:
+    bucket, other = buckets[0], buckets[1 % len(buckets)]
     client: Minio = site.client(bucket.server, connections=sizes.streams)
+    client2: Minio = site.client(other.server, connections=2)
     base = os.urandom(sizes.small_bytes)
 
-    def put(i: int) -> None:
+    def put(i: int, to: Bucket = bucket, c: Minio = client) -> None:
         data = _payload(base, i)
-        client.put_object(bucket.name, f"small/obj-{i:06d}", io.BytesIO(data), len(data))
+        c.put_object(to.name, f"small/obj-{i:06d}", io.BytesIO(data), len(data))
 
     t0 = time.perf_counter()
     for i in range(sizes.small_count):
@@ -106,12 +111,21 @@ def small_puts(site: S3Site, bucket: Bucket, sizes: CeilingSizes) -> dict[str, A
         t0 = time.perf_counter()
         list(pool.map(put, range(sizes.small_count, 2 * sizes.small_count)))
         parallel_s = time.perf_counter() - t0
+    with ThreadPoolExecutor(2) as pool:
+        t0 = time.perf_counter()
+        for i in range(2 * sizes.small_count, 3 * sizes.small_count):
+            pair = [pool.submit(put, i), pool.submit(put, i, other, client2)]
+            for f in pair:
+                f.result()
+        pair_s = time.perf_counter() - t0
     return {
         "count": sizes.small_count,
         "object_bytes": sizes.small_bytes,
         "single_stream_per_s": sizes.small_count / single_s,
         "parallel_per_s": sizes.small_count / parallel_s,
         "parallel_streams": sizes.streams,
+        "pair_per_s": sizes.small_count / pair_s,
+        "pair_buckets": len({bucket.name, other.name}),
     }
 
 
@@ -124,7 +138,7 @@ def measure(site: S3Site, pool_buckets: int, sizes: CeilingSizes) -> dict[str, A
             "aggregate_wide": aggregate(
                 site, buckets, sizes, sizes.wide_streams, sizes.total_bytes // 2, read_back=False
             ),
-            "small_put": small_puts(site, buckets[0], sizes),
+            "small_put": small_puts(site, buckets, sizes),
         }
     finally:
         site.remove(buckets)

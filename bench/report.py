@@ -143,6 +143,9 @@ def targets(results: Results, ceilings: dict[str, Any]) -> list[Target]:
         Target("packets: repfs-s3 vs JuiceFS", r("repfs-s3", "juicefs", "packets"), 1.5, "files/s ratio"),
         Target("packets: repfs-s3 vs raw 64 KiB PUT, 1 stream",
                ratio(v("repfs-s3", "packets"), small_rate, True), 0.8, "files/s ÷ PUTs/s"),
+        Target("packets: repfs-s3 vs raw 64 KiB PUT pairs (2 buckets), 1 pair at a time",
+               ratio(v("repfs-s3", "packets"), small.get("pair_per_s"), True), 0.8,
+               "files/s ÷ pairs/s (reference: the bound with 2 copies)"),
         Target("packets: repfs-local vs passthrough", r("repfs-local", "passthrough", "packets"), 0.6, "files/s ratio"),
         Target("seq-write: repfs-s3 × replicas vs raw aggregate PUT",
                ratio((v("repfs-s3", "seq_write") or 0) * REPLICAS or None, put_rate, True), 0.7,
@@ -219,6 +222,7 @@ def ceilings_table(ceilings: dict[str, Any]) -> str:
         [f"raw S3 PUT, {w.get('streams')} streams × 4 MiB (reference)", f"{w.get('put_MBps', 0):,.1f} MB/s"],
         ["raw S3 PUT 64 KiB, 1 stream", f"{s.get('single_stream_per_s', 0):,.0f} PUT/s"],
         [f"raw S3 PUT 64 KiB, {s.get('parallel_streams')} streams", f"{s.get('parallel_per_s', 0):,.0f} PUT/s"],
+        ["raw S3 PUT 64 KiB pairs (2 buckets at once), 1 pair at a time", f"{s.get('pair_per_s', 0):,.0f} pairs/s"],
     ]  # fmt: skip
     return _grid(rows, right={1})
 

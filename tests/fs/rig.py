@@ -29,6 +29,7 @@ from repfs.stack import Layers, StackOptions, build_stack
 from repfs.volume import FsPaths, OpenedFs
 
 BS = 64 * 1024
+PACK_MAX = 1 << 20  # `--pack-max 1M`
 ROOT = Caller(0, 0)
 ALICE = Caller(1000, 1000)
 BOB = Caller(1001, 1001)
@@ -96,11 +97,11 @@ async def start_rig(tmp_path: Path, nursery: trio.Nursery, *, pack_max: int) -> 
 
 @pytest.fixture
 async def rig(request: pytest.FixtureRequest, tmp_path: Path, nursery: trio.Nursery) -> Rig:
-    """The stack as a mount builds it by default (small blocks travel in packs); for a test
+    """The stack with packs on (blocks up to 1 MiB travel in the journal's packs); for a test
     marked `standalone`, every block its own object (`--pack-max 0`, and what blocks bigger
     than it get): the tests of block objects, their placement and their repair."""
     standalone = request.node.get_closest_marker("standalone") is not None
-    return await start_rig(tmp_path, nursery, pack_max=0 if standalone else StackOptions().pack_max)
+    return await start_rig(tmp_path, nursery, pack_max=0 if standalone else PACK_MAX)
 
 
 def live_records(r: Rig) -> dict[bytes, BlockRecord]:

@@ -1,4 +1,4 @@
-"""Packs through a real mount (`--pack-max`, 1M by default):
+"""Packs through a real mount (`--pack-max 1M`):
 an fsync'd 64 KiB file costs at most 2 object PUTs (the pool request metrics count them),
 every fsync'd file survives kill -9, at random points of pack writes and of compaction,
 reads back with packs off, and fsck finds nothing."""

@@ -309,12 +309,12 @@ def _pack_max(text: str) -> int:
 )
 @click.option(
     "--pack-max",
-    default="0",
+    default="1M",
     show_default=True,
     metavar="SIZE",
     help="Blocks whose object is at most SIZE (1M at most) travel in the journal's segments (packs: one "
-    "object per fsync'd small file on each of two pools; docs/FORMAT.md); 0, the default while the rest of "
-    "the suite is made to pass with packs on: every block is its own object.",
+    "object per fsync'd small file on each of two pools; docs/FORMAT.md); 0: every block is its own object "
+    "(what was packed still reads).",
 )
 @click.option(
     "--hash-rate",

@@ -73,7 +73,7 @@ class StackOptions:
     challenge_size: int | None = 32  # blocks checked when a pool comes back; None: all
     repair_rate: float | None = 64 << 20  # bytes/s the background repair may write
     hash_rate: float | None = 16 << 20  # bytes/s the content hasher may read
-    pack_max: int = 0  # block objects up to this size travel in journal packs (journal.pack); 0: none
+    pack_max: int = 1 << 20  # block objects up to this size travel in journal packs (journal.pack); 0: none
     history_interval: float = HISTORY_INTERVAL  # seconds between pool usage samples kept in SQL
     take_over: bool = False  # take over another host's expired lease
     break_lease: bool = False  # take the lease whatever its state

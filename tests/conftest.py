@@ -3,6 +3,9 @@
 - `repfs`: a fresh filesystem (3 pools, 2 replicas, 64 KiB blocks), mkfs'd and mounted.
 - `repfs_factory`: makes more filesystems (`make(name, mkfs=True)`), unmounted.
 
+A test marked `standalone` is about blocks as their own objects (`blocks/<hh>/<id>`): each
+of its mounts says `--pack-max 0`. Packed blocks have their own tests (test_packs.py).
+
 Every filesystem a test touched is unmounted at teardown, whatever happened, and the test
 fails if a daemon logged an ERROR/CRITICAL line or a traceback it did not declare with
 `fs.expect_log(regex)`. When a test fails, the daemon logs are added to its report.
@@ -20,6 +23,13 @@ import pytest
 from pluggy import Result
 
 from tests.helpers import MOUNTS, Repfs, check_logs, register
+
+
+@pytest.fixture(autouse=True)
+def _standalone_blocks(request: pytest.FixtureRequest) -> Iterator[None]:
+    Repfs.standalone = request.node.get_closest_marker("standalone") is not None
+    yield
+    Repfs.standalone = False
 
 
 @pytest.fixture

@@ -126,6 +126,7 @@ def test_only_root_and_the_admin_group_get_in(fs: Repfs) -> None:
     assert "refused pid" in fs.log_text()
 
 
+@pytest.mark.standalone
 def test_online_scrub_repairs_a_damaged_copy_and_audit_names_the_caller(fs: Repfs) -> None:
     sock: Path = fs.sock  # type: ignore[attr-defined]
     data = os.urandom(5 * 64 * 1024)

@@ -16,7 +16,7 @@ import pytest
 
 from repfs.admin.metrics import HELP
 from tests.admin.rig import admin, admin_json, curl, free_port, sample, scrape
-from tests.helpers import Repfs, wait_for
+from tests.helpers import Repfs, run_repfs, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -84,6 +84,7 @@ def test_thresholds_show_in_status_and_metrics_and_critical_takes_no_new_blocks(
     assert admin_json(sock, "pools", "show", "pool1")["critical_threshold"] == 0.85  # kept in repfs.toml
 
 
+@pytest.mark.standalone
 def test_remove_is_refused_while_a_pool_holds_the_only_copy(repfs_factory: Callable[..., Repfs], sockdir: Path) -> None:
     fs = repfs_factory(npools=2, replicas=1)
     sock = sockdir / "s"
@@ -106,6 +107,7 @@ def test_remove_is_refused_while_a_pool_holds_the_only_copy(repfs_factory: Calla
     check_files(fs, files)
 
 
+@pytest.mark.standalone
 def test_a_drain_goes_on_after_the_daemon_is_killed_then_the_pool_is_removed(
     repfs_factory: Callable[..., Repfs], sockdir: Path
 ) -> None:
@@ -161,6 +163,7 @@ def test_a_pool_of_another_filesystem_or_with_other_files_is_refused(
     assert not (stray / "superblock").exists()
 
 
+@pytest.mark.standalone
 def test_space_freed_on_full_pools_is_used_again_at_once(repfs_factory: Callable[..., Repfs], sockdir: Path) -> None:
     """Every pool critical, writes ENOSPC; files deleted: repfs's own deletes count at once,
     so new writes succeed within seconds, not at the next usage measurement (60 s)."""
@@ -189,3 +192,28 @@ def test_space_freed_on_full_pools_is_used_again_at_once(repfs_factory: Callable
     assert wait_for(writes, timeout=20), admin_json(sock, "pools", "list")
     assert time.monotonic() - started < 20
     check_files(fs, dict(list(digests.items())[6:]))
+
+
+def test_a_pool_holding_packs_is_drained_removed_and_deleted_and_nothing_is_lost(
+    repfs_factory: Callable[..., Repfs], sockdir: Path
+) -> None:
+    """With packs on, pool3's share of the data is in journal packs, not block objects: the
+    drain writes those blocks out elsewhere, and once pool3 is removed and deleted every
+    file still reads, from the other pools alone."""
+    fs = repfs_factory()
+    sock = sockdir / "s"
+    fs.mount("--admin-socket", str(sock), "--pack-max", "1M")
+    files = write_files(fs, 12, 5)
+    assert fs.all_keys() == set()  # every block travelled in a pack
+    assert any((fs.pools[2] / "journal").iterdir())
+    done = admin_json(sock, "pools", "drain", "pool3", "--wait", "--timeout", "120")
+    assert done["drain"]["done"] and done["drain"]["remaining"] == 0, done
+    assert admin_json(sock, "pools", "remove", "pool3")["pool"] == "pool3"
+    shutil.rmtree(fs.pools[2])
+    fs.remount("--admin-socket", str(sock), "--pack-max", "1M")
+    shutil.rmtree(fs.fs_dir / "cache" / "clean")
+    (fs.fs_dir / "cache" / "clean").mkdir()
+    check_files(fs, files)
+    fs.unmount()
+    res = run_repfs("fsck", str(fs.fs_dir), "--key-file", str(fs.key), timeout=120)
+    assert res.returncode == 0 and "0 problems found" in res.stdout, res.stdout + res.stderr

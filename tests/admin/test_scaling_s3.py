@@ -50,6 +50,7 @@ def settled(sock: Path) -> bool:
     return deficit == 0
 
 
+@pytest.mark.standalone
 def test_a_fourth_pool_added_under_a_writer_takes_exactly_the_blocks_that_move(
     weed_factory: Servers, s3fs_factory: Factory, sockdir: Path
 ) -> None:
@@ -112,6 +113,7 @@ def test_a_fourth_pool_added_under_a_writer_takes_exactly_the_blocks_that_move(
     assert 's3p4' in (fs.fs_dir / "repfs.toml").read_text()
 
 
+@pytest.mark.standalone
 def test_a_drained_and_removed_pool_can_go_away(weed_factory: Servers, s3fs_factory: Factory, sockdir: Path) -> None:
     servers = weed_factory(3)
     fs = s3fs_factory(servers)

@@ -100,6 +100,7 @@ def test_many_small_fsynced_files(repfs: Repfs) -> None:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.standalone
 def test_unmount_while_blocks_are_stored_and_collected(repfs: Repfs) -> None:
     """Unmount with dirty blocks whose storing turns old blocks into garbage, again and again:
     each time the daemon must store everything and stop cleanly (exit 0, no traceback)."""

@@ -30,6 +30,7 @@ def count(out: str, label: str) -> int:
     return int(line.rsplit(":", 1)[1])
 
 
+@pytest.mark.standalone
 def test_fsck_finds_a_deleted_and_an_orphan_object_and_repairs_both(repfs: Repfs) -> None:
     files = {f"f{i}": random.Random(i).randbytes(2 * BS + i) for i in range(5)}
     for name, data in files.items():
@@ -59,6 +60,7 @@ def test_fsck_finds_a_deleted_and_an_orphan_object_and_repairs_both(repfs: Repfs
         assert (repfs.mnt / name).read_bytes() == data
 
 
+@pytest.mark.standalone
 def test_fsck_names_the_files_of_a_block_that_is_gone_everywhere(repfs: Repfs) -> None:
     (repfs.mnt / "doomed").write_bytes(os.urandom(BS))
     (repfs.mnt / "fine").write_bytes(os.urandom(BS))

@@ -72,6 +72,7 @@ def take_away(fs: Repfs, pool: Path) -> Path:
     return away
 
 
+@pytest.mark.standalone
 def test_a_pool_that_goes_down_is_verified_when_it_returns_and_its_copies_repaired(repfs: Repfs) -> None:
     repfs.remount("--heartbeat", "0.3")
     before = {f"old{i}": random.Random(i).randbytes(2 * BS + i) for i in range(4)}
@@ -96,6 +97,7 @@ def test_a_pool_that_goes_down_is_verified_when_it_returns_and_its_copies_repair
         assert (repfs.mnt / name).read_bytes() == data, name
 
 
+@pytest.mark.standalone
 def test_a_pool_that_returns_with_a_damaged_object_is_failed_and_left_alone(repfs: Repfs) -> None:
     repfs.remount("--heartbeat", "0.3", "--challenge-size", "all")
     files = {f"f{i}": random.Random(i).randbytes(2 * BS + 7) for i in range(6)}
@@ -159,6 +161,7 @@ def test_an_administrator_takes_a_pool_offline_and_puts_it_back(repfs_factory: C
         assert (fs.mnt / name).read_bytes() == data
 
 
+@pytest.mark.standalone
 def test_check_path_finds_a_deleted_and_a_damaged_copy_and_queues_them(repfs_factory: Callable[..., Repfs]) -> None:
     fs = repfs_factory()
     sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"
@@ -291,6 +294,7 @@ def test_a_pool_that_comes_back_empty_is_caught_up(repfs_factory: Callable[..., 
     caught_up(fs, sock, files)
 
 
+@pytest.mark.standalone
 def test_a_failed_pool_is_left_alone_until_cleared_then_caught_up(repfs_factory: Callable[..., Repfs]) -> None:
     fs = repfs_factory()
     sock, files = catch_up_rig(fs)
@@ -317,6 +321,7 @@ def test_a_failed_pool_is_left_alone_until_cleared_then_caught_up(repfs_factory:
     assert (victim / held[0]).read_bytes() != b"damaged behind repfs's back"
 
 
+@pytest.mark.standalone
 def test_mount_and_umount_say_what_a_missing_pool_means(repfs_factory: Callable[..., Repfs]) -> None:
     fs = repfs_factory()
     fs.mount("--heartbeat", "0.3")

@@ -177,6 +177,7 @@ def deficit(sock: Path) -> int:
     return int(json.loads(res.stdout)["deficit"])
 
 
+@pytest.mark.standalone
 def test_a_local_pool_on_a_frozen_fuse_mount_holds_up_nothing(
     lower: LowerMount, repfs_factory: Callable[..., Repfs]
 ) -> None:

@@ -35,6 +35,7 @@ def admin(*args: str) -> subprocess.CompletedProcess[str]:
 # --- mkfs never wipes a pool that a mount is using ------------------------------------
 
 
+@pytest.mark.standalone
 def test_mkfs_force_refuses_a_pool_with_a_live_lease(repfs: Repfs, repfs_factory: Factory) -> None:
     with open(repfs.mnt / "precious", "wb") as f:
         f.write(b"keep me")
@@ -216,6 +217,7 @@ def test_a_second_mount_names_the_first(repfs: Repfs, tmp_path: Path) -> None:
 # --- df, runtime pools, a new secret while mounted ------------------------------------------
 
 
+@pytest.mark.standalone
 def test_pools_add_never_makes_a_directory_unless_asked(repfs_factory: Factory, sockdir: Path) -> None:
     fs = repfs_factory()
     sock = sockdir / "s"

@@ -10,6 +10,7 @@ import hashlib
 import os
 import random
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from repfs.backend.keys import JOURNAL_PREFIX, parse_journal_key
 from repfs.blocks import packs
 from repfs.meta.store import MetaStore
 from repfs.volume import FsPaths
-from tests.helpers import Repfs, opened, run_repfs
+from tests.helpers import Repfs, opened, run_repfs, wait_for
 from tests.seaweed import free_ports
 
 pytestmark = pytest.mark.timeout(180)
@@ -161,3 +162,34 @@ def test_kill9_at_random_points_of_compaction_loses_nothing(repfs_factory: Calla
     fs.mount("--pack-max", "0")  # packs off
     for name, data in files.items():
         assert (fs.mnt / name).read_bytes() == data, name
+
+
+def test_a_wiped_pool_that_held_packs_gets_their_blocks_back_as_objects(repfs_factory: Callable[..., Repfs]) -> None:
+    """A pool's packs lost behind repfs's back: reads go on from the other holder, the pool is
+    accepted back empty, and the repair writes each block that lost a copy out as its own
+    object on its targets (a frame cannot be put back into a pack)."""
+    fs = repfs_factory()
+    fs.mount("--pack-max", "1M", "--heartbeat", "0.3")
+    digests: dict[str, str] = {}
+    for i in range(8):
+        data = os.urandom(PACKET)
+        with opened(fs.mnt / f"p{i}", os.O_CREAT | os.O_WRONLY) as fd:
+            os.write(fd, data)
+            os.fsync(fd)
+        digests[f"p{i}"] = hashlib.sha256(data).hexdigest()
+    victim = fs.pools[1]
+    assert fs.all_keys() == set() and any((victim / "journal").iterdir())
+    fs.remount("--pack-max", "1M", "--heartbeat", "0.3")  # a cold cache: reads go to the pools
+    for child in victim.iterdir():  # everything, the superblock too
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    for name, digest in digests.items():
+        assert hashlib.sha256((fs.mnt / name).read_bytes()).hexdigest() == digest, name
+    assert wait_for(lambda: (victim / "superblock").exists(), 30)
+    assert wait_for(lambda: len(fs.all_keys()) > 0, 60), "no block was written out of its pack"
+    fs.expect_log(r"written out of pack|no superblock|missing|lost")
+    fs.unmount()
+    fsck_clean(fs)
+    shutil.rmtree(fs.fs_dir / "cache")
+    fs.mount("--pack-max", "1M")
+    for name, digest in digests.items():
+        assert hashlib.sha256((fs.mnt / name).read_bytes()).hexdigest() == digest, name

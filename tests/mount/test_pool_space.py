@@ -39,6 +39,7 @@ def test_sparse_file_stores_almost_nothing(repfs: Repfs) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.standalone
 def test_open_unlinked_file(repfs: Repfs) -> None:
     m = repfs.mnt
     keys_before = repfs.all_keys()

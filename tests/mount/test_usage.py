@@ -346,6 +346,7 @@ def test_small_cache_many_blocks(repfs_factory: Callable[..., Repfs]) -> None:
 # --- deduplication and garbage ----------------------------------------------------------------
 
 
+@pytest.mark.standalone
 def test_identical_blocks_are_stored_once_and_freed_with_the_last_user(repfs: Repfs) -> None:
     data = random.Random(11).randbytes(4 * BS)
     (repfs.mnt / "a").write_bytes(data)
@@ -367,6 +368,7 @@ def test_identical_blocks_are_stored_once_and_freed_with_the_last_user(repfs: Re
     assert wait_for(lambda: not repfs.all_keys(), timeout=30), f"{len(repfs.all_keys())} objects left"
 
 
+@pytest.mark.standalone
 def test_overwritten_and_truncated_data_is_collected(repfs: Repfs) -> None:
     rng = random.Random(12)
     with open(repfs.mnt / "f", "wb") as f:
@@ -385,6 +387,7 @@ def test_overwritten_and_truncated_data_is_collected(repfs: Repfs) -> None:
     assert sum(len(repfs.pool_keys(p)) for p in repfs.pools) == 8
 
 
+@pytest.mark.standalone
 def test_file_deleted_while_open_is_freed_after_a_crash(repfs: Repfs) -> None:
     data = random.Random(13).randbytes(3 * BS)
     fd = os.open(repfs.mnt / "ghost", os.O_CREAT | os.O_RDWR)
@@ -400,6 +403,7 @@ def test_file_deleted_while_open_is_freed_after_a_crash(repfs: Repfs) -> None:
     assert wait_for(lambda: not repfs.all_keys(), timeout=30), f"{len(repfs.all_keys())} objects of a deleted file"
 
 
+@pytest.mark.standalone
 def test_rename_over_an_open_file(repfs: Repfs) -> None:
     rng = random.Random(14)
     old, new = rng.randbytes(2 * BS), rng.randbytes(2 * BS + 1)

@@ -129,6 +129,7 @@ def test_a_server_stopped_while_writing_200_mb_loses_nothing_and_is_verified_bac
         assert (fs.mnt / name).read_bytes() == data
 
 
+@pytest.mark.standalone
 def test_a_ceph_rgw_pool_whose_gateway_stops_while_writing_loses_nothing_and_is_verified_back(
     ceph: CephCluster, weed_factory: Servers, s3fs_factory: Factory
 ) -> None:
@@ -190,6 +191,7 @@ def test_a_ceph_rgw_pool_whose_gateway_stops_while_writing_loses_nothing_and_is_
         assert (fs.mnt / name).read_bytes() == data
 
 
+@pytest.mark.standalone
 def test_an_object_overwritten_behind_repfs_is_repaired_and_a_pool_failing_its_challenge_is_failed(
     weed_factory: Servers, s3fs_factory: Factory
 ) -> None:

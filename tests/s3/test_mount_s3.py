@@ -37,6 +37,7 @@ def same_tree(src: Path, dest: Path) -> None:
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]
 
 
+@pytest.mark.standalone
 def test_a_tree_on_three_s3_pools_survives_unmount_and_remount(
     weeds: list[WeedServer], s3fs_factory: Callable[..., S3Repfs]
 ) -> None:

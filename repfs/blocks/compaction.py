@@ -17,7 +17,6 @@ record naming a missing pack. Frames are carried byte for byte: same digest, sam
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,7 +69,6 @@ class PackCompactor:
         locks: KeyedLock,
         *,
         interval: float = 600.0,
-        on_moved: Callable[[], None] = lambda: None,
     ) -> None:
         self.meta = meta
         self.journal = journal
@@ -78,7 +76,6 @@ class PackCompactor:
         self.pools = pools
         self.locks = locks
         self.interval = interval
-        self.on_moved = on_moved  # called after a pass that moved blocks (the caller may want a snapshot)
         self._wake = trio.Event()
         self.stats = {"packs_compacted": 0, "frames_moved": 0}
 

@@ -151,6 +151,7 @@ class Layers:
     async def close(self) -> None:
         """Free unlinked inodes, delete garbage, store the journal and a snapshot, close;
         upkeep services must be stopped."""
+        await self.journal.stop()
         self.fs.purge_orphans()
         try:
             await self.blocks.collect()
@@ -160,6 +161,7 @@ class Layers:
         try:
             await self.journal.flush()
             await self.journal.snapshot_now()
+            await self.journal.flush()  # what the prune changed (the packs it deleted)
             clean = True
         except StorageError as exc:
             log.error("cannot store the metadata journal at unmount; the next mount does: %s", exc)

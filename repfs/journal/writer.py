@@ -100,6 +100,8 @@ class JournalWriter:
         self.after_prune: Callable[[], None] = lambda: None  # what runs after a prune (compaction)
         self.error: StorageError | None = None
         self.running = False
+        self._stopping = trio.Event()  # the service is to end after its round
+        self._stopped = trio.Event()
         self._lock = trio.Lock()
         self._wake = trio.Event()  # something is queued
         self._urgent = trio.Event()  # someone waits for it
@@ -190,10 +192,22 @@ class JournalWriter:
             await self._serve(task_status)
         finally:
             self.running = False
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """End the service (unmount) once its round is over, without waiting for the grouping
+        delay: from then on only the caller's `flush` and `snapshot_now` write, so nothing
+        uploads once the metadata is closed. A no-op without a service."""
+        if not self.running:
+            return
+        self._stopping.set()
+        self._wake.set()
+        self._urgent.set()
+        await self._stopped.wait()
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         task_status.started()
-        while True:
+        while not self._stopping.is_set():
             await self._wake.wait()
             if not self.congested:
                 with trio.move_on_after(self.delay):
@@ -204,7 +218,9 @@ class JournalWriter:
             # delay) and shares its segment, rather than holding the next fsync's upload up.
             if not await self.upload_once():
                 with trio.move_on_after(RETRY_DELAY):  # back off; a new fsync asks again
-                    await trio.sleep_forever()
+                    await self._stopping.wait()
+            elif self._stopping.is_set():
+                break  # the unmount stores its own snapshot
             elif self._snapshot_wanted or self.meta.seq - self.snapshot_seq >= self.snapshot_every:
                 self._snapshot_wanted = False
                 await self._snapshot_logged()

@@ -91,6 +91,33 @@ async def test_packed_blocks_deduplicate_and_are_collected_and_dead_packs_pruned
     assert await read_file(packed, kept) == keep
 
 
+async def test_unmount_stores_what_its_own_prune_changed_and_stops_the_journal_first(
+    packed: Rig, tmp_path: Path
+) -> None:
+    """The unmount's snapshot can prune a dead pack, which forgets its usage row: that change
+    goes to the pools before the metadata closes, and no upload of the journal's service
+    can come after the close."""
+    ino = await write_file(packed, b"gone", os.urandom(BS))
+    _, rec = record(packed, ino)
+    packed.fs.unlink(ROOT, ROOT_INO, b"gone")
+    packed.fs.forget([(i, 99) for i in list(packed.fs.lookups)])
+    assert await packed.blocks.collect() == 1
+    journal = packed.layers.journal  # no snapshot yet: the unmount's first one retires the pack
+    assert any(rec.in_pack in p.objects for p in packed.pools.values())
+    await packed.layers.close()
+    assert not journal.running
+    assert journal.stored == packed.meta.seq and not journal.queue
+    assert not any(rec.in_pack in p.objects for p in packed.pools.values())
+    out = await rebuild(tmp_path / "new", packed.layers.objects, packed.layers.objects, journal.codec)
+    assert out.gap_after is None and not out.damaged
+    new = MetaStore(tmp_path / "new")
+    try:
+        with new.read() as t:
+            assert packs.usage(t, rec.in_pack) is None
+    finally:
+        new.close()
+
+
 async def test_a_damaged_frame_is_read_elsewhere_and_the_block_written_out(packed: Rig) -> None:
     data = os.urandom(BS)
     ino = await write_file(packed, b"f", data)

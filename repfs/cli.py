@@ -190,6 +190,18 @@ def _pack_max(text: str) -> int:
     return size
 
 
+READ_AHEAD_LIMIT = 256 << 20
+
+
+def _read_ahead(text: str) -> int:
+    size = parse_size(text)
+    if size > READ_AHEAD_LIMIT:
+        raise click.BadParameter(f"{text!r} is more than 256M", param_hint="--read-ahead")
+    if 0 < size < 4096:
+        raise click.BadParameter(f"{text!r} is less than 4K (0: the kernel's default)", param_hint="--read-ahead")
+    return size
+
+
 @main.command()
 @click.argument("fs_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
@@ -317,6 +329,14 @@ def _pack_max(text: str) -> int:
     "(what was packed still reads).",
 )
 @click.option(
+    "--read-ahead",
+    default="4M",
+    show_default=True,
+    metavar="SIZE",
+    help="How far the kernel reads ahead of a sequential reader of the mount (its read_ahead_kb; "
+    "only root may set it); 0: the kernel's default (128K).",
+)
+@click.option(
     "--hash-rate",
     default="16M",
     show_default=True,
@@ -374,6 +394,7 @@ def mount(
     repair_rate: str,
     hash_rate: str,
     pack_max: str,
+    read_ahead: str,
     retention_interval: float,
     expire_rate: float,
     take_over: bool,
@@ -426,6 +447,7 @@ def mount(
             ),
             fuse_options=options,
             allow_non_empty=allow_non_empty,
+            read_ahead=_read_ahead(read_ahead),
             admin=AdminOptions(
                 socket=admin_socket.absolute() if admin_socket else None,
                 group=admin_group,
@@ -445,6 +467,7 @@ def mount(
             extra += [f"--challenge-size={challenge_size}", f"--repair-rate={repair_rate}"]
             extra += [f"--down-after={down_after}", f"--retention-interval={retention_interval}"]
             extra += [f"--expire-rate={expire_rate}", f"--hash-rate={hash_rate}", f"--pack-max={pack_max}"]
+            extra += [f"--read-ahead={read_ahead}"]
             extra += (["--take-over"] if take_over else []) + (["--break-lease"] if break_lease else [])
             extra += [f"--cache-dir={opts.stack.cache_dir}"] if opts.stack.cache_dir else []
             extra += [f"-o{o}" for o in sorted(options)] + (["--debug"] if debug else [])

@@ -23,6 +23,7 @@ from repfs.errors import SetupError, UnmountIncomplete
 from repfs.fslock import lock_fs_dir, report
 from repfs.fuse.kernelcache import Forwarder
 from repfs.fuse.ops import RepfsOperations
+from repfs.fuse.readahead import DEFAULT_READ_AHEAD, set_when_serving
 from repfs.heap import tame_allocator
 from repfs.stack import Layers, StackOptions, open_stack
 from repfs.volume import FsPaths
@@ -39,6 +40,7 @@ class MountOptions:
     stack: StackOptions = field(default_factory=StackOptions)  # the layers below FUSE
     fuse_options: frozenset[str] = field(default_factory=frozenset)  # checked by repfs.mountopts
     allow_non_empty: bool = False  # mount over a directory that holds files
+    read_ahead: int = DEFAULT_READ_AHEAD  # the kernel's read-ahead in bytes (repfs.fuse.readahead); 0: its default
     admin: AdminOptions = field(default_factory=AdminOptions)  # the admin socket and metrics
 
 
@@ -87,6 +89,8 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], 
                         await upkeep.start(Daemon(layers, opts.mountpoint, opts.admin, metrics).run)
                         upkeep.start_soon(_terminate_on_signal)
                         upkeep.start_soon(invalidations.run)
+                        if opts.read_ahead:
+                            upkeep.start_soon(set_when_serving, opts.mountpoint, opts.read_ahead)
                         log.info("mounted %s on %s", paths.root, opts.mountpoint)
                         if ready is not None:
                             ready(mount_notes(layers))

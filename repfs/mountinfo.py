@@ -17,6 +17,7 @@ class Mount:
     target: str
     fstype: str
     source: str
+    device: str  # "major:minor" of the mount's device (st_dev)
 
 
 def _unescape(field: str) -> str:
@@ -33,7 +34,7 @@ def mounts() -> list[Mount]:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
-            out.append(Mount(_unescape(fields[4]), fields[sep + 1], _unescape(fields[sep + 2])))
+            out.append(Mount(_unescape(fields[4]), fields[sep + 1], _unescape(fields[sep + 2]), fields[2]))
     return out
 
 

@@ -51,6 +51,7 @@ HELPER_VALUED = {
     "expire_rate": "--expire-rate",
     "hash_rate": "--hash-rate",
     "pack_max": "--pack-max",
+    "read_ahead": "--read-ahead",
 }
 HELPER_FLAGS = {
     "audit": "--audit",

@@ -235,6 +235,14 @@ def test_bad_mkfs_options_are_refused(repfs_factory: Factory) -> None:
     assert not fs.fs_dir.exists()
 
 
+def test_bad_read_ahead_is_refused(repfs_factory: Factory) -> None:
+    fs = repfs_factory()
+    before = state(fs)
+    for size, word in (("1G", "256M"), ("100", "4K"), ("lots", "size")):
+        refused(fs, run_repfs(*mount_cmd(fs, "--read-ahead", size)), 2, word, usage=True)
+    assert state(fs) == before
+
+
 def test_second_mount_of_the_same_filesystem_is_refused(repfs: Repfs, tmp_path: Path) -> None:
     (repfs.mnt / "f").write_bytes(b"x")
     other = tmp_path / "second-mnt"

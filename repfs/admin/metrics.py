@@ -116,6 +116,7 @@ HELP: dict[str, str] = {
     "repfs_written_bytes_total": "Bytes written through the mount",
     "repfs_cache_dirty_bytes": "Bytes written and not yet stored on the pools",
     "repfs_cache_clean_bytes": "Bytes kept in the read cache",
+    "repfs_cache_memory_bytes": "Bytes of the read cache held in memory only (blocks streamed to sequential readers)",
     "repfs_cache_limit_bytes": "Size of the block cache (--cache-size)",
     "repfs_cache_dirty_limit_bytes": "Dirty bytes past which writers wait (--max-dirty)",
     "repfs_upload_queue_blocks": "Dirty blocks waiting to be stored (upload queue depth)",
@@ -321,6 +322,7 @@ class LiveCollector(Collector):
         yield from self._gauges(
             ("repfs_cache_dirty_bytes", c.dirty_bytes),
             ("repfs_cache_clean_bytes", c.clean_bytes),
+            ("repfs_cache_memory_bytes", c.memory_bytes),
             ("repfs_cache_limit_bytes", c.limit_bytes),
             ("repfs_cache_dirty_limit_bytes", c.dirty_limit_bytes),
             ("repfs_upload_queue_blocks", c.upload_queue),

@@ -10,6 +10,11 @@ The cache knows nothing of pools or encryption: it calls down into the block lay
 block's file may be shorter than the block: the rest reads as zeros (up to the file's
 size, which the core clamps to).
 
+A block fetched for a sequential reader (`streaming`) is held in memory instead, up to
+`max_memory` bytes of such blocks, and forgotten when that fills: the reader takes it once,
+and writing 4 MiB into a cache file only to read it back at once was the biggest cost of a
+cold sequential read. A write to such a block puts it in a file first, as dirty blocks are.
+
 Write-back: the `run` service uploads blocks that have not been written for
 `idle_seconds`, and anything when the dirty bytes pass half of `max_dirty`. Writers wait
 (never fail) while the dirty bytes are over `max_dirty`.
@@ -53,6 +58,7 @@ class Entry:
     uploading: trio.Event | None = None
     dropped: bool = False
     waiters: int = field(default=0)
+    data: bytes | None = None  # a clean block held in memory only (fetched for a sequential reader)
 
 
 class BlockCache:
@@ -66,6 +72,7 @@ class BlockCache:
         blocks: BlockSource,
         uploads: int = 4,
         idle_seconds: float = 1.0,
+        max_memory: int = 32 << 20,
     ) -> None:
         self.root = root
         self.block_size = block_size
@@ -73,6 +80,8 @@ class BlockCache:
         self.max_dirty = max(max_dirty, 2 * block_size)
         self.blocks = blocks
         self.idle_seconds = idle_seconds
+        self.max_memory = min(max_memory, max_bytes // 4)  # of clean blocks held in memory only
+        self.memory_bytes = 0
         self.upload_limiter = trio.CapacityLimiter(uploads)
         self.entries: OrderedDict[Key, Entry] = OrderedDict()  # LRU order, oldest first
         # The dirty entries, least recently written first, and the full ones among them
@@ -122,6 +131,9 @@ class BlockCache:
             self.dirty_bytes -= e.size
         else:
             self.clean_bytes -= e.size
+        if e.data is not None:
+            self.memory_bytes -= e.size
+            e.data = None
         e.dropped = True
 
     def _resize(self, e: Entry, size: int) -> None:
@@ -133,7 +145,12 @@ class BlockCache:
 
     def _make_dirty(self, e: Entry) -> None:
         if not e.dirty:
-            os.replace(self._path(e, False), self._path(e, True))
+            if e.data is not None:  # held in memory only: a file from now on
+                _write_file(self._path(e, True), e.data)
+                self.memory_bytes -= e.size
+                e.data = None
+            else:
+                os.replace(self._path(e, False), self._path(e, True))
             self.clean_bytes -= e.size
             self.dirty_bytes += e.size
             e.dirty = True
@@ -161,11 +178,12 @@ class BlockCache:
         return any(self.entries[(ino, i)].dirty for i in self.by_ino.get(ino, ()))
 
     # --- loading --------------------------------------------------------------------
-    async def _load(self, ino: int, index: int, *, holes: bool = True) -> Entry | None:
+    async def _load(self, ino: int, index: int, *, holes: bool = True, streaming: bool = False) -> Entry | None:
         """The entry of a block, fetched from the pools if not cached.
 
         A hole gets an empty entry when `holes` is true (a write will fill it), else None:
-        reading a huge sparse file must not fill the cache with empty entries.
+        reading a huge sparse file must not fill the cache with empty entries. `streaming`:
+        for a sequential reader; a fetched block is then held in memory if there is room.
         """
         key = (ino, index)
         while True:
@@ -190,6 +208,13 @@ class BlockCache:
                     continue
                 if data is None and not holes:
                     return None
+                if streaming and data is not None and len(data) <= self.max_memory:
+                    e = Entry(ino, index, len(data), data=data)
+                    self._add(e)
+                    self.memory_bytes += e.size
+                    self._forget_memory()
+                    self._evict()
+                    return e
                 # Written beside its place (megabytes in a worker thread, not on the event
                 # loop), then put in place unless a writer made the block meanwhile.
                 path = self._path(key, False)
@@ -221,32 +246,37 @@ class BlockCache:
         assert e is not None
         return e
 
-    def prefetch(self, ino: int, index: int) -> None:
-        """Start loading a block in the background (read-ahead); never waits."""
+    def prefetch(self, ino: int, index: int, *, streaming: bool = False) -> None:
+        """Start loading a block in the background (read-ahead); never waits. `streaming`:
+        for a sequential reader (see `_load`)."""
         key = (ino, index)
         if key in self.entries or key in self._fetching or self._nursery is None:
             return
         if self.dirty_bytes + (len(self._fetching) + 1) * self.block_size > self.max_bytes:
             return  # clean blocks make room (they are evicted); dirty ones and fetches do not
-        self._nursery.start_soon(self._prefetch, ino, index)
+        self._nursery.start_soon(self._prefetch, ino, index, streaming)
 
-    async def _prefetch(self, ino: int, index: int) -> None:
+    async def _prefetch(self, ino: int, index: int, streaming: bool) -> None:
         try:
-            await self._load(ino, index, holes=False)
+            await self._load(ino, index, holes=False, streaming=streaming)
         except RepfsError as exc:  # the real read will report it
             log.debug("read-ahead of inode %d block %d failed: %s", ino, index, exc)
 
     # --- the data path ----------------------------------------------------------------
-    async def read(self, ino: int, index: int, offset: int, length: int) -> bytes:
-        """`length` bytes of a block from `offset`, zero-filled past the stored data."""
-        e = await self._load(ino, index, holes=False)
+    async def read(self, ino: int, index: int, offset: int, length: int, *, streaming: bool = False) -> bytes:
+        """`length` bytes of a block from `offset`, zero-filled past the stored data.
+        `streaming`: for a sequential reader (see `_load`)."""
+        e = await self._load(ino, index, holes=False, streaming=streaming)
         if e is None or offset >= e.size:
             return bytes(length)
-        fd = os.open(self._path(e), os.O_RDONLY)
-        try:
-            data = os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
+        if e.data is not None:
+            data = e.data[offset : offset + length]
+        else:
+            fd = os.open(self._path(e), os.O_RDONLY)
+            try:
+                data = os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
         if len(data) < length:
             data += bytes(length - len(data))
         return data
@@ -309,6 +339,23 @@ class BlockCache:
             self._forget(e)
             path.unlink(missing_ok=True)
         self._notify()
+
+    def _forget_memory(self) -> None:
+        """Forget the least recently used blocks held in memory only until they fit in
+        `max_memory`: a sequential reader has passed them (one that comes back fetches again)."""
+        need = self.memory_bytes - self.max_memory
+        if need <= 0:
+            return
+        victims = []
+        for key, e in self.entries.items():
+            if need <= 0:
+                break
+            if e.data is None or key in self._fetching:
+                continue
+            victims.append(e)
+            need -= e.size
+        for e in victims:
+            self._forget(e)
 
     def _evict(self) -> None:
         """Drop the least recently used clean blocks until the cache fits. The victims are

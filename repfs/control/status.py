@@ -52,6 +52,7 @@ class RepairStatus:
 class CacheStatus:
     dirty_bytes: int
     clean_bytes: int
+    memory_bytes: int  # of the clean bytes, those held in memory only (streamed blocks)
     limit_bytes: int
     dirty_limit_bytes: int
     upload_queue: int
@@ -220,6 +221,7 @@ def take(layers: Layers) -> Status:
         cache=CacheStatus(
             dirty_bytes=cache.dirty_bytes,
             clean_bytes=cache.clean_bytes,
+            memory_bytes=cache.memory_bytes,
             limit_bytes=cache.max_bytes,
             dirty_limit_bytes=cache.max_dirty,
             upload_queue=cache.dirty_blocks(),

@@ -58,7 +58,7 @@ class Handle:
     flags: int
     caller: Caller  # who opened it: a write through it clears setuid/setgid by their rights
     written: bool = False
-    read_end: int = -1  # where the last read ended: the next one starting there is sequential
+    read_end: int = 0  # where the last read ended: the next one starting there is sequential (a first at 0 too)
 
     @property
     def writable(self) -> bool:
@@ -538,8 +538,8 @@ class Filesystem:
             for i in ahead:
                 if i * self.bs >= inode.size:
                     break
-                self.cache.prefetch(h.ino, i)
-            parts.append(await self.cache.read(h.ino, index, boff, n))
+                self.cache.prefetch(h.ino, i, streaming=sequential)
+            parts.append(await self.cache.read(h.ino, index, boff, n, streaming=sequential))
             pos += n
         return b"".join(parts)
 
@@ -677,6 +677,7 @@ class Filesystem:
         return {
             "dirty_bytes": self.cache.dirty_bytes,
             "clean_bytes": self.cache.clean_bytes,
+            "memory_bytes": self.cache.memory_bytes,
             "open_handles": len(self.handles),
             **self.blocks.stats,
         }

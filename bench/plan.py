@@ -21,6 +21,7 @@ class Metric:
 
 METRICS: list[Metric] = [
     Metric("seq_write", "seq-write + fsync", "MB/s", digits=1),
+    Metric("seq_write_z", "seq-write compressible + fsync", "MB/s", digits=1),
     Metric("seq_read", "seq-read, cold caches", "MB/s", digits=1),
     Metric("packets", "packets 64 KiB, fsync each", "files/s"),
     Metric("packet_read", "packet-read 64 KiB, cold", "files/s"),
@@ -93,6 +94,8 @@ def steps(sz: Sizes, seed: str, rsync_src: str) -> list[Step]:
     return [
         Step("seq_write", "seq_write", {"path": "{root}/big.bin", "size": sz.seq_bytes, "seed": seed},
              60 if q else 240, writes=True),
+        Step("seq_write_z", "seq_write_compressible", {"path": "{root}/text.bin", "size": sz.seq_bytes,
+                                                       "seed": seed + "/text"}, 60 if q else 240, writes=True),
         Step("packets", "packets", {"folder": "{root}/packets", "count": sz.packets, "size": sz.packet_bytes,
                                     "seed": seed + "/packets"}, 40 if q else 180, writes=True),
         Step("parallel", "parallel", {"folder": "{root}/parallel", "files": sz.par_files, "size": sz.par_bytes,

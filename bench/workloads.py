@@ -44,6 +44,24 @@ class Stream:
         return enc.update(bytes(n)) + enc.finalize()
 
 
+class CompressibleStream(Stream):
+    """Bytes that compress about 5 to 1 and never repeat: in every 64 KiB, 12 KiB of the
+    keystream and 52 KiB of text naming the unit (logs, sources, CSV). A 4 MiB block then
+    stores under 1 MiB, so repfs packs it (journal.pack)."""
+
+    UNIT = 64 << 10
+    RANDOM = 12 << 10
+
+    def at(self, offset: int, n: int) -> bytes:
+        assert offset % self.UNIT == 0
+        out = bytearray()
+        for unit in range(offset // self.UNIT, (offset + n + self.UNIT - 1) // self.UNIT):
+            text = f"{unit:012d} repfs bench line of compressible text, the same words again;\n".encode()
+            filler = (text * (self.UNIT // len(text) + 1))[: self.UNIT - self.RANDOM]
+            out += super().at(unit * self.UNIT, self.RANDOM) + filler
+        return bytes(out[:n])
+
+
 def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][-300:] if lines else ""
@@ -84,6 +102,12 @@ def write_file(path: Path, size: int, stream: Stream, base: int = 0, *, fsync: b
 def seq_write(path: str, size: int, seed: str) -> Result:
     """One large file of incompressible data, 1 MiB write() calls, then one fsync."""
     write_s, fsync_s = write_file(Path(path), size, Stream(seed))
+    return {"bytes": size, "write_s": write_s, "fsync_s": fsync_s, "value": mbps(size, write_s + fsync_s)}
+
+
+def seq_write_compressible(path: str, size: int, seed: str) -> Result:
+    """As seq_write, with data that compresses about 5 to 1 (CompressibleStream)."""
+    write_s, fsync_s = write_file(Path(path), size, CompressibleStream(seed))
     return {"bytes": size, "write_s": write_s, "fsync_s": fsync_s, "value": mbps(size, write_s + fsync_s)}
 
 
@@ -266,8 +290,8 @@ def randread(path: str, size: int, runtime: float, jobs: int) -> Result:
 
 WORKLOADS: dict[str, Callable[..., Result]] = {
     f.__name__: f
-    for f in (seq_write, make_file, seq_read, packets, packet_read, parallel, md_create, md_stat, md_delete, rsync_in,
-              randread)
+    for f in (seq_write, seq_write_compressible, make_file, seq_read, packets, packet_read, parallel, md_create,
+              md_stat, md_delete, rsync_in, randread)
 }
 
 

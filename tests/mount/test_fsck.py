@@ -74,6 +74,39 @@ def test_fsck_names_the_files_of_a_block_that_is_gone_everywhere(repfs: Repfs) -
     assert "lost data in: /doomed" in res.stdout or "lost data in: /fine" in res.stdout
 
 
+def test_fsck_names_the_files_of_a_pack_that_is_gone_everywhere(repfs: Repfs) -> None:
+    """With packs (the default), a small file's block lives in a journal pack: a pack
+    deleted from every pool behind repfs's back is a lost block, named by its file."""
+    for name in ("doomed", "fine"):
+        with open(repfs.mnt / name, "wb") as f:
+            f.write(os.urandom(BS))
+            f.flush()
+            os.fsync(f.fileno())  # each its own segment: its own pack
+    ino = os.stat(repfs.mnt / "doomed").st_ino
+    repfs.unmount()
+    meta = MetaStore(FsPaths(repfs.fs_dir).meta, readonly=True)
+    try:
+        with meta.read() as t:
+            block_id = t.block_of(ino, 0)
+            assert block_id is not None
+            rec = t.block_record(block_id)
+            assert rec is not None and rec.in_pack
+            pack = rec.in_pack
+    finally:
+        meta.close()
+    assert not repfs.all_keys()  # no block is its own object
+    holders = [p for p in repfs.pools if (p / pack).exists()]
+    assert len(holders) == 2
+    res = fsck(repfs)
+    assert res.returncode == 0 and "0 problems found" in res.stdout, res.stdout + res.stderr
+    for p in holders:
+        (p / pack).unlink()
+    res = fsck(repfs)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert count(res.stdout, "blocks with no copy on any pool") == 1
+    assert "lost data in: /doomed" in res.stdout and "/fine" not in res.stdout
+
+
 def test_a_crash_during_garbage_collection_loses_no_referenced_block(repfs: Repfs) -> None:
     rng = random.Random(3)
     keep = {f"keep{i}": rng.randbytes(BS + i) for i in range(6)}

@@ -343,37 +343,27 @@ class BlockCache:
     def _forget_memory(self) -> None:
         """Forget the least recently used blocks held in memory only until they fit in
         `max_memory`: a sequential reader has passed them (one that comes back fetches again)."""
-        need = self.memory_bytes - self.max_memory
-        if need <= 0:
-            return
-        victims = []
+        for e in self._oldest(self.memory_bytes - self.max_memory, lambda e: e.data is not None):
+            self._forget(e)
+
+    def _oldest(self, need: int, eligible: Callable[[Entry], bool]) -> list[Entry]:
+        """The least recently used `eligible` entries (none being fetched) whose sizes add up
+        to `need` bytes, chosen walking from the oldest only as far as needed."""
+        victims: list[Entry] = []
         for key, e in self.entries.items():
             if need <= 0:
                 break
-            if e.data is None or key in self._fetching:
-                continue
-            victims.append(e)
-            need -= e.size
-        for e in victims:
-            self._forget(e)
+            if eligible(e) and key not in self._fetching:
+                victims.append(e)
+                need -= e.size
+        return victims
 
     def _evict(self) -> None:
         """Drop the least recently used clean blocks until the cache fits. The victims are
         chosen first, walking from the oldest only as far as needed: this runs after every
         upload, and copying the whole table each time cost most of the daemon's CPU with
         many writers and a full cache (bench/web.py's load)."""
-        need = self.clean_bytes + self.dirty_bytes - self.max_bytes
-        if need <= 0:
-            return
-        victims = []
-        for key, e in self.entries.items():
-            if need <= 0:
-                break
-            if e.dirty or key in self._fetching:
-                continue
-            victims.append(e)
-            need -= e.size
-        for e in victims:
+        for e in self._oldest(self.clean_bytes + self.dirty_bytes - self.max_bytes, lambda e: not e.dirty):
             path = self._path(e)
             self._forget(e)
             path.unlink(missing_ok=True)

@@ -181,10 +181,7 @@ class Repairer:
                     else:
                         good.add(h)
                     continue
-                if reads is not None:
-                    await reads.take(rec.stored_size)
-                got, why = await self.copies.read_copy(h, block_id, rec.digest)
-                out.copies_checked += 1
+                got, why = await self._check_copy(h, block_id, rec, out, reads)
                 if got is None:
                     bad[h] = why
                 else:
@@ -262,6 +259,17 @@ class Repairer:
         self.stats["unrecoverable"] += out.unrecoverable
         return out
 
+    async def _check_copy(
+        self, name: str, block_id: bytes, rec: BlockRecord, out: Outcome, reads: RateLimit | None
+    ) -> tuple[bytes | None, str]:
+        """Read pool `name`'s copy of the block (its frame, for a packed one) and check it by
+        digest, paced by `reads` and counted in `out`: `BlockCopies.read_copy`'s answer."""
+        if reads is not None:
+            await reads.take(rec.stored_size)
+        got, why = await self.copies.read_copy(name, block_id, rec.digest, rec.place)
+        out.copies_checked += 1
+        return got, why
+
     async def _repair_packed(
         self,
         block_id: bytes,
@@ -290,10 +298,7 @@ class Repairer:
             if not deep and h not in verify:
                 good.append(h)
                 continue
-            if reads is not None:
-                await reads.take(rec.stored_size)
-            got, why = await self.copies.read_copy(h, block_id, rec.digest, place)
-            out.copies_checked += 1
+            got, why = await self._check_copy(h, block_id, rec, out, reads)
             if got is None:
                 bad[h] = why
             else:

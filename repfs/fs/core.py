@@ -59,6 +59,7 @@ class Handle:
     caller: Caller  # who opened it: a write through it clears setuid/setgid by their rights
     written: bool = False
     read_end: int = 0  # where the last read ended: the next one starting there is sequential (a first at 0 too)
+    ahead: int = 1  # blocks fetched ahead of this handle's sequential reader (see Filesystem.read)
 
     @property
     def writable(self) -> bool:
@@ -74,8 +75,9 @@ ALLOCATED_SCAN = 1024
 
 NAMESPACE_CACHE = 100_000  # inodes whose namespace is kept in memory
 
-# Blocks fetched ahead of a sequential reader: enough to keep several pools streaming.
-READ_AHEAD_BLOCKS = 4
+# Blocks fetched ahead of a sequential reader at most (fewer if they would not fit in half
+# the cache's memory for streamed blocks): enough to keep several pools streaming.
+READ_AHEAD_BLOCKS = 16
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ class Filesystem:
         self.blocks = blocks
         self.cache = cache
         self.bs = block_size
+        self.read_ahead_limit = max(1, min(READ_AHEAD_BLOCKS, cache.max_memory // (2 * block_size)))
         self.space = space
         self.replicas = replicas
         self.accounts = accounts if accounts is not None else AccountBook()
@@ -529,10 +532,14 @@ class Filesystem:
         while pos < end:
             index, boff = divmod(pos, self.bs)
             n = min(self.bs - boff, end - pos)
-            # Read-ahead: a sequential reader gets the next `READ_AHEAD_BLOCKS` blocks on
-            # their way; any other reader the next block once it is half way through this one.
+            # Read-ahead, sized by how fast the reader takes its blocks: a sequential reader
+            # gets the next `h.ahead` blocks on their way, and twice as many each time it
+            # catches up with them (its block is not in yet), up to the limit; any other
+            # reader gets the next block once it is half way through this one.
             if sequential:
-                ahead = range(index + 1, index + 1 + READ_AHEAD_BLOCKS)
+                if not self.cache.cached(h.ino, index) and h.ahead < self.read_ahead_limit:
+                    h.ahead = min(2 * h.ahead, self.read_ahead_limit)
+                ahead = range(index + 1, index + 1 + h.ahead)
             else:
                 ahead = range(index + 1, index + 2 if boff + n >= self.bs // 2 else index + 1)
             for i in ahead:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import trio.testing
 
 from repfs.meta.schema import ROOT_INO
 from tests.fs.rig import BS, ROOT, Rig, write_file
@@ -39,6 +40,15 @@ async def test_a_sequential_reader_is_served_from_memory_within_its_bound(rig: R
     assert cache_files(rig, ino) == set()  # nothing of it was written to a cache file
     held = {i for (n, i), e in rig.cache.entries.items() if n == ino and e.data is not None}
     assert held and len(held) <= 2 and rig.cache.memory_bytes == len(held) * BS
+
+
+async def test_a_reader_of_the_first_bytes_fetches_one_block_ahead_not_the_whole_window(rig: Rig) -> None:
+    ino, data = await cold_file(rig, b"head", 6)
+    fh = await rig.fs.open(ROOT, ino, os.O_RDONLY)
+    assert await rig.fs.read(fh, 0, 4096) == data[:4096]  # as `head` or `file` do
+    await trio.testing.wait_all_tasks_blocked()  # the read-ahead has landed
+    assert rig.cache.indexes(ino) == [0, 1]
+    rig.fs.release(fh)
 
 
 async def test_a_write_into_a_block_held_in_memory_keeps_the_rest_of_it(rig: Rig) -> None:

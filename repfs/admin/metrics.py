@@ -181,6 +181,7 @@ class Metrics:
         self.fuse_seconds = Histogram(
             "repfs_fuse_op_seconds", HELP["repfs_fuse_op_seconds"], ["op"], buckets=LATENCY_BUCKETS, registry=r
         )
+        self._fuse_timers: dict[str, Histogram] = {}
         self.fuse_errors = Counter(
             _base("repfs_fuse_op_errors_total"), HELP["repfs_fuse_op_errors_total"], ["op", "errno"], registry=r
         )
@@ -207,7 +208,10 @@ class Metrics:
             self._pool_error_series.add((pool, op, failure))
 
     def observe_fuse(self, op: str, seconds: float, error: int | None, nbytes: int = 0) -> None:
-        self.fuse_seconds.labels(op).observe(seconds)
+        timer = self._fuse_timers.get(op)
+        if timer is None:  # a label lookup costs more than the observation: once per op
+            timer = self._fuse_timers[op] = self.fuse_seconds.labels(op)
+        timer.observe(seconds)
         if error is not None:
             name = errno.errorcode.get(error, str(error))
             if (op, error) in ROUTINE:

@@ -99,12 +99,17 @@ class BlockCache:
         self._nursery: trio.Nursery | None = None
         for sub in ("dirty", "clean"):
             (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._dirs = {False: str(root / "clean"), True: str(root / "dirty")}
 
     # --- paths and bookkeeping -------------------------------------------------------
     def _path(self, e: Entry | Key, dirty: bool | None = None) -> Path:
         ino, index = (e.ino, e.index) if isinstance(e, Entry) else e
         d = e.dirty if dirty is None and isinstance(e, Entry) else bool(dirty)
         return self.root / ("dirty" if d else "clean") / f"{ino}-{index}"
+
+    def _file(self, e: Entry) -> str:
+        """`_path(e)` as a string, for the per-request paths (a Path costs more than the read)."""
+        return f"{self._dirs[e.dirty]}/{e.ino}-{e.index}"
 
     def _add(self, e: Entry) -> None:
         self.entries[(e.ino, e.index)] = e
@@ -272,7 +277,7 @@ class BlockCache:
         if e.data is not None:
             data = e.data[offset : offset + length]
         else:
-            fd = os.open(self._path(e), os.O_RDONLY)
+            fd = os.open(self._file(e), os.O_RDONLY)
             try:
                 data = os.pread(fd, length, offset)
             finally:
@@ -299,7 +304,7 @@ class BlockCache:
                     open(self._path(e), "wb").close()  # noqa: ASYNC230
                     self._add(e)
         self._make_dirty(e)
-        fd = os.open(self._path(e), os.O_WRONLY)
+        fd = os.open(self._file(e), os.O_WRONLY)
         try:
             os.pwrite(fd, data, offset)
         finally:

@@ -11,7 +11,9 @@ garbage collection before it deletes a block.
 
 Every `snapshot_every` change sets (and at unmount) a snapshot of the whole metadata is
 stored; then journal segments that no kept snapshot needs are deleted, and snapshots
-beyond the newest `keep_snapshots`.
+beyond the newest `keep_snapshots`. The service takes its snapshots in a task of their
+own, one at a time: a snapshot of much metadata, and the prune of thousands of segments
+after it, must not hold up the next fsync's segment.
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ class JournalWriter:
         self.codec = codec
         self.cpu = cpu
         self.snapshot_every = snapshot_every
+        # At least 2: a prune runs beside uploads, and every segment stored meanwhile starts
+        # past the last snapshot but one, so it is never past the oldest kept one's role.
+        if keep_snapshots < 2:
+            raise ValueError("keep_snapshots must be at least 2")
         self.keep_snapshots = keep_snapshots
         self.delay = delay
         self.copies = copies  # pools each segment and snapshot goes to (None: every pool)
@@ -103,6 +109,8 @@ class JournalWriter:
         self._stopping = trio.Event()  # the service is to end after its round
         self._stopped = trio.Event()
         self._lock = trio.Lock()
+        self._snapshot_lock = trio.Lock()  # one snapshot (and its prune) at a time
+        self._snapshotting = False  # the service's own snapshot task is under way
         self._wake = trio.Event()  # something is queued
         self._urgent = trio.Event()  # someone waits for it
         self._progress = trio.Event()
@@ -206,7 +214,11 @@ class JournalWriter:
         await self._stopped.wait()
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
-        task_status.started()
+        async with trio.open_nursery() as snapshots:  # its end waits for a snapshot under way
+            task_status.started()
+            await self._rounds(snapshots)
+
+    async def _rounds(self, snapshots: trio.Nursery) -> None:
         while not self._stopping.is_set():
             await self._wake.wait()
             if not self.congested:
@@ -221,9 +233,12 @@ class JournalWriter:
                     await self._stopping.wait()
             elif self._stopping.is_set():
                 break  # the unmount stores its own snapshot
-            elif self._snapshot_wanted or self.meta.seq - self.snapshot_seq >= self.snapshot_every:
+            elif not self._snapshotting and (
+                self._snapshot_wanted or self.meta.seq - self.snapshot_seq >= self.snapshot_every
+            ):
                 self._snapshot_wanted = False
-                await self._snapshot_logged()
+                self._snapshotting = True
+                snapshots.start_soon(self._snapshot_logged)
             if self.queue or self.frames:
                 self._wake.set()
 
@@ -233,6 +248,8 @@ class JournalWriter:
         except StorageError as exc:
             log.error("cannot store a metadata snapshot, will try again later: %s", exc)
             self.snapshot_seq = self.meta.seq  # not at once: after another `snapshot_every`
+        finally:
+            self._snapshotting = False
 
     async def upload_once(self) -> bool:
         """Upload the queued change sets as one segment (the first few MiB of them), with
@@ -321,7 +338,12 @@ class JournalWriter:
     # --- snapshots -------------------------------------------------------------------------
 
     async def snapshot_now(self) -> int:
-        """Store a snapshot of all metadata, then prune what no kept snapshot needs."""
+        """Store a snapshot of all metadata, then prune what no kept snapshot needs (after
+        any snapshot under way)."""
+        async with self._snapshot_lock:
+            return await self._snapshot_locked()
+
+    async def _snapshot_locked(self) -> int:
         # Which packs still carry live blocks, read before the snapshot: a pack found dead
         # here is dead in the snapshot too, so deleting it cannot orphan a record that only
         # this host's metadata has stopped naming (a compaction's move, a collection).

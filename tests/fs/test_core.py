@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from repfs.backend.keys import block_id_from_key, block_key
+from repfs.backend.keys import SNAPSHOT_PREFIX, block_id_from_key, block_key
 from repfs.blocks import packs
 from repfs.errors import FsError
 from repfs.fs import namespace as ns
@@ -297,3 +297,36 @@ async def test_st_blocks_counts_data_and_takes_a_huge_file_as_dense(rig: Rig, mo
     await rig.fs.setattr(ROOT, inode.ino, AttrChange(size=1 << 50), fh)  # 1 PiB: still one short scan
     assert rig.fs.allocated(rig.fs.getattr(inode.ino)) == 1 << 50
     rig.fs.release(fh)
+
+
+async def test_an_fsync_is_not_held_up_by_a_snapshot_under_way(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal's service takes its snapshots in a task of their own: while one is stuck
+    in its prune (the listing of snapshots does not answer), fsync'd files still get their
+    segments; the snapshot finishes once the listing answers."""
+    listing, waiting, pruned = trio.Event(), trio.Event(), trio.Event()
+    for pool in rig.pools.values():
+        real = pool.list
+
+        async def held(prefix: str = "", real: Callable[..., object] = real) -> object:
+            if prefix == SNAPSHOT_PREFIX:
+                waiting.set()
+                await listing.wait()
+            async for key in real(prefix):  # type: ignore[attr-defined]
+                yield key
+
+        monkeypatch.setattr(pool, "list", held)
+    journal = rig.layers.journal
+    journal.snapshot_every = 1  # the next round takes one
+    compact = journal.after_prune
+    journal.after_prune = lambda: (compact(), pruned.set())[0]
+    await write_file(rig, b"first", b"1" * 100)
+    with trio.fail_after(5):
+        await waiting.wait()  # the snapshot is stored; its prune waits
+    assert not pruned.is_set()
+    with trio.fail_after(5):  # its segment was stored: fsync returned
+        ino = await write_file(rig, b"second", b"2" * 100)
+    assert not pruned.is_set()
+    listing.set()
+    with trio.fail_after(5):
+        await pruned.wait()
+    assert await read_file(rig, ino) == b"2" * 100

@@ -527,6 +527,9 @@ class Filesystem:
             raise InvalidArgument()
         sequential = offset == h.read_end
         h.read_end = end
+        # A sequential reader of a file too big to keep (over a quarter of the cache, which
+        # it would flush) is streamed: its blocks are held in memory, not in cache files.
+        streaming = sequential and inode.size > self.cache.max_bytes // 4
         parts = []
         pos = offset
         while pos < end:
@@ -545,8 +548,8 @@ class Filesystem:
             for i in ahead:
                 if i * self.bs >= inode.size:
                     break
-                self.cache.prefetch(h.ino, i, streaming=sequential)
-            parts.append(await self.cache.read(h.ino, index, boff, n, streaming=sequential))
+                self.cache.prefetch(h.ino, i, streaming=streaming)
+            parts.append(await self.cache.read(h.ino, index, boff, n, streaming=streaming))
             pos += n
         return b"".join(parts)
 

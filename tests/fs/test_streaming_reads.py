@@ -1,6 +1,7 @@
-"""Blocks fetched for a sequential reader are held in memory, not written to a cache file
-(repfs/cache/blockcache.py): they read back right, stay within `max_memory`, turn into a
-file when written, and a random reader's blocks still go to cache files."""
+"""Blocks fetched for a sequential reader of a big file (over a quarter of the cache) are
+held in memory, not written to a cache file (repfs/cache/blockcache.py): they read back
+right, stay within `max_memory`, turn into a file when written; a smaller file's blocks
+and a random reader's still go to cache files, where the next reader finds them."""
 
 from __future__ import annotations
 
@@ -52,9 +53,9 @@ async def test_a_reader_of_the_first_bytes_fetches_one_block_ahead_not_the_whole
 
 
 async def test_a_write_into_a_block_held_in_memory_keeps_the_rest_of_it(rig: Rig) -> None:
-    ino, data = await cold_file(rig, b"edit", 2)
+    ino, data = await cold_file(rig, b"edit", 3)  # over a quarter of the rig's 8-block cache
     fh = await rig.fs.open(ROOT, ino, os.O_RDWR)
-    assert await rig.fs.read(fh, 0, 2 * BS) == data
+    assert await rig.fs.read(fh, 0, 2 * BS) == data[: 2 * BS]
     e = rig.cache.entries[(ino, 1)]
     assert e.data is not None  # read ahead for the sequential reader, held in memory
     await rig.fs.write(fh, BS + 100, b"new bytes")
@@ -65,8 +66,18 @@ async def test_a_write_into_a_block_held_in_memory_keeps_the_rest_of_it(rig: Rig
     rig.fs.release(fh)
     rig.cache.drop(ino)
     fh = await rig.fs.open(ROOT, ino, os.O_RDONLY)
-    assert await rig.fs.read(fh, 0, 2 * BS) == want
+    assert await rig.fs.read(fh, 0, 3 * BS) == want
     rig.fs.release(fh)
+
+
+async def test_a_file_of_a_quarter_of_the_cache_is_kept_in_cache_files(rig: Rig) -> None:
+    ino, data = await cold_file(rig, b"small", 2)
+    for _ in range(2):  # the second reader is served from the cache: nothing is fetched
+        fh = await rig.fs.open(ROOT, ino, os.O_RDONLY)
+        assert await rig.fs.read(fh, 0, 2 * BS) == data
+        rig.fs.release(fh)
+        assert cache_files(rig, ino) == {0, 1} and rig.cache.memory_bytes == 0
+    assert rig.blocks.stats["fetched"] == 2
 
 
 async def test_a_random_reader_gets_cache_files(rig: Rig) -> None:

@@ -10,10 +10,11 @@ The cache knows nothing of pools or encryption: it calls down into the block lay
 block's file may be shorter than the block: the rest reads as zeros (up to the file's
 size, which the core clamps to).
 
-A block fetched for a sequential reader (`streaming`) is held in memory instead, up to
-`max_memory` bytes of such blocks, and forgotten when that fills: the reader takes it once,
-and writing 4 MiB into a cache file only to read it back at once was the biggest cost of a
-cold sequential read. A write to such a block puts it in a file first, as dirty blocks are.
+A block fetched for a streaming reader (`streaming`: the core asks it for one that reads a
+file too big to keep in order) is held in memory instead, up to `max_memory` bytes of such
+blocks, and forgotten when that fills: the reader takes it once, and writing 4 MiB into a
+cache file only to read it back at once was the biggest cost of a cold sequential read.
+A write to such a block puts it in a file first, as dirty blocks are.
 
 Write-back: the `run` service uploads blocks that have not been written for
 `idle_seconds`, and anything when the dirty bytes pass half of `max_dirty`. Writers wait

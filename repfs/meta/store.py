@@ -227,7 +227,7 @@ class MetaStore:
             metasync=False,
             readonly=readonly,
             lock=True,
-            max_readers=64,
+            max_readers=512,
         )
         self._page = self.env.stat()["psize"]
         self._writes = 0
@@ -301,7 +301,14 @@ class MetaStore:
         if len(self.policy_memo) > POLICY_MEMO_MAX:
             self.policy_memo.clear()
         with self.env.begin(write=False) as txn:
-            yield Txn(txn, self.dbs, memo=self.policy_memo)
+            t = Txn(txn, self.dbs, memo=self.policy_memo)
+            try:
+                yield t
+            finally:
+                # A caller's name for `t` lives on after its block (across the awaits of a
+                # fetch, say); an ended LMDB read transaction keeps its reader slot for as
+                # long as it is referenced, and dozens of fetches filled the table.
+                del t.txn
 
     def sync(self) -> None:
         """Make every committed transaction durable on the local disk."""

@@ -3,6 +3,7 @@ daemon behind; a missing Ceph is named with the packages to install."""
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def test_a_cluster_that_cannot_start_says_why_and_leaves_nothing_running(
             cluster.start(timeout=30)
     message = str(info.value)
     assert "radosgw does not answer S3 requests" in message
-    assert "rgw exited with status 98" in message  # EADDRINUSE
+    # EADDRINUSE (98); now and then radosgw crashes on the taken port instead (killed by a signal)
+    assert re.search(r"rgw exited with status (98|-[0-9]+)\)", message), message[:400]
     assert f"{cluster.dir}/log/client.rgw.log" in message  # the log that says more, and its tail
     assert cluster.procs == {}
     assert processes_under(cluster.dir) == []

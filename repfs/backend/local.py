@@ -1,12 +1,12 @@
 """`LocalPool`: a pool that is a plain directory, one file per object.
 
 The object under key `a/b/c` is the file `<root>/a/b/c`. A put writes a temporary file
-beside the target (named with `keys.TEMP_PREFIX`), fsyncs it, renames it over the target
-and fsyncs the directory, so an object is either wholly there or absent, and durable once
-`put` returns. Directories are made on demand below the root, and each new one is made
-durable in its parent; the root itself is never made unless `create_root` is given (that is
-what mkfs does), so a missing root (an unmounted disk) reads as an unavailable pool, never
-as an empty one.
+beside the target (named with `keys.TEMP_PREFIX`; a large one past the page cache,
+`directio`), fsyncs it, renames it over the target and fsyncs the directory, so an object
+is either wholly there or absent, and durable once `put` returns. Directories are made on
+demand below the root, and each new one is made durable in its parent; the root itself is
+never made unless `create_root` is given (that is what mkfs does), so a missing root (an
+unmounted disk) reads as an unavailable pool, never as an empty one.
 
 Deletes are not fsynced: a delete lost in a crash leaves an orphan object, which GC finds.
 
@@ -28,6 +28,7 @@ from typing import TypeVar
 
 import trio
 
+from repfs.backend import directio
 from repfs.backend.base import PoolUsage, check_range, short_range
 from repfs.backend.keys import TEMP_PREFIX, check_key
 from repfs.config import PoolSpec
@@ -101,6 +102,7 @@ class LocalPool:
         self._used: int | None = None
         self._lock = threading.Lock()
         self._walk_lock = trio.Lock()
+        self._direct = True  # until the filesystem refuses O_DIRECT once
 
     @classmethod
     def from_spec(
@@ -181,10 +183,7 @@ class LocalPool:
         self._make_dirs(path.parent)
         tmp = path.parent / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(6)}"
         try:
-            with open(tmp, "xb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            self._write_new(tmp, data)
             with self._lock:
                 old = self._size_or_zero(path)
                 os.replace(tmp, path)
@@ -195,6 +194,22 @@ class LocalPool:
                 tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(path.parent)
+
+    def _write_new(self, path: Path, data: bytes) -> None:
+        """Create `path` holding `data`, fsync'd: past the page cache when it is big enough
+        and the filesystem allows (`directio`)."""
+        if self._direct and len(data) >= directio.MIN_SIZE:
+            try:
+                directio.write_new_file(path, data)
+                return
+            except directio.DirectIOUnsupported:
+                self._direct = False
+                path.unlink(missing_ok=True)
+                log.info("pool %s: %s refuses O_DIRECT; objects go through the page cache", self._name, self._root)
+        with open(path, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
 
     @staticmethod
     def _size_or_zero(path: Path) -> int:

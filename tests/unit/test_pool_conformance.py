@@ -11,12 +11,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 
+from repfs.backend import directio
 from repfs.backend.base import Pool, PoolUsage
 from repfs.backend.credentials import Credentials
 from repfs.backend.keys import BLOCK_PREFIX, SUPERBLOCK_KEY, TEMP_PREFIX, block_id_from_key, block_key
@@ -244,6 +246,63 @@ async def test_local_layout_and_url(tmp_path: Path) -> None:
     await pool.put(KEY, b"data")
     assert (tmp_path / KEY).read_bytes() == b"data"
     assert [p.name for p in (tmp_path / KEY).parent.iterdir()] == [KEY.rsplit("/", 1)[1]]
+
+
+def _temp_files(root: Path) -> list[Path]:
+    return list(root.rglob(f"{TEMP_PREFIX}*"))
+
+
+def _cached_bytes(path: Path) -> int:
+    """Bytes of `path` in the page cache (util-linux fincore)."""
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout.strip())
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("size", [directio.MIN_SIZE, 4 * 1024 * 1024 + 28, 3 * 1024 * 1024 + 4096])
+async def test_local_large_objects_bypass_the_page_cache_and_keep_their_length(tmp_path: Path, size: int) -> None:
+    pool = LocalPool("p1", tmp_path)
+    big, small = os.urandom(size), os.urandom(directio.MIN_SIZE - 1)
+    for _ in range(2):  # the second round reuses the aligned buffers of the first
+        await pool.put(KEY, big)
+        await pool.put(OTHER, small)
+    assert (tmp_path / KEY).stat().st_size == size
+    assert _cached_bytes(tmp_path / KEY) == 0  # written past the page cache
+    assert _cached_bytes(tmp_path / OTHER) > 0  # small objects are written through it
+    assert await pool.get(KEY) == big
+    assert await pool.get(OTHER) == small
+    assert await pool.get_range(KEY, size - 5, 5) == big[-5:]
+    assert (await pool.usage()).used == size + len(small)
+    assert not _temp_files(tmp_path)
+
+
+@pytest.mark.trio
+async def test_local_pool_on_a_filesystem_refusing_o_direct_writes_through_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_open = os.open
+    refused: list[str] = []
+
+    def open_without_direct(path: str | Path, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_DIRECT:
+            refused.append(str(path))
+            raise OSError(errno.EINVAL, "Invalid argument")  # what such a filesystem answers
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", open_without_direct)
+    pool = LocalPool("p1", tmp_path)
+    big = os.urandom(2 * directio.MIN_SIZE + 1)
+    with caplog.at_level(logging.INFO, logger="repfs.backend.local"):
+        await pool.put(KEY, big)
+        await pool.put(OTHER, big)
+    assert await pool.get(KEY) == big and await pool.get(OTHER) == big
+    assert len(refused) == 1  # asked once, then remembered
+    assert [r.getMessage() for r in caplog.records if "O_DIRECT" in r.getMessage()] == [
+        f"pool p1: {tmp_path} refuses O_DIRECT; objects go through the page cache"
+    ]
+    assert not _temp_files(tmp_path)
 
 
 @pytest.mark.trio

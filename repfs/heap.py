@@ -8,6 +8,12 @@ with a 256 KiB threshold that was a third of the daemon's time writing (perf, is
 above the largest default block: buffers come from the heap and freed ones are reused.
 Fixing it also stops glibc from raising it on its own, and a small arena count bounds the
 per-thread heaps, so the resident size stays near what the buffers in flight need.
+
+Fixing the threshold leaves the trim threshold at 128 KiB, though: every freed block at the
+top of a heap went back to the kernel and the next one faulted its pages in again (260,000
+to 355,000 minor faults per GiB written to the embedded default, over 1 GiB of zeroed
+pages). Free memory up to TRIM_THRESHOLD is now kept for reuse: 22,000 to 25,000 faults
+per GiB, daemon CPU 7.8-8.6 -> 5.9-6.1 s per GiB, peak RSS 144-150 -> 149-157 MiB.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ import logging
 
 log = logging.getLogger(__name__)
 
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 MMAP_THRESHOLD = 32 << 20  # glibc's largest on 64-bit: blocks up to 32 MiB come from the heap
 ARENA_MAX = 2
+TRIM_THRESHOLD = 64 << 20  # free memory kept per heap: a dozen 4 MiB blocks in flight
 
 
 def tame_allocator() -> bool:
@@ -36,7 +44,14 @@ def tame_allocator() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_ARENA_MAX, ARENA_MAX))
+    ok = all(
+        mallopt(option, value)
+        for option, value in (
+            (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+            (_M_ARENA_MAX, ARENA_MAX),
+        )
+    )
     if not ok:
         log.debug("mallopt refused the allocator options")
     return ok

@@ -81,6 +81,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], 
         short = ""
         try:
             async with trio.open_nursery() as nursery:
+                await nursery.start(layers.poolset.stalls.run)
                 await nursery.start(layers.journal.run)
                 async with trio.open_nursery() as writeback:
                     await writeback.start(layers.cache.run)

@@ -25,6 +25,10 @@ that queueing). Until a pool has answered a few requests, generous defaults appl
 successful requests teach the model: a pool that hangs does not make its own deadline
 longer.
 
+Deadlines count only the time the daemon itself was running: a stall of its own event
+loop (a paused VM, a machine swapping) moves every pending deadline on by its length
+(stalls.py), and is not learnt as the pools' latency.
+
 A read that misses its pool's deadline asks the next pool as well (a hedged request);
 a write that misses it goes to a stand-in. Either way the pool becomes *suspected*: it
 stops being first choice for reads until it answers again (see poolset.py).

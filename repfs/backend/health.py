@@ -194,10 +194,9 @@ class HealthMonitor:
             return
         pool = self.pools[name]
         try:
-            with trio.fail_after(self.ping_timeout):
-                await pool.ping()
-            with trio.fail_after(self.ping_timeout):
-                sb = await self._superblock(name, pool)
+            stalls = self.poolset.stalls  # a stall of the daemon is not a missed heartbeat
+            await stalls.within(self.ping_timeout, pool.ping)
+            sb = await stalls.within(self.ping_timeout, lambda: self._superblock(name, pool))
         except CorruptObject as exc:
             self._set(name, PoolState.FAILED, f"unreadable superblock: {exc}")
             return

@@ -44,6 +44,7 @@ from repfs.backend.deadline import PoolDeadline
 from repfs.backend.placement import rank_pools
 from repfs.backend.retry import DEFAULT_ATTEMPTS, DEFAULT_BASE_DELAY, retry
 from repfs.backend.space import DEFAULT_THRESHOLDS, PoolSpace, SpaceBook
+from repfs.backend.stalls import LoopStalls
 from repfs.backend.state import PoolState
 from repfs.errors import CorruptObject, ObjectNotFound, PoolFull, PoolUnavailable, StorageError
 
@@ -136,6 +137,7 @@ class PoolSet:
         self.state_observers: list[Callable[[str, PoolState, str], None]] = []  # told of every change
         self.op_timeout = op_timeout
         self._deadlines: dict[str, PoolDeadline] = {}
+        self.stalls = LoopStalls()  # time the daemon did not run counts against no deadline
         self.suspected: set[str] = set()  # missed a deadline: last choice for reads until it answers
         self.replicas = replicas
         self.write_quorum = write_quorum
@@ -364,32 +366,45 @@ class PoolSet:
             timeout = self.deadline(name, nbytes)
         else:
             timeout = self.op_timeout if self.op_timeout is not None else math.inf
-        deadline = trio.current_time() + timeout
+        begun = trio.current_time()
+        deadline = begun + timeout
+        lost = 0.0  # the time the daemon itself did not run meanwhile (stalls.py)
         started = time.monotonic()
         failure: str | None = "error"
         self._inflight[name] = self._inflight.get(name, 0) + 1
         self._inflight_bytes[name] = ahead + (nbytes or 0)
-        scope = trio.CancelScope(deadline=deadline)
         calls = self._calls.setdefault(name, set())
+        scope = trio.CancelScope(deadline=deadline)
         calls.add(scope)
         try:
-            with scope:
-                result = await retry(
-                    lambda: op(pool),
-                    attempts=attempts or self._attempts,
-                    base_delay=self._base_delay,
-                    deadline=deadline,
-                    is_transient=_is_transient,
-                )
-                failure = None
-                self.suspected.discard(name)
-                if nbytes is not None:
-                    self._deadlines[name].observe(time.monotonic() - started, nbytes, ahead)
-                return result
-            if trio.current_time() < deadline:  # abandoned: the pool went out of use meanwhile
-                failure = "unavailable"
-                state = self._state.get(name)
-                raise PoolUnavailable(f"pool {name}: {what} abandoned: the pool is {state.value if state else 'gone'}")
+            while True:
+                with scope:
+                    result = await retry(
+                        lambda: op(pool),
+                        attempts=attempts or self._attempts,
+                        base_delay=self._base_delay,
+                        deadline=deadline,
+                        is_transient=_is_transient,
+                    )
+                    failure = None
+                    self.suspected.discard(name)
+                    if nbytes is not None:
+                        took = time.monotonic() - started - self.stalls.lost_since(begun)
+                        self._deadlines[name].observe(max(0.0, took), nbytes, ahead)
+                    return result
+                if trio.current_time() < deadline:  # abandoned: the pool went out of use meanwhile
+                    failure = "unavailable"
+                    state = self._state.get(name)
+                    raise PoolUnavailable(
+                        f"pool {name}: {what} abandoned: the pool is {state.value if state else 'gone'}"
+                    )
+                if self.stalls.lost_since(begun) <= lost:
+                    break
+                lost = self.stalls.lost_since(begun)  # the daemon stalled: ask again for the time it lost
+                deadline = begun + timeout + lost
+                calls.discard(scope)
+                scope = trio.CancelScope(deadline=deadline)
+                calls.add(scope)
             failure = "timeout"
             self.suspect(name)
             raise PoolUnavailable(f"pool {name}: {what} missed its deadline of {timeout:.3g} s")

@@ -97,8 +97,7 @@ async def put_ranked(
                 running += 1
                 nursery.start_soon(attempt, name, finished)
                 wait = pools.deadline(name, len(obj))
-                with trio.move_on_after(wait):
-                    await finished.wait()
+                await pools.stalls.wait(finished, wait)
                 nxt = next(pending, None)
                 if finished.is_set():  # it failed (a success cancels this loop)
                     log.warning(
@@ -240,12 +239,11 @@ class ReplicatedStore:
             for i, name in enumerate(order):
                 gave_up = trio.Event()
                 nursery.start_soon(attempt, name, i + 1 == len(order), gave_up)
-                if i + 1 < len(order):
-                    with trio.move_on_after(pools.deadline(name, size_hint or 0)):
-                        await gave_up.wait()
-                    if not gave_up.is_set():  # slow: suspected, and hedged by the next pool
-                        pools.suspect(name)
-                        log.info("block %s: pool %s is slow to answer; asking pool %s too", short, name, order[i + 1])
+                wait = pools.deadline(name, size_hint or 0)
+                if i + 1 < len(order) and not await pools.stalls.wait(gave_up, wait):
+                    # slow: suspected, and hedged by the next pool
+                    pools.suspect(name)
+                    log.info("block %s: pool %s is slow to answer; asking pool %s too", short, name, order[i + 1])
         if not found:
             raise ReadFailed(f"block {short}: no readable copy; tried: {summary(failures)}")
         name, obj, data = found[0]

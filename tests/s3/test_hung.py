@@ -212,3 +212,48 @@ def test_no_pool_is_suspected_under_load_with_64m_blocks(weeds: list[WeedServer]
     assert not suspicions, "healthy pools under load were suspected:\n" + "\n".join(suspicions[:20])
     first = (fs.mnt / "w3").open("rb").read(len(chunk))
     assert first == bytes([3, 0]) + chunk[2:]
+
+
+def test_a_paused_daemon_suspects_no_pool(weeds: list[WeedServer], s3fs_factory: Factory) -> None:
+    """The daemon itself stopped (a VM paused, a machine swapping, SIGSTOP here) while its
+    requests are in flight: the pools answered in time, the client did not look. No pool
+    may be taken for slow, and the writes go on as if nothing happened."""
+    fs = s3fs_factory(weeds)
+    fs.mount("--heartbeat", "2")
+    assert fs.proc is not None
+    stop = threading.Event()
+    written: list[int] = []
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            n = 0
+            while not stop.is_set():
+                write_synced(fs.mnt / f"p{n % 50}", bytes([n % 256]) * (64 << 10))
+                written.append(n)
+                n += 1
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def wrote(n: int) -> bool:
+        return wait_for(lambda: len(written) >= n, timeout=30)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert wrote(20), errors
+        for _ in range(4):
+            before = len(written)
+            os.kill(fs.proc.pid, signal.SIGSTOP)
+            time.sleep(1.5)
+            os.kill(fs.proc.pid, signal.SIGCONT)
+            assert wrote(before + 10), errors
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert not thread.is_alive()
+    suspicions = [line for line in fs.log_text().splitlines() if SUSPICION.search(line)]
+    assert not suspicions, "a paused daemon suspected healthy pools:\n" + "\n".join(suspicions[:20])
+    last = written[-1]
+    assert (fs.mnt / f"p{last % 50}").read_bytes() == bytes([last % 256]) * (64 << 10)

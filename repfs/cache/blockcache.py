@@ -292,6 +292,7 @@ class BlockCache:
         await self._wait_for_room(len(data))
         key = (ino, index)
         e = self.entries.get(key)
+        fd: int | None = None
         if e is None:
             if stored > 0 and not (offset == 0 and len(data) >= stored):
                 e = await self._load_entry(ino, index)
@@ -302,14 +303,17 @@ class BlockCache:
                     # An empty file in the cache dir, made inline like the pwrite below: an
                     # await between the lookup and _add would let a concurrent write or fetch
                     # of this block make it too (and this truncate would then lose its data).
-                    open(self._path(e), "wb").close()  # noqa: ASYNC230
+                    # Its descriptor takes the pwrite: one open per new block, not two.
+                    fd = os.open(self._file(e), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
                     self._add(e)
-        self._make_dirty(e)
-        fd = os.open(self._file(e), os.O_WRONLY)
         try:
+            self._make_dirty(e)
+            if fd is None:
+                fd = os.open(self._file(e), os.O_WRONLY)
             os.pwrite(fd, data, offset)
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         before = e.size
         self._resize(e, max(e.size, offset + len(data)))
         self.entries.move_to_end(key)

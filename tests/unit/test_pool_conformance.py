@@ -337,10 +337,14 @@ async def test_local_failed_put_leaves_nothing(tmp_path: Path, monkeypatch: pyte
 async def test_local_full_disk_is_pool_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pool = LocalPool("p1", tmp_path)
 
-    def full_open(path: object, mode: str = "r") -> object:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    real_open = os.open
 
-    monkeypatch.setattr("repfs.backend.local.open", full_open, raising=False)
+    def full_open(path: str | os.PathLike[str], flags: int, *args: int, **kwargs: int) -> int:
+        if flags & os.O_CREAT and os.fspath(path).startswith(str(tmp_path)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", full_open)
     with pytest.raises(PoolFull, match="pool p1 is full"):
         await pool.put(KEY, b"data")
 

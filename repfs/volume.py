@@ -116,15 +116,25 @@ async def _read_superblock(pool: Pool) -> Superblock | None:
 # frozen server, a hung disk) is then unreachable and starts out down; it never holds up
 # a mount, recover or fsck for longer.
 OPEN_TIMEOUT = 10.0
+# mkfs runs once, for an operator at a terminal, and its writes are often a bucket's first:
+# some servers allocate storage for a new bucket then (SeaweedFS grows a volume). It waits
+# longer than a mount before it calls a pool unreachable.
+MKFS_TIMEOUT = 30.0
 
 
 # `timeout` bounds each pool's answer, not the call: a late pool gets PoolUnavailable while
 # the others' results still count, which a cancel scope around the call cannot do.
 async def _each(
-    pools: Sequence[Pool], fn: Callable[[Pool], Awaitable[T]], *, timeout: float = OPEN_TIMEOUT  # noqa: ASYNC109
+    pools: Sequence[Pool],
+    fn: Callable[[Pool], Awaitable[T]],
+    *,
+    timeout: float = OPEN_TIMEOUT,  # noqa: ASYNC109
+    doing: str = "",
 ) -> tuple[dict[str, T], dict[str, RepfsError]]:
     """Run `fn` on every pool at once: (results, repfs errors), each by pool name. A pool
-    that has not answered within `timeout` seconds gets PoolUnavailable."""
+    that has not answered within `timeout` seconds gets PoolUnavailable; `doing` names the
+    step in its message."""
+    step = f" ({doing})" if doing else ""
     results: dict[str, T] = {}
     errors: dict[str, RepfsError] = {}
 
@@ -133,7 +143,9 @@ async def _each(
             with trio.move_on_after(timeout):
                 results[pool.name] = await fn(pool)
                 return
-            errors[pool.name] = PoolUnavailable(f"pool {pool.name} ({pool.url}) did not answer within {timeout:g} s")
+            errors[pool.name] = PoolUnavailable(
+                f"pool {pool.name} ({pool.url}) did not answer within {timeout:g} s{step}"
+            )
         except RepfsError as exc:
             errors[pool.name] = exc
 
@@ -214,7 +226,7 @@ async def mkfs(
         )
     pools = open_pools(config.pools, create=True)
     try:
-        ready, errors = await _each(pools, _bucket_ready)
+        ready, errors = await _each(pools, _bucket_ready, timeout=MKFS_TIMEOUT, doing="checking its bucket")
         _raise_any(pools, errors)
         missing = [p for p in pools if not ready[p.name]]
         if missing and not create_buckets:
@@ -226,9 +238,16 @@ async def mkfs(
                 )
                 + "; create it or pass --create-buckets"
             )
-        _, errors = await _each(missing, lambda p: p.create_bucket() if isinstance(p, S3Pool) else p.ping())
+        _, errors = await _each(
+            missing,
+            lambda p: p.create_bucket() if isinstance(p, S3Pool) else p.ping(),
+            timeout=MKFS_TIMEOUT,
+            doing="creating its bucket",
+        )
         _raise_any(pools, errors)
-        existing, errors = await _each(pools, _existing_superblock)
+        existing, errors = await _each(
+            pools, _existing_superblock, timeout=MKFS_TIMEOUT, doing="looking for a superblock"
+        )
         _raise_any(pools, errors)
         for pool in pools:
             sb_there = existing[pool.name]
@@ -238,14 +257,21 @@ async def mkfs(
                     "use --force to wipe it"
                 )
         if force:
-            leases, errors = await _each(pools, lambda p: p.modified(LEASE_KEY))
+            leases, errors = await _each(
+                pools, lambda p: p.modified(LEASE_KEY), timeout=MKFS_TIMEOUT, doing="reading its mount lease"
+            )
             _raise_any(pools, errors)
             for pool in pools:
                 await _refuse_live_lease(pool, leases[pool.name], existing[pool.name], secret)
             _, errors = await _each(pools, _wipe, timeout=math.inf)  # as long as a big pool takes
             _raise_any(pools, errors)
         sb, _ = await trio.to_thread.run_sync(Superblock.create, secret, config.block_size)
-        _, errors = await _each(pools, lambda p: p.put(SUPERBLOCK_KEY, sb.to_bytes()))
+        _, errors = await _each(
+            pools,
+            lambda p: p.put(SUPERBLOCK_KEY, sb.to_bytes()),
+            timeout=MKFS_TIMEOUT,
+            doing="writing the superblock",
+        )
         _raise_any(pools, errors)
     finally:
         for pool in pools:

@@ -394,7 +394,25 @@ class WeedServer:
         name = name or f"t-{secrets.token_hex(6)}"
         self.client().make_bucket(name)
         self.buckets.add(name)
+        self._warm(name)
         return name
+
+    def _warm(self, bucket: str, timeout: float = START_TIMEOUT) -> None:
+        """Write and delete one object, so the bucket's first write (SeaweedFS grows a volume
+        for it: 0.2 s here, now and then over 10 s on a loaded CI machine) happens here, under
+        a patient deadline, and not inside the repfs command a test times."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client = self.client(timeout=timeout)
+                client.put_object(bucket, "repfs-warm-probe", io.BytesIO(b"w"), 1)
+                client.remove_object(bucket, "repfs-warm-probe")
+                return
+            except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    why = f"{self}: bucket {bucket} takes no write: {exc}"
+                    raise RuntimeError(f"{why}; log:\n{self.log_tail()}") from exc
+                time.sleep(0.2)
 
     def drop_buckets(self) -> None:
         """Delete the buckets `make_bucket` made, objects and all (frees their volumes)."""

@@ -90,11 +90,14 @@ class S3Repfs(Repfs):
     def __repr__(self) -> str:
         return f"S3Repfs({self.base})"
 
-    def mkfs(self, *extra: str) -> None:
+    def mkfs_args(self) -> list[str]:
         args = ["mkfs", str(self.fs_dir), "--key-file", str(self.key), "--credentials-file", str(self.credentials)]
         for i, url in enumerate(self.pool_urls):
             args += ["--pool", f"s3p{i + 1}={url}"]
-        run_repfs(*args, "--replicas", str(self.replicas), "--block-size", self.block_size, *extra, check=True)
+        return [*args, "--replicas", str(self.replicas), "--block-size", self.block_size]
+
+    def mkfs(self, *extra: str) -> None:
+        run_repfs(*self.mkfs_args(), *extra, check=True)
 
     def bucket_objects(self) -> dict[str, dict[str, int]]:
         """Pool name → (object name → size) of everything under the prefix."""

@@ -178,6 +178,23 @@ WRITERS = 8
 PER_WRITER = 96 << 20  # two blocks each (the second half full): enough for each pool to learn its pace
 
 
+def test_mkfs_with_a_frozen_server_names_the_pool_and_the_step_and_writes_nothing(
+    weeds: list[WeedServer], s3fs_factory: Factory
+) -> None:
+    fs = s3fs_factory(weeds, mkfs=False)
+    with frozen(weeds[1]):
+        start = time.monotonic()
+        res = run_repfs(*fs.mkfs_args())
+        took = time.monotonic() - start
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines() == [
+        f"repfs: error: pool s3p2 ({fs.pool_urls[1]}) did not answer within 30 s (checking its bucket)"
+    ], res.stderr
+    assert 29 < took < 29 + OP_BOUND, took
+    assert not fs.fs_dir.exists()
+    assert all(not s.objects(b) for s, b in zip(weeds, fs.buckets, strict=True))
+
+
 def test_no_pool_is_suspected_under_load_with_64m_blocks(weeds: list[WeedServer], s3fs_factory: Factory) -> None:
     fs = s3fs_factory(weeds, block_size="64M")
     sock = Path(tempfile.mkdtemp(prefix="repfs-adm-", dir="/tmp")) / "s"

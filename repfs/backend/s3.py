@@ -33,7 +33,6 @@ lines or error messages.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import ssl
@@ -43,14 +42,13 @@ from typing import Any, TypeVar
 
 import trio
 import urllib3
-from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
-from minio.helpers import MIN_PART_SIZE
 
 from repfs.backend.base import PoolUsage, check_range, short_range
 from repfs.backend.credentials import Credentials, resolve
 from repfs.backend.keys import check_key
 from repfs.backend.retry import retry
+from repfs.backend.s3sign import DIGESTS, SigningClient
 from repfs.config import PoolSpec, S3Location
 from repfs.errors import ConfigError, ObjectNotFound, PoolFull, PoolUnavailable, StorageError
 
@@ -166,7 +164,7 @@ class S3Pool:
             cert_reqs="CERT_REQUIRED",
             ca_certs=ca_bundle,  # None: the system's trusted CAs
         )
-        self._client = Minio(
+        self._client = SigningClient(
             location.endpoint,
             access_key=credentials.access_key,
             secret_key=credentials.secret_key,
@@ -312,19 +310,10 @@ class S3Pool:
     async def put(self, key: str, data: bytes) -> None:
         name = self._object(key)
         try:
-            await self._call(f"cannot store {key}", key, self._put_sync, name, data)
+            with DIGESTS.holding(data):  # the replicas of a block share one payload hash
+                await self._call(f"cannot store {key}", key, self._client.put_body, self._loc.bucket, name, data)
         finally:
             self._wrote()
-
-    def _put_sync(self, name: str, data: bytes) -> None:
-        # A fresh stream for every attempt: a retry must not start from the end of the last one.
-        self._client.put_object(
-            self._loc.bucket,
-            name,
-            io.BytesIO(data),
-            len(data),
-            part_size=max(len(data), MIN_PART_SIZE),  # one PUT, never a multipart upload
-        )
 
     async def get(self, key: str) -> bytes:
         name = self._object(key)

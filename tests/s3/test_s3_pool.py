@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 import urllib3
+from minio.error import S3Error
 
 from repfs.backend import s3 as s3mod
 from repfs.backend.base import Pool
@@ -24,8 +25,10 @@ from repfs.backend.keys import SUPERBLOCK_KEY, block_key
 from repfs.backend.poolset import PoolSet
 from repfs.backend.replicated import ReplicatedStore
 from repfs.backend.s3 import S3Pool
+from repfs.backend.s3sign import DIGESTS, BodyDigests, md5_base64, sha256_hex
 from repfs.config import PoolSpec
 from repfs.errors import ConfigError, CorruptObject, ObjectNotFound, PoolUnavailable
+from tests.ceph import CephCluster
 from tests.s3.rig import S3Server, credentials_of
 from tests.seaweed import WeedServer, free_ports
 
@@ -137,21 +140,83 @@ async def test_a_put_that_failed_midway_is_retried_whole(s3_server: S3Server, mo
     server = s3_server
     bucket = server.make_bucket()
     pool = pool_on(server, bucket)
-    real_put = pool._client.put_object
+    real_put = pool._client.put_body
     calls = []
 
-    def put_object(bucket_name: str, object_name: str, data: io.BytesIO, length: int, **kw: Any) -> Any:
+    def put_body(bucket_name: str, object_name: str, body: bytes, *args: Any) -> None:
         calls.append(object_name)
-        if len(calls) == 1:  # the connection breaks after the body was read
-            data.read()
+        real_put(bucket_name, object_name, body, *args)
+        if len(calls) == 1:  # the connection breaks after the body was sent
             raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))
-        return real_put(bucket_name, object_name, data, length, **kw)
 
-    monkeypatch.setattr(pool._client, "put_object", put_object)
+    monkeypatch.setattr(pool._client, "put_body", put_body)
     payload = os.urandom(100_000)
+    hashed = DIGESTS.computed
     await pool.put(KEY, payload)
     assert len(calls) == 2
+    assert DIGESTS.computed == hashed + 1  # the retry sent the digest of the first attempt
     assert server.get_object(bucket, KEY) == payload
+    await pool.close()
+
+
+def _poisoned(body: bytes, digests: BodyDigests) -> None:
+    """Make `digests` answer with the digests of other bytes for `body` (held by the caller)."""
+    entry = digests._entries[id(body)]
+    entry.sha256, entry.md5 = sha256_hex(b"other bytes"), md5_base64(b"other bytes")
+
+
+@pytest.mark.trio
+async def test_a_block_put_to_two_pools_at_once_is_hashed_once(s3_server: S3Server) -> None:
+    first, second = (pool_on(s3_server, s3_server.make_bucket()) for _ in range(2))
+    payload = os.urandom(300_000)
+    hashed = DIGESTS.computed
+    async with trio.open_nursery() as nursery:  # as replicated.put_ranked puts a block's replicas
+        nursery.start_soon(first.put, KEY, payload)
+        nursery.start_soon(second.put, KEY, payload)
+    assert DIGESTS.computed == hashed + 1
+    assert await first.get(KEY) == payload and await second.get(KEY) == payload
+    await first.put(KEY, payload)  # a put of its own (nothing else in flight) hashes again
+    assert DIGESTS.computed == hashed + 2
+    assert not DIGESTS._entries  # nothing is kept once the puts are done
+    await first.close()
+    await second.close()
+
+
+@pytest.mark.trio
+async def test_the_digest_sent_is_the_bodys_and_ceph_refuses_a_wrong_one(s3_server: S3Server) -> None:
+    """The digest computed once is the body's and is the one signed. Ceph RGW checks it
+    against the bytes it receives; SeaweedFS only checks the signature over it."""
+    bucket = s3_server.make_bucket()
+    pool = pool_on(s3_server, bucket)
+    body, digests = os.urandom(50_000), BodyDigests()
+    trace = io.StringIO()
+    pool._client.trace_on(trace)  # type: ignore[no-untyped-call]
+    pool._client.put_body(bucket, "right", body, digests)
+    pool._client.trace_off()  # type: ignore[no-untyped-call]
+    assert f"x-amz-content-sha256: {sha256_hex(body)}" in trace.getvalue().lower()
+    assert f"content-length: {len(body)}" in trace.getvalue().lower()
+    if isinstance(s3_server, CephCluster):
+        with digests.holding(body):
+            _poisoned(body, digests)
+            with pytest.raises(S3Error, match="XAmzContentSHA256Mismatch"):
+                pool._client.put_body(bucket, "wrong", body, digests)
+    assert s3_server.objects(bucket) == {"right": len(body)}
+    assert s3_server.get_object(bucket, "right") == body
+    await pool.close()
+
+
+@pytest.mark.trio
+async def test_over_tls_the_md5_sent_is_checked(tls_weed: WeedServer) -> None:
+    bucket = tls_weed.make_bucket()
+    pool = pool_on(tls_weed, bucket, ca_bundle=str(tls_weed.ca_file))
+    body, digests = os.urandom(50_000), BodyDigests()
+    with digests.holding(body):
+        _poisoned(body, digests)
+        with pytest.raises(S3Error, match=r"BadDigest|InvalidDigest"):
+            pool._client.put_body(bucket, "wrong", body, digests)
+    await pool.put(KEY, body)
+    assert await pool.get(KEY) == body
+    assert tls_weed.objects(bucket) == {KEY: len(body)}
     await pool.close()
 
 

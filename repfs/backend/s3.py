@@ -24,6 +24,9 @@ volumes" in its own log), indistinguishable from a passing failure: it shows up 
 unavailable pool. The pool's `capacity` setting exists so that repfs can stop placing
 blocks on a pool before that happens.
 
+A PUT's payload hash (SHA-256 over HTTP, MD5 over HTTPS) is computed once per body for
+all the pools it goes to at the same time (`repfs.backend.s3sign`).
+
 TLS: `s3://` is HTTPS with the certificate and host name verified against the system's
 CAs, or against `ca_bundle` only when one is given; `s3+http://` is plain HTTP.
 

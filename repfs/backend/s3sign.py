@@ -19,7 +19,7 @@ import base64
 import contextlib
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,8 +36,7 @@ class _Entry:
     body: bytes  # held: while the entry lives, no other object can have this id
     users: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    sha256: str | None = None
-    md5: str | None = None
+    digests: dict[str, str] = field(default_factory=dict)  # by kind: "sha256", "md5"
 
 
 def sha256_hex(body: bytes) -> str:
@@ -82,26 +81,22 @@ class BodyDigests:
         return entry if entry is not None and entry.body is body else None
 
     def sha256(self, body: bytes) -> str:
-        entry = self._entry(body)
-        if entry is None:
-            self.computed += 1
-            return sha256_hex(body)
-        with entry.lock:
-            if entry.sha256 is None:
-                self.computed += 1
-                entry.sha256 = sha256_hex(body)
-            return entry.sha256
+        return self._digest(body, "sha256", sha256_hex)
 
     def md5(self, body: bytes) -> str:
+        return self._digest(body, "md5", md5_base64)
+
+    def _digest(self, body: bytes, kind: str, compute: Callable[[bytes], str]) -> str:
         entry = self._entry(body)
-        if entry is None:
+        if entry is None:  # no put holds it: nobody to share with
             self.computed += 1
-            return md5_base64(body)
-        with entry.lock:
-            if entry.md5 is None:
+            return compute(body)
+        with entry.lock:  # a second asker waits for the first one's result
+            digest = entry.digests.get(kind)
+            if digest is None:
                 self.computed += 1
-                entry.md5 = md5_base64(body)
-            return entry.md5
+                digest = entry.digests[kind] = compute(body)
+            return digest
 
 
 DIGESTS = BodyDigests()  # one per process: replicas of a block go to pools of one daemon

@@ -162,7 +162,7 @@ async def test_a_put_that_failed_midway_is_retried_whole(s3_server: S3Server, mo
 def _poisoned(body: bytes, digests: BodyDigests) -> None:
     """Make `digests` answer with the digests of other bytes for `body` (held by the caller)."""
     entry = digests._entries[id(body)]
-    entry.sha256, entry.md5 = sha256_hex(b"other bytes"), md5_base64(b"other bytes")
+    entry.digests.update(sha256=sha256_hex(b"other bytes"), md5=md5_base64(b"other bytes"))
 
 
 @pytest.mark.trio

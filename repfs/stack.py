@@ -333,12 +333,12 @@ def adopt_leftovers(layers: Layers) -> None:
     """After a crash: upload dirty blocks the last daemon left, free its unlinked inodes."""
     bs = layers.opened.config.block_size
 
-    def keep(ino: int, index: int) -> bool:
+    def live(ino: int, index: int) -> int:
         with layers.meta.read() as t:
             inode = t.inode_or_none(ino)
-        return inode is not None and index * bs < inode.size
+        return 0 if inode is None else min(bs, inode.size - index * bs)
 
-    adopted = layers.cache.recover_dirty(keep)
+    adopted = layers.cache.recover_dirty(live)
     if adopted:
         log.info("found %d blocks written before an unclean stop; storing them now", adopted)
     freed = layers.fs.purge_orphans()

@@ -16,6 +16,22 @@ blocks, and forgotten when that fills: the reader takes it once, and writing 4 M
 cache file only to read it back at once was the biggest cost of a cold sequential read.
 A write to such a block puts it in a file first, as dirty blocks are.
 
+A block that a writer filled in order (`write(..., in_order=True)` up to the block's end)
+is not kept once stored: the next reader of such a file, if any, mostly reads it in order
+too and is streamed from the pools, and keeping it would push out of the cache what
+others read. Partial blocks (small files, a file's tail) and blocks written out of order
+are kept.
+
+Spares: the file of a block not kept (or evicted, or dropped), if at least a quarter of a
+block, is zeroed and kept in `spare/`, up to `max_spare` bytes (an eighth of the cache at
+most, which the cache's files may pass `max_bytes` by), and a new block takes a spare
+before it makes a file. Writing into the page cache of new files was most of the CPU a
+big write cost where memory had not been touched for a while (a virtual machine whose
+host takes freed memory back faults on every fresh page: 0.4 GB/s against 14 GB/s for an
+overwrite, issue 21); a spare's pages are resident. A spare reads as zeros, as a new file
+does, but may be longer than its block's data: a block's size is its entry's, never its
+file's (`recover_dirty` cuts a file left longer).
+
 Write-back: the `run` service uploads blocks that have not been written for
 `idle_seconds`, and anything when the dirty bytes pass half of `max_dirty`. Writers wait
 (never fail) while the dirty bytes are over `max_dirty`.
@@ -23,6 +39,7 @@ Write-back: the `run` service uploads blocks that have not been written for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -60,6 +77,7 @@ class Entry:
     dropped: bool = False
     waiters: int = field(default=0)
     data: bytes | None = None  # a clean block held in memory only (fetched for a sequential reader)
+    in_order: bool = False  # filled by a writer in order: not kept once stored
 
 
 class BlockCache:
@@ -74,6 +92,7 @@ class BlockCache:
         uploads: int = 4,
         idle_seconds: float = 1.0,
         max_memory: int = 32 << 20,
+        max_spare: int = 64 << 20,
     ) -> None:
         self.root = root
         self.block_size = block_size
@@ -98,9 +117,17 @@ class BlockCache:
         self._room = trio.Event()
         self._wake_writeback = trio.Event()
         self._nursery: trio.Nursery | None = None
-        for sub in ("dirty", "clean"):
+        for sub in ("dirty", "clean", "spare"):
             (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         self._dirs = {False: str(root / "clean"), True: str(root / "dirty")}
+        self.max_spare = min(max_spare, max_bytes // 8)  # bytes of zeroed files kept for new blocks
+        self._spare_dir = str(root / "spare")
+        self._spares: list[tuple[int, int]] = []  # (number, length) of the files ready in spare/
+        self._spare_bytes = 0  # of those ready and those being zeroed
+        self._spare_seq = 0
+        self.spares_taken = 0
+        self.spares_zeroing = 0  # files being zeroed in worker threads
+        self._zeroed = trio.Event()  # set each time none is left being zeroed
 
     # --- paths and bookkeeping -------------------------------------------------------
     def _path(self, e: Entry | Key, dirty: bool | None = None) -> Path:
@@ -287,8 +314,11 @@ class BlockCache:
             data += bytes(length - len(data))
         return data
 
-    async def write(self, ino: int, index: int, offset: int, data: bytes, *, stored: int) -> None:
-        """Write into a block. `stored`: bytes of stored data a partial write must keep."""
+    async def write(
+        self, ino: int, index: int, offset: int, data: bytes | memoryview, *, stored: int, in_order: bool = False
+    ) -> None:
+        """Write into a block. `stored`: bytes of stored data a partial write must keep.
+        `in_order`: the writer goes on from where its last write ended (see the module)."""
         await self._wait_for_room(len(data))
         key = (ino, index)
         e = self.entries.get(key)
@@ -304,7 +334,9 @@ class BlockCache:
                     # await between the lookup and _add would let a concurrent write or fetch
                     # of this block make it too (and this truncate would then lose its data).
                     # Its descriptor takes the pwrite: one open per new block, not two.
-                    fd = os.open(self._file(e), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+                    fd = self._take_spare(self._file(e))
+                    if fd is None:
+                        fd = os.open(self._file(e), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
                     self._add(e)
         try:
             self._make_dirty(e)
@@ -316,6 +348,7 @@ class BlockCache:
                 os.close(fd)
         before = e.size
         self._resize(e, max(e.size, offset + len(data)))
+        e.in_order = in_order and offset + len(data) == self.block_size
         self.entries.move_to_end(key)
         if before < self.block_size <= e.size:  # just filled (a writer moving on): store it now
             self._full[key] = e
@@ -345,9 +378,13 @@ class BlockCache:
             drops.count += 1
         for index in [i for i in self.by_ino.get(ino, ()) if i >= first_index]:
             e = self.entries[(ino, index)]
-            path = self._path(e)
+            path, size, busy = self._file(e), e.size, e.uploading is not None or e.data is not None
             self._forget(e)
-            path.unlink(missing_ok=True)
+            if busy:  # an upload may be reading the file: it must not be refilled meanwhile
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            else:
+                self._recycle(path, size)
         self._notify()
 
     def _forget_memory(self) -> None:
@@ -374,9 +411,78 @@ class BlockCache:
         upload, and copying the whole table each time cost most of the daemon's CPU with
         many writers and a full cache (bench/web.py's load)."""
         for e in self._oldest(self.clean_bytes + self.dirty_bytes - self.max_bytes, lambda e: not e.dirty):
-            path = self._path(e)
+            in_memory, path, size = e.data is not None, self._file(e), e.size
             self._forget(e)
-            path.unlink(missing_ok=True)
+            if not in_memory:
+                self._recycle(path, size)
+
+    # --- spares: zeroed files whose pages are resident, for new blocks --------------------
+    def _take_spare(self, file: str) -> int | None:
+        """A descriptor of `file` made from a spare (it reads as zeros), or None if there is none."""
+        while self._spares:
+            n, length = self._spares.pop()
+            self._spare_bytes -= length
+            try:
+                os.rename(f"{self._spare_dir}/{n}", file)
+                fd = os.open(file, os.O_WRONLY | os.O_CLOEXEC)
+            except OSError as exc:  # the cache dir changed behind us: make a new file instead
+                log.debug("spare %d not taken: %s", n, exc)
+                continue
+            self.spares_taken += 1
+            return fd
+        return None
+
+    def _recycle(self, file: str, size: int) -> None:
+        """The file of a block no longer cached: a spare once zeroed, if there is room, else gone."""
+        # under a quarter of a block, a new file costs less than zeroing this one in a worker thread
+        if self._nursery is None or 4 * size < self.block_size or self._spare_bytes + size > self.max_spare:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(file)
+            return
+        self._spare_seq += 1
+        n = self._spare_seq
+        temp = f"{self._spare_dir}/.zeroing-{n}"
+        try:
+            os.rename(file, temp)
+        except FileNotFoundError:
+            return
+        self._spare_bytes += size
+        self.spares_zeroing += 1
+        self._nursery.start_soon(self._zero_spare, n, temp, size)
+
+    async def _zero_spare(self, n: int, temp: str, size: int) -> None:
+        try:
+            length = await trio.to_thread.run_sync(_zero_file, temp, self.block_size)
+        except OSError as exc:
+            log.debug("spare %d dropped: %s", n, exc)
+            length = None
+        finally:
+            self.spares_zeroing -= 1
+            if not self.spares_zeroing:
+                self._zeroed.set()
+                self._zeroed = trio.Event()
+        if length is None:
+            self._spare_bytes -= size
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            return
+        try:
+            os.rename(temp, f"{self._spare_dir}/{n}")
+        except OSError:
+            self._spare_bytes -= size
+            return
+        self._spare_bytes += length - size
+        self._spares.append((n, length))
+
+    @property
+    def spare_bytes(self) -> int:
+        """Bytes of the spares, ready or being zeroed."""
+        return self._spare_bytes
+
+    async def spares_settled(self) -> None:
+        """Return once no spare is being zeroed."""
+        while self.spares_zeroing:
+            await self._zeroed.wait()
 
     # --- write-back -------------------------------------------------------------------
     def _notify(self) -> None:
@@ -403,20 +509,24 @@ class BlockCache:
                 generation = e.generation
                 path = self._path(e)
                 if e.size <= INLINE_BYTES:  # a page-cache read: cheaper than a worker thread
-                    data = _read_file(path)
+                    data = _read_file(path, e.size)
                 else:
-                    data = await trio.to_thread.run_sync(_read_file, path)
+                    data = await trio.to_thread.run_sync(_read_file, path, e.size)
                 if data is None:  # dropped while we waited
                     return
                 await self.blocks.store(e.ino, e.index, data, lambda: not e.dropped)
                 if e.generation == generation and not e.dropped:
+                    key = (e.ino, e.index)
+                    del self.dirty[key]
+                    self._full.pop(key, None)
+                    if e.in_order:  # not kept: its file becomes a spare for a writer's next block
+                        self._forget(e)
+                        self._recycle(str(path), e.size)
+                        return
                     os.replace(self._path(e, True), self._path(e, False))
                     self.dirty_bytes -= e.size
                     self.clean_bytes += e.size
                     e.dirty = False
-                    key = (e.ino, e.index)
-                    del self.dirty[key]
-                    self._full.pop(key, None)
                     self._evict()
         finally:
             ev, e.uploading = e.uploading, None
@@ -482,13 +592,17 @@ class BlockCache:
             log.error("upload of inode %d block %d failed, will retry: %s", e.ino, e.index, exc)
 
     # --- start-up -----------------------------------------------------------------------
-    def recover_dirty(self, keep: Callable[[int, int], bool]) -> int:
-        """Adopt dirty blocks left by a crashed daemon; `keep(ino, index)` says which still matter.
+    def recover_dirty(self, live: Callable[[int, int], int]) -> int:
+        """Adopt dirty blocks left by a crashed daemon; `live(ino, index)` says how many of a
+        block's bytes lie within its file now (0: none, the block is dropped).
 
-        Returns the number adopted; clean leftovers are removed (they may be stale).
+        A file longer than that (a spare's zeros past the data, or bytes past a file's end)
+        is cut to it. Returns the number adopted; clean leftovers and spares are removed
+        (clean ones may be stale).
         """
-        for p in (self.root / "clean").iterdir():
-            p.unlink()
+        for sub in ("clean", "spare"):
+            for p in (self.root / sub).iterdir():
+                p.unlink()
         adopted = 0
         for p in (self.root / "dirty").iterdir():
             try:
@@ -497,10 +611,15 @@ class BlockCache:
             except ValueError:
                 p.unlink()
                 continue
-            if not keep(ino, index):
+            keep = min(live(ino, index), self.block_size)
+            if keep <= 0:
                 p.unlink()
                 continue
-            e = Entry(ino, index, p.stat().st_size, dirty=True, generation=1)
+            size = p.stat().st_size
+            if size > keep:
+                os.truncate(p, keep)
+                size = keep
+            e = Entry(ino, index, size, dirty=True, generation=1)
             self._add(e)
             adopted += 1
         return adopted
@@ -511,9 +630,36 @@ def _write_file(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def _read_file(path: Path) -> bytes | None:
+def _read_file(path: Path, size: int) -> bytes | None:
+    """The first `size` bytes of a cache file (a spare may hold zeros past them)."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    try:
+        data = os.pread(fd, size, 0)
+        if len(data) < size:  # short reads of a regular file come only at its end
+            data += bytes(size - len(data))
+        return data
+    finally:
+        os.close(fd)
+
+
+_ZEROS = bytes(1 << 20)
+
+
+def _zero_file(path: str, limit: int) -> int | None:
+    """Overwrite a file with zeros (its pages stay resident); its length, or None if it is
+    longer than `limit` (not a block's file: it is not kept)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        length = os.fstat(fd).st_size
+        if length > limit:
+            return None
+        view = memoryview(_ZEROS)
+        pos = 0
+        while pos < length:
+            pos += os.pwrite(fd, view[: min(len(view), length - pos)], pos)
+        return length
+    finally:
+        os.close(fd)

@@ -53,6 +53,7 @@ class CacheStatus:
     dirty_bytes: int
     clean_bytes: int
     memory_bytes: int  # of the clean bytes, those held in memory only (streamed blocks)
+    spare_bytes: int  # zeroed files kept for new blocks, apart from the clean and dirty bytes
     limit_bytes: int
     dirty_limit_bytes: int
     upload_queue: int
@@ -222,6 +223,7 @@ def take(layers: Layers) -> Status:
             dirty_bytes=cache.dirty_bytes,
             clean_bytes=cache.clean_bytes,
             memory_bytes=cache.memory_bytes,
+            spare_bytes=cache.spare_bytes,
             limit_bytes=cache.max_bytes,
             dirty_limit_bytes=cache.max_dirty,
             upload_queue=cache.dirty_blocks(),

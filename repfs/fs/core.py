@@ -60,6 +60,7 @@ class Handle:
     written: bool = False
     read_end: int = 0  # where the last read ended: the next one starting there is sequential (a first at 0 too)
     ahead: int = 1  # blocks fetched ahead of this handle's sequential reader (see Filesystem.read)
+    write_end: int = 0  # where the last write ended: the next one starting there is in order (a first at 0 too)
 
     @property
     def writable(self) -> bool:
@@ -583,14 +584,17 @@ class Filesystem:
             self.hashes.changing(t, h.ino)
             t.put_inode(inode)
         self.hashes.wrote(h.ino, offset, data)  # in the order writes come, before any wait
-        view = memoryview(data)
+        in_order = offset == h.write_end  # the blocks it fills are not kept once stored (see the cache)
+        h.write_end = end
+        view = memoryview(data)  # slices of it go down as they are: no copy of the data
         pos = offset
         try:
             while pos < end:
                 index, boff = divmod(pos, self.bs)
                 n = min(self.bs - boff, end - pos)
                 stored = 0 if self.cache.cached(h.ino, index) else self.blocks.mapped_size(h.ino, index)
-                await self.cache.write(h.ino, index, boff, bytes(view[pos - offset : pos - offset + n]), stored=stored)
+                part = view[pos - offset : pos - offset + n]
+                await self.cache.write(h.ino, index, boff, part, stored=stored, in_order=in_order)
                 pos += n
         except BaseException:
             self.hashes.resized(h.ino, -1)  # what the file holds is not what was hashed

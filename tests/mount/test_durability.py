@@ -62,6 +62,33 @@ def test_closed_file_survives_kill9_and_is_uploaded_at_next_mount(repfs: Repfs) 
         assert (repfs.mnt / name).read_bytes() == data, name
 
 
+def test_blocks_made_from_spares_survive_kill9_with_zeros_where_nothing_was_written(repfs: Repfs) -> None:
+    """Full blocks written in order leave their cache files as zeroed spares once stored;
+    a closed file whose blocks were made from them comes back after kill -9 with exactly
+    its data: zeros where it wrote nothing, never the bytes a spare held before."""
+    secret = random.Random(4).randbytes(4 * BS)
+    (repfs.mnt / "copied").write_bytes(secret)  # written in order: its blocks are not kept
+    with opened(repfs.mnt / "copied", os.O_RDONLY) as fd:
+        os.fsync(fd)
+    spare = repfs.fs_dir / "cache" / "spare"
+    assert wait_for(lambda: len([p for p in spare.iterdir() if not p.name.startswith(".")]) >= 2, 10)
+    inodes = {p.stat().st_ino for p in spare.iterdir()}
+    with opened(repfs.mnt / "sparse", os.O_CREAT | os.O_WRONLY) as fd:
+        os.pwrite(fd, b"tail", BS // 2)  # a new block; nothing before BS/2
+        os.pwrite(fd, b"next", 2 * BS + 10)  # another, past a hole
+    made = {p.stat().st_ino for sub in ("dirty", "clean") for p in (repfs.fs_dir / "cache" / sub).iterdir()}
+    assert made & inodes  # the new blocks' files were spares
+    repfs.kill9()  # closed, not fsync'd: its blocks are still in the cache
+    repfs.mount()
+    want = bytes(BS // 2) + b"tail" + bytes(2 * BS + 10 - BS // 2 - 4) + b"next"
+    assert (repfs.mnt / "sparse").read_bytes() == want
+    assert (repfs.mnt / "copied").read_bytes() == secret
+    repfs.unmount()
+    shutil.rmtree(repfs.fs_dir / "cache")  # what reached the pools, not the cache
+    repfs.mount()
+    assert (repfs.mnt / "sparse").read_bytes() == want
+
+
 def test_kill9_during_heavy_writes_keeps_every_fsynced_file(repfs: Repfs) -> None:
     rng = random.Random(3)
     synced: dict[str, bytes] = {}

@@ -252,7 +252,16 @@ class BlockCache:
                 # loop), then put in place unless a writer made the block meanwhile.
                 path = self._path(key, False)
                 temp = path.with_name(f".fetch-{path.name}")
-                if data is None or len(data) <= INLINE_BYTES:
+                # into a spare if there is one and the block is as big as spares are (their
+                # pages are resident); a small one inline, a thread hop costs more
+                spare = self._take_spare(str(temp)) if data is not None and 4 * len(data) >= self.block_size else None
+                if spare is not None:
+                    assert data is not None
+                    if len(data) <= INLINE_BYTES:
+                        _fill_spare(spare, data)
+                    else:
+                        await trio.to_thread.run_sync(_fill_spare, spare, data)
+                elif data is None or len(data) <= INLINE_BYTES:
                     _write_file(temp, data or b"")
                 else:
                     await trio.to_thread.run_sync(_write_file, temp, data)
@@ -628,6 +637,18 @@ class BlockCache:
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
+
+
+def _fill_spare(fd: int, data: bytes) -> None:
+    """Write `data` into a spare (a descriptor of it) and cut the spare to its length; closes `fd`."""
+    try:
+        with memoryview(data) as view:
+            done = 0
+            while done < len(view):
+                done += os.pwrite(fd, view[done:], done)
+        os.ftruncate(fd, len(data))  # nothing past the block's data: its file is its size
+    finally:
+        os.close(fd)
 
 
 def _read_file(path: Path, size: int) -> bytes | None:

@@ -109,3 +109,22 @@ async def test_a_file_longer_than_its_block_is_cut_when_adopted_after_a_crash(ri
     rig.cache.drop(ino)
     assert await read_file(rig, ino) == b"y" * 100
     assert rig.blocks.mapped_size(ino, 0) == 100
+
+
+async def test_a_fetched_block_is_written_into_a_spare_cut_to_its_length(rig: Rig) -> None:
+    rig.cache.max_spare = 4 * BS
+    rig.cache.max_bytes = 64 * BS  # a quarter of it is over the file below: a cached read, not streamed
+    data = os.urandom(BS + 5000)
+    fh, inode = rig.fs.create(ROOT, ROOT_INO, b"fetched", 0o644, os.O_RDWR)
+    await rig.fs.write(fh, BS, data[BS:])  # out of order: both blocks are kept...
+    await rig.fs.write(fh, 0, data[:BS])
+    await rig.fs.fsync(fh)
+    rig.fs.release(fh)
+    rig.cache.drop(inode.ino)  # ...and dropped: their files become spares (the tail's is too short)
+    await zeroed(rig)
+    before = spares(rig)
+    assert len(before) == 1
+    assert await read_file(rig, inode.ino) == data
+    made = cache_files(rig, inode.ino, "clean")
+    assert made[0] in before and rig.cache.spares_taken == 1
+    assert (rig.cache.root / "clean" / f"{inode.ino}-0").stat().st_size == BS

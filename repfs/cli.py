@@ -216,7 +216,8 @@ def _read_ahead(text: str) -> int:
     default="2G",
     show_default=True,
     metavar="SIZE",
-    help="Most bytes the block cache may hold on local disk.",
+    help="Most bytes the block cache may hold on local disk (its spare files, zeroed for new blocks, come on "
+    "top: at most an eighth of it or 64 MiB).",
 )
 @click.option(
     "--max-dirty",

@@ -254,9 +254,8 @@ class BlockCache:
                 temp = path.with_name(f".fetch-{path.name}")
                 # into a spare if there is one and the block is as big as spares are (their
                 # pages are resident); a small one inline, a thread hop costs more
-                spare = self._take_spare(str(temp)) if data is not None and 4 * len(data) >= self.block_size else None
-                if spare is not None:
-                    assert data is not None
+                big = data is not None and 4 * len(data) >= self.block_size
+                if data is not None and big and (spare := self._take_spare(str(temp))) is not None:
                     if len(data) <= INLINE_BYTES:
                         _fill_spare(spare, data)
                     else:

@@ -36,11 +36,15 @@ def test_block_buffers_are_not_faulted_in_for_every_block(repfs_factory: Callabl
     fs = repfs_factory(block_size="4M")
     fs.mount("--cache-size", "256M", "--max-dirty", "64M")
     assert fs.proc is not None
-    write(fs.mnt / "warm-up", 32)
+    write(fs.mnt / "warm-up", 128)
     before = minor_faults(fs.proc.pid)
     write(fs.mnt / "big", 128)
     faults = minor_faults(fs.proc.pid) - before
     # Each 4 MiB buffer given back to the kernel and taken again is 1,024 faults, and a
-    # block passes through several; kept in the heap, the whole file costs about a thousand
-    # (94,000 before the trim threshold was raised).
-    assert faults < 128 * 64, faults
+    # block passes through several: 94,000 for this file before the trim threshold was
+    # raised. Kept in the heap, the file costs tens to a few thousand, the number swinging
+    # with how many blocks happen to be in flight at once (the warm-up is as large as the
+    # file, so the heap has mostly reached its peak before counting). The bound is half a
+    # buffer's pages per block: it fails as soon as any one buffer of each block is faulted.
+    blocks, pages_per_buffer = 128 // 4, 4 * MiB // 4096
+    assert faults < blocks * pages_per_buffer // 2, faults

@@ -53,9 +53,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _scan(directory: Path) -> tuple[list[tuple[str, int]], list[str]]:
-    """(files with their sizes, subdirectories) of one directory; temp files left out."""
-    files: list[tuple[str, int]] = []
+def _scan(directory: Path) -> tuple[list[str], list[str]]:
+    """(file names, subdirectory names) of one directory; temp files left out. The kind
+    of an entry comes from the directory itself (no stat per file on Linux filesystems)."""
+    files: list[str] = []
     dirs: list[str] = []
     with os.scandir(directory) as entries:
         for entry in entries:
@@ -64,8 +65,7 @@ def _scan(directory: Path) -> tuple[list[tuple[str, int]], list[str]]:
             if entry.is_dir(follow_symlinks=False):
                 dirs.append(entry.name)
             elif entry.is_file(follow_symlinks=False):
-                with contextlib.suppress(FileNotFoundError):  # deleted while we looked
-                    files.append((entry.name, entry.stat(follow_symlinks=False).st_size))
+                files.append(entry.name)
     return files, dirs
 
 
@@ -78,7 +78,9 @@ def _walk_size(root: Path) -> int:
             files, dirs = _scan(directory)
         except FileNotFoundError:
             continue
-        total += sum(size for _, size in files)
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):  # deleted while we looked
+                total += os.stat(directory / name, follow_symlinks=False).st_size
         stack.extend(directory / d for d in dirs)
     return total
 
@@ -343,7 +345,7 @@ class LocalPool:
                 continue  # removed while we walked
             except OSError as exc:
                 raise self._error(exc, f"cannot list {rel or '/'}") from None
-            for name, _ in files:
+            for name in files:
                 key = f"{rel}{name}"
                 if key.startswith(prefix):
                     yield key

@@ -586,7 +586,10 @@ class BlockCache:
                 nursery.start_soon(self._upload_logged, e)
         pressure = self.dirty_bytes > self.max_dirty // 2
         idle_before = time.monotonic() - self.idle_seconds
-        for e in list(self.dirty.values()):  # least recently written first
+        # Least recently written first, and no copy of the table: this runs at every close
+        # (a kick), mostly stops at the first entry, and start_soon runs no task meanwhile
+        # (copying a few hundred entries each time was 8% of the event loop in an rsync).
+        for e in self.dirty.values():
             if not pressure and e.last_write > idle_before:
                 break
             if e.uploading is None:

@@ -24,7 +24,7 @@ from repfs.fslock import lock_fs_dir, report
 from repfs.fuse.kernelcache import Forwarder
 from repfs.fuse.ops import RepfsOperations
 from repfs.fuse.readahead import DEFAULT_READ_AHEAD, set_when_serving
-from repfs.heap import tame_allocator
+from repfs.heap import tame_allocator, tame_collector
 from repfs.stack import Layers, StackOptions, open_stack
 from repfs.volume import FsPaths
 
@@ -96,6 +96,7 @@ async def serve(opts: MountOptions, secret: bytes, ready: Callable[[list[str]], 
                         if ready is not None:
                             ready(mount_notes(layers))
                         notify(f"READY=1\nSTATUS=mounted {paths.root} on {opts.mountpoint}")
+                        tame_collector()
                         await pyfuse3.main(min_tasks=4, max_tasks=64)
                         invalidations.close()
                         pyfuse3.close(unmount=True)

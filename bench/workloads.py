@@ -159,6 +159,32 @@ def packets(folder: str, count: int, size: int, seed: str) -> Result:
     return {"count": count, "bytes_each": size, "seconds": seconds, "value": count / seconds}
 
 
+def packets_parallel(folder: str, count: int, size: int, writers: int, seed: str) -> Result:
+    """`count` files of `size` bytes as `packets` makes them, by `writers` threads at once
+    (application servers storing packets side by side: fsyncs that may share a commit)."""
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    stream = Stream(seed)
+    payloads = [stream.at(i * size, size) for i in range(count)]
+
+    def one(i: int) -> None:
+        fd = os.open(root / f"packet-{i:06d}.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            write_all(fd, payloads[i])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(writers) as pool:
+        list(pool.map(one, range(count)))
+    seconds = time.perf_counter() - t0
+    for i in (0, count // 2, count - 1):  # spot check, untimed
+        if (root / f"packet-{i:06d}.bin").read_bytes() != payloads[i]:
+            raise RuntimeError(f"packet {i} reads back wrong")
+    return {"count": count, "bytes_each": size, "writers": writers, "seconds": seconds, "value": count / seconds}
+
+
 def packet_read(folder: str, count: int, size: int, seed: str) -> Result:
     """The packets written by `packets`, each opened by name, read whole and closed in turn
     (timed; after the cold remount), then checked byte for byte (untimed)."""
@@ -291,7 +317,7 @@ def randread(path: str, size: int, runtime: float, jobs: int) -> Result:
 WORKLOADS: dict[str, Callable[..., Result]] = {
     f.__name__: f
     for f in (seq_write, seq_write_compressible, make_file, seq_read, packets, packet_read, parallel, md_create,
-              md_stat, md_delete, rsync_in, randread)
+              md_stat, md_delete, rsync_in, randread, packets_parallel)
 }
 
 

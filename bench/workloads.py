@@ -138,6 +138,23 @@ def seq_read(path: str, size: int, seed: str) -> Result:
     return {"bytes": size, "read_s": read_s, "value": mbps(size, read_s)}
 
 
+def _write_packet(root: Path, i: int, data: bytes) -> None:
+    fd = os.open(root / f"packet-{i:06d}.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_packets(root: Path, payloads: list[bytes]) -> None:
+    """Spot check, untimed."""
+    count = len(payloads)
+    for i in (0, count // 2, count - 1):
+        if (root / f"packet-{i:06d}.bin").read_bytes() != payloads[i]:
+            raise RuntimeError(f"packet {i} reads back wrong")
+
+
 def packets(folder: str, count: int, size: int, seed: str) -> Result:
     """`count` files of `size` bytes, each created, written, fsync'd and closed in turn."""
     root = Path(folder)
@@ -146,16 +163,9 @@ def packets(folder: str, count: int, size: int, seed: str) -> Result:
     payloads = [stream.at(i * size, size) for i in range(count)]
     t0 = time.perf_counter()
     for i, data in enumerate(payloads):
-        fd = os.open(root / f"packet-{i:06d}.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_packet(root, i, data)
     seconds = time.perf_counter() - t0
-    for i in (0, count // 2, count - 1):  # spot check, untimed
-        if (root / f"packet-{i:06d}.bin").read_bytes() != payloads[i]:
-            raise RuntimeError(f"packet {i} reads back wrong")
+    _check_packets(root, payloads)
     return {"count": count, "bytes_each": size, "seconds": seconds, "value": count / seconds}
 
 
@@ -166,22 +176,11 @@ def packets_parallel(folder: str, count: int, size: int, writers: int, seed: str
     root.mkdir(parents=True, exist_ok=True)
     stream = Stream(seed)
     payloads = [stream.at(i * size, size) for i in range(count)]
-
-    def one(i: int) -> None:
-        fd = os.open(root / f"packet-{i:06d}.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            write_all(fd, payloads[i])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     t0 = time.perf_counter()
     with ThreadPoolExecutor(writers) as pool:
-        list(pool.map(one, range(count)))
+        list(pool.map(lambda i: _write_packet(root, i, payloads[i]), range(count)))
     seconds = time.perf_counter() - t0
-    for i in (0, count // 2, count - 1):  # spot check, untimed
-        if (root / f"packet-{i:06d}.bin").read_bytes() != payloads[i]:
-            raise RuntimeError(f"packet {i} reads back wrong")
+    _check_packets(root, payloads)
     return {"count": count, "bytes_each": size, "writers": writers, "seconds": seconds, "value": count / seconds}
 
 
